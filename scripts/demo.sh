@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install mailcarrier into .venv and run the main job on the embedded default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e . >/dev/null
+while IFS='|' read -r stage reply; do
+    [ -z "$stage" ] && continue
+    echo "== [$stage] $reply"
+    .venv/bin/mailcarrier classify --stage "$stage" --format json "$reply"
+done < src/mailcarrier/samples/replies.txt

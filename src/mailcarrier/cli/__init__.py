@@ -1,0 +1,1 @@
+"""The ``mailcarrier`` command line (Typer + Rich)."""

@@ -1,0 +1,27 @@
+"""Entry point of the ``mailcarrier`` command: one Typer app, sub-commands per module."""
+
+from __future__ import annotations
+
+import typer
+
+from mailcarrier.cli import classify_cmd, rules_cmd
+
+app = typer.Typer(
+    name="mailcarrier",
+    help="Self-hosted email campaign delivery and deliverability engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("classify")(classify_cmd.classify_command)
+app.add_typer(rules_cmd.app, name="rules")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mailcarrier.cli.main import app
+
+runner = CliRunner()
+
+
+def test_classify_json_shape() -> None:
+    result = runner.invoke(app, ["classify", "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown",
+                                 "--stage", "rcpt", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["reason"] == "userunknown"
+    assert doc["category"] == 2
+    assert doc["hard_bounce"] is True
+    assert doc["retry"] is False
+    assert isinstance(doc["rule"], str) and doc["rule"]
+
+
+def test_classify_stage_changes_the_answer() -> None:
+    at_rcpt = json.loads(runner.invoke(app, ["classify", "452 Too many recipients", "-s", "rcpt", "-f", "json"]).stdout)
+    assert at_rcpt["retry"] is True and at_rcpt["reason"] == "toomanyconn"
+
+
+def test_classify_internal_code() -> None:
+    doc = json.loads(runner.invoke(app, ["classify", "147", "-f", "json"]).stdout)
+    assert doc["outcome_unknown"] is True and doc["internal_code"] == 147
+
+
+def test_classify_garbage_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["classify", "hello"])
+    assert result.exit_code == 2
+    assert "three-digit code" in result.output
+
+
+def test_rules_validate(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[[rule]]\nid = "a"\nreason = "blocked"\ntext = ["x"]\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "a"\nreason = "nope"\n')
+    ok = runner.invoke(app, ["rules", "validate", str(good)])
+    assert ok.exit_code == 0 and "1 rules OK" in ok.output
+    ko = runner.invoke(app, ["rules", "validate", str(bad)])
+    assert ko.exit_code == 1 and "unknown reason" in ko.output
