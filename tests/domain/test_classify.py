@@ -2,7 +2,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailcarrier.domain import Category, Reason, SMTPStage, classify, classify_internal, classify_reply, parse_reply
+from mailcarrier.domain import (
+    Category,
+    Reason,
+    SMTPStage,
+    classify,
+    classify_internal,
+    classify_reply,
+    parse_reply,
+)
 from mailcarrier.domain.rules_engine import Scope
 
 PROVIDER_REPLIES = [

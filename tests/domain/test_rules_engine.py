@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+import mailcarrier.domain as pkg
 from mailcarrier.domain import Reason, RuleFileError, SMTPStage, classify, load_rules
 from mailcarrier.domain.rules_engine import RULE_FILES, default_rules, validate_rule_file
 
@@ -13,8 +14,6 @@ def test_shipped_rules_load_and_ids_are_unique() -> None:
 
 
 def test_shipped_rule_files_validate() -> None:
-    import mailcarrier.domain as pkg
-
     base = Path(pkg.__file__).parent / "rules"
     for name in RULE_FILES:
         assert validate_rule_file(base / name) > 0

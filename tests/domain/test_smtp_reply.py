@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from mailcarrier.domain import EnhancedStatus, ParseError, SMTPStage, parse_reply
 from mailcarrier.domain.smtp_reply import find_enhanced_status
