@@ -1,0 +1,62 @@
+"""Settings, read from the environment (prefix ``MAILCARRIER_``) or a ``.env`` file.
+
+One :class:`Settings` object is built at start-up and passed explicitly to the layers
+that need it; nothing reads the environment at import time. Unknown variables with our
+prefix are an error, so a typo in a setting name is caught instead of ignored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILCARRIER_", env_file=".env", extra="forbid",
+                                      env_file_encoding="utf-8")
+
+    data_dir: Path = Field(Path("./mailcarrier-data"), description=(
+        "Directory for the embedded SQLite database, generated secrets and DKIM keys."))
+    database_url: str | None = Field(None, description=(
+        "SQLAlchemy URL of the system of record. Unset: SQLite file in data_dir. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db"))
+    secret_key: str | None = Field(None, description=(
+        "Master secret for VERP and tracking signatures. Unset: generated once and kept in "
+        "data_dir/secret.key. Changing it invalidates outstanding bounce addresses and links."))
+    hostname: str = Field("mailcarrier.localhost", description="Name used in EHLO and Message-IDs.")
+    bounce_domain: str = Field("bounces.mailcarrier.localhost", description=(
+        "Domain of the VERP return-paths; its MX must point at `mailcarrier inbound`."))
+    public_url: str = Field("http://127.0.0.1:8025", description=(
+        "Base URL of `mailcarrier serve`, used in tracking links and List-Unsubscribe."))
+    static_routes: str = Field("", description=(
+        "Static routing table replacing DNS MX look-ups, 'pattern=host:port' entries separated by "
+        "commas, e.g. '*.test=127.0.0.1:2525,*=127.0.0.1:2526'. Empty: use DNS."))
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mailcarrier.db').resolve()}"
+
+    def resolved_secret(self) -> bytes:
+        """The master secret; generated and stored (mode 0600) on first use."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48), encoding="ascii")
+        return path.read_text(encoding="ascii").strip().encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides (CLI flags) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
