@@ -1,0 +1,32 @@
+"""The domain core imports only the standard library and itself (ARCHITECTURE.md §3)."""
+
+import ast
+import sys
+from pathlib import Path
+
+from mailcarrier import domain
+
+DOMAIN_DIR = Path(domain.__file__).parent
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module)
+    return roots
+
+
+def test_domain_imports_only_stdlib_and_domain() -> None:
+    offenders: list[str] = []
+    for path in sorted(DOMAIN_DIR.rglob("*.py")):
+        for name in _imported_roots(path):
+            top = name.split(".")[0]
+            if name.startswith("mailcarrier.domain") or top == "__future__":
+                continue
+            if top in sys.stdlib_module_names:
+                continue
+            offenders.append(f"{path.relative_to(DOMAIN_DIR)} imports {name}")
+    assert not offenders, "the domain core must stay pure:\n" + "\n".join(offenders)
