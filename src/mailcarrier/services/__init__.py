@@ -1,0 +1,1 @@
+"""Application services: use cases that combine the domain core with I/O adapters."""
