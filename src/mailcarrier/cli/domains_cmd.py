@@ -1,0 +1,69 @@
+"""``mailcarrier domains check``: is a sending domain fit to send marketing mail?"""
+
+from __future__ import annotations
+
+import json
+
+import dns.resolver
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailcarrier.config import load_settings
+from mailcarrier.domain.dns_checks import CheckStatus
+from mailcarrier.services.hygiene import DnsHygiene, DomainCheckRequest, failures
+
+app = typer.Typer(help="Sender hygiene of sending domains: SPF, DKIM, DMARC, FCrDNS, MX, blocklists.",
+                  no_args_is_help=True)
+
+_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "red", CheckStatus.ERROR: "yellow"}
+
+
+def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
+    """The system resolver, or HOST[:PORT] when given (split-horizon or test DNS)."""
+    if nameserver is None:
+        return dns.resolver.Resolver()
+    host, _, port = nameserver.partition(":")
+    if port and not port.isdigit():
+        raise typer.BadParameter(f"--nameserver must be HOST or HOST:PORT, got {nameserver!r}")
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = int(port or 53)
+    resolver.use_edns(0, 0, 4096)
+    return resolver
+
+
+@app.command("check")
+def check(
+    domain: str = typer.Argument(..., help="The From domain to check."),
+    ips: list[str] = typer.Option([], "--ip", help="Sending IP of the account's pool (repeatable)."),
+    selector: str = typer.Option("mailcarrier", "--selector", help="DKIM selector."),
+    bounce_domain: str | None = typer.Option(None, help="Envelope/bounce domain (default: setting)."),
+    inbound_host: str | None = typer.Option(None, help="Our inbound MX host (default: hostname setting)."),
+    dnsbl: list[str] = typer.Option([], "--dnsbl", help="Blocklist zone to query (repeatable)."),
+    nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
+    timeout: float = typer.Option(5.0, min=0.1, help="Seconds per DNS query."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Run every hygiene check; exit 1 when any fails (marketing mail would be refused)."""
+    settings = load_settings()
+    request = DomainCheckRequest(
+        domain=domain.strip().rstrip(".").lower(),
+        sending_ips=tuple(ips),
+        dkim_selector=selector,
+        bounce_domain=bounce_domain or settings.bounce_domain,
+        inbound_host=inbound_host or settings.hostname,
+        dnsbl_zones=tuple(dnsbl),
+    )
+    checks = DnsHygiene(_resolver(nameserver), lifetime=timeout).check_domain(request)
+    if as_json:
+        typer.echo(json.dumps([
+            {"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks
+        ], indent=2))
+    else:
+        table = Table("check", "status", "detail", "fix")
+        for c in checks:
+            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+        Console().print(table)
+    if failures(checks):
+        raise typer.Exit(1)

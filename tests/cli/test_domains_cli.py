@@ -1,0 +1,46 @@
+"""``mailcarrier domains check`` against the loopback DNS server."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mailcarrier.cli.main import app
+from tests.services.local_dns import local_dns
+from tests.services.test_hygiene import ZONE
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, list[dict[str, str]]]:
+    with local_dns(ZONE) as resolver:
+        server = f"127.0.0.1:{resolver.port}"
+        result = runner.invoke(app, ["domains", "check", *args, "--nameserver", server, "--timeout", "2", "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_clean_domain_exits_zero() -> None:
+    code, checks = run("good.test", "--ip", "127.0.0.2", "--selector", "s1",
+                       "--bounce-domain", "bounces.good.test", "--inbound-host", "mx.mailcarrier.test")
+    assert code == 0, checks
+    assert {c["status"] for c in checks} == {"pass"}
+
+
+def test_failing_domain_exits_one_and_says_what_to_fix() -> None:
+    code, checks = run("bad.test", "--ip", "127.0.0.2", "--selector", "s1",
+                       "--bounce-domain", "bounces.bad.test", "--inbound-host", "mx.mailcarrier.test",
+                       "--dnsbl", "bl.test")
+    assert code == 1
+    failed = {c["check"]: c for c in checks if c["status"] != "pass"}
+    assert "SPF bad.test for 127.0.0.2" in failed
+    assert "DMARC _dmarc.bad.test" in failed
+    assert "mx.mailcarrier.test" in failed["MX bounces.bad.test"]["fix"]
+    assert failed["DNSBL bl.test for 127.0.0.2"]["status"] == "fail"
+    assert all(c["fix"] for c in failed.values() if c["status"] == "fail")
+
+
+def test_bad_nameserver_option_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["domains", "check", "good.test", "--nameserver", "127.0.0.1:dns"])
+    assert result.exit_code == 2
+    assert "HOST:PORT" in result.output
