@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     static_routes: str = Field("", description=(
         "Static routing table replacing DNS MX look-ups, 'pattern=host:port' entries separated by "
         "commas, e.g. '*.test=127.0.0.1:2525,*=127.0.0.1:2526'. Empty: use DNS."))
+    pool_trap_lookback_days: int = Field(365, ge=1, description=(
+        "A spam-trap hit within this many days keeps an account out of (or moves it out of) trusted."))
+    pool_trusted_max_messages_30d: int = Field(75_000, ge=1, description=(
+        "Trusted pool: fewer than this many messages in the last 30 days."))
+    pool_dedicated_min_messages_30d: int = Field(100_000, ge=1, description=(
+        "Above this many messages in 30 days a dedicated IP is recommended."))
+    max_complaint_rate: float = Field(0.001, ge=0, le=1, description=(
+        "Complaint rate above which an account returns to shared and a warm-up ramp holds."))
+    max_bounce_rate: float = Field(0.05, ge=0, le=1, description=(
+        "Bounce rate above which an account returns to shared and a warm-up ramp holds."))
+    warmup_schedule: str = Field("standard", description=(
+        "Warm-up schedule for new or idle IPs: conservative, standard or aggressive."))
+    warmup_idle_restart_days: int = Field(30, ge=1, description=(
+        "An IP idle this many days restarts its warm-up."))
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
