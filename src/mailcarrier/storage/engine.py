@@ -1,0 +1,61 @@
+"""Engine construction for the two supported backends.
+
+SQLite is the embedded default (one file, WAL so readers never block the writer);
+PostgreSQL (psycopg 3) is the scale-out backend. Nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from mailcarrier.config import Settings
+
+__all__ = ["is_sqlite", "make_engine"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True when the engine talks to SQLite (single writer, no SKIP LOCKED)."""
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(source: Settings | str, *, echo: bool = False) -> Engine:
+    """Build an engine from settings or a database URL, with per-backend pragmas."""
+    url_text = source.resolved_database_url() if isinstance(source, Settings) else source
+    url = make_url(url_text)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url_text, echo=echo)
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _sqlite_engine(url_text: str, *, echo: bool) -> Engine:
+    url = make_url(url_text)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin, so that
+        # BEGIN IMMEDIATE can be issued for writers (see ``begin_write``).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

@@ -1,0 +1,27 @@
+"""``mailcarrier db upgrade`` / ``db current`` against a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from mailcarrier.cli import db_cmd
+from mailcarrier.storage.engine import make_engine
+
+
+def test_upgrade_creates_schema_and_reports_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'mc.db'}"
+    runner = CliRunner()
+    before = runner.invoke(db_cmd.app, ["current", "--database-url", url])
+    assert before.exit_code == 0, before.output
+    assert "none" in before.output
+    result = runner.invoke(db_cmd.app, ["upgrade", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert "0001_base" in result.output
+    engine = make_engine(url)
+    assert {"contacts", "deliveries", "attempts"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+    again = runner.invoke(db_cmd.app, ["upgrade", "--database-url", url])
+    assert again.exit_code == 0, again.output
