@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailcarrier.cli import classify_cmd, domains_cmd, rules_cmd
+from mailcarrier.cli import classify_cmd, db_cmd, domains_cmd, rules_cmd
 
 app = typer.Typer(
     name="mailcarrier",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.command("classify")(classify_cmd.classify_command)
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(domains_cmd.app, name="domains")
+app.add_typer(db_cmd.app, name="db")
 
 
 def main() -> None:
