@@ -11,6 +11,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 export MAILCARRIER_TEST_PG_URL="${MAILCARRIER_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
-echo "== ruff"; .venv/bin/ruff check src tests bench
+echo "== ruff"; .venv/bin/ruff check src tests $( [ -d bench ] && echo bench )
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/python -m pytest "$@"
