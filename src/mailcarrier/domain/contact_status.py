@@ -1,0 +1,230 @@
+"""The contact status policy: what one event does to a contact's status, flags and counters.
+
+Pure: the caller passes the contact's current state, the event and ``now``; the result is a
+:class:`Transition` the store writes in one transaction. Rules (seeds 001, 002, 003, 004):
+
+* category 2 (invalid address) → ``error`` + ``email_invalid`` at once;
+* a mailing whose attempts all failed temporarily (categories 3, 4, 9) counts once;
+  ``soft_bounce_mailings_to_error`` consecutive ones → ``error``; a delivery resets the count;
+* category 1 (spam/policy block) is counted; ``error`` only after ``blocks_to_error``
+  consecutive blocks, because a block says more about the sender than the address;
+* a "user unknown" from a domain that rejected an unusual share of the same mailing, or for
+  an address delivered to or engaged with recently, is recorded as ``filtered`` (category 1,
+  suspected B2B filtering) and does not invalidate the contact;
+* a complaint or unsubscribe → ``opted_out`` (never undone by bounces or reactivation);
+* reactivation → ``active``, flags and consecutive counters reset.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from mailcarrier.domain.errors import ConflictError
+from mailcarrier.domain.vocabulary import Category, ContactStatus, Reason
+
+__all__ = [
+    "ContactEvent",
+    "ContactState",
+    "DomainEvidence",
+    "EventKind",
+    "StatusPolicy",
+    "Transition",
+    "decide",
+]
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a contact, as far as its status is concerned."""
+
+    SENT = "sent"  #: a message was handed to the receiving server (no status effect)
+    DEFERRED = "deferred"  #: one attempt failed temporarily; retries follow (no status effect)
+    DELIVERED = "delivered"  #: 2xx at end of data
+    SOFT_BOUNCE = "soft_bounce"  #: final outcome of a mailing: every attempt failed temporarily
+    HARD_BOUNCE = "hard_bounce"  #: refused for good (category decides what it means)
+    COMPLAINT = "complaint"  #: ARF feedback report
+    UNSUBSCRIBE = "unsubscribe"  #: the contact asked to stop
+    OPEN = "open"
+    CLICK = "click"
+    REACTIVATE = "reactivate"  #: an operator restored the contact explicitly
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPolicy:
+    """Thresholds of the rules; defaults are the seeds' values."""
+
+    soft_bounce_mailings_to_error: int = 3
+    blocks_to_error: int = 3
+    filtering_reject_share: float = 0.30
+    filtering_min_rejected: int = 5
+    filtering_recent_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """The parts of a contact the policy reads and writes."""
+
+    status: ContactStatus = ContactStatus.ACTIVE
+    email_invalid: bool = False
+    consecutive_soft_bounces: int = 0
+    consecutive_blocks: int = 0
+    total_bounces: int = 0
+    last_delivered_at: datetime | None = None
+    last_engaged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvidence:
+    """How the recipient's domain answered the same mailing: rejected of total recipients."""
+
+    rejected: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEvent:
+    """One event; ``reason``/``category`` are set for bounces."""
+
+    kind: EventKind
+    occurred_at: datetime
+    reason: Reason | None = None
+    category: Category | None = None
+    domain_evidence: DomainEvidence | None = None
+    machine: bool = False  #: an open/click judged automated does not count as engagement
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The outcome: the new state, the effective reason/category, and why."""
+
+    before: ContactState
+    after: ContactState
+    reason: Reason | None
+    category: Category | None
+    suspected_filtering: bool
+    because: tuple[str, ...]
+
+    @property
+    def status_changed(self) -> bool:
+        return self.before.status != self.after.status or (
+            self.before.email_invalid != self.after.email_invalid)
+
+
+def decide(policy: StatusPolicy, state: ContactState, event: ContactEvent,
+           now: datetime) -> Transition:
+    """Apply one event to a contact state (see the module docstring for the rules)."""
+    handler = _HANDLERS[event.kind]
+    return handler(policy, state, event, now)
+
+
+def _unchanged(state: ContactState, event: ContactEvent) -> Transition:
+    return Transition(state, state, event.reason, event.category, False, ())
+
+
+def _no_effect(_p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    return _unchanged(s, e)
+
+
+def _delivered(_p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    after = replace(s, consecutive_soft_bounces=0, consecutive_blocks=0,
+                    last_delivered_at=_latest(s.last_delivered_at, e.occurred_at))
+    return Transition(s, after, e.reason, e.category, False, ("delivery resets bounce counters",))
+
+
+def _engaged(_p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    if e.machine:
+        return _unchanged(s, e)
+    after = replace(s, last_engaged_at=_latest(s.last_engaged_at, e.occurred_at))
+    return Transition(s, after, e.reason, e.category, False, ())
+
+
+def _opt_out(_p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    after = replace(s, status=ContactStatus.OPTED_OUT)
+    return Transition(s, after, e.reason, e.category, False, (f"{e.kind.value} opts the contact out",))
+
+
+def _reactivate(_p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    if s.status == ContactStatus.OPTED_OUT:
+        raise ConflictError("an opted-out contact cannot be reactivated: it must subscribe again")
+    after = replace(s, status=ContactStatus.ACTIVE, email_invalid=False,
+                    consecutive_soft_bounces=0, consecutive_blocks=0)
+    return Transition(s, after, None, None, False, ("reactivated: counters reset",))
+
+
+def _soft_bounce(p: StatusPolicy, s: ContactState, e: ContactEvent, _n: datetime) -> Transition:
+    count = s.consecutive_soft_bounces + 1
+    after = replace(s, consecutive_soft_bounces=count, total_bounces=s.total_bounces + 1)
+    because = [f"mailing failed temporarily ({count} in a row)"]
+    if count >= p.soft_bounce_mailings_to_error:
+        after = _to_error(after, invalid=False)
+        because.append(f"{p.soft_bounce_mailings_to_error} consecutive soft-bounced mailings")
+    category = e.category if e.category is not None else Category.TEMPORARY
+    return Transition(s, after, e.reason, category, False, tuple(because))
+
+
+def _hard_bounce(p: StatusPolicy, s: ContactState, e: ContactEvent, now: datetime) -> Transition:
+    category = e.category if e.category is not None else Category.UNKNOWN
+    if category == Category.INVALID_ADDRESS:
+        filtering = _suspected_filtering(p, s, e, now)
+        if filtering:
+            return _block(p, s, replace(e, reason=Reason.FILTERED, category=Category.SPAM_BLOCK),
+                          suspected=True, because=filtering)
+        after = _to_error(replace(s, total_bounces=s.total_bounces + 1), invalid=True)
+        return Transition(s, after, e.reason, category, False, ("invalid address (category 2)",))
+    if category == Category.SPAM_BLOCK:
+        return _block(p, s, e, suspected=False, because=())
+    return _soft_bounce(p, s, replace(e, category=category), now)
+
+
+def _block(p: StatusPolicy, s: ContactState, e: ContactEvent, *, suspected: bool,
+           because: tuple[str, ...]) -> Transition:
+    count = s.consecutive_blocks + 1
+    after = replace(s, consecutive_blocks=count, total_bounces=s.total_bounces + 1)
+    notes = [*because, f"blocked (category 1, {count} in a row)"]
+    if count >= p.blocks_to_error:
+        after = _to_error(after, invalid=False)
+        notes.append(f"{p.blocks_to_error} consecutive blocks")
+    return Transition(s, after, e.reason, Category.SPAM_BLOCK, suspected, tuple(notes))
+
+
+def _suspected_filtering(p: StatusPolicy, s: ContactState, e: ContactEvent,
+                         now: datetime) -> tuple[str, ...]:
+    """Why a 'user unknown' looks like B2B filtering rather than a dead address (empty: it does not)."""
+    if e.reason not in (Reason.USERUNKNOWN, Reason.FILTERED):
+        return ()
+    evidence = e.domain_evidence
+    if evidence is not None and evidence.total > 0 and evidence.rejected >= p.filtering_min_rejected \
+            and evidence.rejected / evidence.total >= p.filtering_reject_share:
+        return (f"suspected filtering: the domain rejected {evidence.rejected} of "
+                f"{evidence.total} recipients of this mailing",)
+    horizon = now - timedelta(days=p.filtering_recent_days)
+    for label, when in (("delivered to", s.last_delivered_at), ("engaged", s.last_engaged_at)):
+        if when is not None and when >= horizon:
+            return (f"suspected filtering: the address was {label} within "
+                    f"{p.filtering_recent_days} days",)
+    return ()
+
+
+def _to_error(state: ContactState, *, invalid: bool) -> ContactState:
+    """Move to ``error``; an opted-out contact stays opted out (consent outranks bounces)."""
+    status = state.status if state.status == ContactStatus.OPTED_OUT else ContactStatus.ERROR
+    return replace(state, status=status, email_invalid=state.email_invalid or invalid)
+
+
+def _latest(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+_HANDLERS = {
+    EventKind.SENT: _no_effect,
+    EventKind.DEFERRED: _no_effect,
+    EventKind.DELIVERED: _delivered,
+    EventKind.SOFT_BOUNCE: _soft_bounce,
+    EventKind.HARD_BOUNCE: _hard_bounce,
+    EventKind.COMPLAINT: _opt_out,
+    EventKind.UNSUBSCRIBE: _opt_out,
+    EventKind.OPEN: _engaged,
+    EventKind.CLICK: _engaged,
+    EventKind.REACTIVATE: _reactivate,
+}
