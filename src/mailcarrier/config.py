@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     warmup_idle_restart_days: int = Field(30, ge=1, description=(
         "An IP idle this many days restarts its warm-up."))
 
+    status_soft_bounce_mailings: int = Field(3, ge=1, description=(
+        "Consecutive mailings that all failed temporarily before a contact moves to error."))
+    status_block_limit: int = Field(3, ge=1, description=(
+        "Consecutive category-1 blocks before a contact moves to error."))
+    filtering_reject_share: float = Field(0.30, gt=0, le=1, description=(
+        "Suspected B2B filtering: share of a domain's recipients in one mailing rejected as unknown."))
+    filtering_min_rejected: int = Field(5, ge=1, description=(
+        "Suspected B2B filtering: minimum rejected recipients of that domain in the mailing."))
+    filtering_recent_days: int = Field(90, ge=0, description=(
+        "Suspected B2B filtering: a 'user unknown' for an address delivered to or engaged with "
+        "within this many days."))
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
         if self.database_url:
