@@ -1,0 +1,234 @@
+"""Applying delivery, bounce and engagement events to contacts, and reading their history.
+
+The delivery engine calls :func:`apply_event` (or :func:`apply_events` for throughput)
+after each final outcome; inbound bounce processing and tracking do the same. One call
+records the activity, updates the contact's latest-bounce fields, counters and status per
+:mod:`mailcarrier.domain.contact_status`, and records a ``status_changed`` activity when the
+status moves — all in one transaction.
+
+Concurrency: no update is lost. On SQLite the transaction starts with ``BEGIN IMMEDIATE``
+(one writer at a time, so the read-decide-write cycle cannot interleave); on PostgreSQL each
+row is written only if its ``version`` is unchanged, and the whole batch is retried otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from mailcarrier.config import Settings
+from mailcarrier.domain.contact_status import (
+    ContactEvent,
+    ContactState,
+    EventKind,
+    StatusPolicy,
+    Transition,
+    decide,
+)
+from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.storage import contacts as repo
+from mailcarrier.storage.engine import is_sqlite
+
+__all__ = [
+    "ContactEventRecord",
+    "apply_event",
+    "apply_events",
+    "history",
+    "reactivate",
+    "status_policy",
+]
+
+MAX_RETRIES = 20
+BOUNCE_KINDS = frozenset({EventKind.SOFT_BOUNCE, EventKind.HARD_BOUNCE})
+
+
+def status_policy(settings: Settings) -> StatusPolicy:
+    """The status policy with the operator's thresholds."""
+    return StatusPolicy(
+        soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings,
+        blocks_to_error=settings.status_block_limit,
+        filtering_reject_share=settings.filtering_reject_share,
+        filtering_min_rejected=settings.filtering_min_rejected,
+        filtering_recent_days=settings.filtering_recent_days,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEventRecord:
+    """One event for one contact, with the evidence stored in its history entry.
+
+    ``cause`` says who or what caused it (e.g. ``"delivery engine"``,
+    ``"reactivated by alice: confirmed by phone"``).
+    """
+
+    account_id: int
+    contact_id: int
+    event: ContactEvent
+    mailing_id: int | None = None
+    delivery_id: int | None = None
+    reply_code: int | None = None
+    enhanced_status: str | None = None
+    diagnostic: str | None = None
+    remote_mta: str | None = None
+    cause: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def apply_event(engine: Engine, policy: StatusPolicy, record: ContactEventRecord,
+                now: datetime) -> Transition:
+    """Apply one event; raises NotFoundError if the contact is not the account's."""
+    return apply_events(engine, policy, [record], now)[0]
+
+
+def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[ContactEventRecord],
+                 now: datetime) -> list[Transition]:
+    """Apply a batch in order (several events for one contact chain), in one transaction."""
+    if not records:
+        return []
+    for _ in range(MAX_RETRIES):
+        with _write_transaction(engine) as conn:
+            outcome = _apply_in(conn, policy, records, now)
+            if outcome is not None:
+                return outcome
+            conn.rollback()
+    raise ConflictError(f"contact updates kept conflicting after {MAX_RETRIES} attempts; retry later")
+
+
+def reactivate(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int, *,
+               who: str, why: str, now: datetime) -> Transition:
+    """Explicitly restore a contact to ``active``, recording who and why."""
+    if not who.strip() or not why.strip():
+        raise ValueError("reactivation needs who did it and why")
+    record = ContactEventRecord(account_id, contact_id, ContactEvent(EventKind.REACTIVATE, now),
+                                cause=f"reactivated by {who}: {why}",
+                                details={"who": who, "why": why})
+    return apply_event(engine, policy, record, now)
+
+
+def history(engine: Engine, account_id: int, contact_id: int | None,
+            filters: repo.ActivityFilter = repo.ActivityFilter()) -> list[repo.ActivityRow]:
+    """A contact's (or the account's) activity history, newest first."""
+    with engine.connect() as conn:
+        return repo.activity_history(conn, account_id, contact_id, filters)
+
+
+class _write_transaction:  # noqa: N801 - used like a function, as a context manager
+    """A write transaction: BEGIN IMMEDIATE on SQLite, a normal one elsewhere."""
+
+    def __init__(self, engine: Engine) -> None:
+        options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+        self._conn = engine.connect().execution_options(**options)
+
+    def __enter__(self) -> Connection:
+        self._conn.begin()
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._conn.in_transaction():
+                if exc_type is None:
+                    self._conn.commit()
+                else:
+                    self._conn.rollback()
+        finally:
+            self._conn.close()
+
+
+def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactEventRecord],
+              now: datetime) -> list[Transition] | None:
+    """Decide and write; None when a concurrent writer changed one of the contacts."""
+    by_account: dict[int, set[int]] = {}
+    for record in records:
+        by_account.setdefault(record.account_id, set()).add(record.contact_id)
+    loaded: dict[tuple[int, int], repo.VersionedState] = {}
+    for account_id, ids in by_account.items():
+        for cid, versioned in repo.load_states(conn, account_id, ids).items():
+            loaded[(account_id, cid)] = versioned
+    current: dict[tuple[int, int], ContactState] = {k: v.state for k, v in loaded.items()}
+    pending: dict[tuple[int, int], dict[str, Any]] = {}
+    activity_rows: list[dict[str, Any]] = []
+    transitions: list[Transition] = []
+    for record in records:
+        key = (record.account_id, record.contact_id)
+        if key not in current:
+            raise NotFoundError(f"contact {record.contact_id} not found in account {record.account_id}")
+        transition = decide(policy, current[key], record.event, now)
+        current[key] = transition.after
+        transitions.append(transition)
+        _collect(pending.setdefault(key, _row_from(loaded[key], now)), record, transition, now)
+        activity_rows.extend(_activities(record, transition))
+    by_account_rows: dict[int, list[dict[str, Any]]] = {}
+    for (account_id, _cid), row in pending.items():
+        by_account_rows.setdefault(account_id, []).append(row)
+    for account_id, rows in by_account_rows.items():
+        if repo.write_states(conn, account_id, rows) != len(rows):
+            return None
+    repo.insert_activities(conn, activity_rows)
+    return transitions
+
+
+def _row_from(versioned: repo.VersionedState, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {"contact_id": versioned.contact_id,
+                           "expected_version": versioned.version, "now": now,
+                           "status_changed_at": None, "keep_bounce": True}
+    row.update(dict.fromkeys(repo.BOUNCE_FIELDS))
+    return row
+
+
+def _collect(row: dict[str, Any], record: ContactEventRecord, transition: Transition,
+             now: datetime) -> None:
+    after = transition.after
+    row.update(status=after.status.value, email_invalid=after.email_invalid,
+               consecutive_soft_bounces=after.consecutive_soft_bounces,
+               consecutive_blocks=after.consecutive_blocks, total_bounces=after.total_bounces,
+               last_delivered_at=after.last_delivered_at, last_engaged_at=after.last_engaged_at)
+    if transition.status_changed:
+        row["status_changed_at"] = now
+    if record.event.kind in BOUNCE_KINDS:
+        row["keep_bounce"] = False
+        row.update(
+            last_bounce_at=record.event.occurred_at,
+            last_bounce_category=int(transition.category) if transition.category is not None else None,
+            last_bounce_reason=transition.reason.value if transition.reason is not None else None,
+            last_bounce_reply_code=record.reply_code,
+            last_bounce_enhanced_status=record.enhanced_status,
+            last_bounce_diagnostic=record.diagnostic,
+            last_bounce_remote_mta=record.remote_mta,
+            last_bounce_mailing_id=record.mailing_id,
+        )
+
+
+def _activities(record: ContactEventRecord, transition: Transition) -> list[dict[str, Any]]:
+    event = record.event
+    details = dict(record.details)
+    if transition.suspected_filtering:
+        details["suspected_filtering"] = True
+    if transition.because:
+        details["policy"] = list(transition.because)
+    base = {
+        "account_id": record.account_id, "contact_id": record.contact_id,
+        "mailing_id": record.mailing_id, "delivery_id": record.delivery_id,
+    }
+    rows = [{
+        **base, "type": event.kind.value, "occurred_at": event.occurred_at,
+        "reason": transition.reason.value if transition.reason is not None else None,
+        "category": int(transition.category) if transition.category is not None else None,
+        "reply_code": record.reply_code, "enhanced_status": record.enhanced_status,
+        "diagnostic": record.diagnostic, "remote_mta": record.remote_mta,
+        "cause": record.cause, "details": details or None,
+    }]
+    if transition.status_changed:
+        before, after = transition.before, transition.after
+        rows.append({
+            **base, "type": "status_changed", "occurred_at": event.occurred_at,
+            "reason": rows[0]["reason"], "category": rows[0]["category"], "reply_code": None,
+            "enhanced_status": None, "diagnostic": None, "remote_mta": None,
+            "cause": "; ".join(transition.because) or record.cause,
+            "details": {"from": before.status.value, "to": after.status.value,
+                        "email_invalid": after.email_invalid, "by": record.cause},
+        })
+    return rows
