@@ -13,10 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailcarrier.domain.contact_status import ContactState
 from mailcarrier.domain.vocabulary import Category, ContactStatus
-from mailcarrier.storage.tables import activities, contacts
+from mailcarrier.storage.tables import activities, audience_members, contacts
 
 __all__ = [
     "BOUNCE_FIELDS",
@@ -28,6 +30,7 @@ __all__ = [
     "contact_id_by_email",
     "insert_activities",
     "load_states",
+    "upsert_contacts",
     "write_states",
 ]
 
@@ -191,3 +194,52 @@ def activity_history(conn: Connection, account_id: int, contact_id: int | None,
         query = query.where(a.occurred_at < filters.until)
     query = query.order_by(a.occurred_at.desc(), a.id.desc()).limit(filters.limit)
     return [ActivityRow(**row._mapping) for row in conn.execute(query)]
+
+
+def upsert_contacts(conn: Connection, account_id: int, audience_id: int,
+                    rows: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Insert or update contacts by (account, email) and add them to the audience.
+
+    Each row has ``email``, ``domain``, ``first_name``, ``last_name``, ``fields`` and
+    ``consent_source``. Existing contacts keep their status, counters and history; names
+    and custom fields are replaced by the imported values, so re-importing the same file
+    changes nothing. Returns the number of rows written.
+    """
+    if not rows:
+        return 0
+    insert = _dialect_insert(conn)
+    values = [{**row, "account_id": account_id, "created_at": now, "updated_at": now}
+              for row in rows]
+    statement = _excluded_update(insert)
+    conn.execute(statement, values)
+    ids = _ids_for(conn, account_id, [row["email"] for row in rows])
+    members = insert(audience_members).on_conflict_do_nothing(
+        index_elements=[audience_members.c.audience_id, audience_members.c.contact_id])
+    conn.execute(members, [{"audience_id": audience_id, "contact_id": cid, "added_at": now}
+                           for cid in ids])
+    return len(rows)
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return pg_insert
+    return sqlite_insert
+
+
+def _excluded_update(insert: Any) -> Any:
+    """ON CONFLICT DO UPDATE referring to the proposed row (``excluded``)."""
+    stmt = insert(contacts)
+    return stmt.on_conflict_do_update(
+        index_elements=[contacts.c.account_id, contacts.c.email],
+        set_={"first_name": stmt.excluded.first_name, "last_name": stmt.excluded.last_name,
+              "fields": stmt.excluded.fields},
+    )
+
+
+def _ids_for(conn: Connection, account_id: int, emails: Sequence[str]) -> list[int]:
+    ids: list[int] = []
+    for start in range(0, len(emails), 900):
+        chunk = emails[start:start + 900]
+        ids.extend(conn.execute(select(contacts.c.id).where(
+            contacts.c.account_id == account_id, contacts.c.email.in_(chunk))).scalars())
+    return ids

@@ -1,0 +1,168 @@
+"""Streaming CSV import of contacts into an audience.
+
+The file is read row by row (``csv`` over the open file) and written in batches, so memory
+stays bounded whatever the file size. Good rows go in; each bad row is reported with its
+line number and reason. Addresses are validated with email-validator (no DNS) and stored
+normalised: domain in IDNA (ASCII) form, the whole address lower-cased, so duplicates merge.
+Re-running the same import changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Engine
+
+from mailcarrier.domain.errors import ParseError
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage import contacts as contact_repo
+
+__all__ = ["BadRow", "ImportReport", "import_csv", "normalise_address"]
+
+BATCH_ROWS = 5_000
+MAX_FIELD_CHARS = 4_096
+EMAIL_COLUMNS = ("email", "e-mail", "email_address", "address")
+NAME_COLUMNS = {"first_name": "first_name", "firstname": "first_name",
+                "last_name": "last_name", "lastname": "last_name"}
+CONSENT_COLUMN = "consent_source"
+MAX_BAD_ROWS_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    line: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did; ``bad_rows`` keeps the first MAX_BAD_ROWS_KEPT of them."""
+
+    rows_read: int = 0
+    rows_imported: int = 0
+    duplicates_merged: int = 0
+    bad_count: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def reject(self, line: int, reason: str) -> None:
+        self.bad_count += 1
+        if len(self.bad_rows) < MAX_BAD_ROWS_KEPT:
+            self.bad_rows.append(BadRow(line, reason))
+
+
+def normalise_address(raw: str) -> str:
+    """The canonical form of an address; raises ValueError with the reason if invalid."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+    return f"{result.local_part}@{result.ascii_domain}".lower()
+
+
+def import_csv(engine: Engine, account_id: int, audience_name: str, path: Path, now: datetime,
+               *, on_progress: Callable[[int], None] | None = None,
+               batch_rows: int = BATCH_ROWS) -> ImportReport:
+    """Import ``path`` into the account's audience (created if missing)."""
+    with engine.begin() as conn:
+        try:
+            audience = account_repo.audience_by_name(conn, account_id, audience_name)
+        except LookupError:
+            audience = account_repo.create_audience(conn, account_id, audience_name, now)
+    report = ImportReport()
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        for batch in _batches(handle, report, batch_rows, on_progress):
+            with engine.begin() as conn:
+                contact_repo.upsert_contacts(conn, account_id, audience.id, batch, now)
+            report.rows_imported += len(batch)
+    return report
+
+
+def _batches(handle: TextIO, report: ImportReport, size: int,
+             on_progress: Callable[[int], None] | None) -> Iterator[list[dict[str, Any]]]:
+    consumed = [0]
+    reader = csv.reader(_counted(handle, consumed), strict=True)
+    header, email_index = _header(reader)
+    batch: dict[str, dict[str, Any]] = {}
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ParseError(f"malformed CSV at line {reader.line_num}: {exc}") from exc
+        report.rows_read += 1
+        if not any(v.strip() for v in values):
+            continue
+        contact = _contact(values, header, email_index, reader.line_num, report)
+        if contact is None:
+            continue
+        if contact["email"] in batch:
+            report.duplicates_merged += 1
+        batch[contact["email"]] = contact
+        if len(batch) >= size:
+            yield list(batch.values())
+            batch = {}
+            if on_progress is not None:
+                on_progress(consumed[0])
+    if batch:
+        yield list(batch.values())
+    if on_progress is not None:
+        on_progress(consumed[0])
+
+
+def _counted(handle: TextIO, consumed: list[int]) -> Iterator[str]:
+    """The file's lines, adding each one's length to ``consumed[0]`` (for the progress bar)."""
+    for line in handle:
+        consumed[0] += len(line)
+        yield line
+
+
+def _header(reader: Any) -> tuple[list[str], int]:
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration as exc:
+        raise ParseError("empty CSV: expected a header line with an 'email' column") from exc
+    except csv.Error as exc:
+        raise ParseError(f"malformed CSV header at line {reader.line_num}: {exc}") from exc
+    for name in EMAIL_COLUMNS:
+        if name in header:
+            return header, header.index(name)
+    raise ParseError(f"no email column in the header (line 1): expected one of {EMAIL_COLUMNS}")
+
+
+def _contact(values: list[str], header: list[str], email_index: int, line: int,
+             report: ImportReport) -> dict[str, Any] | None:
+    if len(values) != len(header):
+        report.reject(line, f"expected {len(header)} fields, found {len(values)}")
+        return None
+    for name, value in zip(header, values, strict=True):
+        if "\r" in value or "\n" in value or "\x00" in value:
+            report.reject(line, f"line break or NUL in field {name!r} (header injection)")
+            return None
+        if len(value) > MAX_FIELD_CHARS:
+            report.reject(line, f"field {name!r} longer than {MAX_FIELD_CHARS} characters")
+            return None
+    try:
+        email = normalise_address(values[email_index])
+    except ValueError as exc:
+        report.reject(line, f"invalid address {values[email_index]!r}: {exc}")
+        return None
+    contact: dict[str, Any] = {"email": email, "domain": email.rpartition("@")[2],
+                               "first_name": "", "last_name": "", "consent_source": "import",
+                               "fields": {}}
+    for index, (name, value) in enumerate(zip(header, values, strict=True)):
+        if index == email_index or not name:
+            continue
+        if name in NAME_COLUMNS:
+            contact[NAME_COLUMNS[name]] = value.strip()
+        elif name == CONSENT_COLUMN:
+            contact["consent_source"] = value.strip()[:64] or "import"
+        else:
+            contact["fields"][name] = value
+    return contact
