@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from mailcarrier.cli import classify_cmd, db_cmd, domains_cmd, rules_cmd
+from mailcarrier.cli import (
+    accounts_cmd,
+    audiences_cmd,
+    classify_cmd,
+    contacts_cmd,
+    db_cmd,
+    domains_cmd,
+    rules_cmd,
+)
 
 app = typer.Typer(
     name="mailcarrier",
@@ -18,6 +26,9 @@ app.command("classify")(classify_cmd.classify_command)
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(domains_cmd.app, name="domains")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(accounts_cmd.app, name="accounts")
+app.add_typer(audiences_cmd.app, name="audiences")
+app.add_typer(contacts_cmd.app, name="contacts")
 
 
 def main() -> None:
