@@ -1,0 +1,1 @@
+"""Adapters that send mail: DKIM signing, MX resolution, SMTP transport."""
