@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
@@ -118,3 +119,18 @@ def test_normalise_address_never_crashes_and_is_idempotent(raw: str) -> None:
         return
     assert address == address.lower() and address.count("@") >= 1
     assert normalise_address(address) == address
+
+
+@given(st.from_regex(r"[A-Za-z0-9.+_-]{1,70}@[A-Za-z0-9.-]{1,30}(\.[a-z]{2,4})?", fullmatch=True)
+       | st.text(max_size=40))
+def test_fast_path_agrees_with_full_validator(raw: str) -> None:
+    try:
+        full = validate_email(raw.strip(), check_deliverability=False)
+        expected: str | None = f"{full.local_part}@{full.ascii_domain}".lower()
+    except EmailNotValidError:
+        expected = None
+    try:
+        got: str | None = normalise_address(raw)
+    except ValueError:
+        got = None
+    assert got == expected
