@@ -7,6 +7,7 @@ import typer
 from mailcarrier.cli import (
     accounts_cmd,
     audiences_cmd,
+    bounce_cmd,
     classify_cmd,
     contacts_cmd,
     db_cmd,
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 app.command("classify")(classify_cmd.classify_command)
 app.add_typer(rules_cmd.app, name="rules")
+app.add_typer(bounce_cmd.app, name="bounce")
 app.add_typer(domains_cmd.app, name="domains")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(accounts_cmd.app, name="accounts")

@@ -1,0 +1,83 @@
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailcarrier.domain import ParseError, Reason
+from mailcarrier.domain.bounce import parse_bounce
+
+SAMPLES = Path(__file__).parents[2] / "src" / "mailcarrier" / "samples" / "bounces"
+
+
+def _parse(name: str):  # type: ignore[no-untyped-def]
+    return parse_bounce((SAMPLES / name).read_bytes())
+
+
+def test_standard_dsn_gives_recipient_status_code_and_our_headers() -> None:
+    report = _parse("dsn-user-unknown.eml")
+    assert report is not None and report.kind == "dsn"
+    (record,) = report.records
+    assert record.recipient == "nina.rossi@sample-receiver.test"
+    assert (record.status, record.reply_code, record.reason, record.hard_bounce) == ("5.1.1", 550, Reason.USERUNKNOWN, True)
+    assert record.remote_mta == "mx.sample-receiver.test"
+    assert report.original_message_id == "<m7.d42@sample-sender.test>"
+    assert ("X-Mailcarrier-Delivery", "d42") in report.original_headers
+
+
+def test_non_standard_exim_bounce() -> None:
+    report = _parse("exim-mailbox-full.eml")
+    assert report is not None and report.kind == "nonstandard"
+    (record,) = report.records
+    assert record.recipient == "paul.martin@sample-receiver.test"
+    assert (record.reason, record.reply_code, record.hard_bounce) == (Reason.MAILBOXFULL, 552, False)
+
+
+def test_arf_complaint_has_feedback_type() -> None:
+    report = _parse("arf-complaint.eml")
+    assert report is not None and report.kind == "feedback" and report.feedback_type == "abuse"
+    assert report.records[0].recipient == "lea.bianchi@sample-isp.test"
+    assert report.records[0].reason is Reason.FEEDBACK
+
+
+def test_vacation_is_an_autoreply_not_a_bounce() -> None:
+    report = _parse("vacation.eml")
+    assert report is not None and report.kind == "autoreply"
+    assert report.records[0].reason is Reason.VACATION and not report.records[0].hard_bounce
+
+
+def test_ordinary_mail_is_not_a_bounce() -> None:
+    assert _parse("not-a-bounce.eml") is None
+
+
+@pytest.mark.parametrize("raw", [b"", b"   \r\n", b"\x00\x01\x02garbage without headers"])
+def test_malformed_input_raises_parse_error(raw: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_bounce(raw)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=4000))
+def test_any_bytes_return_or_raise_parse_error_only(raw: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parse_bounce(raw)
+
+
+_LOCAL = st.from_regex(r"[a-z][a-z0-9.]{0,15}[a-z0-9]", fullmatch=True)
+
+
+@given(_LOCAL, st.sampled_from(["5.1.1", "5.2.2", "4.4.7", "5.7.1"]), st.sampled_from(["failed", "delayed"]))
+def test_generated_dsn_round_trips_recipient_and_status(local: str, status: str, action: str) -> None:
+    rcpt = f"{local}@example.org"
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\r\nTo: b@example.com\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="x"\r\n\r\n'
+        "--x\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+        "--x\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: {action}\r\nStatus: {status}\r\n\r\n--x--\r\n"
+    ).encode()
+    report = parse_bounce(raw)
+    assert report is not None
+    (record,) = report.records
+    assert (record.recipient, record.status, record.action) == (rcpt, status, action)
