@@ -1,0 +1,234 @@
+"""A lean asyncio SMTP client that keeps the evidence of every attempt.
+
+Written on asyncio streams rather than aiosmtplib because each attempt must
+record the whole dialogue (without the body), the stage of the deciding
+reply, the socket's local and peer addresses and the TLS parameters, and
+because the per-message CPU cost matters for bulk sending. One session
+carries many messages (RSET between them). Network failures become
+``TransportError`` with our internal codes: 160/161/162 when connecting,
+146/150 before the final ".", 147/148 after it (outcome unknown), 180 when
+the TLS handshake fails, 190 for replies that are not SMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from dataclasses import dataclass, field
+
+from mailcarrier.domain.errors import DeliveryError, ParseError
+from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage, parse_reply
+
+__all__ = ["RejectedError", "SendResult", "SmtpSession", "TransportError", "queue_id_of"]
+
+#: How receiving servers name their queue id in the 250 reply to the final ".".
+_QUEUE_ID = (
+    re.compile(r"queued as ([A-Za-z0-9][\w.\-]*)", re.IGNORECASE),
+    re.compile(r"\bid=([A-Za-z0-9][\w.\-]*)"),
+    re.compile(r"^(?:[\d.]+ )?OK ([A-Za-z0-9][\w.\-]{5,})", re.IGNORECASE),
+)
+
+
+def queue_id_of(text: str) -> str | None:
+    for pattern in _QUEUE_ID:
+        found = pattern.search(text)
+        if found:
+            return found[1]
+    return None
+
+
+class TransportError(DeliveryError):
+    """A network-level failure, with the internal code that classifies it."""
+
+    def __init__(self, internal_code: int, stage: SMTPStage, detail: str, dialogue: str = "") -> None:
+        super().__init__(f"{internal_code} at {stage}: {detail}")
+        self.internal_code = internal_code
+        self.stage = stage
+        self.dialogue = dialogue
+
+
+@dataclass(slots=True)
+class SendResult:
+    """The evidence of one message's attempt on a session."""
+
+    reply: SMTPReply | None
+    local_ip: str
+    peer_ip: str
+    mx_host: str
+    tls_version: str | None
+    tls_cipher: str | None
+    dialogue: str
+    queue_id: str | None = None
+    internal_code: int | None = None
+    stage: SMTPStage = SMTPStage.UNKNOWN
+    extensions: frozenset[str] = field(default_factory=frozenset)
+
+
+class SmtpSession:
+    """One SMTP connection to one MX host; ``send`` may be called many times."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mx_host: str,
+                 timeout: float) -> None:
+        self._reader, self._writer, self.mx_host, self._timeout = reader, writer, mx_host, timeout
+        self._log: list[str] = []
+        self.extensions: frozenset[str] = frozenset()
+        self.tls_version: str | None = None
+        self.tls_cipher: str | None = None
+        self.usable = True
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, helo_name: str, timeout: float = 30.0,
+                   tls_context: ssl.SSLContext | None = None, mx_host: str | None = None) -> SmtpSession:
+        """Connect, read the banner, EHLO and STARTTLS when offered and a context is given."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except TimeoutError as error:
+            raise TransportError(160, SMTPStage.CONNECT, f"connect to {host}:{port} timed out") from error
+        except ConnectionRefusedError as error:
+            raise TransportError(161, SMTPStage.CONNECT, f"{host}:{port} refused the connection") from error
+        except OSError as error:
+            raise TransportError(162, SMTPStage.CONNECT, f"{host}:{port} unreachable: {error}") from error
+        session = cls(reader, writer, mx_host or host, timeout)
+        try:
+            await session._handshake(helo_name, tls_context, host)
+        except BaseException:
+            session.abort()
+            raise
+        return session
+
+    @property
+    def local_ip(self) -> str:
+        return str(self._writer.get_extra_info("sockname")[0])
+
+    @property
+    def peer_ip(self) -> str:
+        return str(self._writer.get_extra_info("peername")[0])
+
+    async def _handshake(self, helo_name: str, tls_context: ssl.SSLContext | None, host: str) -> None:
+        self._expect(await self._read(SMTPStage.CONNECT, after_dot=False), 220)
+        await self._ehlo(helo_name)
+        if tls_context is not None and "STARTTLS" in self.extensions:
+            self._expect(await self._command("STARTTLS", SMTPStage.STARTTLS), 220)
+            try:
+                handshake = self._writer.start_tls(tls_context, server_hostname=host)
+                await asyncio.wait_for(handshake, self._timeout)
+            except (ssl.SSLError, OSError, TimeoutError) as error:
+                raise TransportError(180, SMTPStage.STARTTLS, f"TLS handshake failed: {error}",
+                                     self.dialogue()) from error
+            ssl_object = self._writer.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.tls_version = ssl_object.version()
+                cipher = ssl_object.cipher()
+                self.tls_cipher = cipher[0] if cipher else None
+            self._log.append("(TLS established)")
+            await self._ehlo(helo_name)
+
+    async def _ehlo(self, helo_name: str) -> None:
+        reply, lines = await self._command_lines(f"EHLO {helo_name}", SMTPStage.EHLO)
+        self._expect(reply, 250)
+        self.extensions = frozenset(line[4:].split(" ")[0].upper() for line in lines[1:])
+
+    def _expect(self, reply: SMTPReply, code: int) -> None:
+        if reply.code != code:
+            self.usable = False
+            raise RejectedError(reply, self.dialogue())
+
+    def dialogue(self) -> str:
+        return "\n".join(self._log)
+
+    async def _read_lines(self, stage: SMTPStage, *, after_dot: bool) -> list[str]:
+        lines: list[str] = []
+        while True:
+            try:
+                raw = await asyncio.wait_for(self._reader.readline(), self._timeout)
+            except TimeoutError as error:
+                self.usable = False
+                code = 147 if after_dot else 146
+                raise TransportError(code, stage, "no answer in time", self.dialogue()) from error
+            except OSError as error:
+                self.usable = False
+                raise TransportError(148 if after_dot else 150, stage, str(error), self.dialogue()) from error
+            if not raw.endswith(b"\n"):
+                self.usable = False
+                code = 148 if after_dot else 150
+                raise TransportError(code, stage, "connection closed", self.dialogue())
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self._log.append(f"S: {line}")
+            lines.append(line)
+            if line[3:4] != "-":
+                return lines
+
+    def _parse(self, lines: list[str], stage: SMTPStage) -> SMTPReply:
+        try:
+            return parse_reply("\r\n".join(lines), stage)
+        except ParseError as error:
+            self.usable = False
+            detail = f"not an SMTP reply: {lines[-1][:80]!r}"
+            raise TransportError(190, stage, detail, self.dialogue()) from error
+
+    async def _read(self, stage: SMTPStage, *, after_dot: bool) -> SMTPReply:
+        return self._parse(await self._read_lines(stage, after_dot=after_dot), stage)
+
+    async def _command_lines(self, command: str, stage: SMTPStage) -> tuple[SMTPReply, list[str]]:
+        self._log.append(f"C: {command}")
+        self._writer.write(command.encode("utf-8") + b"\r\n")
+        lines = await self._read_lines(stage, after_dot=False)
+        return self._parse(lines, stage), lines
+
+    async def _command(self, command: str, stage: SMTPStage) -> SMTPReply:
+        return (await self._command_lines(command, stage))[0]
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
+        """Send one message; a refusal is a result (with its reply), a network failure raises."""
+        self._log = []
+        reply = await self._command(f"MAIL FROM:<{sender}>", SMTPStage.MAIL)
+        if reply.code == 250:
+            reply = await self._command(f"RCPT TO:<{recipient}>", SMTPStage.RCPT)
+        if reply.code in (250, 251):
+            reply = await self._command("DATA", SMTPStage.DATA)
+        if reply.code == 354:
+            self._log.append(f"C: <{len(data)} bytes of message>")
+            self._log.append("C: .")
+            self._writer.write(_dot_stuffed(data))
+            reply = await self._read(SMTPStage.EOD, after_dot=True)
+        elif reply.code < 400 or reply.stage is not SMTPStage.MAIL:
+            await self._command("RSET", SMTPStage.UNKNOWN)
+        queue = queue_id_of(reply.text) if reply.stage is SMTPStage.EOD and reply.code == 250 else None
+        if reply.code == 421:
+            self.usable = False
+        return SendResult(reply, self.local_ip, self.peer_ip, self.mx_host, self.tls_version, self.tls_cipher,
+                          self.dialogue(), queue, None, reply.stage, self.extensions)
+
+    async def close(self) -> None:
+        """QUIT politely; errors on the way out do not matter."""
+        try:
+            if self.usable:
+                self._writer.write(b"QUIT\r\n")
+                await asyncio.wait_for(self._reader.readline(), 5)
+        except (OSError, TimeoutError):
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        self.usable = False
+        self._writer.close()
+
+
+class RejectedError(DeliveryError):
+    """The server refused the session before any message (banner or EHLO not accepted)."""
+
+    def __init__(self, reply: SMTPReply, dialogue: str) -> None:
+        super().__init__(f"{reply.code} at {reply.stage}: {reply.text}")
+        self.reply = reply
+        self.dialogue = dialogue
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """RFC 5321 section 4.5.2 transparency, plus the final ``.`` line."""
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
