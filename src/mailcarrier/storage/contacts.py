@@ -7,18 +7,17 @@ changes another's rows. Status updates are optimistic: a row is written only if 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailcarrier.domain.contact_status import ContactState
 from mailcarrier.domain.vocabulary import Category, ContactStatus
-from mailcarrier.storage.tables import activities, audience_members, contacts
+from mailcarrier.storage.tables import activities, contacts
 
 __all__ = [
     "BOUNCE_FIELDS",
@@ -207,39 +206,32 @@ def upsert_contacts(conn: Connection, account_id: int, audience_id: int,
     """
     if not rows:
         return 0
-    insert = _dialect_insert(conn)
-    values = [{**row, "account_id": account_id, "created_at": now, "updated_at": now}
+    dialect = conn.dialect
+    stamp = contacts.c.created_at.type.bind_processor(dialect)
+    when = stamp(now) if stamp else now
+    params = [{**row, "fields": json.dumps(row["fields"]),
+               "account_id": account_id, "audience_id": audience_id, "now": when}
               for row in rows]
-    statement = _excluded_update(insert)
-    conn.execute(statement, values)
-    ids = _ids_for(conn, account_id, [row["email"] for row in rows])
-    members = insert(audience_members).on_conflict_do_nothing(
-        index_elements=[audience_members.c.audience_id, audience_members.c.contact_id])
-    conn.execute(members, [{"audience_id": audience_id, "contact_id": cid, "added_at": now}
-                           for cid in ids])
+    mark = _placeholder(dialect.name)
+    columns = ("account_id", "email", "domain", "first_name", "last_name", "fields",
+               "consent_source")
+    # Raw driver-level executemany: this path carries millions of rows, and the
+    # compiled-statement machinery costs more than the database work here.
+    conn.exec_driver_sql(
+        f"INSERT INTO contacts ({', '.join(columns)}, created_at, updated_at) "
+        f"VALUES ({', '.join(mark(c) for c in columns)}, {mark('now')}, {mark('now')}) "
+        "ON CONFLICT (account_id, email) DO UPDATE SET first_name = excluded.first_name, "
+        "last_name = excluded.last_name, fields = excluded.fields", params)
+    conn.exec_driver_sql(
+        "INSERT INTO audience_members (audience_id, contact_id, added_at) "
+        f"SELECT {mark('audience_id')}, id, {mark('now')} FROM contacts "
+        f"WHERE account_id = {mark('account_id')} AND email = {mark('email')} "
+        "ON CONFLICT (audience_id, contact_id) DO NOTHING", params)
     return len(rows)
 
 
-def _dialect_insert(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return pg_insert
-    return sqlite_insert
-
-
-def _excluded_update(insert: Any) -> Any:
-    """ON CONFLICT DO UPDATE referring to the proposed row (``excluded``)."""
-    stmt = insert(contacts)
-    return stmt.on_conflict_do_update(
-        index_elements=[contacts.c.account_id, contacts.c.email],
-        set_={"first_name": stmt.excluded.first_name, "last_name": stmt.excluded.last_name,
-              "fields": stmt.excluded.fields},
-    )
-
-
-def _ids_for(conn: Connection, account_id: int, emails: Sequence[str]) -> list[int]:
-    ids: list[int] = []
-    for start in range(0, len(emails), 900):
-        chunk = emails[start:start + 900]
-        ids.extend(conn.execute(select(contacts.c.id).where(
-            contacts.c.account_id == account_id, contacts.c.email.in_(chunk))).scalars())
-    return ids
+def _placeholder(dialect_name: str) -> Callable[[str], str]:
+    """Named parameter marker of the driver (sqlite3 ``:name``, psycopg ``%(name)s``)."""
+    if dialect_name == "sqlite":
+        return lambda name: f":{name}"
+    return lambda name: f"%({name})s::json" if name == "fields" else f"%({name})s"
