@@ -188,9 +188,9 @@ def _prose_diagnostic(text: str, recipient: str) -> str:
     at = lowered.find(recipient)
     if at < 0:
         return ""
-    window = text[at: at + 600]
+    window = text[at: at + 1000]
     lines = [ln.strip() for ln in window.splitlines() if ln.strip()]
-    return " ".join(lines[:4])
+    return " ".join(lines[:8])
 
 
 def _body_before_original(text: str) -> str:
