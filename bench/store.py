@@ -47,6 +47,19 @@ def write_csv(path: Path, rows: int) -> None:
                           f"Company {i % 977}", f"City {i % 313}"])
 
 
+BENCH_SCHEMA = "mailcarrier_bench_store"
+
+
+def fresh_schema(url: str) -> str:
+    """Recreate a dedicated schema so the run never touches other tables; URL bound to it."""
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {BENCH_SCHEMA} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {BENCH_SCHEMA}"))
+    admin.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{BENCH_SCHEMA}"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -103,12 +116,9 @@ def main() -> None:
         write_csv(csv_path, args.rows)
         url = args.url or f"sqlite:///{tmp_path / 'bench.db'}"
         backend = "postgresql" if url.startswith("postgresql") else "sqlite"
-        engine = make_engine(url)
         if backend == "postgresql":
-            with engine.begin() as conn:
-                conn.execute(text("DROP TABLE IF EXISTS activities, attempts, deliveries, "
-                                  "audience_members, mailings, contacts, audiences, api_keys, "
-                                  "domain_backoffs, accounts, alembic_version CASCADE"))
+            url = fresh_schema(url)
+        engine = make_engine(url)
         upgrade(engine)
         with engine.begin() as conn:
             account = account_repo.create_account(conn, "bench", "Bench", NOW)
