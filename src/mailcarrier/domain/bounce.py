@@ -201,8 +201,10 @@ def _body_before_original(text: str) -> str:
 def _parse_prose(msg: Message, from_daemon: bool) -> tuple[BounceRecord, ...]:
     text = _body_before_original(_human_text(msg))
     own = {_addr(str(msg.get("From", ""))), _addr(str(msg.get("To", "")))}
-    seen: list[str] = []
-    for m in _ADDRESS.finditer(text):
+    # Exim and Google name the failed recipients in a header: more reliable than prose.
+    seen = list(dict.fromkeys(
+        m.group(0).strip(".").lower() for m in _ADDRESS.finditer(str(msg.get("X-Failed-Recipients", "")))))
+    for m in _ADDRESS.finditer("" if seen else text):
         address = m.group(0).strip(".").lower()
         local = address.split("@", 1)[0]
         if address in own or address in seen or local in ("mailer-daemon", "postmaster", "root"):
