@@ -25,6 +25,7 @@ import asyncio
 import email.parser
 import email.policy
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,14 +98,16 @@ class SandboxHandler:
 class Sandbox:
     """Runs the sandbox MX on a loopback port in a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, stall_seconds: float = 60.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, stall_seconds: float = 60.0,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """``tls_context`` (a server context with a certificate) makes the sandbox offer STARTTLS."""
         if port == 0:
             with socket.socket() as probe:
                 probe.bind((host, 0))
                 port = int(probe.getsockname()[1])
         self.handler = SandboxHandler(stall_seconds=stall_seconds)
         self.host, self.port = host, port
-        self._controller = Controller(self.handler, hostname=host, port=port)
+        self._controller = Controller(self.handler, hostname=host, port=port, tls_context=tls_context)
 
     def __enter__(self) -> Sandbox:
         self._controller.start()

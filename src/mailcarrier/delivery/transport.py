@@ -72,6 +72,8 @@ class SmtpSession:
                  timeout: float) -> None:
         self._reader, self._writer, self.mx_host, self._timeout = reader, writer, mx_host, timeout
         self._log: list[str] = []
+        #: Banner, EHLO and STARTTLS exchange, repeated in front of each message's dialogue.
+        self._opening: list[str] = []
         self.extensions: frozenset[str] = frozenset()
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
@@ -92,6 +94,7 @@ class SmtpSession:
         session = cls(reader, writer, mx_host or host, timeout)
         try:
             await session._handshake(helo_name, tls_context, host)
+            session._opening = list(session._log)
         except BaseException:
             session.abort()
             raise
@@ -181,7 +184,7 @@ class SmtpSession:
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
         """Send one message; a refusal is a result (with its reply), a network failure raises."""
-        self._log = []
+        self._log = list(self._opening)
         reply = await self._command(f"MAIL FROM:<{sender}>", SMTPStage.MAIL)
         if reply.code == 250:
             reply = await self._command(f"RCPT TO:<{recipient}>", SMTPStage.RCPT)
