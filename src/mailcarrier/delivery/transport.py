@@ -81,10 +81,13 @@ class SmtpSession:
 
     @classmethod
     async def open(cls, host: str, port: int, *, helo_name: str, timeout: float = 30.0,
-                   tls_context: ssl.SSLContext | None = None, mx_host: str | None = None) -> SmtpSession:
-        """Connect, read the banner, EHLO and STARTTLS when offered and a context is given."""
+                   tls_context: ssl.SSLContext | None = None, mx_host: str | None = None,
+                   source_ip: str | None = None) -> SmtpSession:
+        """Connect (from ``source_ip`` when given), read the banner, EHLO, STARTTLS when offered."""
+        local_addr = (source_ip, 0) if source_ip else None
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            connecting = asyncio.open_connection(host, port, local_addr=local_addr)
+            reader, writer = await asyncio.wait_for(connecting, timeout)
         except TimeoutError as error:
             raise TransportError(160, SMTPStage.CONNECT, f"connect to {host}:{port} timed out") from error
         except ConnectionRefusedError as error:
