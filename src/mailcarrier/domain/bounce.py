@@ -289,6 +289,12 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
                         or status_part is not None)
     if looks_bounce:
         records = _parse_prose(msg, bool(_BOUNCE_SENDER.search(sender)))
+        # An auto-replied notice (RFC 3834; real bounces are auto-generated) in which no
+        # recipient carries a code, a status or known wording says nothing of a failure.
+        replied = str(msg.get("Auto-Submitted", "")).lower().startswith("auto-replied")
+        if replied and all(r.reason is Reason.UNDEFINED and r.reply_code is None
+                           and r.status is None for r in records):
+            records = ()
         if records:
             return BounceReport("nonstandard", records, mid, ours)
         return None

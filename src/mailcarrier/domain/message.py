@@ -66,10 +66,11 @@ def _header_text(value: str) -> str:
 
 def _body(text: str) -> tuple[str, bytes]:
     """Plain 7bit when safe, else base64 (fast C code, always valid)."""
-    if text.isascii() and "\0" not in text and all(len(line) <= _MAX_LINE for line in text.splitlines()):
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # Text line breaks are CRLF on the wire (RFC 2046 4.1.1), whatever the template used.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if text.isascii() and "\0" not in text and all(len(line) <= _MAX_LINE for line in lines):
         return "7bit", "\r\n".join(lines).encode("ascii")
-    encoded = base64.encodebytes(text.encode("utf-8"))
+    encoded = base64.encodebytes("\r\n".join(lines).encode("utf-8"))
     return "base64", encoded.replace(b"\n", b"\r\n").rstrip(b"\r\n")
 
 

@@ -73,9 +73,13 @@ class Rule:
         return self.text is None or self.text.search(text) is not None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class RuleSet:
-    """Rules in evaluation order."""
+    """Rules in evaluation order.
+
+    Compared and hashed by identity: a rule set is a cache key of the classifier, and
+    hashing every rule on each call would cost more than the classification itself.
+    """
 
     rules: tuple[Rule, ...]
 
