@@ -10,3 +10,5 @@ while IFS='|' read -r stage reply; do
     echo "== [$stage] $reply"
     .venv/bin/mailcarrier classify --stage "$stage" --format json "$reply"
 done < src/mailcarrier/samples/replies.txt
+echo "== bounce emails shipped in src/mailcarrier/samples/bounces"
+.venv/bin/mailcarrier bounce parse --format jsonl src/mailcarrier/samples/bounces
