@@ -16,6 +16,7 @@ from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import contacts as service
 from mailcarrier.services.contact_import import import_csv, normalise_address
+from mailcarrier.services.policies import status_policy
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import make_engine
@@ -113,7 +114,7 @@ def reactivate_command(address: str, reason: str = typer.Option(..., "--reason",
             contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
         if contact_id is None:
             raise LookupError(f"no contact {email} in account {account}")
-        transition = service.reactivate(engine, service.status_policy(settings), owner.id,
+        transition = service.reactivate(engine, status_policy(settings), owner.id,
                                         contact_id, who=who or getpass.getuser(), why=reason,
                                         now=datetime.now(UTC))
     except (MailcarrierError, ValueError, LookupError) as exc:

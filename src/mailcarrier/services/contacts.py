@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import (
     ContactEvent,
     ContactState,
@@ -39,22 +38,10 @@ __all__ = [
     "apply_events",
     "history",
     "reactivate",
-    "status_policy",
 ]
 
 MAX_RETRIES = 20
 BOUNCE_KINDS = frozenset({EventKind.SOFT_BOUNCE, EventKind.HARD_BOUNCE})
-
-
-def status_policy(settings: Settings) -> StatusPolicy:
-    """The status policy with the operator's thresholds."""
-    return StatusPolicy(
-        soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings,
-        blocks_to_error=settings.status_block_limit,
-        filtering_reject_share=settings.filtering_reject_share,
-        filtering_min_rejected=settings.filtering_min_rejected,
-        filtering_recent_days=settings.filtering_recent_days,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from mailcarrier.config import Settings
+from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.pools import PoolPolicy
 from mailcarrier.domain.warmup import WarmupLimits, WarmupSchedule, load_schedules
 
-__all__ = ["pool_policy", "warmup_limits", "warmup_schedule"]
+__all__ = ["pool_policy", "status_policy", "warmup_limits", "warmup_schedule"]
+
+
+def status_policy(settings: Settings) -> StatusPolicy:
+    """The status policy with the operator's thresholds."""
+    return StatusPolicy(
+        soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings,
+        blocks_to_error=settings.status_block_limit,
+        filtering_reject_share=settings.filtering_reject_share,
+        filtering_min_rejected=settings.filtering_min_rejected,
+        filtering_recent_days=settings.filtering_recent_days,
+    )
 
 
 def pool_policy(settings: Settings) -> PoolPolicy:
