@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 
-from mailcarrier.storage import tables
+from mailcarrier.storage import schema, tables
 from mailcarrier.storage.migrate import upgrade
 
 
@@ -16,9 +16,9 @@ def test_migrations_match_tables(empty_engine: Engine) -> None:
     upgrade(empty_engine)
     with empty_engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = compare_metadata(context, tables.metadata)
+        diff = compare_metadata(context, schema.metadata)
     assert diff == []
-    assert set(tables.metadata.tables) <= set(inspect(empty_engine).get_table_names())
+    assert set(schema.metadata.tables) <= set(inspect(empty_engine).get_table_names())
 
 
 def test_upgrade_is_idempotent(empty_engine: Engine) -> None:

@@ -14,7 +14,7 @@ app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 
 @app.command("upgrade")
 def upgrade_command(
-    revision: str = typer.Argument("head", help="Target revision (default: the latest)."),
+    revision: str = typer.Argument("heads", help="Target revision (default: every head, i.e. the latest)."),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:

@@ -24,12 +24,13 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database behind ``engine`` to ``revision`` (default: the latest)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` (default: every feature's head)."""
     command.upgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None for a database never migrated."""
+    """The revisions the database is at (comma-separated heads), or None if never migrated."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ",".join(sorted(heads)) or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
-from mailcarrier.storage.tables import metadata
+from mailcarrier.storage.schema import metadata
 
 config = context.config
 engine = config.attributes.get("engine")

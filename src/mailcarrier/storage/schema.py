@@ -1,0 +1,17 @@
+"""The whole schema: the base tables plus every feature's tables, on one ``MetaData``.
+
+Each feature keeps its tables in its own module (``*_tables.py``) that adds them to the
+shared :data:`metadata`; importing this module registers all of them. Migrations and the
+schema-drift test use this module, never ``tables.py`` alone. Each feature's Alembic
+revision branches from the base revision, and ``upgrade`` applies every head, so features
+land independently.
+"""
+
+from __future__ import annotations
+
+from mailcarrier.storage import tables
+from mailcarrier.storage.tables import metadata
+
+# Feature table modules register their tables on import: one import line per feature below.
+
+__all__ = ["metadata", "tables"]
