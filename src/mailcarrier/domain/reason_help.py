@@ -1,0 +1,114 @@
+"""Plain-language help for bounces: one line per reason, and the provider's postmaster docs.
+
+Seed 003 lists "error code links by company" beside every bounce so a marketer can look a
+reply up at the source. The wording and the provider table are data
+(``domain/data/reason_help.toml``); this module only loads, validates and looks them up.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.vocabulary import Reason
+
+__all__ = ["Provider", "ReasonHelp", "explain", "load_help", "parse_help", "provider_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A receiving provider recognised by its MX hosts or recipient domains."""
+
+    name: str
+    mx_suffixes: tuple[str, ...]
+    domains: tuple[str, ...]
+    postmaster: str
+
+    def matches(self, mx_host: str | None, domain: str | None) -> bool:
+        """True when the MX host ends with one of our suffixes, or the domain is ours."""
+        if mx_host:
+            host = mx_host.lower().rstrip(".")
+            if any(host == s or host.endswith("." + s) for s in self.mx_suffixes):
+                return True
+        if domain:
+            dom = domain.lower().rstrip(".")
+            return any(dom == d or dom.endswith("." + d) for d in self.domains)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonHelp:
+    """The loaded help table."""
+
+    reasons: dict[Reason, str]
+    providers: tuple[Provider, ...]
+
+
+def parse_help(text: str) -> ReasonHelp:
+    """Read the help table from TOML; RuleFileError says what is wrong or missing."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleFileError(f"reason help is not valid TOML: {exc}") from exc
+    raw_reasons = data.get("reasons")
+    if not isinstance(raw_reasons, dict):
+        raise RuleFileError("reason help needs a [reasons] table")
+    reasons: dict[Reason, str] = {}
+    for key, line in raw_reasons.items():
+        try:
+            reason = Reason(key)
+        except ValueError:
+            raise RuleFileError(f"reason help: unknown reason {key!r}") from None
+        if not isinstance(line, str) or not line.strip():
+            raise RuleFileError(f"reason help: {key!r} needs a non-empty explanation")
+        reasons[reason] = line.strip()
+    missing = sorted(r.value for r in Reason if r not in reasons)
+    if missing:
+        raise RuleFileError(f"reason help: no explanation for {', '.join(missing)}")
+    providers = tuple(_provider(entry, i) for i, entry in enumerate(data.get("providers", [])))
+    return ReasonHelp(reasons, providers)
+
+
+def _provider(entry: Any, index: int) -> Provider:
+    if not isinstance(entry, dict):
+        raise RuleFileError(f"reason help: providers[{index}] must be a table")
+    name, link = entry.get("name"), entry.get("postmaster")
+    mx, domains = entry.get("mx", []), entry.get("domains", [])
+    if not isinstance(name, str) or not name or not isinstance(link, str) \
+            or not link.startswith("https://"):
+        raise RuleFileError(f"reason help: providers[{index}] needs a name and an https postmaster link")
+    if not all(isinstance(x, str) for x in [*mx, *domains]) or not (mx or domains):
+        raise RuleFileError(f"reason help: provider {name!r} needs string 'mx' or 'domains' entries")
+    return Provider(name, tuple(s.lower() for s in mx), tuple(d.lower() for d in domains), link)
+
+
+@lru_cache(maxsize=1)
+def load_help() -> ReasonHelp:
+    """The shipped help table (read once)."""
+    text = resources.files("mailcarrier.domain.data").joinpath("reason_help.toml").read_text("utf-8")
+    return parse_help(text)
+
+
+def explain(reason: str | Reason | None, table: ReasonHelp | None = None) -> str:
+    """One line a marketer understands; unknown or missing reasons say so instead of failing."""
+    help_table = table or load_help()
+    if reason is None:
+        return help_table.reasons[Reason.UNDEFINED]
+    try:
+        return help_table.reasons[Reason(reason)]
+    except ValueError:
+        return f"Unrecognised reason {str(reason)[:64]!r}; see the receiving server's reply."
+
+
+def provider_for(mx_host: str | None, domain: str | None,
+                 table: ReasonHelp | None = None) -> Provider | None:
+    """The first provider whose MX suffixes or domains match, or None."""
+    help_table = table or load_help()
+    for provider in help_table.providers:
+        if provider.matches(mx_host, domain):
+            return provider
+    return None

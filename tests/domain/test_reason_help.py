@@ -1,0 +1,68 @@
+"""Reason help: every reason explained, providers recognised, bad files refused."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.reason_help import explain, load_help, parse_help, provider_for
+from mailcarrier.domain.vocabulary import Reason
+
+
+def test_every_reason_has_one_line() -> None:
+    table = load_help()
+    for reason in Reason:
+        line = explain(reason, table)
+        assert line and "\n" not in line
+
+
+def test_explain_unknown_or_missing_reason_does_not_fail() -> None:
+    assert "Unrecognised" in explain("nonsense")
+    assert explain(None) == explain(Reason.UNDEFINED)
+
+
+@pytest.mark.parametrize(("mx", "domain", "expected"), [
+    ("gmail-smtp-in.l.google.com", "example.org", "Google"),
+    (None, "hotmail.com", "Microsoft"),
+    ("example-com.mail.protection.outlook.com", "example.com", "Microsoft"),
+    ("mx0a-001.pphosted.com", "corp.example", "Proofpoint"),
+    ("mta5.am0.yahoodns.net", None, "Yahoo"),
+])
+def test_provider_matches_mx_or_domain(mx: str | None, domain: str | None, expected: str) -> None:
+    provider = provider_for(mx, domain)
+    assert provider is not None and provider.name.startswith(expected)
+    assert provider.postmaster.startswith("https://")
+
+
+def test_provider_unknown_is_none() -> None:
+    assert provider_for("mx.smallcompany.example", "smallcompany.example") is None
+    assert provider_for("evilgoogle.com", "notgmail.com") is None
+
+
+def test_parse_help_refuses_missing_reason() -> None:
+    with pytest.raises(RuleFileError, match="no explanation"):
+        parse_help('[reasons]\nuserunknown = "x"\n')
+
+
+def test_parse_help_refuses_unknown_reason_and_bad_provider() -> None:
+    full = "\n".join(f'{r.value} = "x"' for r in Reason)
+    with pytest.raises(RuleFileError, match="unknown reason"):
+        parse_help(f"[reasons]\n{full}\nbogus = \"y\"\n")
+    with pytest.raises(RuleFileError, match="postmaster"):
+        parse_help(f'[reasons]\n{full}\n[[providers]]\nname = "A"\nmx = ["a.example"]\n'
+                   'postmaster = "http://insecure"\n')
+
+
+@given(st.text(max_size=200))
+def test_parse_help_raises_only_rule_file_error(text: str) -> None:
+    with contextlib.suppress(RuleFileError):
+        parse_help(text)
+
+
+@given(st.one_of(st.none(), st.text(max_size=80)), st.one_of(st.none(), st.text(max_size=80)))
+def test_provider_for_never_fails(mx: str | None, domain: str | None) -> None:
+    provider_for(mx, domain)
