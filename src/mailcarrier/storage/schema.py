@@ -9,9 +9,11 @@ land independently.
 
 from __future__ import annotations
 
-from mailcarrier.storage import tables
-from mailcarrier.storage.tables import metadata
-
 # Feature table modules register their tables on import: one import line per feature below.
+from mailcarrier.storage import (
+    pool_tables,  # noqa: F401
+    tables,
+)
+from mailcarrier.storage.tables import metadata
 
 __all__ = ["metadata", "tables"]
