@@ -213,12 +213,20 @@ deliveries = Table(
     Column("suspected_filtering", Boolean, nullable=False, server_default="0"),
     Column("delivered_at", UTCDateTime()),
     Column("final_at", UTCDateTime()),
+    # Added by revision 0002_delivery (the delivery engine's outbox columns).
+    Column("lease_until", UTCDateTime()),
+    Column("first_attempt_at", UTCDateTime()),
+    Column("resent_after_crash", Boolean, nullable=False, server_default="0"),
+    Column("contact_event_pending", Boolean, nullable=False, server_default="0"),
     UniqueConstraint("mailing_id", "contact_id"),
     CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "mailing_id", "state"),
     Index(None, "account_id", "email"),
     Index(None, "message_id"),
+    Index(None, "lease_until"),
+    Index(None, "claimed_by"),
+    Index(None, "contact_event_pending"),
 )
 
 attempts = Table(
@@ -272,4 +280,5 @@ domain_backoffs = Table(
     Column("domain", String(255), primary_key=True),
     Column("until", UTCDateTime(), nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
+    Column("consecutive", Integer, nullable=False, server_default="0"),
 )
