@@ -64,6 +64,29 @@ class Settings(BaseSettings):
     filtering_recent_days: int = Field(90, ge=0, description=(
         "Suspected B2B filtering: a 'user unknown' for an address delivered to or engaged with "
         "within this many days."))
+    inbound_host: str = Field("127.0.0.1", description="Address `mailcarrier inbound` listens on.")
+    inbound_port: int = Field(2526, ge=0, le=65535, description="Port `mailcarrier inbound` listens on.")
+    inbound_max_bytes: int = Field(10_000_000, ge=1024, description=(
+        "Largest inbound email accepted (SMTP answers 552 above it; imported files are stored "
+        "truncated and marked failed)."))
+    inbound_accept_addresses: str = Field("", description=(
+        "Comma-separated feedback-loop and abuse addresses the inbound server also accepts, besides "
+        "signed VERP addresses and postmaster@<bounce domain>."))
+    inbound_tls_cert: Path | None = Field(None, description=(
+        "PEM certificate for STARTTLS on the inbound server (with inbound_tls_key). Unset: no TLS."))
+    inbound_tls_key: Path | None = Field(None, description="PEM private key for inbound_tls_cert.")
+    inbound_recipient_match_days: int = Field(30, ge=1, description=(
+        "A bounce matched by recipient address alone attaches to that address's delivery sent "
+        "within this many days."))
+    imap_host: str = Field("", description="IMAP server of the bounce mailbox (`bounces import --imap`).")
+    imap_port: int = Field(993, ge=1, le=65535, description="IMAP port (993 with TLS, 143 without).")
+    imap_tls: bool = Field(True, description="Connect to IMAP over TLS (IMAPS).")
+    imap_user: str = Field("", description="IMAP login name.")
+    imap_password: str = Field("", description="IMAP password.")
+    imap_folder: str = Field("INBOX", description="IMAP folder to read bounces from.")
+    imap_delete: bool = Field(False, description=(
+        "Delete messages from the IMAP folder once stored. Off: they are only flagged \\Seen and "
+        "$MailcarrierStored, so nothing unread is ever destroyed."))
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""

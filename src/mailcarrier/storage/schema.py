@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # Feature table modules register their tables on import: one import line per feature below.
 from mailcarrier.storage import (
+    inbound_tables,  # noqa: F401
     pool_tables,  # noqa: F401
     tables,
 )
