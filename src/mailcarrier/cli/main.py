@@ -13,6 +13,7 @@ from mailcarrier.cli import (
     db_cmd,
     domains_cmd,
     rules_cmd,
+    serve_cmd,
 )
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(accounts_cmd.app, name="accounts")
 app.add_typer(audiences_cmd.app, name="audiences")
 app.add_typer(contacts_cmd.app, name="contacts")
+app.command("serve")(serve_cmd.serve_command)
 
 
 def main() -> None:

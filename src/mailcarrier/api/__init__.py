@@ -1,0 +1,1 @@
+"""HTTP interface: the FastAPI application behind ``mailcarrier serve`` (REST, tracking, consent)."""

@@ -1,0 +1,53 @@
+"""The application factory behind ``mailcarrier serve``.
+
+``create_app`` wires settings, the database engine and the clock into ``app.state``,
+installs the problem+json error handlers and includes every router of
+:mod:`mailcarrier.api.routers`. Nothing happens at import time: the factory is called
+by the CLI (or a test) with explicit settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+import mailcarrier
+from mailcarrier.api.context import AppContext
+from mailcarrier.api.problems import install_problem_handlers
+from mailcarrier.api.routers import ROUTERS
+from mailcarrier.config import Settings
+from mailcarrier.storage.engine import make_engine
+
+__all__ = ["create_app"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings, engine: Engine | None = None, *,
+               clock: Callable[[], datetime] | None = None) -> FastAPI:
+    """Build the application; an engine passed in is left open, one built here is disposed at shutdown."""
+    owns_engine = engine is None
+    bound_engine = engine if engine is not None else make_engine(settings)
+    context = AppContext(settings=settings, engine=bound_engine, clock=clock or _utc_now)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                bound_engine.dispose()
+
+    app = FastAPI(title="mailcarrier", version=mailcarrier.__version__, lifespan=lifespan,
+                  description="Email campaign delivery and deliverability engine.")
+    app.state.context = context
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

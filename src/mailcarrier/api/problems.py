@@ -1,0 +1,114 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error the API returns has the same shape, so clients handle one format: ``type``,
+``title``, ``status``, ``detail`` and, for validation errors, ``errors``. Domain exceptions
+map to statuses here, once, instead of in every route; an unexpected exception becomes a
+500 whose body reveals nothing about the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailcarrier.domain.errors import (
+    ConflictError,
+    MailcarrierError,
+    NotFoundError,
+    ParseError,
+    RuleFileError,
+)
+
+__all__ = ["PROBLEM_JSON", "ProblemError", "install_problem_handlers", "problem_response"]
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("mailcarrier.api")
+
+#: Domain exception -> HTTP status; the first matching class (in order) wins.
+_STATUS_BY_ERROR: tuple[tuple[type[MailcarrierError], int], ...] = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (ParseError, 422),
+    (RuleFileError, 422),
+)
+
+
+class ProblemError(MailcarrierError):
+    """Raised by routes to answer with a specific problem document."""
+
+    def __init__(self, status: int, detail: str, *, type_: str = "about:blank",
+                 title: str | None = None, headers: dict[str, str] | None = None,
+                 **extensions: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.type = type_
+        self.title = title
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def problem_response(status: int, detail: str | None = None, *, type_: str = "about:blank",
+                     title: str | None = None, instance: str | None = None,
+                     headers: dict[str, str] | None = None, **extensions: Any) -> JSONResponse:
+    """A problem+json response; ``title`` defaults to the status phrase (as RFC 9457 asks for about:blank)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {"type": type_, "title": title or phrase, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.status, exc.detail, type_=exc.type, title=exc.title,
+                            instance=request.url.path, headers=exc.headers, **exc.extensions)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(exc.status_code, detail, instance=request.url.path,
+                            headers=dict(exc.headers or {}))
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+               "type": str(e.get("type", ""))} for e in exc.errors()]
+    return problem_response(422, "the request is not valid", instance=request.url.path,
+                            errors=errors)
+
+
+async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
+    for error_class, status in _STATUS_BY_ERROR:
+        if isinstance(exc, error_class):
+            return problem_response(status, str(exc), instance=request.url.path)
+    return await _on_unexpected(request, exc)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "internal error; the server log has the details",
+                            instance=request.url.path)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error response of ``app`` a problem document."""
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(MailcarrierError, _on_domain)
+    app.add_exception_handler(Exception, _on_unexpected)
