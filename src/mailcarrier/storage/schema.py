@@ -13,7 +13,9 @@ from __future__ import annotations
 from mailcarrier.storage import (
     inbound_tables,  # noqa: F401
     pool_tables,  # noqa: F401
+    report_tables,  # noqa: F401
     tables,
+    webhook_tables,  # noqa: F401
 )
 from mailcarrier.storage.tables import metadata
 
