@@ -1,0 +1,509 @@
+"""The reports marketers read: the response page per mailing, mailing lists, the bounce report.
+
+Figures are computed from the current state of the store on every call, so they move as
+retries settle and late bounces arrive (seed 003: totals settle over ~30 hours). The
+response page puts every recipient of a mailing in exactly one bucket — its delivery
+state — and :attr:`ResponsePage.reconciles` checks the buckets add up to the recipients.
+
+The bounce report ("Bounce House", seed 001) reads per-day rollups of bounce activities
+(``storage/report_tables.py``) that :func:`refresh_rollups` brings up to date
+incrementally above a watermark, so it answers in milliseconds however long the history.
+Every query filters by ``account_id``: one account never sees another's figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, case, func, select, text, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.reason_help import explain, provider_for
+from mailcarrier.domain.vocabulary import DeliveryState
+from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
+from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
+
+__all__ = [
+    "BUCKETS",
+    "BounceReport",
+    "Engagement",
+    "MailingRate",
+    "MailingSummary",
+    "RecipientRow",
+    "ResponsePage",
+    "Thresholds",
+    "bounce_report",
+    "list_mailings",
+    "mailing_recipients",
+    "rate_level",
+    "refresh_rollups",
+    "response_page",
+]
+
+#: The response page's buckets, one per delivery state, in the order they are shown.
+BUCKETS: tuple[str, ...] = tuple(s.value for s in DeliveryState)
+BOUNCE_KINDS = ("hard_bounce", "soft_bounce")
+BOUNCED = (DeliveryState.BOUNCED_HARD.value, DeliveryState.BOUNCED_SOFT.value)
+MAILING_LISTS = ("test", "in_progress", "automated", "sent")
+_WATERMARK = "bounce_rollup"
+_ROLLUP_CHUNK = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Hard-bounce rate levels of a mailing (warn at 2 %, alert at 5 %)."""
+
+    warn: float = 0.02
+    alert: float = 0.05
+    soft_bounce_mailings_to_error: int = 3
+
+
+def rate_level(rate: float, thresholds: Thresholds) -> str:
+    """``ok``, ``warn`` or ``alert`` for a hard-bounce rate."""
+    if rate >= thresholds.alert:
+        return "alert"
+    if rate >= thresholds.warn:
+        return "warn"
+    return "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Engagement:
+    """Unique contacts who opened/clicked, people and machines apart, and opt-outs."""
+
+    opens_human: int = 0
+    opens_machine: int = 0
+    clicks_human: int = 0
+    clicks_machine: int = 0
+    unsubscribes: int = 0
+    complaints: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonCount:
+    reason: str
+    category: int | None
+    count: int
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainCount:
+    domain: str
+    bounced: int
+    hard: int
+    suspected_filtering: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePage:
+    """Seed 003's response page for one mailing."""
+
+    mailing_id: int
+    name: str
+    kind: str
+    state: str
+    subject: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    recipients: int
+    buckets: dict[str, int]
+    attempted: int
+    hard_bounce_rate: float
+    hard_bounce_level: str
+    bounced_by_category: dict[int, int]
+    top_reasons: list[ReasonCount]
+    top_domains: list[DomainCount]
+    next_attempt_at: datetime | None
+    outcome_unknown: int
+    suspected_filtering: int
+    engagement: Engagement
+
+    @property
+    def reconciles(self) -> bool:
+        """Every recipient is in exactly one bucket, and the bounce breakdown adds up."""
+        bounced = self.buckets["bounced_hard"] + self.buckets["bounced_soft"]
+        return sum(self.buckets.values()) == self.recipients and \
+            sum(self.bounced_by_category.values()) == bounced
+
+
+@dataclass(frozen=True, slots=True)
+class MailingSummary:
+    id: int
+    name: str
+    kind: str
+    state: str
+    subject: str
+    created_at: datetime
+    recipients: int
+    delivered: int
+    bounced: int
+    in_progress: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    delivery_id: int
+    contact_id: int
+    email: str
+    state: str
+    attempt_count: int
+    reason: str | None
+    category: int | None
+    reply_code: int | None
+    next_attempt_at: datetime | None
+    suspected_filtering: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailingRate:
+    mailing_id: int
+    name: str
+    attempted: int
+    bounced_hard: int
+    rate: float
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class NearThreshold:
+    contact_id: int
+    email: str
+    consecutive_soft_bounces: int
+    threshold: int
+    last_bounce_reason: str | None
+    last_bounce_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceReport:
+    """Seed 001's "Bounce House" for one account over a period."""
+
+    since: date
+    until: date
+    total: int
+    by_day: list[dict[str, Any]]
+    by_category: dict[int, int]
+    by_reason: list[ReasonCount]
+    by_domain: list[DomainCount]
+    by_provider: list[dict[str, Any]]
+    filtering_domains: list[DomainCount]
+    near_threshold: list[NearThreshold]
+    mailing_rates: list[MailingRate]
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+# --- response page -----------------------------------------------------------------------
+
+def _mailing_row(conn: Connection, account_id: int, mailing_id: int) -> Any:
+    row = conn.execute(select(mailings).where(mailings.c.id == mailing_id,
+                                              mailings.c.account_id == account_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no mailing {mailing_id} in this account")
+    return row
+
+
+def response_page(engine: Engine, account_id: int, mailing_id: int,
+                  thresholds: Thresholds = Thresholds(), *, top: int = 10) -> ResponsePage:
+    """The response page of one of the account's mailings; NotFoundError otherwise."""
+    d = deliveries.c
+    with engine.connect() as conn:
+        m = _mailing_row(conn, account_id, mailing_id)
+        where = and_(d.mailing_id == mailing_id, d.account_id == account_id)
+        buckets = dict.fromkeys(BUCKETS, 0)
+        attempted = 0
+        for state, count, tried in conn.execute(
+                select(d.state, func.count(), func.sum(case((d.attempt_count > 0, 1), else_=0)))
+                .where(where).group_by(d.state)):
+            buckets[state] = int(count)
+            attempted += int(tried or 0)
+        bounced_where = and_(where, d.state.in_(BOUNCED))
+        by_category: Counter[int] = Counter()
+        reasons: Counter[tuple[str, int | None]] = Counter()
+        for category, reason, count in conn.execute(
+                select(d.last_category, d.last_reason, func.count()).where(bounced_where)
+                .group_by(d.last_category, d.last_reason)):
+            by_category[int(category) if category is not None else 9] += int(count)
+            reasons[(reason or "undefined", category)] += int(count)
+        domains = [DomainCount(dom, int(n), int(hard or 0), int(filt or 0)) for dom, n, hard, filt in
+                   conn.execute(select(d.domain, func.count(),
+                                       func.sum(case((d.state == "bounced_hard", 1), else_=0)),
+                                       func.sum(case((d.suspected_filtering == True, 1),  # noqa: E712
+                                                     else_=0)))
+                                .where(bounced_where).group_by(d.domain)
+                                .order_by(func.count().desc(), d.domain).limit(top))]
+        extra = conn.execute(select(
+            type_coerce(func.min(case((d.state.in_(("queued", "in_progress")), d.next_attempt_at))),
+                        UTCDateTime()),
+            func.sum(case((d.outcome_unknown == True, 1), else_=0)),  # noqa: E712
+            func.sum(case((d.suspected_filtering == True, 1), else_=0)),  # noqa: E712
+        ).where(where)).one()
+        engagement = _engagement(conn, account_id, mailing_id)
+    rate = buckets["bounced_hard"] / attempted if attempted else 0.0
+    top_reasons = [ReasonCount(r, c, n, explain(r)) for (r, c), n in reasons.most_common(top)]
+    return ResponsePage(
+        mailing_id=m.id, name=m.name, kind=m.kind, state=m.state, subject=m.subject,
+        created_at=m.created_at, started_at=m.started_at, finished_at=m.finished_at,
+        recipients=sum(buckets.values()), buckets=buckets, attempted=attempted,
+        hard_bounce_rate=rate, hard_bounce_level=rate_level(rate, thresholds),
+        bounced_by_category=dict(sorted(by_category.items())), top_reasons=top_reasons,
+        top_domains=domains, next_attempt_at=extra[0], outcome_unknown=int(extra[1] or 0),
+        suspected_filtering=int(extra[2] or 0), engagement=engagement)
+
+
+def _engagement(conn: Connection, account_id: int, mailing_id: int) -> Engagement:
+    """Unique contacts per engagement type; an open/click is a machine's when details.machine."""
+    a = activities.c
+    machine = func.coalesce(a.details["machine"].as_boolean(), False).label("machine")
+    counts: dict[tuple[str, bool], int] = {}
+    query = (select(a.type, machine, func.count(func.distinct(a.contact_id)))
+             .where(a.account_id == account_id, a.mailing_id == mailing_id,
+                    a.type.in_(("open", "click", "unsubscribe", "complaint")))
+             .group_by(a.type, machine))
+    for kind, is_machine, n in conn.execute(query):
+        counts[(kind, bool(is_machine))] = counts.get((kind, bool(is_machine)), 0) + int(n)
+    return Engagement(
+        opens_human=counts.get(("open", False), 0), opens_machine=counts.get(("open", True), 0),
+        clicks_human=counts.get(("click", False), 0), clicks_machine=counts.get(("click", True), 0),
+        unsubscribes=sum(v for (k, _), v in counts.items() if k == "unsubscribe"),
+        complaints=sum(v for (k, _), v in counts.items() if k == "complaint"))
+
+
+def mailing_recipients(engine: Engine, account_id: int, mailing_id: int, *,
+                       bucket: str | None = None, after_id: int = 0,
+                       limit: int = 100) -> list[RecipientRow]:
+    """The mailing's recipients (optionally one bucket), by delivery id, ``limit`` after ``after_id``."""
+    if bucket is not None and bucket not in BUCKETS:
+        raise ValueError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")
+    d = deliveries.c
+    with engine.connect() as conn:
+        _mailing_row(conn, account_id, mailing_id)
+        query = (select(d.id, d.contact_id, d.email, d.state, d.attempt_count, d.last_reason,
+                        d.last_category, d.last_reply_code, d.next_attempt_at,
+                        d.suspected_filtering)
+                 .where(d.mailing_id == mailing_id, d.account_id == account_id, d.id > after_id)
+                 .order_by(d.id).limit(max(1, min(limit, 1000))))
+        if bucket is not None:
+            query = query.where(d.state == bucket)
+        return [RecipientRow(r.id, r.contact_id, r.email, r.state, r.attempt_count, r.last_reason,
+                             r.last_category, r.last_reply_code, r.next_attempt_at,
+                             bool(r.suspected_filtering)) for r in conn.execute(query)]
+
+
+def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int | None = None,
+                  limit: int = 50) -> list[MailingSummary]:
+    """Seed 003's lists: ``test``, ``in_progress``, ``automated`` or ``sent`` mailings, newest first."""
+    m, d = mailings.c, deliveries.c
+    conditions = {
+        "test": m.kind == "test",
+        "automated": m.kind == "automated",
+        "in_progress": and_(m.kind == "regular", m.state.in_(("sending", "paused"))),
+        "sent": and_(m.kind == "regular", m.state.in_(("done", "cancelled"))),
+    }
+    if which not in conditions:
+        raise ValueError(f"unknown list {which!r}; choose one of {', '.join(MAILING_LISTS)}")
+    query = (select(m.id, m.name, m.kind, m.state, m.subject, m.created_at)
+             .where(m.account_id == account_id, conditions[which])
+             .order_by(m.id.desc()).limit(max(1, min(limit, 500))))
+    if before_id is not None:
+        query = query.where(m.id < before_id)
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+        figures: dict[int, dict[str, int]] = {}
+        if rows:
+            for mid, state, n in conn.execute(
+                    select(d.mailing_id, d.state, func.count())
+                    .where(d.account_id == account_id, d.mailing_id.in_([r.id for r in rows]))
+                    .group_by(d.mailing_id, d.state)):
+                figures.setdefault(mid, {})[state] = int(n)
+    out = []
+    for r in rows:
+        f = figures.get(r.id, {})
+        out.append(MailingSummary(
+            r.id, r.name, r.kind, r.state, r.subject, r.created_at, sum(f.values()),
+            f.get("delivered", 0), f.get("bounced_hard", 0) + f.get("bounced_soft", 0),
+            f.get("queued", 0) + f.get("in_progress", 0)))
+    return out
+
+
+# --- bounce report -----------------------------------------------------------------------
+
+def refresh_rollups(engine: Engine) -> int:
+    """Fold bounce activities above the watermark into the rollups; returns how many were folded.
+
+    On PostgreSQL the highest id is read under a SHARE lock on ``activities``, which waits
+    for in-flight inserting transactions to commit, so no row with a lower id can commit
+    after the watermark passes it. SQLite has one writer at a time, so ids commit in order.
+    """
+    folded = 0
+    while True:
+        with engine.connect().execution_options(
+                **({"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {})) as conn:
+            with conn.begin():
+                done = _fold_chunk(conn)
+            if done == 0:
+                return folded
+            folded += done
+
+
+def _fold_chunk(conn: Connection) -> int:
+    w = report_watermarks.c
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(w.last_id).where(w.name == _WATERMARK).with_for_update())
+    last = conn.execute(select(w.last_id).where(w.name == _WATERMARK)).scalar_one_or_none()
+    if last is None:
+        _upsert(conn, report_watermarks, [{"name": _WATERMARK, "last_id": 0}], ["name"], [])
+        last = 0
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
+    a, c = activities.c, contacts.c
+    top = conn.execute(select(func.max(a.id)).where(a.id > last)).scalar()
+    if top is None:
+        return 0
+    top = min(int(top), last + _ROLLUP_CHUNK)
+    window = and_(a.id > last, a.id <= top, a.type.in_(BOUNCE_KINDS))
+    day = _day(conn)
+    daily = [{"account_id": acc, "day": _as_date(dd), "kind": kind, "category": int(cat or 9),
+              "reason": reason or "undefined", "count": int(n)}
+             for acc, dd, kind, cat, reason, n in conn.execute(
+                 select(a.account_id, day, a.type, a.category, a.reason, func.count())
+                 .where(window).group_by(a.account_id, day, a.type, a.category, a.reason))]
+    filtered = case((a.details["suspected_filtering"].as_boolean() == True, 1), else_=0)  # noqa: E712
+    by_domain = [{"account_id": acc, "day": _as_date(dd), "domain": dom or "",
+                  "remote_mta": (mta or "")[:255], "bounces": int(n), "hard": int(hard or 0),
+                  "filtered": int(filt or 0)}
+                 for acc, dd, dom, mta, n, hard, filt in conn.execute(
+                     select(a.account_id, day, c.domain, a.remote_mta, func.count(),
+                            func.sum(case((a.type == "hard_bounce", 1), else_=0)), func.sum(filtered))
+                     .select_from(activities.join(contacts, contacts.c.id == a.contact_id))
+                     .where(window).group_by(a.account_id, day, c.domain, a.remote_mta))]
+    _upsert(conn, bounce_rollup, daily, ["account_id", "day", "kind", "category", "reason"],
+            ["count"])
+    _upsert(conn, domain_rollup, by_domain, ["account_id", "day", "domain", "remote_mta"],
+            ["bounces", "hard", "filtered"])
+    conn.execute(report_watermarks.update().where(w.name == _WATERMARK).values(last_id=top))
+    return top - last
+
+
+def _day(conn: Connection) -> Any:
+    a = activities.c
+    if conn.dialect.name == "sqlite":
+        return func.date(a.occurred_at).label("day")
+    return func.date(func.timezone("UTC", a.occurred_at)).label("day")
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str],
+            add: list[str]) -> None:
+    """Insert rows; on a key conflict add the ``add`` columns to the stored ones."""
+    if not rows:
+        return
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = dialect_insert(table)
+    if add:
+        statement = statement.on_conflict_do_update(
+            index_elements=keys, set_={col: table.c[col] + statement.excluded[col] for col in add})
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(statement, rows)
+
+
+def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
+                  thresholds: Thresholds = Thresholds(), top: int = 20,
+                  refresh: bool = True) -> BounceReport:
+    """Bounces of the account between ``since`` and ``until`` (inclusive days, UTC)."""
+    if until < since:
+        raise ValueError("the report period ends before it starts")
+    if refresh:
+        refresh_rollups(engine)
+    b, r = bounce_rollup.c, domain_rollup.c
+    with engine.connect() as conn:
+        daily = list(conn.execute(
+            select(b.day, b.kind, b.category, b.reason, func.sum(b.count))
+            .where(b.account_id == account_id, b.day >= since, b.day <= until)
+            .group_by(b.day, b.kind, b.category, b.reason)))
+        domain_rows = list(conn.execute(
+            select(r.domain, r.remote_mta, func.sum(r.bounces), func.sum(r.hard), func.sum(r.filtered))
+            .where(r.account_id == account_id, r.day >= since, r.day <= until)
+            .group_by(r.domain, r.remote_mta)))
+        near = _near_threshold(conn, account_id, thresholds, top)
+        rates = _mailing_rates(conn, account_id, thresholds, since, until, top)
+    by_day: dict[tuple[date, int], int] = Counter()
+    by_category: Counter[int] = Counter()
+    reasons: Counter[tuple[str, int]] = Counter()
+    for day, _kind, category, reason, n in daily:
+        by_day[(_as_date(day), int(category))] += int(n)
+        by_category[int(category)] += int(n)
+        reasons[(reason, int(category))] += int(n)
+    domains: dict[str, list[int]] = {}
+    providers: dict[str, dict[str, Any]] = {}
+    for dom, mta, n, hard, filt in domain_rows:
+        acc = domains.setdefault(dom, [0, 0, 0])
+        acc[0] += int(n)
+        acc[1] += int(hard or 0)
+        acc[2] += int(filt or 0)
+        provider = provider_for(mta or None, dom or None)
+        key = provider.name if provider else (mta or "unknown MX")
+        entry = providers.setdefault(key, {"provider": key, "bounces": 0,
+                                           "postmaster": provider.postmaster if provider else None})
+        entry["bounces"] += int(n)
+    domain_counts = sorted((DomainCount(k, *v) for k, v in domains.items()),
+                           key=lambda x: (-x.bounced, x.domain))
+    return BounceReport(
+        since=since, until=until, total=sum(by_category.values()),
+        by_day=[{"day": d.isoformat(), "category": cat, "count": n}
+                for (d, cat), n in sorted(by_day.items())],
+        by_category=dict(sorted(by_category.items())),
+        by_reason=[ReasonCount(reason, cat, n, explain(reason))
+                   for (reason, cat), n in reasons.most_common(top)],
+        by_domain=domain_counts[:top],
+        by_provider=sorted(providers.values(), key=lambda p: (-p["bounces"], p["provider"]))[:top],
+        filtering_domains=[x for x in sorted(domain_counts, key=lambda x: (-x.suspected_filtering,
+                                                                             x.domain))
+                           if x.suspected_filtering][:top],
+        near_threshold=near, mailing_rates=rates,
+        thresholds={"warn": thresholds.warn, "alert": thresholds.alert,
+                    "soft_bounce_mailings_to_error": thresholds.soft_bounce_mailings_to_error})
+
+
+def _near_threshold(conn: Connection, account_id: int, thresholds: Thresholds,
+                    top: int) -> list[NearThreshold]:
+    """Active contacts one soft-bounced mailing away from ``error``."""
+    c = contacts.c
+    limit = thresholds.soft_bounce_mailings_to_error
+    floor = max(1, limit - 1)
+    query = (select(c.id, c.email, c.consecutive_soft_bounces, c.last_bounce_reason, c.last_bounce_at)
+             .where(c.account_id == account_id, c.consecutive_soft_bounces >= floor,
+                    c.consecutive_soft_bounces < limit, c.status == "active")
+             .order_by(c.consecutive_soft_bounces.desc(), c.id).limit(top))
+    return [NearThreshold(r.id, r.email, r.consecutive_soft_bounces, limit, r.last_bounce_reason,
+                          r.last_bounce_at) for r in conn.execute(query)]
+
+
+def _mailing_rates(conn: Connection, account_id: int, thresholds: Thresholds, since: date,
+                   until: date, top: int) -> list[MailingRate]:
+    """Hard-bounce rate of the account's mailings created in the period, newest first."""
+    m, d = mailings.c, deliveries.c
+    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(until + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    chosen = list(conn.execute(select(m.id, m.name).where(
+        m.account_id == account_id, m.kind != "test", m.created_at >= start, m.created_at < end)
+        .order_by(m.id.desc()).limit(top)))
+    out = []
+    for mid, name in chosen:
+        tried, hard = conn.execute(
+            select(func.sum(case((d.attempt_count > 0, 1), else_=0)),
+                   func.sum(case((d.state == "bounced_hard", 1), else_=0)))
+            .where(d.mailing_id == mid, d.account_id == account_id)).one()
+        attempted, bounced = int(tried or 0), int(hard or 0)
+        rate = bounced / attempted if attempted else 0.0
+        out.append(MailingRate(mid, name, attempted, bounced, rate, rate_level(rate, thresholds)))
+    return out

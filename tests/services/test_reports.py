@@ -1,0 +1,153 @@
+"""Response page, mailing lists and bounce report on real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import Engine, update
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.services import reports
+from mailcarrier.storage.migrate import upgrade
+from mailcarrier.storage.tables import activities, contacts, deliveries
+from tests.services.report_world import RECIPIENTS, T0, World, build
+from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
+
+DAY = T0.date()
+
+
+@pytest.fixture
+def world(empty_engine: Engine) -> Iterator[World]:  # noqa: F811
+    upgrade(empty_engine)
+    yield build(empty_engine)
+
+
+def _all_recipients(world: World, bucket: str | None = None) -> list[reports.RecipientRow]:
+    out: list[reports.RecipientRow] = []
+    after = 0
+    while True:
+        page = reports.mailing_recipients(world.engine, world.account_id, world.mailing_id,
+                                          bucket=bucket, after_id=after, limit=3)
+        if not page:
+            return out
+        out.extend(page)
+        after = page[-1].delivery_id
+
+
+def test_response_page_every_recipient_in_exactly_one_bucket(world: World) -> None:
+    page = reports.response_page(world.engine, world.account_id, world.mailing_id)
+    assert page.recipients == len(RECIPIENTS)
+    assert page.reconciles
+    seen: dict[int, str] = {}
+    for bucket in reports.BUCKETS:
+        members = _all_recipients(world, bucket)
+        assert len(members) == page.buckets[bucket], bucket
+        for row in members:
+            assert row.delivery_id not in seen, f"{row.email} in {seen[row.delivery_id]} and {bucket}"
+            seen[row.delivery_id] = bucket
+    assert set(seen) == {r.delivery_id for r in _all_recipients(world)}
+    expected = {b: sum(1 for r in RECIPIENTS if r[2] == b) for b in reports.BUCKETS}
+    assert page.buckets == expected
+
+
+def test_response_page_figures(world: World) -> None:
+    page = reports.response_page(world.engine, world.account_id, world.mailing_id)
+    assert page.attempted == sum(1 for r in RECIPIENTS if r[5] > 0)
+    assert page.bounced_by_category == {1: 2, 2: 1, 3: 1}
+    assert page.hard_bounce_rate == pytest.approx(3 / page.attempted)
+    assert page.hard_bounce_level == "alert"
+    assert page.suspected_filtering == 1
+    assert page.next_attempt_at == T0 + timedelta(hours=2)
+    assert page.top_domains[0].domain == "corp.example" and page.top_domains[0].suspected_filtering == 1
+    assert {r.reason for r in page.top_reasons} == {"userunknown", "filtered", "blocked", "mailboxfull"}
+    assert all(r.explanation for r in page.top_reasons)
+    e = page.engagement
+    assert (e.opens_human, e.opens_machine, e.clicks_human, e.clicks_machine) == (1, 1, 1, 1)
+    assert (e.unsubscribes, e.complaints) == (1, 0)
+
+
+def test_response_page_moves_with_retries_and_late_bounces(world: World) -> None:
+    before = reports.response_page(world.engine, world.account_id, world.mailing_id)
+    with world.engine.begin() as conn:
+        # The deferred recipient is finally delivered, and a delivered one bounces late (AOL style).
+        conn.execute(update(deliveries).where(deliveries.c.id == world.deliveries["gus@gmail.com"])
+                     .values(state="delivered", attempt_count=3, next_attempt_at=None))
+        conn.execute(update(deliveries).where(deliveries.c.id == world.deliveries["ann@example.com"])
+                     .values(state="bounced_soft", last_reason="mailboxfull", last_category=3))
+    after = reports.response_page(world.engine, world.account_id, world.mailing_id)
+    assert after.buckets["in_progress"] == before.buckets["in_progress"] - 1
+    assert after.buckets["delivered"] == before.buckets["delivered"]  # one in, one out
+    assert after.buckets["bounced_soft"] == before.buckets["bounced_soft"] + 1
+    assert after.bounced_by_category[3] == before.bounced_by_category[3] + 1
+    assert after.next_attempt_at == T0 + timedelta(hours=2)  # the queued one still waits
+    assert after.reconciles
+
+
+def test_response_page_of_another_account_is_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        reports.response_page(world.engine, world.account_id, world.other_mailing_id)
+    with pytest.raises(NotFoundError):
+        reports.mailing_recipients(world.engine, world.other_account_id, world.mailing_id)
+
+
+def test_mailing_lists(world: World) -> None:
+    in_progress = reports.list_mailings(world.engine, world.account_id, "in_progress")
+    assert [m.id for m in in_progress] == [world.mailing_id]
+    assert in_progress[0].recipients == len(RECIPIENTS)
+    assert [m.id for m in reports.list_mailings(world.engine, world.account_id, "test")] == \
+        [world.test_mailing_id]
+    assert reports.list_mailings(world.engine, world.account_id, "sent") == []
+    with pytest.raises(ValueError, match="unknown list"):
+        reports.list_mailings(world.engine, world.account_id, "bogus")
+
+
+def test_rate_levels() -> None:
+    t = reports.Thresholds()
+    assert [reports.rate_level(r, t) for r in (0.0, 0.0199, 0.02, 0.049, 0.05, 1.0)] == \
+        ["ok", "ok", "warn", "warn", "alert", "alert"]
+
+
+def test_bounce_report(world: World) -> None:
+    with world.engine.begin() as conn:
+        conn.execute(update(contacts).where(contacts.c.id == world.contacts["fay@gmail.com"])
+                     .values(consecutive_soft_bounces=2, last_bounce_reason="mailboxfull"))
+        conn.execute(update(contacts).where(contacts.c.id == world.contacts["gus@gmail.com"])
+                     .values(consecutive_soft_bounces=1))
+    report = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    assert report.total == 4
+    assert report.by_category == {1: 2, 2: 1, 3: 1}
+    assert sum(d["count"] for d in report.by_day) == 4
+    assert report.by_domain[0].domain == "corp.example" and report.by_domain[0].bounced == 2
+    assert [d.domain for d in report.filtering_domains] == ["corp.example"]
+    google = next(p for p in report.by_provider if p["provider"].startswith("Google"))
+    assert google["bounces"] == 2 and google["postmaster"].startswith("https://")
+    assert [n.email for n in report.near_threshold] == ["fay@gmail.com"]
+    (rate,) = report.mailing_rates
+    assert rate.mailing_id == world.mailing_id and rate.bounced_hard == 3 and rate.level == "alert"
+    other = reports.bounce_report(world.engine, world.other_account_id, since=DAY, until=DAY)
+    assert other.total == 0 and other.by_domain == []
+    assert [r.mailing_id for r in other.mailing_rates] == [world.other_mailing_id]
+
+
+def test_bounce_report_counts_new_bounces_incrementally(world: World) -> None:
+    first = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    with world.engine.begin() as conn:
+        conn.execute(activities.insert().values(
+            account_id=world.account_id, contact_id=world.contacts["kim@example.org"],
+            mailing_id=world.mailing_id, type="hard_bounce", occurred_at=T0 + timedelta(days=1),
+            reason="userunknown", category=2, remote_mta="mx1.example.net"))
+    again = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    assert again.total == first.total  # the new bounce is on the next day
+    wider = reports.bounce_report(world.engine, world.account_id, since=DAY,
+                                  until=DAY + timedelta(days=1))
+    assert wider.total == first.total + 1
+    assert reports.refresh_rollups(world.engine) == 0  # nothing left to fold, nothing counted twice
+    assert reports.bounce_report(world.engine, world.account_id, since=DAY,
+                                 until=DAY + timedelta(days=1)).total == wider.total
+
+
+def test_bounce_report_refuses_reversed_period(world: World) -> None:
+    with pytest.raises(ValueError, match="ends before"):
+        reports.bounce_report(world.engine, world.account_id, since=DAY, until=date(2020, 1, 1))
