@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.tables import activities, attempts, deliveries, mailings
+from mailcarrier.storage.tracking_tables import tracking_hits
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
@@ -32,6 +33,12 @@ RECIPIENTS: list[tuple[str, str, str, str | None, int | None, int]] = [
     ("jo", "example.org", "failed", None, None, 0),
     ("kim", "example.org", "delivered", None, None, 1),
 ]
+
+#: (recipient, hit kind, verdict): ann opened and clicked herself; bob's open was Apple's
+#: proxy; kim's click was a scanner, and ann's scanner click does not make her a machine.
+HITS = [("ann@example.com", "open", "human"), ("ann@example.com", "click", "human"),
+        ("ann@example.com", "click", "machine"), ("bob@example.com", "open", "apple_mpp"),
+        ("kim@example.org", "click", "machine")]
 
 
 @dataclass
@@ -120,12 +127,15 @@ def build(engine: Engine) -> World:
                     reply_code=550 if state == "bounced_hard" else 452,
                     remote_mta="mx.corp.example" if "corp" in domain else "gmail-smtp-in.l.google.com",
                     details={"suspected_filtering": True} if reason == "filtered" else None))
-        for email, kind, machine in (("ann@example.com", "open", False), ("ann@example.com", "click", False),
-                                     ("bob@example.com", "open", True), ("kim@example.org", "click", True),
-                                     ("kim@example.org", "unsubscribe", False)):
-            conn.execute(activities.insert().values(
-                account_id=one.id, contact_id=world.contacts[email], mailing_id=world.mailing_id,
-                type=kind, occurred_at=T0 + timedelta(hours=3), details={"machine": machine}))
+        for email, kind, verdict in HITS:
+            conn.execute(tracking_hits.insert().values(
+                kind=kind, occurred_at=T0 + timedelta(hours=3), method="GET", ip="203.0.113.5",
+                headers={}, token_valid=True, account_id=one.id, mailing_id=world.mailing_id,
+                delivery_id=world.deliveries[email], contact_id=world.contacts[email],
+                verdict=verdict))
+        conn.execute(activities.insert().values(
+            account_id=one.id, contact_id=world.contacts["kim@example.org"],
+            mailing_id=world.mailing_id, type="unsubscribe", occurred_at=T0 + timedelta(hours=4)))
         world.other_contact_id = contact_repo.add_contact(conn, two.id, "zed@example.com", T0)
         key = conn.execute(deliveries.insert().values(
             account_id=two.id, mailing_id=world.other_mailing_id, contact_id=world.other_contact_id,

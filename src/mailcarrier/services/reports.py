@@ -26,6 +26,7 @@ from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.domain.vocabulary import DeliveryState
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
+from mailcarrier.storage.tracking_tables import tracking_hits
 
 __all__ = [
     "BUCKETS",
@@ -257,21 +258,31 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
 
 
 def _engagement(conn: Connection, account_id: int, mailing_id: int) -> Engagement:
-    """Unique contacts per engagement type; an open/click is a machine's when details.machine."""
-    a = activities.c
-    machine = func.coalesce(a.details["machine"].as_boolean(), False).label("machine")
-    counts: dict[tuple[str, bool], int] = {}
-    query = (select(a.type, machine, func.count(func.distinct(a.contact_id)))
-             .where(a.account_id == account_id, a.mailing_id == mailing_id,
-                    a.type.in_(("open", "click", "unsubscribe", "complaint")))
-             .group_by(a.type, machine))
-    for kind, is_machine, n in conn.execute(query):
-        counts[(kind, bool(is_machine))] = counts.get((kind, bool(is_machine)), 0) + int(n)
+    """Unique contacts who opened/clicked: people (any hit judged human) and machines only.
+
+    Hits come from ``tracking_hits`` with their verdicts; a contact with both a scanner hit
+    and a person's hit counts once, as a person. Opt-outs come from the activity history.
+    """
+    h, a = tracking_hits.c, activities.c
+    per_contact = (select(h.kind, h.contact_id,
+                          func.max(case((h.verdict == "human", 1), else_=0)).label("human"))
+                   .where(h.account_id == account_id, h.mailing_id == mailing_id,
+                          h.token_valid == True, h.contact_id.is_not(None))  # noqa: E712
+                   .group_by(h.kind, h.contact_id).subquery())
+    counts: Counter[tuple[str, bool]] = Counter()
+    for kind, human, n in conn.execute(
+            select(per_contact.c.kind, per_contact.c.human, func.count())
+            .group_by(per_contact.c.kind, per_contact.c.human)):
+        counts[(kind, bool(human))] += int(n)
+    for kind, n in conn.execute(
+            select(a.type, func.count(func.distinct(a.contact_id)))
+            .where(a.account_id == account_id, a.mailing_id == mailing_id,
+                   a.type.in_(("unsubscribe", "complaint"))).group_by(a.type)):
+        counts[(kind, True)] += int(n)
     return Engagement(
-        opens_human=counts.get(("open", False), 0), opens_machine=counts.get(("open", True), 0),
-        clicks_human=counts.get(("click", False), 0), clicks_machine=counts.get(("click", True), 0),
-        unsubscribes=sum(v for (k, _), v in counts.items() if k == "unsubscribe"),
-        complaints=sum(v for (k, _), v in counts.items() if k == "complaint"))
+        opens_human=counts[("open", True)], opens_machine=counts[("open", False)],
+        clicks_human=counts[("click", True)], clicks_machine=counts[("click", False)],
+        unsubscribes=counts[("unsubscribe", True)], complaints=counts[("complaint", True)])
 
 
 def mailing_recipients(engine: Engine, account_id: int, mailing_id: int, *,
