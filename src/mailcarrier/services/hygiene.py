@@ -30,8 +30,10 @@ from mailcarrier.domain.dns_checks import (
     dnsbl_query_name,
     interpret_dnsbl,
 )
+from mailcarrier.domain.errors import ConflictError
 
-__all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "failures"]
+__all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendableError", "assert_sendable",
+           "failures"]
 
 _SPF_LOCK = threading.Lock()
 
@@ -138,3 +140,27 @@ def _guarded(name: str, job: Callable[[], Check]) -> Check:
 def failures(checks: Iterable[Check]) -> list[Check]:
     """The checks that block marketing mail from the domain."""
     return [check for check in checks if not check.ok]
+
+
+class DomainNotSendableError(ConflictError):
+    """Marketing mail from this domain is refused until its hygiene checks pass."""
+
+    def __init__(self, domain: str, problems: Iterable[Check]) -> None:
+        self.domain = domain
+        self.problems = tuple(problems)
+        lines = [f"marketing mail from {domain} is refused until these are fixed:"]
+        for check in self.problems:
+            todo = check.fix or "re-run `mailcarrier domains check` once DNS answers"
+            lines.append(f"- {check.name}: {check.detail} -> {todo}")
+        super().__init__("\n".join(lines))
+
+
+def assert_sendable(domain: str, checks: Iterable[Check]) -> None:
+    """Raise DomainNotSendableError naming every failed check and its fix; return if all pass.
+
+    A check that could not complete (DNS error, refused DNSBL query) also blocks: an
+    unverified domain is not a sendable one, and the message says to retry.
+    """
+    problems = failures(checks)
+    if problems:
+        raise DomainNotSendableError(domain, problems)

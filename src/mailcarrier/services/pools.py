@@ -45,6 +45,7 @@ from mailcarrier.domain.warmup import (
     daily_cap,
     load_schedules,
 )
+from mailcarrier.services.hygiene import DnsHygiene, DnsQueryError, DomainCheckRequest
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
     ip_daily_volume,
@@ -77,6 +78,8 @@ __all__ = [
     "create_pool",
     "current_pool",
     "decide_application",
+    "dnsbl_check",
+    "domain_check_request",
     "enforce_eligibility",
     "evaluate_account",
     "ip_by_address",
@@ -750,3 +753,37 @@ def choose_source_ip(conn: Connection, account_id: int, destination: str, now: d
             return SourcePick(choice.ip, limits.provider, choice.connections,
                               limits.messages_per_connection, candidate.name, overflow, tuple(reasons))
     return SourcePick(None, limits.provider, 0, 0, pool.name, False, tuple(reasons))
+
+
+# ---------------------------------------------------------------- hygiene inputs
+
+
+def domain_check_request(conn: Connection, account_id: int, domain: str, *, dkim_selector: str,
+                         bounce_domain: str, inbound_host: str,
+                         dnsbl_zones: Sequence[str] = ()) -> DomainCheckRequest:
+    """The hygiene checks for a sending domain of the account: SPF and rDNS for every IP of its pool."""
+    pool = current_pool(conn, account_id)
+    addresses = tuple(ip.address for ip in pool_ips(conn, pool.id) if ip.enabled) if pool else ()
+    return DomainCheckRequest(domain=domain.strip().rstrip(".").lower(), sending_ips=addresses,
+                              dkim_selector=dkim_selector, bounce_domain=bounce_domain,
+                              inbound_host=inbound_host, dnsbl_zones=tuple(dnsbl_zones))
+
+
+def dnsbl_check(conn: Connection, hygiene: DnsHygiene, zones: Sequence[str],
+                now: datetime) -> list[DnsblResult]:
+    """Look every enabled sending IP up in every zone and record the answers (the scheduled job).
+
+    127.255.255.x answers and DNS failures are stored as query errors, never as listings.
+    """
+    addresses = conn.execute(select(sending_ips.c.address).where(sending_ips.c.enabled.is_(True))
+                             .order_by(sending_ips.c.address)).scalars().all()
+    results = []
+    for address in addresses:
+        for zone in zones:
+            try:
+                check = hygiene.dnsbl(address, zone)
+            except DnsQueryError as exc:
+                check = Check(f"DNSBL {zone} for {address}", CheckStatus.ERROR, f"DNS query failed: {exc}",
+                              "check the resolver and retry")
+            results.append((address, zone, check))
+    return record_dnsbl_results(conn, results, now)
