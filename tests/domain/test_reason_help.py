@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailcarrier.domain.errors import RuleFileError
-from mailcarrier.domain.reason_help import explain, load_help, parse_help, provider_for
+from mailcarrier.domain.reason_help import (
+    GUIDANCE_OUTCOMES,
+    explain,
+    guidance,
+    load_help,
+    parse_help,
+    provider_for,
+)
 from mailcarrier.domain.vocabulary import Reason
 
 
@@ -66,3 +73,17 @@ def test_parse_help_raises_only_rule_file_error(text: str) -> None:
 @given(st.one_of(st.none(), st.text(max_size=80)), st.one_of(st.none(), st.text(max_size=80)))
 def test_provider_for_never_fails(mx: str | None, domain: str | None) -> None:
     provider_for(mx, domain)
+
+
+def test_guidance_fills_facts_and_marks_missing_ones() -> None:
+    lines = guidance("delivered", {"email": "ann@corp.example", "mx_host": "mx.corp.example",
+                                   "queue_id": "4AbC", "local_ip": "192.0.2.10"})
+    text = " ".join(lines)
+    assert "ann@corp.example" in text and "4AbC" in text and "192.0.2.10" in text
+    assert "(not recorded)" in text  # remote_ip was not given
+    assert "{" not in text
+
+
+def test_every_outcome_has_guidance() -> None:
+    for outcome in GUIDANCE_OUTCOMES:
+        assert guidance(outcome, {}), outcome

@@ -16,7 +16,8 @@ from typing import Any
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["Provider", "ReasonHelp", "explain", "load_help", "parse_help", "provider_for"]
+__all__ = ["GUIDANCE_OUTCOMES", "Provider", "ReasonHelp", "explain", "guidance", "load_help",
+           "parse_help", "provider_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class ReasonHelp:
 
     reasons: dict[Reason, str]
     providers: tuple[Provider, ...]
+    guidance: dict[str, tuple[str, ...]]
 
 
 def parse_help(text: str) -> ReasonHelp:
@@ -70,7 +72,42 @@ def parse_help(text: str) -> ReasonHelp:
     if missing:
         raise RuleFileError(f"reason help: no explanation for {', '.join(missing)}")
     providers = tuple(_provider(entry, i) for i, entry in enumerate(data.get("providers", [])))
-    return ReasonHelp(reasons, providers)
+    return ReasonHelp(reasons, providers, _guidance(data.get("guidance", {})))
+
+
+GUIDANCE_OUTCOMES = ("delivered", "bounced", "deferred", "unknown", "not_sent")
+
+
+def _guidance(raw: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise RuleFileError("reason help: [guidance] must be a table")
+    out: dict[str, tuple[str, ...]] = {}
+    for outcome in GUIDANCE_OUTCOMES:
+        paragraphs = raw.get(outcome, [])
+        if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
+            raise RuleFileError(f"reason help: guidance.{outcome} must be a list of strings")
+        out[outcome] = tuple(paragraphs)
+    return out
+
+
+class _Blank(dict[str, str]):
+    """Format values where a missing fact reads as 'not recorded' instead of failing."""
+
+    def __missing__(self, key: str) -> str:
+        return "(not recorded)"
+
+
+def guidance(outcome: str, facts: dict[str, str | None], table: ReasonHelp | None = None) -> list[str]:
+    """The paragraphs for the receiving IT department, with the delivery's facts filled in."""
+    help_table = table or load_help()
+    values = _Blank({k: v for k, v in facts.items() if v})
+    out = []
+    for paragraph in help_table.guidance.get(outcome, ()):
+        try:
+            out.append(paragraph.format_map(values))
+        except (ValueError, IndexError, AttributeError):
+            out.append(paragraph)
+    return out
 
 
 def _provider(entry: Any, index: int) -> Provider:

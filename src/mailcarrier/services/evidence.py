@@ -1,0 +1,265 @@
+"""Delivery evidence: "it says delivered — where is my email?" (seeds 000 and 002).
+
+For one recipient (and optionally one mailing) this gathers every attempt with the facts a
+receiving IT department needs to find the message in its own logs — timestamp in UTC,
+return-path, sending IP, receiving IP and MX host, TLS, the reply and queue id, the SMTP
+dialogue — plus any later bounce or complaint, and plain-language guidance on what to look
+for and how to safelist. It renders as JSON, plain text and PDF for forwarding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from fpdf import FPDF
+from sqlalchemy import Engine, select
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.reason_help import explain, guidance, provider_for
+from mailcarrier.domain.vocabulary import INTERNAL_CODES
+from mailcarrier.storage.tables import activities, attempts, contacts, deliveries, mailings
+
+__all__ = [
+    "AttemptEvidence",
+    "DeliveryEvidence",
+    "EvidenceReport",
+    "LaterEvent",
+    "collect_evidence",
+    "to_json",
+    "to_pdf",
+    "to_text",
+]
+
+LATER_TYPES = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvidence:
+    number: int
+    started_at: datetime
+    ended_at: datetime | None
+    return_path: str | None
+    local_ip: str | None
+    remote_ip: str | None
+    mx_host: str | None
+    tls_version: str | None
+    tls_cipher: str | None
+    reply_code: int | None
+    enhanced_status: str | None
+    reply_text: str | None
+    queue_id: str | None
+    internal_code: int | None
+    internal_meaning: str | None
+    reason: str | None
+    category: int | None
+    outcome: str
+    explanation: str | None
+    dialogue: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LaterEvent:
+    """Something that happened after the attempts: an asynchronous bounce, a complaint."""
+
+    type: str
+    occurred_at: datetime
+    reason: str | None
+    category: int | None
+    reply_code: int | None
+    enhanced_status: str | None
+    diagnostic: str | None
+    remote_mta: str | None
+    explanation: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvidence:
+    delivery_id: int
+    mailing_id: int
+    mailing_name: str
+    subject: str
+    from_address: str
+    sending_domain: str
+    message_id: str | None
+    return_path: str | None
+    email: str
+    state: str
+    outcome_unknown: bool
+    suspected_filtering: bool
+    provider: str | None
+    postmaster: str | None
+    attempts: list[AttemptEvidence]
+    later: list[LaterEvent]
+    guidance: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceReport:
+    email: str
+    contact_id: int
+    contact_status: str
+    generated_at: datetime
+    deliveries: list[DeliveryEvidence]
+
+
+def _utc(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") + " (UTC)" if value is not None else "-"
+
+
+def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime, *,
+                     mailing_id: int | None = None, limit: int = 20) -> EvidenceReport:
+    """Evidence for the account's contact ``email``; NotFoundError if there is none to show."""
+    c, d, m = contacts.c, deliveries.c, mailings.c
+    address = email.strip().lower()
+    with engine.connect() as conn:
+        contact = conn.execute(select(c.id, c.email, c.status).where(
+            c.account_id == account_id, c.email == address)).one_or_none()
+        if contact is None:
+            raise NotFoundError(f"no contact {address} in this account")
+        query = (select(d, m.name.label("mailing_name"), m.subject, m.from_address, m.sending_domain)
+                 .join(mailings, mailings.c.id == d.mailing_id)
+                 .where(d.account_id == account_id, d.contact_id == contact.id)
+                 .order_by(d.id.desc()).limit(max(1, min(limit, 200))))
+        if mailing_id is not None:
+            query = query.where(d.mailing_id == mailing_id)
+        rows = list(conn.execute(query))
+        if mailing_id is not None and not rows:
+            raise NotFoundError(f"{address} was not a recipient of mailing {mailing_id} in this account")
+        ids = [r.id for r in rows]
+        attempt_rows = list(conn.execute(select(attempts).where(attempts.c.delivery_id.in_(ids))
+                                         .order_by(attempts.c.delivery_id, attempts.c.number))) \
+            if ids else []
+        a = activities.c
+        later_rows = list(conn.execute(
+            select(activities).where(a.account_id == account_id, a.contact_id == contact.id,
+                                     a.type.in_(LATER_TYPES),
+                                     a.mailing_id.in_([r.mailing_id for r in rows]))
+            .order_by(a.occurred_at))) if rows else []
+    by_delivery: dict[int, list[AttemptEvidence]] = {}
+    for t in attempt_rows:
+        internal = INTERNAL_CODES.get(t.internal_code) if t.internal_code is not None else None
+        by_delivery.setdefault(t.delivery_id, []).append(AttemptEvidence(
+            t.number, t.started_at, t.ended_at, t.return_path, t.local_ip, t.remote_ip, t.mx_host,
+            t.tls_version, t.tls_cipher, t.reply_code, t.enhanced_status, t.reply_text, t.queue_id,
+            t.internal_code, internal.meaning if internal else None, t.reason, t.category,
+            t.outcome, explain(t.reason) if t.reason else None, t.dialogue))
+    later_by_mailing: dict[int, list[LaterEvent]] = {}
+    for e in later_rows:
+        later_by_mailing.setdefault(e.mailing_id, []).append(LaterEvent(
+            e.type, e.occurred_at, e.reason, e.category, e.reply_code, e.enhanced_status,
+            e.diagnostic, e.remote_mta, explain(e.reason) if e.reason else None))
+    out = [_delivery(r, by_delivery.get(r.id, []), later_by_mailing.get(r.mailing_id, []))
+           for r in rows]
+    return EvidenceReport(contact.email, contact.id, contact.status, now, out)
+
+
+def _outcome(state: str, outcome_unknown: bool, tried: list[AttemptEvidence]) -> str:
+    if not tried:
+        return "not_sent"
+    if outcome_unknown or tried[-1].outcome == "unknown":
+        return "unknown"
+    if state == "delivered":
+        return "delivered"
+    if state in ("bounced_hard", "bounced_soft") or tried[-1].outcome == "bounced":
+        return "bounced"
+    return "deferred"
+
+
+def _delivery(r: Any, tried: list[AttemptEvidence], later: list[LaterEvent]) -> DeliveryEvidence:
+    last = tried[-1] if tried else None
+    reply = " ".join(str(x) for x in (last.reply_code, last.reply_text) if x) if last else ""
+    if last and not reply and last.internal_meaning:
+        reply = f"no reply ({last.internal_code}: {last.internal_meaning})"
+    facts = {
+        "email": r.email, "mx_host": last.mx_host if last else None,
+        "remote_ip": last.remote_ip if last else None, "local_ip": last.local_ip if last else None,
+        "return_path": (last.return_path if last else None) or r.return_path,
+        "queue_id": last.queue_id if last else None, "message_id": r.message_id,
+        "when": _utc(last.ended_at or last.started_at) if last else None, "reply": reply or None,
+        "sending_domain": r.sending_domain,
+    }
+    provider = provider_for(last.mx_host if last else None, r.domain)
+    return DeliveryEvidence(
+        r.id, r.mailing_id, r.mailing_name, r.subject, r.from_address, r.sending_domain,
+        r.message_id, r.return_path, r.email, r.state, bool(r.outcome_unknown),
+        bool(r.suspected_filtering), provider.name if provider else None,
+        provider.postmaster if provider else None, tried, later,
+        guidance(_outcome(r.state, bool(r.outcome_unknown), tried), facts))
+
+
+def to_json(report: EvidenceReport) -> dict[str, Any]:
+    """A JSON-ready dict; datetimes as ISO 8601 with their +00:00 offset."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+    result: dict[str, Any] = convert(asdict(report))
+    return result
+
+
+def to_text(report: EvidenceReport) -> str:
+    """Plain text a marketer can paste into an email to the recipient's IT department."""
+    lines = [f"Delivery evidence for {report.email}",
+             f"Generated {_utc(report.generated_at)}; contact status: {report.contact_status}", ""]
+    if not report.deliveries:
+        lines.append("No mailing has been addressed to this contact yet.")
+    for dv in report.deliveries:
+        lines += [f"== Mailing {dv.mailing_id}: {dv.mailing_name} ==",
+                  f"Subject: {dv.subject}", f"From: {dv.from_address}",
+                  f"Message-ID: {dv.message_id or '-'}", f"Return-path: {dv.return_path or '-'}",
+                  f"Result: {dv.state}" + (" (outcome unknown)" if dv.outcome_unknown else "")
+                  + (" (suspected filtering by the receiving gateway)" if dv.suspected_filtering else "")]
+        if dv.provider:
+            lines.append(f"Receiving provider: {dv.provider} - {dv.postmaster}")
+        for t in dv.attempts:
+            lines += ["", f"-- Attempt {t.number} at {_utc(t.started_at)} -> {t.outcome}",
+                      f"   Return-path:   {t.return_path or '-'}",
+                      f"   Sending IP:    {t.local_ip or '-'}",
+                      f"   Receiving IP:  {t.remote_ip or '-'}  MX host: {t.mx_host or '-'}",
+                      f"   TLS:           {' '.join(x for x in (t.tls_version, t.tls_cipher) if x) or 'none'}",
+                      f"   Reply:         {' '.join(str(x) for x in (t.reply_code, t.reply_text) if x) or '-'}",
+                      f"   Queue id:      {t.queue_id or '-'}"]
+            if t.internal_code is not None:
+                lines.append(f"   Internal code: {t.internal_code} - {t.internal_meaning or ''}")
+            if t.explanation:
+                lines.append(f"   Meaning:       {t.explanation}")
+            if t.dialogue:
+                lines.append("   SMTP dialogue:")
+                lines += [f"     {line}" for line in t.dialogue.splitlines()]
+        for e in dv.later:
+            lines += ["", f"-- Later: {e.type} at {_utc(e.occurred_at)} "
+                          f"({e.reason or '-'}, category {e.category or '-'})",
+                      f"   {' '.join(str(x) for x in (e.reply_code, e.enhanced_status, e.diagnostic) if x)}"]
+            if e.explanation:
+                lines.append(f"   Meaning: {e.explanation}")
+        lines += ["", "What the receiving side can check:"]
+        lines += [f"  * {p}" for p in dv.guidance]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _latin1(text: str) -> str:
+    """The PDF core fonts are Latin-1; anything else prints as '?' rather than failing."""
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def to_pdf(report: EvidenceReport) -> bytes:
+    """The plain-text report laid out as a PDF (monospace, so the dialogue keeps its shape)."""
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.add_page()
+    pdf.set_title(_latin1(f"Delivery evidence for {report.email}"))
+    pdf.set_font("Helvetica", style="B", size=13)
+    pdf.multi_cell(0, 7, _latin1(f"Delivery evidence for {report.email}"),
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Courier", size=8)
+    for line in to_text(report).splitlines()[1:]:
+        pdf.multi_cell(0, 3.8, _latin1(line) or " ", new_x="LMARGIN", new_y="NEXT",
+                       wrapmode="CHAR")
+    return bytes(pdf.output())
