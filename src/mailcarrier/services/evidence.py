@@ -218,12 +218,14 @@ def to_text(report: EvidenceReport) -> str:
         if dv.provider:
             lines.append(f"Receiving provider: {dv.provider} - {dv.postmaster}")
         for t in dv.attempts:
+            tls = " ".join(x for x in (t.tls_version, t.tls_cipher) if x) or "none"
+            reply = " ".join(str(x) for x in (t.reply_code, t.reply_text) if x) or "-"
             lines += ["", f"-- Attempt {t.number} at {_utc(t.started_at)} -> {t.outcome}",
                       f"   Return-path:   {t.return_path or '-'}",
                       f"   Sending IP:    {t.local_ip or '-'}",
                       f"   Receiving IP:  {t.remote_ip or '-'}  MX host: {t.mx_host or '-'}",
-                      f"   TLS:           {' '.join(x for x in (t.tls_version, t.tls_cipher) if x) or 'none'}",
-                      f"   Reply:         {' '.join(str(x) for x in (t.reply_code, t.reply_text) if x) or '-'}",
+                      f"   TLS:           {tls}",
+                      f"   Reply:         {reply}",
                       f"   Queue id:      {t.queue_id or '-'}"]
             if t.internal_code is not None:
                 lines.append(f"   Internal code: {t.internal_code} - {t.internal_meaning or ''}")
