@@ -12,6 +12,7 @@ from mailcarrier.cli import (
     contacts_cmd,
     db_cmd,
     domains_cmd,
+    pools_cmd,
     rules_cmd,
     serve_cmd,
 )
@@ -32,6 +33,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(accounts_cmd.app, name="accounts")
 app.add_typer(audiences_cmd.app, name="audiences")
 app.add_typer(contacts_cmd.app, name="contacts")
+app.add_typer(pools_cmd.app, name="pools")
 app.command("serve")(serve_cmd.serve_command)
 
 

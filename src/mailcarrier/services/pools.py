@@ -65,6 +65,7 @@ __all__ = [
     "Application",
     "DnsblResult",
     "Pool",
+    "PoolView",
     "ReputationEvent",
     "SendingIp",
     "SourcePick",
