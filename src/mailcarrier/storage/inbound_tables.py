@@ -56,6 +56,9 @@ inbound_messages = Table(
     Column("duplicate_of", BigInteger().with_variant(Integer, "sqlite")),
     Column("error", Text),
     Column("processed_at", UTCDateTime()),
+    #: set while one processor reads the row, so two processors never act on the same email
+    Column("claim_token", String(32)),
+    Column("claimed_at", UTCDateTime()),
     CheckConstraint("state IN " + repr(INBOUND_STATES), name="state"),
     CheckConstraint("source IN " + repr(INBOUND_SOURCES), name="source"),
     Index(None, "state", "id"),

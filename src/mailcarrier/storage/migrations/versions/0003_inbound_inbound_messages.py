@@ -37,6 +37,8 @@ def upgrade() -> None:
     sa.Column('duplicate_of', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('claim_token', sa.String(length=32), nullable=True),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("state IN ('pending', 'processed', 'failed', 'unmatched', 'duplicate')", name=op.f('ck_inbound_messages_state')),
     sa.CheckConstraint("source IN ('smtp', 'file', 'imap')", name=op.f('ck_inbound_messages_source')),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_inbound_messages_account_id_accounts'), ondelete='SET NULL'),

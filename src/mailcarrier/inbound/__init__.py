@@ -1,0 +1,1 @@
+"""The return path's I/O: the inbound SMTP server, file and mailbox import, the IMAP poller."""

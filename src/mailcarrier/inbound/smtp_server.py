@@ -1,0 +1,201 @@
+"""``mailcarrier inbound``: the SMTP server of the bounce domain (aiosmtpd).
+
+It takes mail only for this installation's signed VERP return-paths, ``postmaster`` and the
+configured feedback-loop addresses; every other recipient gets a 550 at RCPT, so it can never
+relay. DATA above the size limit gets 552 (aiosmtpd's ``data_size_limit``). STARTTLS is offered
+when a certificate is configured.
+
+Each accepted email is written raw to the database before the 250 is sent. Writes are grouped:
+emails arriving while a write is running are committed together by the next one, so many
+concurrent senders cost one commit per group, not per email. Processing (parse, match, act)
+runs in a background thread on what was stored, in batches; a crash between the two steps
+loses nothing because the emails stay ``pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import Engine
+
+from mailcarrier.config import Settings
+from mailcarrier.domain.verp import decode_return_path
+from mailcarrier.services.inbound import InboundContext, IncomingEmail, process_all, store_incoming
+
+__all__ = ["InboundHandler", "InboundServer", "accepted_addresses"]
+
+log = logging.getLogger(__name__)
+
+_GROUP_MAX = 1000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def accepted_addresses(settings: Settings) -> frozenset[str]:
+    """The fixed addresses besides VERP: postmaster (RFC 5321 4.5.1) and the configured ones."""
+    fixed = {"postmaster", f"postmaster@{settings.bounce_domain.lower()}"}
+    fixed.update(a.strip().lower() for a in settings.inbound_accept_addresses.split(",") if a.strip())
+    return frozenset(fixed)
+
+
+class InboundHandler:
+    """aiosmtpd handler: recipient check at RCPT, raw store (grouped commits) at DATA."""
+
+    def __init__(self, engine: Engine, ctx: InboundContext, accept: frozenset[str], *,
+                 on_stored: Callable[[], None] = lambda: None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self._engine, self._ctx, self._accept = engine, ctx, accept
+        self._suffix = "@" + ctx.bounce_domain.lower()
+        self._on_stored, self._clock = on_stored, clock
+        self._waiting: list[tuple[IncomingEmail, asyncio.Future[None]]] = []
+        self._writing = False
+
+    def accepts(self, address: str) -> bool:
+        """Ours: a signed VERP return-path of the bounce domain, or a fixed address."""
+        address = address.strip().strip("<>").lower()
+        if address in self._accept:
+            return True
+        return address.endswith(self._suffix) and decode_return_path(address, key=self._ctx.key) is not None
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if not self.accepts(address):
+            log.info("refused RCPT %s from %s", address[:200], session.peer,
+                     extra={"event": "inbound.rcpt_refused"})
+            return f"550 5.1.1 <{address[:200]}>: not a bounce address of this server; relaying denied"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        raw = envelope.original_content or b""
+        peer = session.peer
+        origin = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
+        mail_from = envelope.mail_from if isinstance(envelope.mail_from, str) else None
+        email = IncomingEmail(raw, "smtp", origin, mail_from, tuple(envelope.rcpt_tos))
+        try:
+            await self._store(email)
+        except Exception:
+            log.exception("could not store an inbound email", extra={"event": "inbound.store_failed"})
+            return "451 4.3.0 could not store the message; try again later"
+        self._on_stored()
+        return "250 2.0.0 stored"
+
+    async def _store(self, email: IncomingEmail) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((email, future))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write_groups())
+        await future
+
+    async def _write_groups(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:_GROUP_MAX], self._waiting[_GROUP_MAX:]
+                try:
+                    await asyncio.to_thread(store_incoming, self._engine, [e for e, _ in group],
+                                            self._clock())
+                except Exception as exc:
+                    for _, future in group:
+                        future.set_exception(exc)
+                else:
+                    for _, future in group:
+                        future.set_result(None)
+        finally:
+            self._writing = False
+
+
+class InboundServer:
+    """The inbound SMTP server plus its background processor, in threads (start/stop)."""
+
+    def __init__(self, engine: Engine, ctx: InboundContext, *, accept: frozenset[str],
+                 host: str = "127.0.0.1", port: int = 0, max_bytes: int = 10_000_000,
+                 tls_context: ssl.SSLContext | None = None, process: bool = True,
+                 batch: int = 500, clock: Callable[[], datetime] = _utcnow) -> None:
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+                port = int(probe.getsockname()[1])
+        self.host, self.port = host, port
+        self._engine, self._ctx, self._batch, self._clock = engine, ctx, batch, clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._process = process
+        self._thread: threading.Thread | None = None
+        self.handler = InboundHandler(engine, ctx, accept, on_stored=self._stored, clock=clock)
+        self._controller = Controller(self.handler, hostname=host, port=port, tls_context=tls_context,
+                                      require_starttls=False, data_size_limit=max_bytes,
+                                      server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> InboundServer:
+        tls = None
+        if settings.inbound_tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(settings.inbound_tls_cert, settings.inbound_tls_key)
+        return cls(engine, InboundContext.from_settings(settings), accept=accepted_addresses(settings),
+                   host=settings.inbound_host, port=settings.inbound_port,
+                   max_bytes=settings.inbound_max_bytes, tls_context=tls, **kwargs)
+
+    def _stored(self) -> None:
+        with self._idle:  # under the lock, so the processor cannot declare idle in between
+            self._busy = True
+            self._wake.set()
+
+    def start(self) -> None:
+        self._controller.start()
+        if self._process:
+            self._thread = threading.Thread(target=self._run, name="inbound-processor", daemon=True)
+            self._thread.start()
+            self._wake.set()  # emails left pending by an earlier run
+
+    def stop(self) -> None:
+        self._controller.stop()
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def __enter__(self) -> InboundServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until everything stored so far was processed (tests, benchmarks, shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._busy, timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+            with self._idle:
+                self._busy = True
+            try:
+                process_all(self._engine, self._ctx, self._clock(), batch=self._batch)
+            except Exception:
+                log.exception("inbound processing failed; emails stay pending",
+                              extra={"event": "inbound.process_failed"})
+                self._stopping.wait(1.0)
+                continue
+            with self._idle:
+                if not self._wake.is_set():
+                    self._busy = False
+                    self._idle.notify_all()

@@ -1,0 +1,409 @@
+"""The return path: store inbound emails raw, then read, match and act on them in batches.
+
+Receiving and processing are separate steps on purpose. :func:`store_incoming` only writes
+the raw bytes (nothing can be lost to a parser bug or a crash); :func:`process_pending` claims
+stored emails, parses them with :func:`mailcarrier.domain.bounce.parse_bounce`, matches each to
+its delivery (:mod:`mailcarrier.services.bounce_matching`) and acts:
+
+* a failed recipient: an activity with reason, category and details, the delivery moves to
+  ``bounced_hard``/``bounced_soft`` even if it was ``delivered`` (a late bounce; the attempt
+  with its 250 stays as evidence), and the contact status rules run
+  (:func:`mailcarrier.services.contacts.apply_events`, B2B suspected filtering included);
+* a complaint (ARF): the contact is opted out at once; its ``complaint`` activity is what the
+  account's complaint rate counts;
+* a delay notification or an auto-reply: recorded on the inbound email, nothing changes.
+
+Nothing is counted twice: a second copy of the same email is marked ``duplicate``, and a
+delivery that already has a bounce (or complaint) activity gets no second one, whatever
+email claims it. Anything unreadable is marked ``failed`` with the error and kept for
+``reprocess``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from mailcarrier.config import Settings
+from mailcarrier.domain.bounce import BounceRecord, BounceReport, parse_bounce
+from mailcarrier.domain.contact_status import ContactEvent, DomainEvidence, EventKind, StatusPolicy
+from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.vocabulary import Category, Reason
+from mailcarrier.services.bounce_matching import (
+    Attribution,
+    MatchKeys,
+    MatchResult,
+    attribute,
+    kind_of,
+    match_keys,
+)
+from mailcarrier.services.contacts import ContactEventRecord, apply_events
+from mailcarrier.services.policies import status_policy
+from mailcarrier.storage import inbound_messages as store
+from mailcarrier.storage.engine import is_sqlite
+
+__all__ = [
+    "BatchSummary",
+    "InboundContext",
+    "IncomingEmail",
+    "content_digest",
+    "list_inbound",
+    "process_all",
+    "process_pending",
+    "release_for_reprocess",
+    "store_incoming",
+]
+
+log = logging.getLogger(__name__)
+
+#: Header fields added on the way in (they differ between two copies of the same DSN).
+_TRACE = re.compile(rb"^(received|return-path|delivered-to|x-original-to|envelope-to|x-envelope-to|"
+                    rb"x-envelope-from|arc-[a-z-]+|authentication-results|x-received|x-gm-[a-z-]+)\s*:",
+                    re.I)
+_CLAIM_STALE = timedelta(minutes=10)
+_INVALID_REASONS = ("userunknown", "filtered")
+_COUNTED = ("hard_bounce", "soft_bounce", "complaint")
+_SENT_STATES = ("delivered", "in_progress", "bounced_hard", "bounced_soft")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEmail:
+    """One received email and where it came from."""
+
+    raw: bytes
+    source: str  #: smtp | file | imap
+    origin: str = ""  #: peer ip:port, file path, imap://user@host/folder;uid=n
+    envelope_from: str | None = None
+    envelope_to: tuple[str, ...] = ()
+    truncated: bool = False  #: only the first ``inbound_max_bytes`` were kept
+
+
+@dataclass(frozen=True, slots=True)
+class InboundContext:
+    """What processing needs from the settings."""
+
+    key: bytes
+    bounce_domain: str
+    policy: StatusPolicy
+    recipient_window: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InboundContext:
+        return cls(settings.resolved_secret(), settings.bounce_domain, status_policy(settings),
+                   timedelta(days=settings.inbound_recipient_match_days))
+
+
+@dataclass
+class BatchSummary:
+    """What one processing run did."""
+
+    claimed: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    bounced_deliveries: int = 0
+    contact_events: int = 0
+
+    def add(self, other: BatchSummary) -> None:
+        self.claimed += other.claimed
+        self.bounced_deliveries += other.bounced_deliveries
+        self.contact_events += other.contact_events
+        for mine, theirs in ((self.states, other.states), (self.kinds, other.kinds)):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
+
+
+def content_digest(raw: bytes) -> str:
+    """SHA-256 of the email without trace headers and with uniform line ends.
+
+    Two copies of one DSN (delivered twice, or once by SMTP and once by IMAP) differ only in
+    the headers added on the way; the digest ignores those so the second copy is recognised.
+    """
+    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    head, sep, body = text.partition(b"\n\n")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = bool(_TRACE.match(line))
+        if not skipping:
+            kept.append(line)
+    return hashlib.sha256(b"\n".join(kept) + sep + body).hexdigest()
+
+
+def _row(email: IncomingEmail, now: datetime) -> dict[str, Any]:
+    return {"received_at": now, "source": email.source, "origin": email.origin[:1024],
+            "envelope_from": (email.envelope_from or None) and email.envelope_from[:512],
+            "envelope_to": [a[:512] for a in email.envelope_to], "size": len(email.raw),
+            "truncated": email.truncated, "digest": content_digest(email.raw), "raw": email.raw,
+            "state": "pending"}
+
+
+def store_incoming(engine: Engine, emails: Sequence[IncomingEmail], now: datetime) -> None:
+    """Write received emails raw, in one transaction (call before acknowledging them)."""
+    if not emails:
+        return
+    rows = [_row(e, now) for e in emails]
+    with _writer(engine) as conn:
+        store.insert_inbound(conn, rows)
+    log.debug("stored %d inbound emails", len(rows), extra={"event": "inbound.stored"})
+
+
+def release_for_reprocess(engine: Engine, states: Sequence[str], ids: Sequence[int] = ()) -> int:
+    """Send stored emails back to ``pending`` so the next processing run reads them again."""
+    with _writer(engine) as conn:
+        return store.release_to_pending(conn, states, ids)
+
+
+def list_inbound(engine: Engine, *, states: Sequence[str] = (), kind: str | None = None,
+                 limit: int = 100) -> list[store.InboundRow]:
+    with engine.connect() as conn:
+        return store.list_inbound(conn, states=states, kind=kind, limit=limit)
+
+
+def process_all(engine: Engine, ctx: InboundContext, now: datetime, *, batch: int = 500) -> BatchSummary:
+    """Process pending emails until none is left."""
+    total = BatchSummary()
+    while True:
+        summary = process_pending(engine, ctx, now, limit=batch)
+        total.add(summary)
+        if summary.claimed < batch:
+            return total
+
+
+@dataclass
+class _Reading:
+    stored: store.StoredInbound
+    report: BounceReport | None = None
+    kind: str = "other"
+    keys: MatchKeys | None = None
+    error: str | None = None
+    duplicate_of: int | None = None
+    match: MatchResult | None = None
+
+
+def _read(stored: store.StoredInbound, ctx: InboundContext) -> _Reading:
+    reading = _Reading(stored)
+    try:
+        reading.report = parse_bounce(stored.raw)
+    except ParseError as exc:
+        reading.error = f"unreadable: {exc}"
+    except (RecursionError, MemoryError) as exc:
+        reading.error = f"unreadable: too deeply nested or too large ({type(exc).__name__})"
+    except Exception as exc:  # a parser bug must not stop the batch; the raw email is kept
+        log.exception("bounce parser failed on inbound email %d", stored.id,
+                      extra={"event": "inbound.parser_error"})
+        reading.error = f"parser error: {type(exc).__name__}: {exc}"
+    if reading.error is None:
+        reading.kind = kind_of(reading.report)
+        if stored.truncated:
+            reading.error = "email over the size limit: stored truncated, not acted on"
+    try:
+        reading.keys = match_keys(stored.raw, stored.envelope_to, reading.report,
+                                  key=ctx.key, bounce_domain=ctx.bounce_domain)
+    except Exception as exc:  # header parsing of hostile input: keep the email, say why
+        log.exception("reading headers failed on inbound email %d", stored.id,
+                      extra={"event": "inbound.parser_error"})
+        reading.error = reading.error or f"unreadable headers: {type(exc).__name__}: {exc}"
+    return reading
+
+
+def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
+                    limit: int = 500) -> BatchSummary:
+    """Claim up to ``limit`` stored emails, read, match and act on them."""
+    token = uuid.uuid4().hex
+    with _writer(engine) as conn:
+        claimed = store.claim_pending(conn, token, now, now - _CLAIM_STALE, limit)
+        first = store.first_ids_by_digest(conn, (s.digest for s in claimed))
+    readings = [_read(s, ctx) for s in claimed]
+    for reading in readings:
+        original = first.get(reading.stored.digest, reading.stored.id)
+        if original < reading.stored.id:
+            reading.duplicate_of = original
+    live = [r for r in readings if r.error is None and r.duplicate_of is None and r.keys is not None]
+    with engine.connect() as conn:
+        _match(conn, live, ctx, now)
+    summary = BatchSummary(claimed=len(claimed))
+    events, flips = _plan(engine, live, ctx, now)
+    transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now) if events else []
+    summary.contact_events = len(transitions)
+    delivery_rows = _delivery_rows(events, transitions, flips, now)
+    results = [_result(r, now) for r in readings]
+    with _writer(engine) as conn:
+        summary.bounced_deliveries = store.flip_deliveries(conn, delivery_rows)
+        store.save_results(conn, results)
+    for result in results:
+        summary.states[result["state"]] = summary.states.get(result["state"], 0) + 1
+        if result["kind"]:
+            summary.kinds[result["kind"]] = summary.kinds.get(result["kind"], 0) + 1
+    return summary
+
+
+def _match(conn: Any, readings: list[_Reading], ctx: InboundContext, now: datetime) -> None:
+    """Batch look-ups for every method, then attribute each email."""
+    keys = [r.keys for r in readings if r.keys is not None]
+    by_id = store.deliveries_by_ids(conn, (v.delivery_id for k in keys for v in k.verp))
+    by_mid = store.deliveries_by_message_ids(conn, (m for k in keys for m in k.message_ids))
+    # Recipient look-ups (unindexed by address alone) only for emails nothing else matched.
+    pending: list[_Reading] = []
+    for reading in readings:
+        assert reading.keys is not None
+        reading.match = attribute(reading.report, reading.keys, by_id=by_id, by_message_id=by_mid,
+                                  by_recipient={})
+        if reading.match.method is None and not reading.keys.forged and reading.keys.recipients:
+            pending.append(reading)
+    if not pending:
+        return
+    addresses = [a for r in pending if r.keys is not None for a in r.keys.recipients]
+    by_rcpt = store.recent_deliveries_by_email(conn, addresses, now - ctx.recipient_window)
+    for reading in pending:
+        assert reading.keys is not None
+        reading.match = attribute(reading.report, reading.keys, by_id=by_id, by_message_id=by_mid,
+                                  by_recipient=by_rcpt)
+
+
+_Plan = tuple[list[tuple[ContactEventRecord, Attribution]], set[int]]
+
+
+def _event_kind(kind: str, record: BounceRecord | None) -> EventKind | None:
+    if record is None:
+        return None
+    if kind == "complaint":
+        return EventKind.COMPLAINT
+    if kind == "bounce" and record.action == "failed":
+        return EventKind.HARD_BOUNCE if record.category.is_hard else EventKind.SOFT_BOUNCE
+    return None
+
+
+def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: datetime) -> _Plan:
+    """The contact events to apply and the deliveries to flip; already-counted ones skipped."""
+    wanted: list[tuple[_Reading, Attribution, EventKind]] = []
+    for reading in readings:
+        assert reading.match is not None
+        for attribution in reading.match.attributions:
+            kind = _event_kind(reading.kind, attribution.record)
+            if kind is not None:
+                wanted.append((reading, attribution, kind))
+    if not wanted:
+        return [], set()
+    with engine.connect() as conn:
+        seen = store.seen_activities(conn, (a.delivery.id for _, a, _k in wanted), _COUNTED)
+        pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
+                 if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
+        domain_counts = store.bounced_mailing_domains(conn, pairs, _INVALID_REASONS) if pairs else {}
+    events: list[tuple[ContactEventRecord, Attribution]] = []
+    flips: set[int] = set()
+    for reading, attribution, kind in wanted:
+        delivery, record = attribution.delivery, attribution.record
+        assert record is not None and reading.match is not None
+        counted = ("complaint",) if kind is EventKind.COMPLAINT else ("hard_bounce", "soft_bounce")
+        if any((delivery.id, t) in seen for t in counted):
+            continue
+        if kind is not EventKind.COMPLAINT and delivery.state not in _SENT_STATES:
+            log.warning("bounce for delivery %d in state %s ignored (never sent)", delivery.id,
+                        delivery.state, extra={"event": "inbound.bounce_for_unsent"})
+            continue
+        seen.update((delivery.id, t) for t in counted)
+        evidence = None
+        if kind is not EventKind.COMPLAINT and record.category == Category.INVALID_ADDRESS:
+            pair = (delivery.mailing_id, delivery.domain)
+            bad, total = domain_counts.get(pair, (0, 1))
+            domain_counts[pair] = (bad + 1, total)
+            evidence = DomainEvidence(bad + 1, max(total, 1))
+        if kind is not EventKind.COMPLAINT:
+            flips.add(delivery.id)
+        events.append((_contact_record(reading, attribution, kind, evidence), attribution))
+    return events, flips
+
+
+def _contact_record(reading: _Reading, attribution: Attribution, kind: EventKind,
+                    evidence: DomainEvidence | None) -> ContactEventRecord:
+    record, delivery = attribution.record, attribution.delivery
+    assert record is not None and reading.match is not None
+    reason = record.reason if kind is not EventKind.COMPLAINT else Reason.FEEDBACK
+    details: dict[str, Any] = {"inbound_message_id": reading.stored.id, "matched_by": reading.match.method,
+                               "action": record.action, "rule": record.rule,
+                               "late": delivery.state == "delivered"}
+    if reading.report is not None and reading.report.feedback_type:
+        details["feedback_type"] = reading.report.feedback_type
+    event = ContactEvent(kind, reading.stored.received_at, reason,
+                         record.category if kind is not EventKind.COMPLAINT else None,
+                         domain_evidence=evidence)
+    return ContactEventRecord(
+        delivery.account_id, delivery.contact_id, event, mailing_id=delivery.mailing_id,
+        delivery_id=delivery.id, reply_code=record.reply_code, enhanced_status=record.status,
+        diagnostic=record.diagnostic[:2000] or None, remote_mta=record.remote_mta,
+        cause=f"inbound email #{reading.stored.id} (matched by {reading.match.method})", details=details)
+
+
+def _delivery_rows(events: list[tuple[ContactEventRecord, Attribution]], transitions: Sequence[Any],
+                   flips: set[int], now: datetime) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for (event, attribution), transition in zip(events, transitions, strict=True):
+        if attribution.delivery.id not in flips or attribution.record is None:
+            continue
+        category = transition.category if transition.category is not None else attribution.record.category
+        rows.append({
+            "delivery_id": attribution.delivery.id,
+            "state": "bounced_hard" if Category(category).is_hard else "bounced_soft",
+            "last_reason": transition.reason.value if transition.reason is not None else None,
+            "last_category": int(category), "last_reply_code": event.reply_code,
+            "last_enhanced_status": event.enhanced_status, "last_diagnostic": event.diagnostic,
+            "suspected_filtering": bool(transition.suspected_filtering), "final_at": now,
+        })
+    return rows
+
+
+def _result(reading: _Reading, now: datetime) -> dict[str, Any]:
+    stored = reading.stored
+    base: dict[str, Any] = {"id": stored.id, "kind": reading.kind, "match_method": None,
+                            "matched_delivery_ids": None, "account_id": None, "duplicate_of": None,
+                            "error": reading.error, "processed_at": now}
+    if reading.duplicate_of is not None:
+        log.info("inbound email %d duplicates %d: nothing changed", stored.id, reading.duplicate_of,
+                 extra={"event": "inbound.duplicate"})
+        return {**base, "state": "duplicate", "duplicate_of": reading.duplicate_of}
+    if reading.error is not None or reading.match is None:
+        log.warning("inbound email %d not processed: %s", stored.id, reading.error,
+                    extra={"event": "inbound.failed"})
+        return {**base, "state": "failed", "kind": reading.kind if reading.report else None}
+    match = reading.match
+    if match.method is None:
+        log.info("inbound email %d (%s) unmatched: %s", stored.id, reading.kind, match.note,
+                 extra={"event": "inbound.unmatched"})
+        return {**base, "state": "unmatched", "error": match.note}
+    ids = [a.delivery.id for a in match.attributions]
+    return {**base, "state": "processed", "match_method": match.method, "matched_delivery_ids": ids,
+            "account_id": match.attributions[0].delivery.account_id}
+
+
+class _writer:  # noqa: N801 - used like a function, as a context manager
+    """A write transaction: BEGIN IMMEDIATE on SQLite (one writer, no upgrade deadlock)."""
+
+    def __init__(self, engine: Engine) -> None:
+        options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+        self._conn = engine.connect().execution_options(**options)
+
+    def __enter__(self) -> Any:
+        self._conn.begin()
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._conn.in_transaction():
+                if exc_type is None:
+                    self._conn.commit()
+                else:
+                    self._conn.rollback()
+        finally:
+            self._conn.close()

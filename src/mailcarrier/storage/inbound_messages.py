@@ -1,0 +1,274 @@
+"""SQL of the return path: storing inbound emails raw, claiming them, and the delivery look-ups.
+
+Storing comes first and is a plain batch insert, so the SMTP server can commit many received
+emails at once (group commit) before it answers 250. Processing claims pending rows with a
+token, so two processors (the server's background task and a ``bounces reprocess``) never
+read the same email at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from mailcarrier.storage.inbound_tables import inbound_messages
+from mailcarrier.storage.tables import activities, deliveries
+
+__all__ = [
+    "DeliveryRef",
+    "InboundRow",
+    "StoredInbound",
+    "bounced_mailing_domains",
+    "claim_pending",
+    "deliveries_by_ids",
+    "deliveries_by_message_ids",
+    "first_ids_by_digest",
+    "flip_deliveries",
+    "insert_inbound",
+    "list_inbound",
+    "recent_deliveries_by_email",
+    "release_to_pending",
+    "save_results",
+    "seen_activities",
+]
+
+_CHUNK = 500  # stays under SQLite's bound-parameter limit with room to spare
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInbound:
+    """A claimed inbound email, as the processor reads it."""
+
+    id: int
+    received_at: datetime
+    source: str
+    envelope_to: tuple[str, ...]
+    digest: str
+    truncated: bool
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRow:
+    """An inbound email as listed (no raw bytes)."""
+
+    id: int
+    received_at: datetime
+    source: str
+    origin: str
+    envelope_from: str | None
+    envelope_to: tuple[str, ...]
+    size: int
+    state: str
+    kind: str | None
+    match_method: str | None
+    matched_delivery_ids: tuple[int, ...]
+    account_id: int | None
+    duplicate_of: int | None
+    error: str | None
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRef:
+    """The parts of a delivery the return path needs."""
+
+    id: int
+    account_id: int
+    mailing_id: int
+    contact_id: int
+    email: str
+    domain: str
+    state: str
+    message_id: str | None
+    claimed: bool
+    last_seen_at: datetime | None
+
+
+def insert_inbound(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store received emails (dicts keyed by column name; ``state`` defaults to pending)."""
+    if rows:
+        conn.execute(inbound_messages.insert(), list(rows))
+
+
+def claim_pending(conn: Connection, token: str, now: datetime, stale_before: datetime,
+                  limit: int) -> list[StoredInbound]:
+    """Claim up to ``limit`` pending emails (oldest first) for the processor holding ``token``.
+
+    A claim older than ``stale_before`` is taken over: its processor died mid-batch.
+    """
+    m = inbound_messages.c
+    free = and_(m.state == "pending", or_(m.claim_token.is_(None), m.claimed_at < stale_before))
+    ids = select(m.id).where(free).order_by(m.id).limit(limit).scalar_subquery()
+    conn.execute(update(inbound_messages).where(m.id.in_(ids), free)
+                 .values(claim_token=token, claimed_at=now))
+    query = (select(m.id, m.received_at, m.source, m.envelope_to, m.digest, m.truncated, m.raw)
+             .where(m.claim_token == token, m.state == "pending").order_by(m.id))
+    return [StoredInbound(r.id, r.received_at, r.source, tuple(r.envelope_to or ()), r.digest,
+                          bool(r.truncated), bytes(r.raw)) for r in conn.execute(query)]
+
+
+def first_ids_by_digest(conn: Connection, digests: Iterable[str]) -> dict[str, int]:
+    """The id of the first stored copy of each digest."""
+    wanted = sorted(set(digests))
+    found: dict[str, int] = {}
+    m = inbound_messages.c
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        query = select(m.digest, func.min(m.id)).where(m.digest.in_(chunk)).group_by(m.digest)
+        found.update({digest: int(first) for digest, first in conn.execute(query)})
+    return found
+
+
+def save_results(conn: Connection, results: Sequence[dict[str, Any]]) -> None:
+    """Write processing outcomes and release the claims.
+
+    Each dict has ``id``, ``state``, ``kind``, ``match_method``, ``matched_delivery_ids``,
+    ``account_id``, ``duplicate_of``, ``error`` and ``processed_at``.
+    """
+    if not results:
+        return
+    m = inbound_messages.c
+    statement = (update(inbound_messages).where(m.id == bindparam("row_id"))
+                 .values(state=bindparam("state"), kind=bindparam("kind"),
+                         match_method=bindparam("match_method"),
+                         matched_delivery_ids=bindparam("matched_delivery_ids",
+                                                        type_=m.matched_delivery_ids.type),
+                         account_id=bindparam("account_id"), duplicate_of=bindparam("duplicate_of"),
+                         error=bindparam("error"),
+                         processed_at=bindparam("processed_at", type_=m.processed_at.type),
+                         claim_token=None, claimed_at=None))
+    conn.execute(statement, [{**r, "row_id": r["id"]} for r in results])
+
+
+def release_to_pending(conn: Connection, states: Sequence[str], ids: Sequence[int] = ()) -> int:
+    """Send emails in ``states`` (or with the given ids) back to pending; returns how many."""
+    m = inbound_messages.c
+    condition = m.id.in_(list(ids)) if ids else m.state.in_(list(states))
+    result = conn.execute(update(inbound_messages).where(condition)
+                          .values(state="pending", claim_token=None, claimed_at=None))
+    return int(result.rowcount)
+
+
+def list_inbound(conn: Connection, *, states: Sequence[str] = (), kind: str | None = None,
+                 limit: int = 100) -> list[InboundRow]:
+    """Stored emails, newest first, optionally filtered by state and kind."""
+    m = inbound_messages.c
+    query = select(*(c for c in inbound_messages.c if c.name not in ("raw", "digest", "truncated",
+                                                                      "claim_token", "claimed_at")))
+    if states:
+        query = query.where(m.state.in_(list(states)))
+    if kind:
+        query = query.where(m.kind == kind)
+    query = query.order_by(m.id.desc()).limit(limit)
+    return [InboundRow(r.id, r.received_at, r.source, r.origin, r.envelope_from,
+                       tuple(r.envelope_to or ()), r.size, r.state, r.kind, r.match_method,
+                       tuple(r.matched_delivery_ids or ()), r.account_id, r.duplicate_of, r.error,
+                       r.processed_at)
+            for r in conn.execute(query)]
+
+
+def _refs(conn: Connection, condition: Any) -> list[DeliveryRef]:
+    d = deliveries.c
+    query = select(d.id, d.account_id, d.mailing_id, d.contact_id, d.email, d.domain, d.state,
+                   d.message_id, d.claim_token, func.coalesce(d.delivered_at, d.final_at,
+                                                              d.next_attempt_at)).where(condition)
+    return [DeliveryRef(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] is not None, r[9])
+            for r in conn.execute(query)]
+
+
+def deliveries_by_ids(conn: Connection, ids: Iterable[int]) -> dict[int, DeliveryRef]:
+    wanted = sorted(set(ids))
+    found: dict[int, DeliveryRef] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        found.update((ref.id, ref) for ref in _refs(conn, deliveries.c.id.in_(wanted[start:start + _CHUNK])))
+    return found
+
+
+def deliveries_by_message_ids(conn: Connection, message_ids: Iterable[str]) -> dict[str, DeliveryRef]:
+    """Deliveries by Message-ID (stored with or without angle brackets), keyed without them."""
+    bare = sorted({mid.strip().strip("<>") for mid in message_ids if mid.strip().strip("<>")})
+    spellings = bare + [f"<{mid}>" for mid in bare]
+    found: dict[str, DeliveryRef] = {}
+    for start in range(0, len(spellings), _CHUNK):
+        for ref in _refs(conn, deliveries.c.message_id.in_(spellings[start:start + _CHUNK])):
+            found[(ref.message_id or "").strip("<>")] = ref
+    return found
+
+
+def recent_deliveries_by_email(conn: Connection, emails: Iterable[str],
+                               since: datetime) -> dict[str, list[DeliveryRef]]:
+    """Deliveries to each address sent (or finished) since ``since``, newest first."""
+    wanted = sorted({e.lower() for e in emails if e})
+    found: dict[str, list[DeliveryRef]] = {}
+    d = deliveries.c
+    recent = func.coalesce(d.delivered_at, d.final_at, d.next_attempt_at) >= since
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        for ref in _refs(conn, and_(d.email.in_(chunk), recent,
+                                    d.state.in_(("delivered", "in_progress", "bounced_hard",
+                                                 "bounced_soft")))):
+            found.setdefault(ref.email.lower(), []).append(ref)
+    for refs in found.values():
+        refs.sort(key=lambda r: (r.last_seen_at is not None, r.last_seen_at, r.id), reverse=True)
+    return found
+
+
+def seen_activities(conn: Connection, delivery_ids: Iterable[int],
+                    types: Sequence[str]) -> set[tuple[int, str]]:
+    """(delivery id, activity type) pairs already recorded: what was already counted."""
+    wanted = sorted(set(delivery_ids))
+    seen: set[tuple[int, str]] = set()
+    a = activities.c
+    for start in range(0, len(wanted), _CHUNK):
+        query = select(a.delivery_id, a.type).where(a.delivery_id.in_(wanted[start:start + _CHUNK]),
+                                                    a.type.in_(list(types)))
+        seen.update((int(r[0]), str(r[1])) for r in conn.execute(query))
+    return seen
+
+
+def bounced_mailing_domains(conn: Connection, pairs: Iterable[tuple[int, str]],
+                            reasons: Sequence[str]) -> dict[tuple[int, str], tuple[int, int]]:
+    """Per (mailing, domain): (deliveries hard-bounced for one of ``reasons``, all deliveries)."""
+    wanted = sorted(set(pairs))
+    d = deliveries.c
+    counts: dict[tuple[int, str], tuple[int, int]] = {}
+    for mailing_id in sorted({m for m, _ in wanted}):
+        domains = [dom for m, dom in wanted if m == mailing_id]
+        rejected = func.sum(func.cast(and_(d.state == "bounced_hard", d.last_reason.in_(list(reasons))),
+                                      deliveries.c.attempt_count.type))
+        query = (select(d.domain, rejected, func.count()).where(d.mailing_id == mailing_id,
+                                                                d.domain.in_(domains))
+                 .group_by(d.domain))
+        for domain, bad, total in conn.execute(query):
+            counts[(mailing_id, domain)] = (int(bad or 0), int(total))
+    return counts
+
+
+def flip_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Move delivered (or unclaimed in-progress) deliveries to a bounced state.
+
+    Each dict has ``delivery_id``, ``state``, ``last_reason``, ``last_category``,
+    ``last_reply_code``, ``last_enhanced_status``, ``last_diagnostic``, ``suspected_filtering``
+    and ``final_at``. ``delivered_at`` and the attempts are left alone: the 250 stays on record
+    next to the later bounce. Returns how many rows changed.
+    """
+    if not rows:
+        return 0
+    d = deliveries.c
+    statement = (update(deliveries)
+                 .where(d.id == bindparam("delivery_id"),
+                        or_(d.state == "delivered", and_(d.state == "in_progress", d.claim_token.is_(None))))
+                 .values(state=bindparam("state"), last_reason=bindparam("last_reason"),
+                         last_category=bindparam("last_category"),
+                         last_reply_code=bindparam("last_reply_code"),
+                         last_enhanced_status=bindparam("last_enhanced_status"),
+                         last_diagnostic=bindparam("last_diagnostic"),
+                         suspected_filtering=bindparam("suspected_filtering"),
+                         outcome_unknown=False, next_attempt_at=None,
+                         final_at=bindparam("final_at", type_=d.final_at.type)))
+    return int(conn.execute(statement, list(rows)).rowcount)
