@@ -1,0 +1,302 @@
+"""Webhooks: signed POSTs of delivery, engagement and status events, through an outbox.
+
+Events reach the outbox two ways: :func:`enqueue_event` for a caller that has an event in
+hand, and :func:`pump_activities`, which turns new rows of the activity history (above a
+watermark, in the same transaction as the outbox rows) into events, so the engines that
+write history need not know about webhooks. :func:`send_due` claims due outbox rows with a
+lease, POSTs them and records the answer; a failure is retried with exponential back-off,
+and a crash mid-send only delays the row until its lease expires. Nothing is lost on restart.
+
+Each POST carries ``Mailcarrier-Signature: t=<unix time>,v1=<hex HMAC-SHA256>`` over
+``"<t>.<body>"`` with the endpoint's secret (verify with :func:`verify_signature`), and
+``Mailcarrier-Event-Id`` so a receiver can drop duplicates (delivery is at-least-once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import Connection, Engine, and_, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.storage.report_tables import report_watermarks
+from mailcarrier.storage.tables import activities, contacts
+from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
+
+__all__ = [
+    "EVENT_TYPES",
+    "Endpoint",
+    "SendStats",
+    "backoff",
+    "create_endpoint",
+    "delete_endpoint",
+    "enqueue_event",
+    "get_endpoint",
+    "list_endpoints",
+    "pump_activities",
+    "send_due",
+    "sign",
+    "verify_signature",
+]
+
+EVENT_TYPES = ("delivered", "deferred", "bounced", "opened", "clicked", "complained",
+               "unsubscribed", "status_changed")
+#: Activity type -> webhook event type.
+ACTIVITY_EVENTS = {"delivered": "delivered", "deferred": "deferred", "hard_bounce": "bounced",
+                   "soft_bounce": "bounced", "open": "opened", "click": "clicked",
+                   "complaint": "complained", "unsubscribe": "unsubscribed",
+                   "status_changed": "status_changed"}
+MAX_ATTEMPTS = 12
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(hours=6)
+LEASE = timedelta(seconds=60)
+_WATERMARK = "webhook_pump"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: int
+    account_id: int
+    url: str
+    events: tuple[str, ...]
+    active: bool
+    description: str
+    created_at: datetime
+    secret: str | None = None  #: only returned when the endpoint is created
+
+
+@dataclass(frozen=True, slots=True)
+class SendStats:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+def backoff(attempt: int) -> timedelta:
+    """Delay before retry number ``attempt`` (1-based): 30 s doubling, capped at 6 h."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, min(attempt - 1, 20))))
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(secret: str, header: str, body: bytes, *, now: int,
+                     tolerance: int = 300) -> bool:
+    """True when ``header`` signs ``body`` with ``secret`` within ``tolerance`` seconds of ``now``."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts.get("t", ""))
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def _check(url: str, events: Sequence[str]) -> tuple[str, ...]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+        raise ValueError("a webhook URL must be an absolute http(s) URL of at most 2048 characters")
+    unknown = [e for e in events if e not in EVENT_TYPES and e != "*"]
+    if unknown or not events:
+        raise ValueError(f"choose events among {', '.join(EVENT_TYPES)} or '*'"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return tuple(dict.fromkeys(events))
+
+
+def _endpoint(row: Any, secret: str | None = None) -> Endpoint:
+    return Endpoint(row.id, row.account_id, row.url, tuple(row.events), bool(row.active),
+                    row.description, row.created_at, secret)
+
+
+def create_endpoint(engine: Engine, account_id: int, url: str, events: Sequence[str],
+                    now: datetime, *, description: str = "") -> Endpoint:
+    """Register an endpoint; its secret is returned once, in the result."""
+    chosen = _check(url, events)
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        key = conn.execute(webhook_endpoints.insert().values(
+            account_id=account_id, url=url, secret=secret, events=list(chosen), active=True,
+            description=description[:2000], created_at=now)).inserted_primary_key
+    assert key is not None
+    return Endpoint(int(key[0]), account_id, url, chosen, True, description[:2000], now, secret)
+
+
+def list_endpoints(engine: Engine, account_id: int, *, after_id: int = 0,
+                   limit: int = 100) -> list[Endpoint]:
+    w = webhook_endpoints.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(webhook_endpoints).where(w.account_id == account_id, w.id > after_id)
+                            .order_by(w.id).limit(max(1, min(limit, 500))))
+        return [_endpoint(r) for r in rows]
+
+
+def get_endpoint(engine: Engine, account_id: int, endpoint_id: int) -> Endpoint:
+    w = webhook_endpoints.c
+    with engine.connect() as conn:
+        row = conn.execute(select(webhook_endpoints).where(
+            w.account_id == account_id, w.id == endpoint_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no webhook endpoint {endpoint_id} in this account")
+    return _endpoint(row)
+
+
+def delete_endpoint(engine: Engine, account_id: int, endpoint_id: int) -> None:
+    w = webhook_endpoints.c
+    with engine.begin() as conn:
+        gone = conn.execute(webhook_endpoints.delete().where(
+            w.account_id == account_id, w.id == endpoint_id)).rowcount
+    if not gone:
+        raise NotFoundError(f"no webhook endpoint {endpoint_id} in this account")
+
+
+def _subscribers(conn: Connection, account_id: int, event_type: str) -> list[int]:
+    w = webhook_endpoints.c
+    rows = conn.execute(select(w.id, w.events).where(w.account_id == account_id,
+                                                     w.active == True))  # noqa: E712
+    return [r.id for r in rows if "*" in r.events or event_type in r.events]
+
+
+def enqueue_event(conn: Connection, account_id: int, event_type: str, data: dict[str, Any],
+                  now: datetime, *, event_id: str | None = None) -> int:
+    """Queue one event for every subscribed endpoint of the account, in the caller's transaction."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event {event_type!r}")
+    ident = event_id or uuid.uuid4().hex
+    payload = {"id": ident, "type": event_type, "created_at": now.isoformat(), "data": data}
+    rows = [{"account_id": account_id, "endpoint_id": eid, "event_id": ident,
+             "event_type": event_type, "payload": payload, "created_at": now,
+             "next_attempt_at": now} for eid in _subscribers(conn, account_id, event_type)]
+    if rows:
+        insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+        conn.execute(insert(webhook_outbox).on_conflict_do_nothing(
+            index_elements=["endpoint_id", "event_id"]), rows)
+    return len(rows)
+
+
+def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
+    """Turn new activity-history rows into webhook events; returns how many events were queued.
+
+    The watermark moves in the same transaction as the outbox inserts, and the event id is
+    derived from the activity id, so a crash can neither skip nor duplicate an event.
+    """
+    queued = 0
+    while True:
+        options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            done, count = _pump_chunk(conn, now, chunk)
+        queued += count
+        if not done:
+            return queued
+
+
+def _pump_chunk(conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
+    w = report_watermarks.c
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
+    last = conn.execute(select(w.last_id).where(w.name == _WATERMARK)).scalar_one_or_none()
+    if last is None:
+        conn.execute(report_watermarks.insert().values(name=_WATERMARK, last_id=0))
+        last = 0
+    a, c = activities.c, contacts.c
+    rows = list(conn.execute(
+        select(activities, c.email).join(contacts, contacts.c.id == a.contact_id)
+        .where(a.id > last).order_by(a.id).limit(chunk)))
+    if not rows:
+        return False, 0
+    hooked = {r.account_id for r in conn.execute(
+        select(webhook_endpoints.c.account_id).distinct())}
+    count = 0
+    for r in rows:
+        event_type = ACTIVITY_EVENTS.get(r.type)
+        if event_type is None or r.account_id not in hooked:
+            continue
+        count += enqueue_event(conn, r.account_id, event_type, _activity_data(r), now,
+                               event_id=f"act-{r.id}")
+    conn.execute(update(report_watermarks).where(w.name == _WATERMARK).values(last_id=rows[-1].id))
+    return len(rows) == chunk, count
+
+
+def _activity_data(r: Any) -> dict[str, Any]:
+    details = r.details or {}
+    data: dict[str, Any] = {"contact_id": r.contact_id, "email": r.email, "mailing_id": r.mailing_id,
+                            "delivery_id": r.delivery_id, "occurred_at": r.occurred_at.isoformat()}
+    if r.type in ("hard_bounce", "soft_bounce"):
+        data.update(hard=r.type == "hard_bounce", reason=r.reason, category=r.category,
+                    reply_code=r.reply_code, enhanced_status=r.enhanced_status,
+                    diagnostic=r.diagnostic, suspected_filtering=bool(details.get("suspected_filtering")))
+    elif r.type in ("open", "click"):
+        data["machine"] = bool(details.get("machine"))
+        data["human"] = not data["machine"]
+    elif r.type == "status_changed":
+        data.update({"from": details.get("from"), "to": details.get("to"),
+                     "email_invalid": details.get("email_invalid"), "cause": r.cause})
+    return data
+
+
+def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
+    o, w = webhook_outbox.c, webhook_endpoints.c
+    due = and_(o.delivered_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now,
+               or_(o.lease_until.is_(None), o.lease_until < now))
+    options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        query = select(o.id).where(due).order_by(o.next_attempt_at, o.id).limit(batch)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = [r.id for r in conn.execute(query)]
+        if not ids:
+            return []
+        conn.execute(update(webhook_outbox).where(o.id.in_(ids)).values(lease_until=now + LEASE))
+        return list(conn.execute(
+            select(o.id, o.event_id, o.event_type, o.payload, o.attempts, w.url, w.secret)
+            .join(webhook_endpoints, w.id == o.endpoint_id).where(o.id.in_(ids)).order_by(o.id)))
+
+
+def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int = 100) -> SendStats:
+    """POST the due outbox rows once; record success, back-off or giving up."""
+    stats = SendStats()
+    o = webhook_outbox.c
+    for row in _claim(engine, now, batch):
+        body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "mailcarrier-webhooks",
+                   "Mailcarrier-Event-Id": row.event_id, "Mailcarrier-Event": row.event_type,
+                   "Mailcarrier-Signature": sign(row.secret, int(now.timestamp()), body)}
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = client.post(row.url, content=body, headers=headers)
+            status = response.status_code
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        attempts_made = row.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts_made, "last_status": status,
+                                  "last_error": error, "lease_until": None}
+        if error is None:
+            values["delivered_at"] = now
+            stats = SendStats(stats.delivered + 1, stats.retried, stats.dead)
+        elif attempts_made >= MAX_ATTEMPTS:
+            values["dead_at"] = now
+            stats = SendStats(stats.delivered, stats.retried, stats.dead + 1)
+        else:
+            values["next_attempt_at"] = now + backoff(attempts_made)
+            stats = SendStats(stats.delivered, stats.retried + 1, stats.dead)
+        with engine.begin() as conn:
+            conn.execute(update(webhook_outbox).where(o.id == row.id).values(**values))
+    return stats

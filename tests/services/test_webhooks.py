@@ -1,0 +1,178 @@
+"""Webhooks through the outbox to a real HTTP server on loopback: signed, retried, never lost."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.services import webhooks
+from mailcarrier.storage.migrate import upgrade
+from mailcarrier.storage.tables import activities
+from mailcarrier.storage.webhook_tables import webhook_outbox
+from tests.services.report_world import T0, World, build
+from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
+
+
+class Receiver:
+    """A loopback HTTP server that records requests and answers with a scripted status."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def world(empty_engine: Engine) -> Iterator[World]:  # noqa: F811
+    upgrade(empty_engine)
+    yield build(empty_engine)
+
+
+def _outbox(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(webhook_outbox).order_by(webhook_outbox.c.id)))
+
+
+def test_bounce_activity_becomes_signed_post(world: World, receiver: Receiver) -> None:
+    endpoint = webhooks.create_endpoint(world.engine, world.account_id, receiver.url,
+                                        ["bounced", "unsubscribed"], T0)
+    assert endpoint.secret
+    queued = webhooks.pump_activities(world.engine, T0)
+    assert queued == 5  # four bounces and one unsubscribe of account one; nothing of account two
+    assert webhooks.pump_activities(world.engine, T0) == 0  # the watermark moved
+    with httpx.Client(timeout=5) as client:
+        stats = webhooks.send_due(world.engine, client, T0)
+    assert stats.delivered == 5 and len(receiver.requests) == 5
+    bodies = [json.loads(r["body"]) for r in receiver.requests]
+    bounced = [b for b in bodies if b["type"] == "bounced"]
+    assert {b["data"]["reason"] for b in bounced} == {"userunknown", "filtered", "blocked", "mailboxfull"}
+    assert any(b["data"]["suspected_filtering"] for b in bounced)
+    for request in receiver.requests:
+        header = request["headers"]["Mailcarrier-Signature"]
+        assert webhooks.verify_signature(endpoint.secret, header, request["body"],
+                                         now=int(T0.timestamp()))
+        assert not webhooks.verify_signature("wrong", header, request["body"], now=int(T0.timestamp()))
+        assert not webhooks.verify_signature(endpoint.secret, header, request["body"] + b" ",
+                                             now=int(T0.timestamp()))
+
+
+def test_failures_back_off_then_succeed(world: World, receiver: Receiver) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0)
+    with world.engine.begin() as conn:
+        assert webhooks.enqueue_event(conn, world.account_id, "delivered", {"x": 1}, T0) == 1
+    receiver.statuses = [500, 503]
+    with httpx.Client(timeout=5) as client:
+        assert webhooks.send_due(world.engine, client, T0).retried == 1
+        assert webhooks.send_due(world.engine, client, T0).retried == 0  # not due yet
+        (row,) = _outbox(world.engine)
+        assert row.next_attempt_at == T0 + webhooks.backoff(1) and row.last_status == 500
+        later = T0 + webhooks.backoff(1)
+        assert webhooks.send_due(world.engine, client, later).retried == 1
+        final = later + webhooks.backoff(2)
+        assert webhooks.send_due(world.engine, client, final).delivered == 1
+    assert len(receiver.requests) == 3
+    assert len({r["headers"]["Mailcarrier-Event-Id"] for r in receiver.requests}) == 1
+    (row,) = _outbox(world.engine)
+    assert row.delivered_at == final and row.attempts == 3
+
+
+def test_unreachable_endpoint_is_retried_until_dead(world: World) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/nothing", ["*"], T0)
+    with world.engine.begin() as conn:
+        webhooks.enqueue_event(conn, world.account_id, "opened", {}, T0)
+    now = T0
+    with httpx.Client(timeout=2) as client:
+        for attempt in range(1, webhooks.MAX_ATTEMPTS + 1):
+            stats = webhooks.send_due(world.engine, client, now)
+            now += webhooks.backoff(attempt)
+    assert stats.dead == 1
+    (row,) = _outbox(world.engine)
+    assert row.dead_at is not None and "ConnectError" in (row.last_error or "")
+
+
+def test_crash_mid_send_only_delays_the_event(world: World, receiver: Receiver) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0)
+    with world.engine.begin() as conn:
+        webhooks.enqueue_event(conn, world.account_id, "complained", {"contact_id": 1}, T0)
+    claimed = webhooks._claim(world.engine, T0, 10)  # a sender claims it, then dies
+    assert len(claimed) == 1
+    with httpx.Client(timeout=5) as client:
+        assert webhooks.send_due(world.engine, client, T0 + timedelta(seconds=5)).delivered == 0
+        after = T0 + webhooks.LEASE + timedelta(seconds=1)
+        assert webhooks.send_due(world.engine, client, after).delivered == 1
+    assert len(receiver.requests) == 1
+
+
+def test_new_activity_after_restart_is_pumped_once(world: World) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["opened"], T0)
+    assert webhooks.pump_activities(world.engine, T0) == 0  # the world has no open activities
+    with world.engine.begin() as conn:
+        conn.execute(activities.insert().values(
+            account_id=world.account_id, contact_id=world.contacts["ann@example.com"],
+            mailing_id=world.mailing_id, type="open", occurred_at=T0, details={"machine": True}))
+    assert webhooks.pump_activities(world.engine, T0, chunk=1) == 1
+    assert webhooks.pump_activities(world.engine, T0) == 0
+    (row,) = _outbox(world.engine)
+    assert row.payload["data"]["machine"] is True and row.payload["data"]["human"] is False
+
+
+def test_endpoint_validation_and_isolation(world: World) -> None:
+    with pytest.raises(ValueError, match="absolute http"):
+        webhooks.create_endpoint(world.engine, world.account_id, "ftp://x", ["*"], T0)
+    with pytest.raises(ValueError, match="unknown"):
+        webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["nope"], T0)
+    mine = webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["*"], T0)
+    with pytest.raises(NotFoundError):
+        webhooks.get_endpoint(world.engine, world.other_account_id, mine.id)
+    with pytest.raises(NotFoundError):
+        webhooks.delete_endpoint(world.engine, world.other_account_id, mine.id)
+    assert webhooks.list_endpoints(world.engine, world.other_account_id) == []
+    webhooks.delete_endpoint(world.engine, world.account_id, mine.id)
+
+
+def test_backoff_schedule() -> None:
+    assert [webhooks.backoff(n).total_seconds() for n in range(1, 6)] == [30, 60, 120, 240, 480]
+    assert webhooks.backoff(40) == webhooks.BACKOFF_CAP
+
+
+@given(st.text(max_size=200), st.binary(max_size=100))
+def test_verify_signature_never_fails_on_garbage(header: str, body: bytes) -> None:
+    assert webhooks.verify_signature("s", header, body, now=0) in (True, False)
