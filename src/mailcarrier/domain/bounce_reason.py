@@ -1,0 +1,241 @@
+"""Decide the reason of one bounced recipient from what a bounce email quotes.
+
+A bounce quotes a server's reply out of its dialogue: often without a reply code, with a
+vague or missing RFC 3463 status, sometimes with the SMTP command it answered ("in reply
+to end of DATA command"). :func:`bounce_reason` weighs these the way Sisimai does, so our
+reasons compare with its vocabulary:
+
+1. a reason an MTA detector read from its own fixed wording wins (Exim's "retry timeout
+   exceeded" is ``expired`` whatever the status says), unless it is a vague one;
+2. a ``2.x.x`` status is a delivery report;
+3. first pass: each reason in ``first_pass`` order tests its own evidence: the status
+   names it, or its wording occurs where the command allows it. "User unknown" answered
+   to RCPT is a missing mailbox; the same words after DATA come from a content filter
+   (``filtered``); a refusal after MAIL FROM is the sender being ``rejected``;
+4. second pass: wording of ``second_pass`` reasons, then the status alone;
+5. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
+
+The wording and the status table are data (``rules/reasons.toml``), loaded once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import Reason
+
+__all__ = ["BounceEvidence", "ReasonTable", "bounce_reason", "reason_table"]
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvidence:
+    """What a bounce says about one recipient, as far as the reason is concerned."""
+
+    diagnostic: str
+    status: str | None = None
+    command: SMTPStage = SMTPStage.UNKNOWN
+    #: "smtp" when the text is a remote server's reply; "x-unix", "x-postfix" ... for a
+    #: local program's words; "" when the bounce does not say.
+    diagnostic_type: str = ""
+    action: str = "failed"
+    #: A reason the MTA detector read from its own fixed wording.
+    hint: Reason | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReasonTable:
+    """The compiled contents of ``reasons.toml``."""
+
+    first_pass: tuple[Reason, ...]
+    second_pass: tuple[Reason, ...]
+    vague: frozenset[Reason]
+    status: dict[str, Reason]
+    patterns: dict[Reason, re.Pattern[str]]
+
+    def match(self, reason: Reason, text: str) -> bool:
+        pattern = self.patterns.get(reason)
+        return pattern is not None and pattern.search(text) is not None
+
+    def status_reason(self, status: str | None) -> Reason | None:
+        """The reason a status names: exact, then the same code in the other class."""
+        if not status:
+            return None
+        found = self.status.get(status)
+        if found is None and status[:1] in "45":
+            found = self.status.get(("5" if status[0] == "4" else "4") + status[1:])
+        return found
+
+
+def _reasons(values: object, key: str) -> tuple[Reason, ...]:
+    if not isinstance(values, list):
+        raise RuleFileError(f"reasons.toml: {key!r} must be a list of reasons")
+    try:
+        return tuple(Reason(str(v)) for v in values)
+    except ValueError as exc:
+        raise RuleFileError(f"reasons.toml: {key}: {exc}") from None
+
+
+def _compile(data: str) -> ReasonTable:
+    try:
+        doc = tomllib.loads(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleFileError(f"reasons.toml: not valid TOML: {exc}") from None
+    statuses = doc.get("status", {})
+    patterns = doc.get("patterns", {})
+    if not isinstance(statuses, dict) or not isinstance(patterns, dict):
+        raise RuleFileError("reasons.toml: [status] and [patterns] must be tables")
+    try:
+        status = {str(k): Reason(str(v)) for k, v in statuses.items()}
+        compiled = {
+            Reason(name): re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+            for name, pats in patterns.items()
+        }
+    except (ValueError, re.error) as exc:
+        raise RuleFileError(f"reasons.toml: {exc}") from None
+    return ReasonTable(
+        first_pass=_reasons(doc.get("first_pass"), "first_pass"),
+        second_pass=_reasons(doc.get("second_pass"), "second_pass"),
+        vague=frozenset(_reasons(doc.get("vague_reasons"), "vague_reasons")),
+        status=status,
+        patterns=compiled,
+    )
+
+
+@lru_cache(maxsize=1)
+def reason_table() -> ReasonTable:
+    """The shipped table, compiled on first use."""
+    data = (resources.files("mailcarrier.domain") / "rules" / "reasons.toml").read_text(encoding="utf-8")
+    return _compile(data)
+
+
+# Reasons whose wording, when a 5.1.1-style status says "user unknown", shows the server
+# meant something else (a relay refusal, a block, a full mailbox ...).
+_NOT_REALLY_UNKNOWN = (Reason.NORELAYING, Reason.BLOCKED, Reason.MAILBOXFULL, Reason.HASMOVED,
+                       Reason.REJECTED, Reason.NOTACCEPT)
+_EARLY_COMMANDS = frozenset({SMTPStage.CONNECT, SMTPStage.EHLO, SMTPStage.MAIL, SMTPStage.RCPT})
+_DATA_COMMANDS = frozenset({SMTPStage.DATA, SMTPStage.EOD})
+
+_Test = Callable[[ReasonTable, Reason | None, str, SMTPStage], bool]
+
+
+def _by_status_or_words(reason: Reason) -> _Test:
+    def test(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+        return named is reason or table.match(reason, text)
+    return test
+
+
+def _userunknown(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.USERUNKNOWN:
+        return not any(table.match(other, text) for other in _NOT_REALLY_UNKNOWN)
+    if named is Reason.SUSPEND:
+        return False
+    return command is SMTPStage.RCPT and table.match(Reason.USERUNKNOWN, text)
+
+
+def _filtered(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.FILTERED:
+        return True
+    if named is Reason.SUSPEND or command is SMTPStage.RCPT:
+        return False
+    return table.match(Reason.FILTERED, text) or table.match(Reason.USERUNKNOWN, text)
+
+
+def _rejected(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.REJECTED:
+        return True
+    if command is SMTPStage.MAIL:
+        return table.match(Reason.REJECTED, text)
+    if command in _DATA_COMMANDS:
+        return named is not Reason.USERUNKNOWN and table.match(Reason.REJECTED, text)
+    if named in (None, Reason.ONHOLD, Reason.UNDEFINED, Reason.SECURITYERROR, Reason.SYSTEMERROR):
+        return table.match(Reason.REJECTED, text)
+    return False
+
+
+def _hostunknown(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.HOSTUNKNOWN:
+        # A DNS failure is a network error, not proof that the domain is missing.
+        return not table.match(Reason.NETWORKERROR, text)
+    return table.match(Reason.HOSTUNKNOWN, text)
+
+
+def _mesgtoobig(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.MESGTOOBIG:
+        return True
+    return named is not Reason.EXCEEDLIMIT and table.match(Reason.MESGTOOBIG, text)
+
+
+def _spamdetected(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    if named is Reason.SPAMDETECTED:
+        return True
+    # Before the content was sent the server cannot have judged it.
+    return command not in _EARLY_COMMANDS and table.match(Reason.SPAMDETECTED, text)
+
+
+def _norelaying(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
+    return table.match(Reason.NORELAYING, text)
+
+
+_FIRST_TESTS: dict[Reason, _Test] = {
+    Reason.USERUNKNOWN: _userunknown,
+    Reason.FILTERED: _filtered,
+    Reason.REJECTED: _rejected,
+    Reason.HOSTUNKNOWN: _hostunknown,
+    Reason.MESGTOOBIG: _mesgtoobig,
+    Reason.SPAMDETECTED: _spamdetected,
+    Reason.NORELAYING: _norelaying,
+}
+
+
+def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | None,
+                 text: str) -> tuple[Reason, str] | None:
+    smtp = evidence.diagnostic_type in ("smtp", "")
+    if named is not None and named not in table.vague and smtp and evidence.diagnostic_type:
+        return named, f"bounce:status:{evidence.status}"
+    for reason in table.second_pass:
+        if table.match(reason, text):
+            return reason, f"bounce:words:{reason.value}"
+    if named is not None:
+        return named, f"bounce:status:{evidence.status}"
+    return None
+
+
+def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) -> tuple[Reason, str]:
+    """The reason for one recipient and the id of what decided it (for tracing)."""
+    table = table or reason_table()
+    return _decide(table, evidence)
+
+
+@lru_cache(maxsize=16384)
+def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
+    if evidence.hint is not None and evidence.hint not in table.vague:
+        return evidence.hint, f"bounce:detector:{evidence.hint.value}"
+    status = evidence.status
+    if status and status.startswith("2."):
+        return Reason.DELIVERED, f"bounce:status:{status}"
+    text = " ".join(evidence.diagnostic.split()).lower()
+    named = table.status_reason(status)
+    if not evidence.diagnostic_type.startswith("x-"):
+        for reason in table.first_pass:
+            test = _FIRST_TESTS.get(reason) or _by_status_or_words(reason)
+            if test(table, named, text, evidence.command):
+                return reason, f"bounce:first:{reason.value}"
+    if evidence.hint is not None:
+        return evidence.hint, f"bounce:detector:{evidence.hint.value}"
+    found = _second_pass(table, evidence, named, text)
+    if found is not None:
+        return found
+    if evidence.action == "delayed":
+        return Reason.EXPIRED, "bounce:delayed"
+    if table.match(Reason.VACATION, text):
+        return Reason.VACATION, "bounce:words:vacation"
+    if text:
+        return Reason.ONHOLD, "bounce:onhold"
+    return Reason.UNDEFINED, "bounce:undefined"

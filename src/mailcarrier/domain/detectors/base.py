@@ -1,0 +1,206 @@
+"""What every bounce detector shares: the mail view, the per-recipient finding, wording.
+
+A detector looks at one :class:`BounceMail` and returns the recipients it can read
+(:class:`Found`), or ``None`` when the mail is not in its format. The mail view parses
+lazily: a detector that only needs the subject never decodes the body.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from email import message_from_string
+from email.message import Message
+from email.policy import compat32
+from functools import cached_property, lru_cache
+from importlib import resources
+from typing import Protocol
+
+from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import Reason
+
+__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "wording"]
+
+ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+_DAEMONS = ("mailer-daemon", "postmaster", "root", "mail-daemon", "maildaemon", "no-reply",
+            "noreply", "post_master", "mailer")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One recipient as a detector read it, before the reason is decided."""
+
+    recipient: str
+    diagnostic: str
+    status: str | None = None
+    command: SMTPStage = SMTPStage.UNKNOWN
+    action: str = "failed"
+    remote_mta: str | None = None
+    hint: Reason | None = None
+    diagnostic_type: str = ""
+    reply_code: int | None = None
+
+
+class Detector(Protocol):
+    """Reads one bounce format; ``None`` when the mail is not in that format."""
+
+    name: str
+
+    def detect(self, mail: BounceMail) -> tuple[Found, ...] | None: ...
+
+
+def addresses(text: str) -> list[str]:
+    """Addresses in ``text``, lowercased, in order, without repeats."""
+    seen: dict[str, None] = {}
+    for m in ADDRESS.finditer(text):
+        seen.setdefault(m.group(0).strip(".").lower(), None)
+    return list(seen)
+
+
+def is_daemon(address: str) -> bool:
+    return address.split("@", 1)[0] in _DAEMONS
+
+
+def decode_part(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except (LookupError, UnicodeError):
+        return payload.decode("utf-8", "replace")
+
+
+_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global",
+                   "message/global-headers")
+
+
+class BounceMail:
+    """A parsed email with the parts detectors ask for, each computed on first use."""
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+
+    def header(self, name: str) -> str:
+        value = self.msg.get(name)
+        return str(value) if value is not None else ""
+
+    @cached_property
+    def subject(self) -> str:
+        return self.header("Subject")
+
+    @cached_property
+    def sender(self) -> str:
+        return self.header("From") + " " + self.header("Return-Path")
+
+    @cached_property
+    def parts(self) -> list[Message]:
+        return list(self.msg.walk())
+
+    def part(self, *types: str) -> Message | None:
+        for part in self.parts:
+            if part.get_content_type() in types:
+                return part
+        return None
+
+    @cached_property
+    def original(self) -> Message | None:
+        """The returned original message (or its headers), when the bounce carries it."""
+        part = self.part(*_ORIGINAL_TYPES)
+        if part is None:
+            return None
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            return inner[0]
+        text = inner if isinstance(inner, str) else ""
+        return message_from_string(text.lstrip(), policy=compat32)
+
+    @cached_property
+    def text(self) -> str:
+        """The human-readable part, line endings normalised to LF."""
+        found = ""
+        for part in self.parts:
+            ctype = part.get_content_type()
+            if ctype == "text/plain" and not part.get_filename():
+                found = decode_part(part)
+                break
+        else:
+            for part in self.parts:
+                if part.get_content_type() == "text/html":
+                    found = _TAG.sub(" ", decode_part(part)).replace("&nbsp;", " ")
+                    break
+            else:
+                if not self.msg.is_multipart():
+                    found = decode_part(self.msg)
+        return found.replace("\r\n", "\n").replace("\r", "\n")
+
+    @cached_property
+    def body(self) -> str:
+        """The human-readable part up to where the returned original message begins."""
+        text = self.text
+        m = wording().original.search(text)
+        return text[: m.start()] if m else text
+
+    @cached_property
+    def own_addresses(self) -> frozenset[str]:
+        """Addresses the bounce itself is from or to: never the failed recipient."""
+        return frozenset(addresses(self.header("From") + " " + self.header("To")))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Wording:
+    """The compiled contents of ``rules/detectors.toml``."""
+
+    commands: tuple[tuple[re.Pattern[str], SMTPStage], ...]
+    hints: tuple[tuple[re.Pattern[str], Reason], ...]
+    markers: re.Pattern[str]
+    original: re.Pattern[str]
+    recipient_hints: tuple[tuple[re.Pattern[str], Reason], ...] = ()
+
+    def command_in(self, text: str) -> SMTPStage:
+        for pattern, stage in self.commands:
+            if pattern.search(text):
+                return stage
+        return SMTPStage.UNKNOWN
+
+    def hint_in(self, text: str) -> Reason | None:
+        for pattern, reason in self.hints:
+            if pattern.search(text):
+                return reason
+        return None
+
+    def recipient_hint(self, recipient: str) -> Reason | None:
+        for pattern, reason in self.recipient_hints:
+            if pattern.search(recipient):
+                return reason
+        return None
+
+
+def _any(patterns: object, where: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    if not isinstance(patterns, list) or not patterns:
+        raise RuleFileError(f"detectors.toml: {where} must be a non-empty list")
+    return re.compile("|".join(f"(?:{p})" for p in patterns), flags)
+
+
+@lru_cache(maxsize=1)
+def wording() -> Wording:
+    """The shipped detector wording, compiled on first use."""
+    data = (resources.files("mailcarrier.domain") / "rules" / "detectors.toml").read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(data)
+        commands = tuple((re.compile(str(c["pattern"]), re.IGNORECASE), SMTPStage(str(c["stage"])))
+                         for c in doc.get("command", []))
+        hints = tuple((re.compile(str(h["pattern"]), re.IGNORECASE), Reason(str(h["reason"])))
+                      for h in doc.get("hint", []))
+        recipient_hints = tuple((re.compile(str(h["pattern"]), re.IGNORECASE), Reason(str(h["reason"])))
+                                for h in doc.get("recipient_hint", []))
+        markers = _any(doc.get("markers", {}).get("body"), "[markers] body")
+        original = _any(doc.get("boundaries", {}).get("original"), "[boundaries] original",
+                        re.IGNORECASE | re.MULTILINE)
+    except (tomllib.TOMLDecodeError, KeyError, ValueError, re.error) as exc:
+        raise RuleFileError(f"detectors.toml: {exc}") from None
+    return Wording(commands, hints, markers, original, recipient_hints)

@@ -1,0 +1,136 @@
+"""Non-standard bounces written as prose: Exim, qmail, Postfix and Sendmail without a
+DSN part, Exchange 2003, Domino, Courier, mobile carriers, mailing-list managers ...
+
+These MTAs write one paragraph per failed recipient: a line that starts with the address
+(``  user@example.net``, ``<user@example.net>:``, ``user@example.net on <date>``), then
+the reply or the reason. Transcripts name the recipient in ``RCPT TO:`` lines instead.
+The detector finds those paragraphs; the MTA's fixed wording (``detectors.toml``) gives
+the SMTP command and, for some phrases, the reason itself.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailcarrier.domain.detectors.base import (
+    ADDRESS,
+    BounceMail,
+    Found,
+    addresses,
+    is_daemon,
+    wording,
+)
+from mailcarrier.domain.smtp_reply import SMTPStage
+
+__all__ = ["ProseDetector", "address_paragraphs"]
+
+_BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|post_master|mail delivery (?:sub)?system|mdaemon|"
+                            r"mailer@|mail-daemon|maildaemon", re.I)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|delivery (?:status )?(?:notification|failure|failed|report|problem)|returned mail|"
+    r"failure notice|mail delivery failed|could not be delivered|non[- ]?delivery|delivery problem|"
+    r"rejected|nicht zustellbar|non remis|mail system error|warning: could not send|"
+    r"message not delivered|delivery has failed|bounce|mail failure|delayed|"
+    r"not (?:a )?member|returned to sender|error", re.I)
+# A line that starts with an address, possibly bracketed or bulleted.
+_ADDRESS_LINE = re.compile(
+    r"^[ \t>*\-]*(?:(?:rcpt to|recipient(?: address)?|to|address|failed recipient|original-recipient)"
+    r":?[ \t]*)?[<\"'(\[]?(" + ADDRESS.pattern + r")[>\"')\]]?[:,;.]?(.*)$", re.I | re.M)
+_RCPT_LINE = re.compile(r"^[ \t>]*rcpt to:[ \t]*<?(" + ADDRESS.pattern + r")>?", re.I | re.M)
+
+
+def address_paragraphs(body: str) -> list[tuple[str, str]]:
+    """``(address, what follows it)`` for each line that starts with an address.
+
+    What follows runs to the next blank line or the next address line; an address alone
+    on its paragraph takes the next paragraph (Sendmail and Exim put the reason there).
+    """
+    lines = body.split("\n")
+    found: list[tuple[str, str]] = []
+    i = 0
+    while i < len(lines):
+        m = _ADDRESS_LINE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        parts = [m.group(2).strip()]
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and _ADDRESS_LINE.match(lines[j]) is None and j - i < 16:
+            parts.append(lines[j].strip())
+            j += 1
+        if not any(parts):
+            # An address alone: the reason is in the next paragraphs (Gmail, Sendmail, Exim).
+            k, taken = j, 0
+            while k < len(lines) and taken < 12 and _ADDRESS_LINE.match(lines[k]) is None:
+                if lines[k].strip():
+                    parts.append(lines[k].strip())
+                    taken += 1
+                elif taken and k + 1 < len(lines) and not lines[k + 1].strip():
+                    break  # two blank lines end the account of this recipient
+                k += 1
+        found.append((m.group(1).strip(".").lower(), " ".join(p for p in parts if p)))
+        i = j
+    return found
+
+
+def _window(body: str, address: str) -> str:
+    at = body.lower().find(address)
+    if at < 0:
+        return ""
+    at = body.rfind("\n", 0, at) + 1
+    lines = [ln.strip() for ln in body[at: at + 800].split("\n") if ln.strip()]
+    return " ".join(lines[:8])
+
+
+class ProseDetector:
+    """Bounces as paragraphs of prose, one per failed recipient."""
+
+    name = "prose"
+
+    def accepts(self, mail: BounceMail) -> bool:
+        if _BOUNCE_SENDER.search(mail.sender) or _BOUNCE_SUBJECT.search(mail.subject):
+            return True
+        return bool(mail.header("X-Failed-Recipients")) or bool(wording().markers.search(mail.body[:4000]))
+
+    def detect(self, mail: BounceMail) -> tuple[Found, ...] | None:
+        if not self.accepts(mail):
+            return None
+        body = mail.body
+        words = wording()
+        own = mail.own_addresses
+        paragraphs = [(a, t) for a, t in address_paragraphs(body) if not is_daemon(a)]
+        if any(a not in own for a, _ in paragraphs):
+            paragraphs = [(a, t) for a, t in paragraphs if a not in own]
+        by_address: dict[str, str] = {}
+        for address, text in paragraphs:
+            if len(text) > len(by_address.get(address, "")):
+                by_address[address] = text
+        rcpt_lines = [a for a in addresses(" ".join(m.group(1) for m in _RCPT_LINE.finditer(body)))
+                      if a not in own]
+        failed = addresses(mail.header("X-Failed-Recipients"))
+        recipients = failed or list(by_address) or rcpt_lines
+        if not recipients:
+            recipients = [a for a in addresses(body) if a not in own and not is_daemon(a)]
+        if not recipients:
+            return None
+        general = " ".join(body.split())
+        found = []
+        for address in recipients[:100]:
+            text = by_address.get(address) or ""
+            if not _has_reply(text):
+                text = (text + " " + _window(body, address)).strip() if text else _window(body, address)
+            if address in rcpt_lines and not _has_reply(text):
+                text = general
+            command = words.command_in(text)
+            if command is SMTPStage.UNKNOWN and address in rcpt_lines:
+                command = SMTPStage.RCPT
+            hint = words.hint_in(text) or words.hint_in(general[:2000])
+            found.append(Found(address, text or general[:600], command=command, hint=hint))
+        return tuple(found)
+
+
+_REPLY = re.compile(r"(?<![\d.])[245]\d\d(?:[ \-]|$)|[245]\.\d{1,3}\.\d{1,3}")
+
+
+def _has_reply(text: str) -> bool:
+    return len(text) > 20 and (_REPLY.search(text) is not None or len(text) > 60)
