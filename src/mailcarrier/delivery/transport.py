@@ -186,25 +186,57 @@ class SmtpSession:
         return (await self._command_lines(command, stage))[0]
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
-        """Send one message; a refusal is a result (with its reply), a network failure raises."""
+        """Send one message; a refusal is a result (with its reply), a network failure raises.
+
+        With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write and their
+        replies are read afterwards: one round trip per message instead of three.
+        """
         self._log = list(self._opening)
-        reply = await self._command(f"MAIL FROM:<{sender}>", SMTPStage.MAIL)
-        if reply.code == 250:
-            reply = await self._command(f"RCPT TO:<{recipient}>", SMTPStage.RCPT)
-        if reply.code in (250, 251):
-            reply = await self._command("DATA", SMTPStage.DATA)
+        if "PIPELINING" in self.extensions:
+            reply = await self._envelope_pipelined(sender, recipient)
+        else:
+            reply = await self._command(f"MAIL FROM:<{sender}>", SMTPStage.MAIL)
+            if reply.code == 250:
+                reply = await self._command(f"RCPT TO:<{recipient}>", SMTPStage.RCPT)
+            if reply.code in (250, 251):
+                reply = await self._command("DATA", SMTPStage.DATA)
         if reply.code == 354:
             self._log.append(f"C: <{len(data)} bytes of message>")
             self._log.append("C: .")
             self._writer.write(_dot_stuffed(data))
             reply = await self._read(SMTPStage.EOD, after_dot=True)
-        elif reply.code < 400 or reply.stage is not SMTPStage.MAIL:
+        elif reply.code != 421 and (reply.code < 400 or reply.stage is not SMTPStage.MAIL):
             await self._command("RSET", SMTPStage.UNKNOWN)
         queue = queue_id_of(reply.text) if reply.stage is SMTPStage.EOD and reply.code == 250 else None
         if reply.code == 421:
             self.usable = False
         return SendResult(reply, self.local_ip, self.peer_ip, self.mx_host, self.tls_version, self.tls_cipher,
                           self.dialogue(), queue, None, reply.stage, self.extensions)
+
+    async def _envelope_pipelined(self, sender: str, recipient: str) -> SMTPReply:
+        """MAIL, RCPT and DATA in one write; the first refusal is the answer (354 if all passed)."""
+        commands = ((f"MAIL FROM:<{sender}>", SMTPStage.MAIL), (f"RCPT TO:<{recipient}>", SMTPStage.RCPT),
+                    ("DATA", SMTPStage.DATA))
+        for command, _stage in commands:
+            self._log.append(f"C: {command}")
+        self._writer.write(b"".join(command.encode("utf-8") + b"\r\n" for command, _ in commands))
+        replies: list[SMTPReply] = []
+        for _command, stage in commands:
+            reply = await self._read(stage, after_dot=False)
+            replies.append(reply)
+            if reply.code == 421:  # the server is closing the session: no further replies come
+                return reply
+        mail, rcpt, data = replies
+        refusal = next((r for r in (mail, rcpt) if r.code not in (250, 251)), None)
+        if refusal is None:
+            return data
+        if data.code == 354:
+            # The server took DATA although the envelope failed (RFC 2920 section 3.1):
+            # end the empty message so the session stays in step, then report the refusal.
+            self._log.append("C: .")
+            self._writer.write(b".\r\n")
+            await self._read(SMTPStage.EOD, after_dot=False)
+        return refusal
 
     async def close(self) -> None:
         """QUIT politely; errors on the way out do not matter."""

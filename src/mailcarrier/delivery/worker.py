@@ -1,0 +1,463 @@
+"""The delivery worker: claim → group by destination → render + sign → send → classify → record.
+
+Entry point for the CLI, tests and benchmarks::
+
+    stats = await run_worker(settings, engine, until_idle=True, clock=SimulatedClock())
+
+One batch at a time: due deliveries are claimed with a lease (:mod:`mailcarrier.storage.outbox`),
+grouped by MX host, and sent over pooled SMTP sessions (many messages per connection,
+per-destination connection and message caps from :mod:`mailcarrier.delivery.limits`, at most
+``concurrency`` messages in flight overall). Each reply is classified by the domain
+classifier, the retry policy decides the delivery's next state, and the whole batch's
+attempts and states are written in one transaction. A 421 or rate-limit reply backs the
+whole domain off: its remaining messages in the batch are released untried.
+
+Time comes from a clock object. :class:`SystemClock` is the real one; :class:`SimulatedClock`
+jumps straight to the next scheduled retry when nothing is due, so tests and the demo run
+30 hours of retries in seconds. ``until_idle`` returns once no delivery of a sending
+mailing is open any more (with the system clock it waits for scheduled retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select
+
+from mailcarrier.config import Settings
+from mailcarrier.delivery.limits import DestinationLimits, load_limits
+from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
+from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
+from mailcarrier.delivery.transport import RejectedError, SendResult, TransportError
+from mailcarrier.domain.classify import Classification, classify_internal, classify_reply
+from mailcarrier.domain.contact_status import ContactEvent, EventKind
+from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
+from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import INTERNAL_CODES, Category, DeliveryState, Reason
+from mailcarrier.services import contacts as contact_service
+from mailcarrier.services.mailings import LinkHook, MailingRenderer, RecipientData, TemplateRenderError
+from mailcarrier.services.policies import status_policy
+from mailcarrier.storage import outbox
+from mailcarrier.storage.tables import mailings
+
+__all__ = ["Clock", "SimulatedClock", "SystemClock", "WorkerStats", "retry_policy", "run_worker"]
+
+
+class Clock(Protocol):
+    """Where the worker gets its time from."""
+
+    simulated: bool
+
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def advance_to(self, when: datetime) -> None: ...
+
+
+class SystemClock:
+    simulated = False
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def advance_to(self, when: datetime) -> None:
+        raise RuntimeError("the system clock cannot be advanced")
+
+
+class SimulatedClock:
+    """Real time plus an offset that jumps forward whenever the worker would wait."""
+
+    simulated = True
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._offset = (start - datetime.now(UTC)) if start else timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    async def sleep(self, seconds: float) -> None:
+        self._offset += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+    def advance_to(self, when: datetime) -> None:
+        gap = when - self.now()
+        if gap > timedelta(0):
+            self._offset += gap
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    claimed: int = 0
+    attempts: int = 0
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    outcome_unknown: int = 0
+    failed: int = 0
+    released: int = 0
+    recovered: int = 0
+    connections_opened: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry schedule from settings (hours after the first attempt)."""
+    try:
+        hours = [float(part) for part in settings.retry_schedule_hours.split(",") if part.strip()]
+        return RetryPolicy(schedule=tuple(timedelta(hours=h) for h in hours),
+                           max_age=timedelta(hours=settings.retry_max_age_hours),
+                           retry_outcome_unknown=settings.retry_outcome_unknown)
+    except ValueError as error:
+        raise ConfigurationError(f"retry schedule {settings.retry_schedule_hours!r}: {error}") from error
+
+
+def _opportunistic_tls() -> ssl.SSLContext:
+    # MTA-to-MTA STARTTLS is opportunistic (RFC 3207): encrypt when offered, without
+    # refusing self-signed certificates, as Postfix does by default (smtp_tls_security_level=may).
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(slots=True)
+class _Outcome:
+    attempt: outbox.AttemptRecord | None
+    update: outbox.DeliveryUpdate
+    classification: Classification | None
+    domain: str
+
+
+class _Worker:
+    def __init__(self, settings: Settings, engine: Engine, *, clock: Clock, concurrency: int,
+                 worker_id: str, resolver: MxResolver | None, policy: RetryPolicy,
+                 link_hook: LinkHook | None, tls_context: ssl.SSLContext | None) -> None:
+        self.settings, self.engine, self.clock = settings, engine, clock
+        self.worker_id, self.policy, self.link_hook = worker_id, policy, link_hook
+        self.resolver = resolver or MxResolver(static_routes=parse_static_routes(settings.static_routes))
+        self.limits: DestinationLimits = load_limits(settings.destination_limits)
+        self.pool = SmtpPool(helo_name=settings.hostname, timeout=settings.smtp_timeout,
+                             tls_context=tls_context)
+        self.slots = asyncio.Semaphore(concurrency)
+        self.lease = timedelta(seconds=settings.delivery_lease_seconds)
+        self.status_policy = status_policy(settings)
+        self.secret = settings.resolved_secret()
+        self.renderers: dict[int, MailingRenderer] = {}
+        self.stats = WorkerStats()
+
+    # --- database steps (run in a thread so sending never waits on them) -------------------
+
+    def _renderer_rows(self, ids: set[int]) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(mailings).where(mailings.c.id.in_(sorted(ids)))).all())
+
+    async def _renderers_for(self, claim: outbox.Claim) -> None:
+        missing = {d.mailing_id for d in claim.deliveries} - set(self.renderers)
+        if not missing:
+            return
+        for row in await asyncio.to_thread(self._renderer_rows, missing):
+            self.renderers[row.id] = MailingRenderer(
+                row, secret=self.secret, bounce_domain=self.settings.bounce_domain,
+                public_url=self.settings.public_url, data_dir=self.settings.data_dir,
+                dkim_selector=self.settings.dkim_selector, dkim_algorithm=self.settings.dkim_algorithm,
+                sign=self.settings.dkim_sign, link_hook=self.link_hook)
+
+    def _apply_contact_events(self) -> int:
+        pending = outbox.pending_contact_events(self.engine)
+        if not pending:
+            return 0
+        records = []
+        for event in pending:
+            reason = Reason(event.reason) if event.reason else None
+            category = Category(event.category) if event.category is not None else None
+            if event.state == DeliveryState.DELIVERED.value:
+                kind = EventKind.DELIVERED
+            elif event.state == DeliveryState.BOUNCED_HARD.value:
+                kind = EventKind.HARD_BOUNCE
+            else:
+                kind = EventKind.SOFT_BOUNCE
+            records.append(contact_service.ContactEventRecord(
+                event.account_id, event.contact_id,
+                ContactEvent(kind, event.occurred_at, reason, category),
+                mailing_id=event.mailing_id, delivery_id=event.delivery_id, reply_code=event.reply_code,
+                enhanced_status=event.enhanced_status, diagnostic=event.diagnostic,
+                cause="delivery engine"))
+        contact_service.apply_events(self.engine, self.status_policy, records, self.clock.now())
+        outbox.clear_contact_events(self.engine, [e.delivery_id for e in pending])
+        return len(pending)
+
+    async def heartbeat(self, stop: asyncio.Event) -> None:
+        interval = max(0.05, self.settings.delivery_lease_seconds / 3)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                await asyncio.to_thread(outbox.renew_leases, self.engine, self.worker_id,
+                                        self.clock.now() + self.lease)
+
+    # --- one batch -----------------------------------------------------------------------
+
+    async def run_batch(self) -> int:
+        now = self.clock.now()
+        self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
+        claim = await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
+                                        lease=self.lease, limit=self.settings.delivery_batch_size)
+        if not claim.deliveries:
+            await asyncio.to_thread(self._apply_contact_events)
+            return 0
+        self.stats.batches += 1
+        self.stats.claimed += len(claim.deliveries)
+        await self._renderers_for(claim)
+        outcomes, released, backoffs = await self._send_all(claim)
+        delivered_domains = {o.domain for o in outcomes if o.update.state == DeliveryState.DELIVERED.value}
+        await asyncio.to_thread(
+            outbox.record_results, self.engine, claim, [(o.attempt, o.update) for o in outcomes],
+            released=released, backoffs=list(backoffs.values()), delivered_domains=delivered_domains,
+            now=self.clock.now())
+        await asyncio.to_thread(self._apply_contact_events)
+        self.stats.released += len(released)
+        for outcome in outcomes:
+            key = outcome.attempt.outcome if outcome.attempt else "failed"
+            self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
+        self.stats.connections_opened = self.pool.opened
+        return len(claim.deliveries)
+
+    async def _send_all(
+        self, claim: outbox.Claim
+    ) -> tuple[list[_Outcome], list[int], dict[str, outbox.Backoff]]:
+        by_domain: dict[str, list[outbox.ClaimedDelivery]] = defaultdict(list)
+        for delivery in claim.deliveries:
+            by_domain[delivery.domain.lower()].append(delivery)
+        outcomes: list[_Outcome] = []
+        released: list[int] = []
+        backoffs: dict[str, outbox.Backoff] = {}
+        counts = await asyncio.to_thread(outbox.backoff_counts, self.engine, by_domain)
+        groups: dict[tuple[str, int], list[tuple[str, list[outbox.ClaimedDelivery]]]] = defaultdict(list)
+        hosts_of: dict[tuple[str, int], tuple[MailHost, ...]] = {}
+        for domain, items in by_domain.items():
+            try:
+                hosts = self.resolver.resolve(domain)
+            except RouteError as error:
+                classification = classify_internal(error.internal_code)
+                for item in items:
+                    outcomes.append(self._decide(item, classification, None, self.clock.now(), None,
+                                                 detail=str(error)))
+                continue
+            key = (hosts[0].host, hosts[0].port)
+            hosts_of[key] = hosts
+            groups[key].append((domain, items))
+        tasks = [self._send_group(hosts_of[key], domain, items, outcomes, released, backoffs, counts)
+                 for key, entries in groups.items() for domain, items in entries]
+        await asyncio.gather(*tasks)
+        return outcomes, released, backoffs
+
+    async def _send_group(self, hosts: tuple[MailHost, ...], domain: str,
+                          items: list[outbox.ClaimedDelivery], outcomes: list[_Outcome], released: list[int],
+                          backoffs: dict[str, outbox.Backoff], counts: dict[str, int]) -> None:
+        _name, limits = self.limits.for_destination(domain, hosts[0].host)
+        queue = deque(items)
+
+        async def lane() -> None:
+            while queue:
+                if domain in backoffs:
+                    released.extend(item.id for item in queue)
+                    queue.clear()
+                    return
+                item = queue.popleft()
+                async with self.slots:
+                    outcome = await self._attempt(item, hosts, limits)
+                outcomes.append(outcome)
+                classification = outcome.classification
+                if classification is not None and domain not in backoffs:
+                    until = domain_backoff(self.policy, classification, now=self.clock.now(),
+                                           consecutive=counts.get(domain, 0) + 1)
+                    if until is not None:
+                        reason = outcome.update.last_diagnostic or classification.reason.value
+                        backoffs[domain] = outbox.Backoff(domain, until, reason[:500],
+                                                          counts.get(domain, 0) + 1)
+
+        await asyncio.gather(*(lane() for _ in range(min(limits.connections, len(items)))))
+
+    async def _attempt(self, item: outbox.ClaimedDelivery, hosts: tuple[MailHost, ...],
+                       limits: ConnectionLimits) -> _Outcome:
+        started = self.clock.now()
+        renderer = self.renderers.get(item.mailing_id)
+        if renderer is None:  # the mailing row vanished; nothing can be sent for it
+            return self._failed(item, started, "mailing not found")
+        recipient = RecipientData(item.id, item.contact_id, item.email, item.first_name, item.last_name,
+                                  item.fields)
+        try:
+            message = renderer.render(recipient, started)
+        except (TemplateRenderError, ValueError) as error:
+            return self._failed(item, started, str(error), renderer)
+        result: SendResult | None = None
+        classification: Classification
+        detail: str | None = None
+        host = hosts[0]
+        try:
+            for index, host in enumerate(hosts):
+                try:
+                    async with self.pool.session(host.host, host.port, limits, mx_host=host.host,
+                                                 source_ip=self.settings.source_ip) as session:
+                        result = await session.send(message.envelope_from, message.recipient, message.data)
+                    break
+                except TransportError as error:
+                    if error.stage is not SMTPStage.CONNECT or index == len(hosts) - 1:
+                        raise
+            assert result is not None and result.reply is not None
+            classification = classify_reply(result.reply)
+        except TransportError as error:
+            classification = classify_internal(error.internal_code)
+            detail = f"{error.internal_code} {INTERNAL_CODES[error.internal_code].name}: {error}"
+            result = SendResult(None, "", "", host.host, None, None, error.dialogue,
+                                internal_code=error.internal_code, stage=error.stage)
+        except RejectedError as error:
+            classification = classify_reply(error.reply)
+            result = SendResult(error.reply, "", "", host.host, None, None, error.dialogue,
+                                stage=error.reply.stage)
+        self.stats.attempts += 1
+        return self._decide(item, classification, result, started, renderer, detail=detail,
+                            message_id=message.message_id, return_path=message.envelope_from)
+
+    def _failed(self, item: outbox.ClaimedDelivery, now: datetime, why: str,
+                renderer: MailingRenderer | None = None) -> _Outcome:
+        self.stats.failed += 1
+        update = outbox.DeliveryUpdate(
+            item.id, DeliveryState.FAILED.value, item.attempt_count, item.first_attempt_at or now, None,
+            renderer.message_id(item.id) if renderer else None, None, "template", None, None, None,
+            why[:2000], False, None, now, False)
+        return _Outcome(None, update, None, item.domain)
+
+    def _decide(self, item: outbox.ClaimedDelivery, classification: Classification,
+                result: SendResult | None, started: datetime, renderer: MailingRenderer | None, *,
+                detail: str | None = None, message_id: str | None = None,
+                return_path: str | None = None) -> _Outcome:
+        now = self.clock.now()
+        number = item.attempt_count + 1
+        first = item.first_attempt_at or started
+        reply = result.reply if result else None
+        delivered = reply is not None and reply.stage is SMTPStage.EOD and 200 <= reply.code < 300
+        outcome_unknown = False
+        if delivered:
+            state, next_at, reason, category = DeliveryState.DELIVERED, None, None, None
+            attempt_outcome = "delivered"
+            self.stats.delivered += 1
+        else:
+            decision = decide_retry(self.policy, classification, attempts_made=number,
+                                    first_attempt_at=first, now=now)
+            state, next_at = decision.state, decision.next_attempt_at
+            reason, category = decision.reason.value, int(decision.category)
+            outcome_unknown = decision.outcome_unknown
+            if classification.outcome_unknown:
+                attempt_outcome = "unknown"
+                self.stats.outcome_unknown += 1
+            elif state is DeliveryState.IN_PROGRESS:
+                attempt_outcome = "deferred"
+                self.stats.deferred += 1
+            else:
+                attempt_outcome = "bounced"
+                self.stats.bounced += 1
+        final = state.is_final
+        diagnostic = detail or (f"{reply.code} {reply.text}" if reply is not None else None)
+        attempt = outbox.AttemptRecord(
+            delivery_id=item.id, number=number, started_at=started, ended_at=now, outcome=attempt_outcome,
+            return_path=return_path, local_ip=(result.local_ip or None) if result else None,
+            remote_ip=(result.peer_ip or None) if result else None,
+            mx_host=result.mx_host if result else None, tls_version=result.tls_version if result else None,
+            tls_cipher=result.tls_cipher if result else None, dialogue=result.dialogue if result else None,
+            reply_code=reply.code if reply else None,
+            enhanced_status=str(reply.enhanced) if reply is not None and reply.enhanced else None,
+            reply_text=reply.text if reply else detail, queue_id=result.queue_id if result else None,
+            internal_code=classification.internal_code,
+            reason=None if delivered else classification.reason.value,
+            category=None if delivered else int(classification.category),
+        )
+        update = outbox.DeliveryUpdate(
+            delivery_id=item.id, state=state.value, attempt_count=number, first_attempt_at=first,
+            next_attempt_at=next_at, message_id=message_id, return_path=return_path, last_reason=reason,
+            last_category=category, last_reply_code=reply.code if reply else None,
+            last_enhanced_status=attempt.enhanced_status,
+            last_diagnostic=diagnostic[:2000] if diagnostic else None, outcome_unknown=outcome_unknown,
+            delivered_at=now if state is DeliveryState.DELIVERED else None,
+            final_at=now if final else None,
+            contact_event_pending=final and not outcome_unknown,
+        )
+        return _Outcome(attempt, update, None if delivered else classification, item.domain)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def run_worker(
+    settings: Settings,
+    engine: Engine,
+    *,
+    until_idle: bool = False,
+    clock: Clock | None = None,
+    concurrency: int | None = None,
+    worker_id: str | None = None,
+    resolver: MxResolver | None = None,
+    policy: RetryPolicy | None = None,
+    link_hook: LinkHook | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    stop: asyncio.Event | None = None,
+    poll_seconds: float = 1.0,
+    on_batch: Callable[[WorkerStats], None] | None = None,
+) -> WorkerStats:
+    """Deliver until ``stop`` is set, or (``until_idle``) until no open delivery remains.
+
+    ``clock`` defaults to the system clock; pass :class:`SimulatedClock` to compress the
+    retry schedule. ``concurrency`` bounds the messages in flight at once (default: the
+    ``delivery_concurrency`` setting). The schema must be migrated already.
+    """
+    clock = clock or SystemClock()
+    stop = stop or asyncio.Event()
+    worker = _Worker(settings, engine, clock=clock, concurrency=concurrency or settings.delivery_concurrency,
+                     worker_id=worker_id or _default_worker_id(), resolver=resolver,
+                     policy=policy or retry_policy(settings),
+                     link_hook=link_hook, tls_context=tls_context or _opportunistic_tls())
+    beat_stop = asyncio.Event()
+    beat = asyncio.create_task(worker.heartbeat(beat_stop))
+    try:
+        while not stop.is_set():
+            if await worker.run_batch():
+                if on_batch:
+                    on_batch(worker.stats)
+                continue
+            now = clock.now()
+            if until_idle and not await asyncio.to_thread(outbox.has_open_work, engine):
+                break
+            wake = await asyncio.to_thread(outbox.next_wake_up, engine, now)
+            if clock.simulated and until_idle:
+                if wake is not None:
+                    clock.advance_to(wake)
+                else:  # open rows claimed by another live worker: give it real time
+                    await asyncio.sleep(min(poll_seconds, 0.2))
+                continue
+            pause = poll_seconds if wake is None else min(poll_seconds, (wake - now).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.01, pause))
+    finally:
+        beat_stop.set()
+        await beat
+        await worker.pool.close()
+    await asyncio.to_thread(worker._apply_contact_events)
+    worker.stats.connections_opened = worker.pool.opened
+    return worker.stats

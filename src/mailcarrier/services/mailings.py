@@ -1,0 +1,472 @@
+"""Mailings: create, send (enqueue), pause, resume, cancel, and the figures of one mailing.
+
+Creating a mailing validates its Jinja2 templates (sandboxed: no file access, no private
+attributes) by rendering them against a sample contact, so template errors surface at
+creation and never in the middle of a send. Sending enqueues one delivery per contact of
+the audience (or segment) with ``INSERT ... SELECT`` in contact-id ranges, so a
+million-recipient mailing never sits in memory; contacts that may not be mailed
+(``error``, ``opted_out``, ``pending``) get a ``suppressed`` delivery and are counted apart.
+Re-running ``send`` after an interruption resumes the enqueue (existing rows are skipped).
+
+:class:`MailingRenderer` turns a claimed delivery into signed message bytes; it is built
+once per mailing by the worker (templates compiled, constant headers and the DKIM key
+prepared once). Link rewriting for tracking plugs in through ``link_hook``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import formataddr
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from sqlalchemy import Engine, and_, case, func, literal, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from mailcarrier.delivery.dkim_keys import load_or_create_key
+from mailcarrier.delivery.dkim_signer import DkimSigner
+from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.message import MessageParts, compose_message
+from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
+from mailcarrier.domain.verp import VerpAddress, encode_return_path
+from mailcarrier.domain.vocabulary import ContactStatus, DeliveryState
+from mailcarrier.storage.tables import audience_members, audiences, contacts, deliveries, mailings
+
+__all__ = [
+    "KINDS",
+    "TRACKING_KEY_ID",
+    "LinkHook",
+    "MailingDraft",
+    "MailingFigures",
+    "MailingRenderer",
+    "MailingSummary",
+    "RecipientData",
+    "RenderedBodies",
+    "Segment",
+    "TemplateRenderError",
+    "cancel_mailing",
+    "create_mailing",
+    "get_mailing",
+    "list_mailings",
+    "mailing_figures",
+    "pause_mailing",
+    "resume_mailing",
+    "send_mailing",
+]
+
+KINDS = ("test", "regular", "automated")
+#: Key id written into unsubscribe tokens (tracking.decode_token looks secrets up by it).
+TRACKING_KEY_ID = 1
+#: Contacts enqueued per ``INSERT ... SELECT`` statement (by contact-id range).
+ENQUEUE_ID_RANGE = 50_000
+_SAMPLE = {"email": "sample.contact@example.com", "first_name": "Sample", "last_name": "Contact",
+           "fields": {}, "unsubscribe_url": "https://example.invalid/u/sample"}
+_FINAL = tuple(s.value for s in DeliveryState if s.is_final)
+_OPEN = (DeliveryState.QUEUED.value, DeliveryState.IN_PROGRESS.value)
+
+
+class TemplateRenderError(ValueError):
+    """A mailing template does not compile or render (wrong syntax, unknown variable, unsafe access)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Narrows the audience: contact statuses to include and field values to match exactly.
+
+    Statuses other than ``active`` may be listed to *count* such contacts as suppressed;
+    only active contacts are ever mailed.
+    """
+
+    statuses: tuple[str, ...] = ()
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"statuses": list(self.statuses), "fields": dict(self.fields)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Segment | None:
+        if not data:
+            return None
+        return cls(tuple(data.get("statuses") or ()), dict(data.get("fields") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class MailingDraft:
+    account_id: int
+    from_address: str
+    subject: str
+    html: str = ""
+    text: str = ""
+    name: str = ""
+    from_name: str = ""
+    reply_to: str | None = None
+    kind: str = "regular"
+    audience_id: int | None = None
+    segment: Segment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailingSummary:
+    id: int
+    account_id: int
+    name: str
+    kind: str
+    state: str
+    subject: str
+    from_address: str
+    sending_domain: str
+    audience_id: int | None
+    recipients_total: int
+    suppressed_total: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailingFigures:
+    """The response figures of one mailing (seed 003)."""
+
+    recipients: int
+    suppressed: int
+    queued: int
+    in_progress: int
+    delivered: int
+    outcome_unknown: int
+    bounced_hard: int
+    bounced_soft: int
+    failed: int
+    resent_after_crash: int
+    #: Final bounces by marketer category (1, 2, 3, 4, 9) and by reason.
+    bounced_by_category: dict[int, int]
+    bounced_by_reason: dict[str, int]
+
+    @property
+    def sent(self) -> int:
+        """Recipients at least one attempt was made for."""
+        return self.delivered + self.bounced_hard + self.bounced_soft + self.in_progress
+
+    @property
+    def final(self) -> int:
+        return self.delivered + self.bounced_hard + self.bounced_soft + self.failed
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    # Immutable sandbox: templates can neither read files (no loader) nor touch private
+    # attributes, nor mutate the context objects they are given.
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                         keep_trailing_newline=True)
+
+
+def _compile(env: ImmutableSandboxedEnvironment, label: str, source: str) -> Any:
+    try:
+        return env.from_string(source)
+    except TemplateError as error:
+        raise TemplateRenderError(f"{label} template: {error}") from error
+
+
+def _sending_domain(address: str) -> str:
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain or any(c in address for c in "\r\n <>"):
+        raise ValueError(f"invalid sender address {address!r}")
+    return domain.lower()
+
+
+def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
+    """Store a draft mailing after checking its templates render for a sample contact."""
+    if draft.kind not in KINDS:
+        raise ValueError(f"mailing kind must be one of {', '.join(KINDS)}, not {draft.kind!r}")
+    if not draft.html and not draft.text:
+        raise ValueError("a mailing needs an HTML or a text body")
+    for label, value in (("subject", draft.subject), ("from name", draft.from_name)):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"the {label} contains a line break")
+    domain = _sending_domain(draft.from_address)
+    env = _environment()
+    for label, source in (("subject", draft.subject), ("html", draft.html), ("text", draft.text)):
+        try:
+            _compile(env, label, source).render(_SAMPLE)
+        except TemplateRenderError:
+            raise
+        except Exception as error:  # any render failure is the template's fault
+            raise TemplateRenderError(f"{label} template fails for a sample contact: {error}") from error
+    with engine.begin() as conn:
+        if draft.audience_id is not None:
+            owner = conn.execute(select(audiences.c.account_id).where(
+                audiences.c.id == draft.audience_id)).scalar_one_or_none()
+            if owner != draft.account_id:
+                raise NotFoundError(f"audience {draft.audience_id} not found in account {draft.account_id}")
+        result = conn.execute(mailings.insert().values(
+            account_id=draft.account_id, audience_id=draft.audience_id, name=draft.name,
+            segment=draft.segment.to_json() if draft.segment else None, kind=draft.kind, state="draft",
+            from_address=draft.from_address.strip(), from_name=draft.from_name, reply_to=draft.reply_to,
+            subject=draft.subject, html_body=draft.html, text_body=draft.text, sending_domain=domain,
+            created_at=now))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _row(engine: Engine, account_id: int, mailing_id: int) -> Any:
+    with engine.connect() as conn:
+        row = conn.execute(select(mailings).where(
+            mailings.c.id == mailing_id, mailings.c.account_id == account_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"mailing {mailing_id} not found in account {account_id}")
+    return row
+
+
+def _summary(row: Any) -> MailingSummary:
+    return MailingSummary(row.id, row.account_id, row.name, row.kind, row.state, row.subject,
+                          row.from_address, row.sending_domain, row.audience_id, row.recipients_total,
+                          row.suppressed_total, row.created_at, row.started_at, row.finished_at)
+
+
+def get_mailing(engine: Engine, account_id: int, mailing_id: int) -> MailingSummary:
+    return _summary(_row(engine, account_id, mailing_id))
+
+
+def list_mailings(engine: Engine, account_id: int) -> list[MailingSummary]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(mailings).where(mailings.c.account_id == account_id)
+                            .order_by(mailings.c.id)).all()
+    return [_summary(r) for r in rows]
+
+
+def _audience_filter(row: Any) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [contacts.c.account_id == row.account_id]
+    if row.audience_id is not None:
+        conditions.append(contacts.c.id.in_(select(audience_members.c.contact_id).where(
+            audience_members.c.audience_id == row.audience_id)))
+    segment = Segment.from_json(row.segment)
+    if segment is not None:
+        if segment.statuses:
+            conditions.append(contacts.c.status.in_(segment.statuses))
+        for name, value in segment.fields.items():
+            conditions.append(contacts.c.fields[name].as_string() == str(value))
+    return conditions
+
+
+def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime,
+                 *, id_range: int = ENQUEUE_ID_RANGE) -> MailingSummary:
+    """Enqueue the mailing's deliveries and start it; safe to re-run after an interruption."""
+    row = _row(engine, account_id, mailing_id)
+    if row.state not in ("draft",):
+        raise ConflictError(f"mailing {mailing_id} is {row.state}; only a draft can be sent")
+    conditions = _audience_filter(row)
+    with engine.connect() as conn:
+        low, high = conn.execute(select(func.min(contacts.c.id), func.max(contacts.c.id))
+                                 .where(*conditions)).one()
+    if low is not None:
+        start = int(low)
+        while start <= int(high):
+            _enqueue_range(engine, row, conditions, start, start + id_range, now)
+            start += id_range
+    with engine.begin() as conn:
+        by_state: dict[str, int] = dict(conn.execute(
+            select(deliveries.c.state, func.count()).where(deliveries.c.mailing_id == mailing_id)
+            .group_by(deliveries.c.state)).all())
+        suppressed = int(by_state.pop(DeliveryState.SUPPRESSED.value, 0))
+        to_send = sum(int(v) for v in by_state.values())
+        conn.execute(update(mailings).where(mailings.c.id == mailing_id, mailings.c.state == "draft")
+                     .values(state="sending" if to_send else "done", started_at=now,
+                             finished_at=None if to_send else now,
+                             recipients_total=to_send + suppressed, suppressed_total=suppressed))
+    return get_mailing(engine, account_id, mailing_id)
+
+
+def _enqueue_range(engine: Engine, row: Any, conditions: list[ColumnElement[bool]], start: int,
+                   stop: int, now: datetime) -> None:
+    active = contacts.c.status == ContactStatus.ACTIVE.value
+    state = case((active, literal(DeliveryState.QUEUED.value)),
+                 else_=literal(DeliveryState.SUPPRESSED.value))
+    source = select(
+        literal(row.account_id), literal(row.id), contacts.c.id, contacts.c.email, contacts.c.domain,
+        state, case((active, literal(now, deliveries.c.next_attempt_at.type)), else_=None),
+        case((active, None), else_=literal("suppressed")),
+        case((active, None), else_=literal(now, deliveries.c.final_at.type)),
+    ).where(*conditions, contacts.c.id >= start, contacts.c.id < stop, true())
+    columns = ["account_id", "mailing_id", "contact_id", "email", "domain", "state",
+               "next_attempt_at", "last_reason", "final_at"]
+    with engine.begin() as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(deliveries).from_select(columns, source).on_conflict_do_nothing(
+            index_elements=["mailing_id", "contact_id"])
+        conn.execute(statement)
+
+
+def _set_state(engine: Engine, account_id: int, mailing_id: int, allowed: Sequence[str], state: str,
+               now: datetime) -> MailingSummary:
+    row = _row(engine, account_id, mailing_id)
+    if row.state not in allowed:
+        raise ConflictError(f"mailing {mailing_id} is {row.state}; cannot become {state}")
+    with engine.begin() as conn:
+        values: dict[str, Any] = {"state": state}
+        if state == "cancelled":
+            values["finished_at"] = now
+        conn.execute(update(mailings).where(mailings.c.id == mailing_id, mailings.c.state == row.state)
+                     .values(**values))
+        if state == "cancelled":
+            # Claimed deliveries finish their current attempt; the worker fails them afterwards.
+            conn.execute(update(deliveries).where(
+                deliveries.c.mailing_id == mailing_id, deliveries.c.state.in_(_OPEN),
+                deliveries.c.claimed_by.is_(None),
+            ).values(state=DeliveryState.FAILED.value, last_reason="cancelled", final_at=now,
+                     next_attempt_at=None))
+    return get_mailing(engine, account_id, mailing_id)
+
+
+def pause_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime) -> MailingSummary:
+    """Stop claiming new deliveries; attempts already under way finish."""
+    return _set_state(engine, account_id, mailing_id, ("sending",), "paused", now)
+
+
+def resume_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime) -> MailingSummary:
+    return _set_state(engine, account_id, mailing_id, ("paused",), "sending", now)
+
+
+def cancel_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime) -> MailingSummary:
+    """Give up the mailing: recipients not yet final become ``failed`` (reason ``cancelled``)."""
+    return _set_state(engine, account_id, mailing_id, ("draft", "sending", "paused"), "cancelled", now)
+
+
+def mailing_figures(engine: Engine, account_id: int, mailing_id: int) -> MailingFigures:
+    row = _row(engine, account_id, mailing_id)
+    d = deliveries.c
+    with engine.connect() as conn:
+        by_state: dict[str, int] = dict(conn.execute(
+            select(d.state, func.count()).where(d.mailing_id == row.id).group_by(d.state)).all())
+        unknown = conn.execute(select(func.count()).where(d.mailing_id == row.id,
+                                                         d.outcome_unknown.is_(True))).scalar_one()
+        crash = conn.execute(select(func.count()).where(d.mailing_id == row.id,
+                                                       d.resent_after_crash.is_(True))).scalar_one()
+        bounced = or_(d.state == DeliveryState.BOUNCED_HARD.value,
+                      d.state == DeliveryState.BOUNCED_SOFT.value)
+        by_category: dict[int | None, int] = dict(conn.execute(select(d.last_category, func.count()).where(
+            d.mailing_id == row.id, bounced).group_by(d.last_category)).all())
+        by_reason: dict[str | None, int] = dict(conn.execute(select(d.last_reason, func.count()).where(
+            and_(d.mailing_id == row.id, bounced)).group_by(d.last_reason)).all())
+
+    def count(state: DeliveryState) -> int:
+        return int(by_state.get(state.value, 0))
+
+    return MailingFigures(
+        recipients=sum(int(v) for v in by_state.values()), suppressed=count(DeliveryState.SUPPRESSED),
+        queued=count(DeliveryState.QUEUED), in_progress=count(DeliveryState.IN_PROGRESS),
+        delivered=count(DeliveryState.DELIVERED), outcome_unknown=int(unknown),
+        bounced_hard=count(DeliveryState.BOUNCED_HARD), bounced_soft=count(DeliveryState.BOUNCED_SOFT),
+        failed=count(DeliveryState.FAILED), resent_after_crash=int(crash),
+        bounced_by_category={int(k if k is not None else 9): int(v) for k, v in by_category.items()},
+        bounced_by_reason={str(k): int(v) for k, v in by_reason.items()},
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientData:
+    """What the worker knows about one claimed delivery."""
+
+    delivery_id: int
+    contact_id: int
+    email: str
+    first_name: str
+    last_name: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedBodies:
+    subject: str
+    html: str
+    text: str
+
+
+#: Rewrites the personalised bodies of one delivery (e.g. tracked links, open pixel).
+LinkHook = Callable[[RenderedBodies, "MailingRenderer", RecipientData], RenderedBodies]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    envelope_from: str
+    recipient: str
+    message_id: str
+    data: bytes
+
+
+class MailingRenderer:
+    """Turns a delivery into signed message bytes; built once per mailing, reused per message."""
+
+    def __init__(self, row: Any, *, secret: bytes, bounce_domain: str, public_url: str,
+                 data_dir: Path | None, dkim_selector: str = "mc1", dkim_algorithm: str = "rsa",
+                 sign: bool = True, link_hook: LinkHook | None = None) -> None:
+        env = _environment()
+        self.mailing_id: int = row.id
+        self.account_id: int = row.account_id
+        self.kind: str = row.kind
+        self.sending_domain: str = row.sending_domain
+        self._subject = _compile(env, "subject", row.subject)
+        self._html = _compile(env, "html", row.html_body)
+        self._text = _compile(env, "text", row.text_body)
+        self._from = formataddr((row.from_name, row.from_address)) if row.from_name else row.from_address
+        self._feedback_id = f"{row.id}:{row.account_id}:{row.kind}:mailcarrier"
+        self._secret, self._bounce_domain = secret, bounce_domain
+        self._public_url = public_url.rstrip("/")
+        self._hook = link_hook
+        self._signer: DkimSigner | None = None
+        if sign and data_dir is not None:
+            key = load_or_create_key(data_dir, row.sending_domain, dkim_selector, dkim_algorithm)
+            self._signer = DkimSigner(key)
+
+    def unsubscribe_token(self, delivery_id: int) -> str:
+        token = TrackingToken(TokenPurpose.UNSUBSCRIBE, self.account_id, self.mailing_id, delivery_id)
+        return encode_token(token, master_secret=self._secret, key_id=TRACKING_KEY_ID)
+
+    def return_path(self, delivery_id: int) -> str:
+        return encode_return_path(VerpAddress(self.account_id, self.mailing_id, delivery_id),
+                                  key=self._secret, bounce_domain=self._bounce_domain)
+
+    def message_id(self, delivery_id: int) -> str:
+        """Stable per delivery, so a retry carries the same Message-ID as the first attempt."""
+        return f"mc.{delivery_id}.{self.mailing_id}.{self.account_id}@{self.sending_domain}"
+
+    def personalise(self, recipient: RecipientData) -> RenderedBodies:
+        """The recipient's subject and bodies; the link hook, when set, rewrites them."""
+        context = {"email": recipient.email, "first_name": recipient.first_name,
+                   "last_name": recipient.last_name, "fields": dict(recipient.fields),
+                   "unsubscribe_url": self._unsubscribe_url(recipient.delivery_id)}
+        try:
+            bodies = RenderedBodies(self._subject.render(context), self._html.render(context),
+                                    self._text.render(context))
+        except Exception as error:  # a contact's data broke the template
+            raise TemplateRenderError(f"rendering for {recipient.email} failed: {error}") from error
+        return self._hook(bodies, self, recipient) if self._hook else bodies
+
+    def _unsubscribe_url(self, delivery_id: int) -> str:
+        return f"{self._public_url}/u/{self.unsubscribe_token(delivery_id)}"
+
+    def render(self, recipient: RecipientData, now: datetime) -> RenderedMessage:
+        """Personalise, compose and sign one message (ValueError/TemplateRenderError if impossible)."""
+        bodies = self.personalise(recipient)
+        token = self.unsubscribe_token(recipient.delivery_id)
+        message_id = self.message_id(recipient.delivery_id)
+        return_path = self.return_path(recipient.delivery_id)
+        subject = " ".join(bodies.subject.split())
+        parts = MessageParts(
+            from_header=self._from, to=recipient.email, subject=subject, text=bodies.text,
+            html=bodies.html, message_id=message_id, date=now, return_path=return_path,
+            unsubscribe_url=f"{self._public_url}/u/{token}",
+            unsubscribe_mailto=f"unsubscribe@{self._bounce_domain}?subject=unsubscribe-{token}",
+            feedback_id=self._feedback_id, delivery_token=str(recipient.delivery_id),
+            boundary=f"=_mc{recipient.delivery_id}_{secrets.token_hex(8)}",
+        )
+        composed = compose_message(parts)
+        data = composed.data
+        if self._signer is not None:
+            data = self._signer.sign(data, timestamp=int(now.timestamp()))
+        return RenderedMessage(composed.envelope_from, composed.envelope_to, message_id, data)
