@@ -87,6 +87,26 @@ class Settings(BaseSettings):
     imap_delete: bool = Field(False, description=(
         "Delete messages from the IMAP folder once stored. Off: they are only flagged \\Seen and "
         "$MailcarrierStored, so nothing unread is ever destroyed."))
+    dkim_selector: str = Field("mc1", description="DKIM selector of the generated sending-domain keys.")
+    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519)$", description=(
+        "Algorithm of auto-generated DKIM keys: rsa (2048 bits) or ed25519."))
+    dkim_sign: bool = Field(True, description="Sign every message with the sending domain's DKIM key.")
+    delivery_batch_size: int = Field(500, ge=1, description="Deliveries claimed per worker batch.")
+    delivery_concurrency: int = Field(200, ge=1, description=(
+        "SMTP sessions one worker keeps busy at once, across all destinations."))
+    delivery_lease_seconds: float = Field(120.0, gt=0, description=(
+        "A claimed delivery whose worker stops renewing for this long is recovered by others."))
+    smtp_timeout: float = Field(60.0, gt=0, description="Seconds to wait for each SMTP reply.")
+    retry_schedule_hours: str = Field("0,1,6,24", description=(
+        "Start of each delivery attempt, in hours after the first; its length is the attempt count."))
+    retry_max_age_hours: float = Field(30.0, gt=0, description=(
+        "After this long a still-deferred recipient is a soft bounce (expired)."))
+    retry_outcome_unknown: bool = Field(False, description=(
+        "Resend after no answer to the final '.' (147/148), risking a duplicate."))
+    destination_limits: str = Field("", description=(
+        "Per-destination overrides 'pattern=CONNECTIONSxMESSAGES', comma separated, matched on the "
+        "recipient domain or MX host, e.g. 'gmail.com=5x50,*.example=2x10'."))
+    source_ip: str = Field("", description="Local address to send from (empty: the system's choice).")
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
