@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fpdf import FPDF
+from fpdf.enums import WrapMode
 from sqlalchemy import Engine, select
 
 from mailcarrier.domain.errors import NotFoundError
@@ -118,7 +119,8 @@ def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime,
             c.account_id == account_id, c.email == address)).one_or_none()
         if contact is None:
             raise NotFoundError(f"no contact {address} in this account")
-        query = (select(d, m.name.label("mailing_name"), m.subject, m.from_address, m.sending_domain)
+        query = (select(deliveries, m.name.label("mailing_name"), m.subject, m.from_address,
+                        m.sending_domain)
                  .join(mailings, mailings.c.id == d.mailing_id)
                  .where(d.account_id == account_id, d.contact_id == contact.id)
                  .order_by(d.id.desc()).limit(max(1, min(limit, 200))))
@@ -263,5 +265,5 @@ def to_pdf(report: EvidenceReport) -> bytes:
     pdf.set_font("Courier", size=8)
     for line in to_text(report).splitlines()[1:]:
         pdf.multi_cell(0, 3.8, _latin1(line) or " ", new_x="LMARGIN", new_y="NEXT",
-                       wrapmode="CHAR")
+                       wrapmode=WrapMode.CHAR)
     return bytes(pdf.output())

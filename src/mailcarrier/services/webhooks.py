@@ -85,7 +85,8 @@ class SendStats:
 
 def backoff(attempt: int) -> timedelta:
     """Delay before retry number ``attempt`` (1-based): 30 s doubling, capped at 6 h."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, min(attempt - 1, 20))))
+    delay: timedelta = BACKOFF_BASE * (2 ** max(0, min(attempt - 1, 20)))
+    return min(BACKOFF_CAP, delay)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
