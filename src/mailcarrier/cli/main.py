@@ -15,6 +15,7 @@ from mailcarrier.cli import (
     pools_cmd,
     rules_cmd,
     serve_cmd,
+    worker_cmd,
 )
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(audiences_cmd.app, name="audiences")
 app.add_typer(contacts_cmd.app, name="contacts")
 app.add_typer(pools_cmd.app, name="pools")
 app.command("serve")(serve_cmd.serve_command)
+app.command("worker")(worker_cmd.worker_command)
 
 
 def main() -> None:

@@ -1,0 +1,58 @@
+"""``mailcarrier worker``: run the delivery worker (several may run at once on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+from rich.console import Console
+
+from mailcarrier.config import load_settings
+from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, run_worker
+from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.storage.engine import is_sqlite, make_engine
+
+
+def worker_command(
+    until_idle: bool = typer.Option(False, "--until-idle",
+                                    help="Stop once no delivery of a sending mailing is open."),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1,
+                                           help="Messages in flight at once (default: setting)."),
+    simulate_time: bool = typer.Option(False, "--simulate-time", help=(
+        "Jump over waits for scheduled retries instead of sleeping (tests, demos; one worker only).")),
+    worker_id: str | None = typer.Option(None, "--worker-id", help="Name in claims (default host:pid:rand)."),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="Overrides MAILCARRIER_DATABASE_URL."),
+) -> None:
+    """Deliver queued messages: claim, render, sign, send, record; retries follow the schedule.
+
+    SQLite allows one writer: run one worker there. On PostgreSQL run as many as you like;
+    they share the queue with FOR UPDATE SKIP LOCKED. SIGTERM/SIGINT finish the current batch.
+    """
+    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    engine = make_engine(settings)
+    console = Console(stderr=True)
+    if is_sqlite(engine):
+        console.print("[dim]SQLite: single writer, run one worker per database[/dim]")
+    clock: Clock = SimulatedClock() if simulate_time else SystemClock()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
+                                 concurrency=concurrency, worker_id=worker_id, stop=stop)
+        Console().print(
+            f"worker done: {stats.claimed} claimed, {stats.attempts} attempts, {stats.delivered} delivered, "
+            f"{stats.deferred} deferred, {stats.bounced} bounced, {stats.outcome_unknown} outcome unknown, "
+            f"{stats.recovered} recovered after a crash, {stats.connections_opened} connections")
+
+    try:
+        asyncio.run(main())
+    except MailcarrierError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
