@@ -25,6 +25,7 @@ from email.policy import compat32
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
 from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.dsn import field_blocks
+from mailcarrier.domain.detectors.prose import BOUNCE_SENDER
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.smtp_reply import find_enhanced_status
 from mailcarrier.domain.vocabulary import Category, Reason, category_of, is_hard_bounce
@@ -63,7 +64,6 @@ class BounceReport:
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?:[ \-]|$)")
 _CODE_WITH_STATUS = re.compile(r"(?<![\d.])([245]\d\d)[ \-][245]\.\d{1,3}\.\d{1,3}")
-_BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery (sub)?system|mdaemon|mailer@", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (status )?(notification|failure|failed|report)|returned mail|"
     r"failure notice|mail delivery failed|could not be delivered|non[- ]?delivery|delivery problem|"
@@ -151,6 +151,9 @@ def _from_found(found: Found) -> BounceRecord:
         code_match = (_REPLY_CODE.match(diagnostic) or _CODE_WITH_STATUS.search(diagnostic)
                       or _REPLY_CODE.search(diagnostic[:40]))
         code = int(code_match.group(1)) if code_match else None
+    if code is not None and f"{code}-" in diagnostic:
+        # A multi-line reply quoted as one: drop the "550-5.7.1 " continuation prefixes.
+        diagnostic = re.sub(rf"(?<=\s){code}[ \-](?:[245]\.\d{{1,3}}\.\d{{1,3}}[ \-])?", "", diagnostic)
     status = found.status
     if status is None or status.endswith(".0.0"):
         in_text = find_enhanced_status(diagnostic)
@@ -182,7 +185,7 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
         return _parse_feedback(msg, feedback_part)
     mid, ours = _original_info(msg)
     detected = detect(mail)
-    from_daemon = bool(_BOUNCE_SENDER.search(mail.sender))
+    from_daemon = bool(BOUNCE_SENDER.search(mail.sender))
     if detected is not None:
         kind, found = detected
         records = tuple(_from_found(f) for f in found)

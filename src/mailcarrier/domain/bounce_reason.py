@@ -6,7 +6,7 @@ to end of DATA command"). :func:`bounce_reason` weighs these the way Sisimai doe
 reasons compare with its vocabulary:
 
 1. a reason an MTA detector read from its own fixed wording wins (Exim's "retry timeout
-   exceeded" is ``expired`` whatever the status says), unless it is a vague one;
+   exceeded" is ``expired`` whatever the status says);
 2. a ``2.x.x`` status is a delivery report;
 3. first pass: each reason in ``first_pass`` order tests its own evidence: the status
    names it, or its wording occurs where the command allows it. "User unknown" answered
@@ -122,6 +122,9 @@ _NOT_REALLY_UNKNOWN = (Reason.NORELAYING, Reason.BLOCKED, Reason.MAILBOXFULL, Re
 _EARLY_COMMANDS = frozenset({SMTPStage.CONNECT, SMTPStage.EHLO, SMTPStage.MAIL, SMTPStage.RCPT})
 _DATA_COMMANDS = frozenset({SMTPStage.DATA, SMTPStage.EOD})
 
+# Detector wording that says only that delivery gave up, not why.
+_WEAK_HINTS = frozenset({Reason.EXPIRED, Reason.NETWORKERROR})
+
 _Test = Callable[[ReasonTable, Reason | None, str, SMTPStage], bool]
 
 
@@ -180,7 +183,8 @@ def _spamdetected(table: ReasonTable, named: Reason | None, text: str, command: 
 
 
 def _norelaying(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
-    return table.match(Reason.NORELAYING, text)
+    # "Not permitted to relay without authentication" asks for credentials: securityerror.
+    return table.match(Reason.NORELAYING, text) and "authenticat" not in text
 
 
 _FIRST_TESTS: dict[Reason, _Test] = {
@@ -215,23 +219,31 @@ def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) ->
 
 @lru_cache(maxsize=16384)
 def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
-    if evidence.hint is not None and evidence.hint not in table.vague:
-        return evidence.hint, f"bounce:detector:{evidence.hint.value}"
+    hint = evidence.hint
+    if hint is not None and hint not in _WEAK_HINTS:
+        return hint, f"bounce:detector:{hint.value}"
     status = evidence.status
     if status and status.startswith("2."):
         return Reason.DELIVERED, f"bounce:status:{status}"
     text = " ".join(evidence.diagnostic.split()).lower()
     named = table.status_reason(status)
-    if not evidence.diagnostic_type.startswith("x-"):
+    temporary = status is not None and status.startswith("4.")
+    local = evidence.diagnostic_type.startswith("x-")
+    if not local:
         for reason in table.first_pass:
+            if reason is Reason.HOSTUNKNOWN and temporary:
+                continue  # a temporary DNS failure does not prove the domain is missing
             test = _FIRST_TESTS.get(reason) or _by_status_or_words(reason)
             if test(table, named, text, evidence.command):
                 return reason, f"bounce:first:{reason.value}"
-    if evidence.hint is not None:
-        return evidence.hint, f"bounce:detector:{evidence.hint.value}"
+    if hint is not None:
+        return hint, f"bounce:detector:{hint.value}"
     found = _second_pass(table, evidence, named, text)
-    if found is not None:
+    if found is not None and not (local and found[0] in table.vague):
         return found
+    if local:
+        # A local delivery program (procmail, a pipe) failed with no better explanation.
+        return Reason.MAILERERROR, "bounce:local-program"
     if evidence.action == "delayed":
         return Reason.EXPIRED, "bounce:delayed"
     if table.match(Reason.VACATION, text):

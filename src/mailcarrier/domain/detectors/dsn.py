@@ -63,6 +63,16 @@ def _transcript_command(text: str, recipient: str) -> SMTPStage:
     return SMTPStage.UNKNOWN
 
 
+def _sentence(text: str, recipient: str) -> str:
+    """The sentence naming ``recipient`` ("... wasn't delivered to x because ...")."""
+    at = text.lower().find(recipient)
+    if at < 0:
+        return ""
+    start = max(text.rfind(". ", 0, at), text.rfind("\n\n", 0, at)) + 1
+    end = text.find("\n\n", at)
+    return " ".join(text[start: end if end > 0 else at + 400].split())
+
+
 class DSNDetector:
     """RFC 3464 / RFC 6533 delivery status notifications."""
 
@@ -95,7 +105,7 @@ class DSNDetector:
                 for address, text in address_paragraphs(mail.body):
                     if len(text) > len(paragraphs.get(address, "")):
                         paragraphs[address] = text
-            prose = paragraphs.get(recipient, "")
+            prose = paragraphs.get(recipient) or _sentence(mail.body, recipient)
             if not diagnostic:
                 diagnostic = prose
             command = words.command_in(diagnostic)

@@ -22,9 +22,9 @@ from mailcarrier.domain.detectors.base import (
 )
 from mailcarrier.domain.smtp_reply import SMTPStage
 
-__all__ = ["ProseDetector", "address_paragraphs"]
+__all__ = ["BOUNCE_SENDER", "ProseDetector", "address_paragraphs"]
 
-_BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|post_master|mail delivery (?:sub)?system|mdaemon|"
+BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|post_master|mail delivery (?:sub)?system|mdaemon|"
                             r"mailer@|mail-daemon|maildaemon", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery (?:status )?(?:notification|failure|failed|report|problem)|returned mail|"
@@ -88,7 +88,7 @@ class ProseDetector:
     name = "prose"
 
     def accepts(self, mail: BounceMail) -> bool:
-        if _BOUNCE_SENDER.search(mail.sender) or _BOUNCE_SUBJECT.search(mail.subject):
+        if BOUNCE_SENDER.search(mail.sender) or _BOUNCE_SUBJECT.search(mail.subject):
             return True
         return bool(mail.header("X-Failed-Recipients")) or bool(wording().markers.search(mail.body[:4000]))
 
