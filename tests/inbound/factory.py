@@ -117,7 +117,12 @@ Content-Type: text/rfc822-headers
 {original}
 --B1--
 """
-    return text.encode()
+    return _crlf(text)
+
+
+def _crlf(text: str) -> bytes:
+    """SMTP carries CRLF line ends."""
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 
 def arf(*, to: str, recipient: str, message_id: str | None, return_path: str | None = None,
@@ -125,7 +130,7 @@ def arf(*, to: str, recipient: str, message_id: str | None, return_path: str | N
     """An RFC 5965 abuse report as a feedback loop sends it."""
     rp = f"Return-Path: <{return_path}>\n" if return_path else ""
     mid = f"Message-ID: <{message_id}>\n" if message_id else ""
-    return f"""From: fbl@fbl.receiver.test
+    return _crlf(f"""From: fbl@fbl.receiver.test
 To: {to}
 Subject: Abuse report
 Message-ID: <{report_id}>
@@ -154,11 +159,11 @@ Subject: Spring
 
 Hello
 --F1--
-""".encode()
+""")
 
 
 def autoreply(*, to: str, sender: str, in_reply_to: str) -> bytes:
-    return f"""From: {sender}
+    return _crlf(f"""From: {sender}
 To: {to}
 Subject: Out of office: Spring
 Auto-Submitted: auto-replied
@@ -166,4 +171,4 @@ In-Reply-To: <{in_reply_to}>
 Message-ID: <ooo-{sender}>
 
 I am away until Monday.
-""".encode()
+""")

@@ -112,8 +112,8 @@ def test_same_dsn_twice_changes_nothing_the_second_time(world: World) -> None:
               diagnostic="smtp; 451 4.4.7 delivery time expired")
     receive(world, raw, envelope_to=(dee.return_path,))
     after_first = contact(world.engine, dee.contact_id)
-    again = b"Received: from relay2.test by bounces.sender.test; Fri, 1 May 2026 11:00:00 +0000\r\n" + \
-        raw.replace(b"\n", b"\r\n")
+    again = b"Received: from relay2.test by bounces.sender.test; Fri, 1 May 2026 11:00:00 +0000\n" + \
+        raw.replace(b"\r\n", b"\n")
     receive(world, again, envelope_to=(dee.return_path,))
     assert contact(world.engine, dee.contact_id)["consecutive_soft_bounces"] == \
         after_first["consecutive_soft_bounces"] == 1

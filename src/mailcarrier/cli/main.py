@@ -8,10 +8,12 @@ from mailcarrier.cli import (
     accounts_cmd,
     audiences_cmd,
     bounce_cmd,
+    bounces_cmd,
     classify_cmd,
     contacts_cmd,
     db_cmd,
     domains_cmd,
+    inbound_cmd,
     pools_cmd,
     rules_cmd,
     serve_cmd,
@@ -29,6 +31,8 @@ app = typer.Typer(
 app.command("classify")(classify_cmd.classify_command)
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(bounce_cmd.app, name="bounce")
+app.add_typer(bounces_cmd.app, name="bounces")
+app.command("inbound")(inbound_cmd.inbound_command)
 app.add_typer(domains_cmd.app, name="domains")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(accounts_cmd.app, name="accounts")

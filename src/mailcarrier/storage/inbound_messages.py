@@ -30,6 +30,7 @@ __all__ = [
     "flip_deliveries",
     "insert_inbound",
     "list_inbound",
+    "raw_message",
     "recent_deliveries_by_email",
     "release_to_pending",
     "save_results",
@@ -272,3 +273,10 @@ def flip_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
                          outcome_unknown=False, next_attempt_at=None,
                          final_at=bindparam("final_at", type_=d.final_at.type)))
     return int(conn.execute(statement, list(rows)).rowcount)
+
+
+def raw_message(conn: Connection, message_id: int) -> bytes | None:
+    """The stored raw bytes of one inbound email, or None."""
+    value = conn.execute(select(inbound_messages.c.raw).where(inbound_messages.c.id == message_id)
+                         ).scalar_one_or_none()
+    return bytes(value) if value is not None else None
