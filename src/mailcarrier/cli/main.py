@@ -14,6 +14,7 @@ from mailcarrier.cli import (
     db_cmd,
     domains_cmd,
     inbound_cmd,
+    mailings_check_cmd,
     pools_cmd,
     rules_cmd,
     serve_cmd,
@@ -39,6 +40,7 @@ app.add_typer(accounts_cmd.app, name="accounts")
 app.add_typer(audiences_cmd.app, name="audiences")
 app.add_typer(contacts_cmd.app, name="contacts")
 app.add_typer(pools_cmd.app, name="pools")
+app.add_typer(mailings_check_cmd.app, name="content")
 app.command("serve")(serve_cmd.serve_command)
 app.command("worker")(worker_cmd.worker_command)
 

@@ -1,0 +1,96 @@
+"""``mailcarrier content check ID``: score a mailing before it is sent.
+
+Renders a sample, runs SpamAssassin (a spamd at ``--spamd``), checks links against URI
+blocklists, the unsubscribe link, postal address, image-to-text ratio and the audience's
+consent sources. The same command is meant to appear as ``mailcarrier mailings check``
+once the mailings command group registers :func:`check_command`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import dns.resolver
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailcarrier.config import load_settings
+from mailcarrier.domain.dns_checks import CheckStatus
+from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.services.content_check import DEFAULT_URI_ZONES, SpamdClient, check_mailing
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import make_engine
+
+app = typer.Typer(help="Pre-send content and consent checks.", no_args_is_help=True)
+
+_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "red", CheckStatus.ERROR: "yellow"}
+
+
+def _host_port(value: str, default_port: int, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", str(default_port))
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"{option} must be HOST or HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+@app.command("check")
+def check_command(
+    mailing_id: int = typer.Argument(..., help="The mailing to check."),
+    account: str = typer.Option(..., "--account", help="Account slug owning the mailing."),
+    spamd: str = typer.Option("127.0.0.1:783", help="spamd HOST[:PORT]."),
+    uribl: list[str] = typer.Option(list(DEFAULT_URI_ZONES), "--uribl",
+                                    help="URI blocklist zone (repeatable)."),
+    nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Seconds for spamd and each DNS query."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="Overrides MAILCARRIER_DATABASE_URL."),
+) -> None:
+    """Run every content and consent check; exit 1 when one fails or cannot run."""
+    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    resolver = dns.resolver.Resolver(configure=nameserver is None)
+    if nameserver is not None:
+        host, port = _host_port(nameserver, 53, "--nameserver")
+        resolver.nameservers, resolver.port = [host], port
+    resolver.lifetime = timeout
+    spamd_host, spamd_port = _host_port(spamd, 783, "--spamd")
+    engine = make_engine(settings)
+    try:
+        with engine.begin() as conn:
+            account_id = account_repo.account_by_slug(conn, account).id
+            report = check_mailing(conn, account_id, mailing_id, datetime.now(UTC),
+                                   spamd=SpamdClient(spamd_host, spamd_port, timeout),
+                                   public_url=settings.public_url, bounce_domain=settings.bounce_domain,
+                                   resolver=resolver, uri_zones=uribl)
+    except (MailcarrierError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({
+            "mailing": mailing_id,
+            "spamassassin": None if report.spam is None else {
+                "score": report.spam.score, "threshold": report.spam.threshold,
+                "rules": [{"name": r.name, "points": r.points, "description": r.description}
+                          for r in report.spam.rules]},
+            "checks": [{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix}
+                       for c in report.checks],
+            "consent_sources": [{"source": s, "kind": k, "contacts": n}
+                                for s, k, n in report.consent_sources],
+        }, indent=2))
+    else:
+        console = Console()
+        table = Table("check", "status", "detail", "fix")
+        for c in report.checks:
+            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+        console.print(table)
+        if report.spam is not None and report.spam.rules:
+            rules = Table("points", "SpamAssassin rule", "description")
+            for r in sorted(report.spam.rules, key=lambda rule: -rule.points):
+                rules.add_row(f"{r.points:+.1f}", r.name, r.description)
+            console.print(rules)
+    if not report.ok:
+        raise typer.Exit(1)
