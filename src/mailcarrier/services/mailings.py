@@ -65,8 +65,19 @@ KINDS = ("test", "regular", "automated")
 TRACKING_KEY_ID = 1
 #: Contacts enqueued per ``INSERT ... SELECT`` statement (by contact-id range).
 ENQUEUE_ID_RANGE = 50_000
+class _Fields(dict[str, Any]):
+    """Custom fields as templates see them: a field a contact lacks renders empty.
+
+    Top-level names stay strict (a misspelt ``{{ frist_name }}`` is an error at create
+    time), but custom fields vary per contact and must not fail a send.
+    """
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 _SAMPLE = {"email": "sample.contact@example.com", "first_name": "Sample", "last_name": "Contact",
-           "fields": {}, "unsubscribe_url": "https://example.invalid/u/sample"}
+           "fields": _Fields(), "unsubscribe_url": "https://example.invalid/u/sample"}
 _FINAL = tuple(s.value for s in DeliveryState if s.is_final)
 _OPEN = (DeliveryState.QUEUED.value, DeliveryState.IN_PROGRESS.value)
 
@@ -438,7 +449,7 @@ class MailingRenderer:
     def personalise(self, recipient: RecipientData) -> RenderedBodies:
         """The recipient's subject and bodies; the link hook, when set, rewrites them."""
         context = {"email": recipient.email, "first_name": recipient.first_name,
-                   "last_name": recipient.last_name, "fields": dict(recipient.fields),
+                   "last_name": recipient.last_name, "fields": _Fields(recipient.fields),
                    "unsubscribe_url": self._unsubscribe_url(recipient.delivery_id)}
         try:
             bodies = RenderedBodies(self._subject.render(context), self._html.render(context),
