@@ -108,6 +108,39 @@ class Settings(BaseSettings):
         "recipient domain or MX host, e.g. 'gmail.com=5x50,*.example=2x10'."))
     source_ip: str = Field("", description="Local address to send from (empty: the system's choice).")
 
+    tracking_key_id: int = Field(1, ge=0, le=255, description=(
+        "Key id signing new tracking links; bump it when rotating secret_key and list the old "
+        "secret in tracking_retired_secrets so links in delivered mail keep working."))
+    tracking_retired_secrets: str = Field("", description=(
+        "Earlier tracking secrets still accepted, 'KEY_ID:SECRET' entries separated by commas."))
+    tracking_link_days: int = Field(400, ge=0, description=(
+        "Click, open and unsubscribe links expire this many days after sending (0: never)."))
+    tracking_burst_seconds: float = Field(5.0, gt=0, description=(
+        "Machine clicks: several links of one message hit from one address within this many seconds."))
+    tracking_burst_links: int = Field(2, ge=1, description=(
+        "Machine clicks: more than this many links of one message in one burst."))
+    tracking_shared_ip_seconds: float = Field(60.0, gt=0, description=(
+        "Machine clicks: window in which one address clicking for many recipients is a scanner."))
+    tracking_shared_ip_recipients: int = Field(2, ge=1, description=(
+        "Machine clicks: one address clicking for more than this many recipients of a mailing."))
+    tracking_after_delivery_seconds: float = Field(60.0, ge=0, description=(
+        "Hits this soon after delivery (the 250 reply, not the send) are machines; scanner bursts "
+        "start a median ~43 s after delivery."))
+    tracking_hold_seconds: float = Field(60.0, ge=0, description=(
+        "Webhooks and automation see an open or click only after this hold, so a burst is "
+        "recognised as a machine before anyone is notified."))
+    tracking_queue_size: int = Field(100_000, ge=1, description=(
+        "Hits buffered in memory while the database is slow; beyond it the oldest are dropped."))
+    tracking_batch_size: int = Field(500, ge=1, description="Hits written per database transaction.")
+    subscribe_confirm_hours: int = Field(48, ge=1, description=(
+        "A double opt-in confirmation link expires after this many hours."))
+    subscribe_rate_limit: int = Field(5, ge=1, description=(
+        "Subscription requests accepted per client address per subscribe_rate_window_seconds."))
+    subscribe_rate_window_seconds: float = Field(600.0, gt=0, description=(
+        "Window of the per-address subscription rate limit."))
+    subscribe_from_address: str = Field("", description=(
+        "Sender of double opt-in confirmations (empty: confirm@<hostname>)."))
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
         if self.database_url:

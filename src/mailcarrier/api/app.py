@@ -19,6 +19,7 @@ import mailcarrier
 from mailcarrier.api.context import AppContext
 from mailcarrier.api.problems import install_problem_handlers
 from mailcarrier.api.routers import ROUTERS
+from mailcarrier.api.tracking_state import build_tracking_state
 from mailcarrier.config import Settings
 from mailcarrier.storage.engine import make_engine
 
@@ -35,18 +36,22 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     owns_engine = engine is None
     bound_engine = engine if engine is not None else make_engine(settings)
     context = AppContext(settings=settings, engine=bound_engine, clock=clock or _utc_now)
+    tracking = build_tracking_state(settings, bound_engine, context.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tracking.recorder.start()
         try:
             yield
         finally:
+            tracking.recorder.stop()
             if owns_engine:
                 bound_engine.dispose()
 
     app = FastAPI(title="mailcarrier", version=mailcarrier.__version__, lifespan=lifespan,
                   description="Email campaign delivery and deliverability engine.")
     app.state.context = context
+    app.state.tracking = tracking
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -2,6 +2,8 @@
 
 ``tracking_links`` is the only place a click's destination lives: tokens carry the link id,
 never the URL, so nothing outside this table decides where a redirect goes.
+A hit is *settled* (``settled_at``) once the hold after it has passed: only then does it
+count for the contact and reach webhooks, so a scanner burst is recognised first.
 ``tracking_hits`` keeps every request raw (the evidence behind each verdict), including
 requests with invalid tokens, which are stored with no account, mailing or contact so
 nothing is attributed to anyone on the strength of a forged link.
@@ -68,11 +70,13 @@ tracking_hits = Table(
     Column("verdict", String(16)),
     Column("reasons", JSON),
     Column("upgraded_at", UTCDateTime()),
+    Column("settled_at", UTCDateTime()),
     CheckConstraint("kind IN ('open', 'click')", name="kind"),
     CheckConstraint("verdict IN ('human', 'machine', 'apple_mpp', 'privacy_proxy')", name="verdict"),
     Index(None, "mailing_id", "occurred_at"),
     Index(None, "delivery_id", "kind"),
     Index(None, "account_id", "occurred_at"),
+    Index(None, "settled_at"),
 )
 
 pending_subscriptions = Table(

@@ -1,0 +1,101 @@
+"""Public tracking endpoints: open pixel, click redirect, unsubscribe page and one-click POST.
+
+The pixel and redirect answer from memory (token check, cached link) and hand the hit to
+the background writer; only a link not yet cached costs one indexed read. Forged, altered
+and expired tokens get a 404 and their hit is stored unattributed. ``GET /u/...`` only
+shows a page (scanners fetch every GET); the opt-out happens on ``POST`` (RFC 8058).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from mailcarrier.api.context import AppContext, app_context
+from mailcarrier.api.pages import page
+from mailcarrier.api.problems import problem_response
+from mailcarrier.api.tracking_state import TrackingState, tracking_state
+from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, decode_token
+from mailcarrier.services import consent
+from mailcarrier.services.tracking import RawHit
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["tracking"])
+
+#: A transparent 1x1 GIF.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "0.0.0.0"
+
+
+def _decode(state: TrackingState, context: AppContext, text: str,
+            purpose: TokenPurpose) -> TrackingToken | None:
+    return decode_token(text, secrets=state.keys.secrets, purpose=purpose,
+                        now=int(context.clock().timestamp()))
+
+
+def _hit(kind: str, request: Request, context: AppContext,
+         token: TrackingToken | None) -> RawHit:
+    headers: Mapping[str, str] = request.headers
+    return RawHit(kind=kind, at=context.clock(), method=request.method, ip=client_ip(request),
+                  user_agent=headers.get("user-agent", ""), headers=dict(headers), token=token)
+
+
+@router.get("/o/{token}", include_in_schema=False)
+async def open_pixel(token: str, request: Request, context: AppContext = Depends(app_context),
+                     state: TrackingState = Depends(tracking_state)) -> Response:
+    decoded = _decode(state, context, token, TokenPurpose.OPEN)
+    state.recorder.submit(_hit("open", request, context, decoded))
+    if decoded is None:
+        return problem_response(404, "unknown tracking link", headers=_NO_CACHE)
+    return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
+
+
+@router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
+async def click(token: str, request: Request, context: AppContext = Depends(app_context),
+                state: TrackingState = Depends(tracking_state)) -> Response:
+    decoded = _decode(state, context, token, TokenPurpose.CLICK)
+    destination = None
+    if decoded is not None:
+        destination = state.links.cached(decoded)
+        if destination is None:
+            destination = await run_in_threadpool(state.links.lookup, decoded)
+    if decoded is None or destination is None:
+        state.recorder.submit(_hit("click", request, context, None))
+        return problem_response(404, "unknown tracking link", headers=_NO_CACHE)
+    state.recorder.submit(_hit("click", request, context, decoded))
+    return Response(status_code=302, headers={"Location": destination, **_NO_CACHE,
+                                              "Referrer-Policy": "no-referrer"})
+
+
+@router.get("/u/{token}", include_in_schema=False)
+def unsubscribe_page(token: str, request: Request, context: AppContext = Depends(app_context),
+                     state: TrackingState = Depends(tracking_state)) -> Response:
+    """Shows what a POST would do; changes nothing."""
+    target = consent.unsubscribe_target(context.engine, state.keys, token, context.clock())
+    if target is None:
+        return page("message.html", 404, title="Link not valid",
+                    message="This unsubscribe link is not valid or has expired.")
+    return page("unsubscribe.html", title="Unsubscribe", email=target.masked_email,
+                already=target.already_opted_out, action=request.url.path)
+
+
+@router.post("/u/{token}", include_in_schema=False)
+def unsubscribe(token: str, request: Request, context: AppContext = Depends(app_context),
+                state: TrackingState = Depends(tracking_state)) -> Response:
+    """RFC 8058 one-click (and the page's button): opt out now, idempotently, 200, no redirect."""
+    outcome = consent.opt_out_by_token(
+        context.engine, state.policy, state.keys, token, context.clock(), ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"), via="one-click")
+    if outcome is None:
+        return page("message.html", 404, title="Link not valid",
+                    message="This unsubscribe link is not valid or has expired.")
+    return page("message.html", title="Unsubscribed",
+                message="You are unsubscribed and will not receive further messages.")

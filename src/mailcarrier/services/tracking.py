@@ -1,0 +1,788 @@
+"""Open and click tracking: links at send time, hits at request time, verdicts, engagement.
+
+Send time: :func:`prepare_message_links` registers a message's links in the link table
+(one row per distinct URL per mailing), rewrites the HTML and text parts to signed click
+URLs, adds the open pixel and returns the RFC 8058 ``List-Unsubscribe`` headers.
+
+Request time: the HTTP endpoints only verify the token, answer, and hand a :class:`RawHit`
+to a :class:`HitRecorder`; a background thread writes hits in batches
+(:func:`record_hits`), so a slow database never slows a redirect. Each hit gets a verdict
+from the pure rules (:mod:`mailcarrier.domain.engagement`), which may also revise earlier
+hits: a burst recognised late turns its first hits into machines, and a person's later hit
+upgrades the earlier machine verdicts on the same message.
+
+After the hold (``tracking_hold_seconds``) a hit is *settled* (:func:`settle_hits`): human
+engagement is applied to the contact, and :func:`settled_events` hands it to webhooks and
+automation. Reports (:func:`mailing_engagement`) count human and machine separately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Connection, Engine, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mailcarrier.config import Settings
+from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
+from mailcarrier.domain.engagement import (
+    PARTNER_REASON,
+    burst_partners,
+    classify_request,
+    prefetch_requested,
+    upgrade_targets,
+)
+from mailcarrier.domain.errors import ConfigurationError, ConflictError
+from mailcarrier.domain.links import LinkRow, rewrite_links
+from mailcarrier.domain.machine_activity import (
+    Hit,
+    Network,
+    Thresholds,
+    Verdict,
+    VerdictKind,
+    load_networks,
+    upgrade,
+)
+from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
+from mailcarrier.services.contacts import ContactEventRecord, apply_events
+from mailcarrier.storage.engine import is_sqlite
+from mailcarrier.storage.tables import deliveries
+from mailcarrier.storage.tracking_tables import tracking_hits, tracking_links
+
+__all__ = [
+    "UNSUBSCRIBE_PLACEHOLDERS",
+    "Counts",
+    "EngagementEvent",
+    "HitRecorder",
+    "LinkDirectory",
+    "LinkEngagement",
+    "MailingEngagement",
+    "PreparedMessage",
+    "RawHit",
+    "TrackingKeys",
+    "mailing_engagement",
+    "make_link_hook",
+    "prepare_message_links",
+    "record_hits",
+    "register_links",
+    "settle_hits",
+    "settled_events",
+    "thresholds",
+    "tracking_keys",
+]
+
+_log = logging.getLogger("mailcarrier.tracking")
+
+#: Where a template asks for the unsubscribe URL (filled in after link rewriting).
+UNSUBSCRIBE_PLACEHOLDERS = ("{{unsubscribe_url}}", "{{ unsubscribe_url }}", "[unsubscribe]",
+                            "%unsubscribe%", "%UNSUBSCRIBE%")
+#: Request headers kept with each hit: what the verdict used, and what an analyst would ask for.
+STORED_HEADERS = ("user-agent", "accept", "accept-language", "purpose", "sec-purpose", "x-purpose",
+                  "x-moz", "referer", "via", "from", "x-forwarded-for", "sec-fetch-mode",
+                  "sec-fetch-site", "sec-fetch-user")
+_MAX_HEADER = 512
+#: Stands in for the unsubscribe URL while links are rewritten (links.py leaves "{{" alone).
+_PROTECTED = "{{mailcarrier_unsubscribe_url}}"
+_MAX_USER_AGENT = 1024
+
+
+# --- keys and thresholds from settings ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingKeys:
+    """The key id that signs new tokens, and every master secret still accepted, by id."""
+
+    key_id: int
+    secrets: Mapping[int, bytes]
+
+    @property
+    def current(self) -> bytes:
+        return self.secrets[self.key_id]
+
+
+def tracking_keys(settings: Settings) -> TrackingKeys:
+    """Keys from settings: the current secret under ``tracking_key_id`` plus retired ones."""
+    found: dict[int, bytes] = {settings.tracking_key_id: settings.resolved_secret()}
+    for raw_entry in settings.tracking_retired_secrets.split(","):
+        entry = raw_entry.strip()
+        if not entry:
+            continue
+        key_id, sep, secret = entry.partition(":")
+        if not sep or not key_id.strip().isdigit() or not secret or int(key_id) > 255:
+            raise ConfigurationError(
+                "MAILCARRIER_TRACKING_RETIRED_SECRETS entries must look like 'KEY_ID:SECRET' "
+                "with KEY_ID in 0..255")
+        found.setdefault(int(key_id), secret.encode())
+    return TrackingKeys(settings.tracking_key_id, found)
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    """The machine-activity thresholds configured by the operator."""
+    return Thresholds(
+        burst_seconds=settings.tracking_burst_seconds,
+        burst_links=settings.tracking_burst_links,
+        shared_ip_seconds=settings.tracking_shared_ip_seconds,
+        shared_ip_recipients=settings.tracking_shared_ip_recipients,
+        after_delivery_seconds=settings.tracking_after_delivery_seconds,
+    )
+
+
+# --- send time ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """Bodies with tracked links, plus the headers every marketing message carries."""
+
+    html: str | None
+    text: str | None
+    headers: tuple[tuple[str, str], ...]
+    unsubscribe_url: str
+    links: tuple[LinkRow, ...]
+
+
+def _url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def register_links(conn: Connection, account_id: int, mailing_id: int, urls: Sequence[str],
+                   now: datetime) -> dict[str, int]:
+    """Link ids for ``urls`` in the mailing, adding the new ones (numbered in first-seen order).
+
+    Safe under concurrent workers: a number or URL taken meanwhile makes the insert fail
+    inside a savepoint, and the look-up runs again.
+    """
+    wanted = {_url_hash(u): u for u in urls}
+    if not wanted:
+        return {}
+    for _ in range(10):
+        rows = conn.execute(select(tracking_links.c.id, tracking_links.c.url_sha256).where(
+            tracking_links.c.mailing_id == mailing_id,
+            tracking_links.c.url_sha256.in_(list(wanted))))
+        have = {r.url_sha256: int(r.id) for r in rows}
+        missing = [h for h in wanted if h not in have]
+        if not missing:
+            return {wanted[h]: link_id for h, link_id in have.items()}
+        top = conn.execute(select(func.coalesce(func.max(tracking_links.c.number), 0)).where(
+            tracking_links.c.mailing_id == mailing_id)).scalar_one()
+        try:
+            with conn.begin_nested():
+                conn.execute(tracking_links.insert(), [
+                    {"account_id": account_id, "mailing_id": mailing_id, "number": int(top) + i,
+                     "url": wanted[h], "url_sha256": h, "created_at": now}
+                    for i, h in enumerate(missing, start=1)])
+        except IntegrityError:
+            continue
+    raise ConflictError(f"could not register the links of mailing {mailing_id}: too much contention")
+
+
+def prepare_message_links(
+    conn: Connection,
+    settings: Settings,
+    *,
+    account_id: int,
+    mailing_id: int,
+    delivery_id: int,
+    html: str | None,
+    text: str | None,
+    now: datetime,
+    keys: TrackingKeys | None = None,
+    track_opens: bool = True,
+    track_clicks: bool = True,
+) -> PreparedMessage:
+    """Rewrite one recipient's bodies for tracking and build its unsubscribe headers.
+
+    Called by the renderer once per delivery, inside its transaction (``conn``). Tokens
+    carry ids only; destinations stay in the link table.
+    """
+    keys = keys or tracking_keys(settings)
+    expires = 0
+    if settings.tracking_link_days:
+        expires = int((now + timedelta(days=settings.tracking_link_days)).timestamp())
+    base = settings.public_url.rstrip("/")
+
+    def mint(purpose: TokenPurpose, link_id: int = 0) -> str:
+        token = TrackingToken(purpose, account_id, mailing_id, delivery_id, link_id, expires)
+        return encode_token(token, master_secret=keys.current, key_id=keys.key_id)
+
+    links: tuple[LinkRow, ...] = ()
+    if track_clicks:
+        found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+        ids = register_links(conn, account_id, mailing_id, [row.url for row in found.links], now)
+        by_number = {row.number: ids[row.url] for row in found.links}
+        links = found.links
+        rewritten = rewrite_links(
+            html, text, click_url=lambda n: f"{base}/c/{mint(TokenPurpose.CLICK, by_number[n])}",
+            open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}" if track_opens else None)
+        html, text = rewritten.html, rewritten.text
+    elif track_opens and html is not None:
+        html = rewrite_links(html, None, click_url=lambda _n: "",
+                             open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}").html
+    unsubscribe_token = mint(TokenPurpose.UNSUBSCRIBE)
+    unsubscribe_url = f"{base}/u/{unsubscribe_token}"
+    for placeholder in UNSUBSCRIBE_PLACEHOLDERS:
+        if html is not None:
+            html = html.replace(placeholder, html_lib.escape(unsubscribe_url, quote=True))
+        if text is not None:
+            text = text.replace(placeholder, unsubscribe_url)
+    mailto = (f"mailto:unsubscribe@{settings.bounce_domain}"
+              f"?subject={quote('unsubscribe ' + unsubscribe_token)}")
+    headers = (("List-Unsubscribe", f"<{unsubscribe_url}>, <{mailto}>"),
+               ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return PreparedMessage(html, text, headers, unsubscribe_url, links)
+
+
+def make_link_hook(engine: Engine, settings: Settings, *,
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   keys: TrackingKeys | None = None, track_opens: bool = True) -> Callable[..., Any]:
+    """The delivery engine's ``link_hook``: tracked links and the open pixel for each message.
+
+    Pass it as ``run_worker(..., link_hook=make_link_hook(engine, settings))``. It receives
+    the personalised bodies, the mailing's renderer and the recipient, and returns the bodies
+    with links rewritten. Link ids are cached per mailing, so the database is asked once per
+    distinct URL, not once per message. The rendered unsubscribe URL is left untouched (it
+    must not become a click: scanners would follow it, and the page is safe to GET anyway).
+    """
+    keys = keys or tracking_keys(settings)
+    base = settings.public_url.rstrip("/")
+    known: dict[tuple[int, str], int] = {}
+
+    def hook(bodies: Any, renderer: Any, recipient: Any) -> Any:
+        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
+        delivery_id = int(recipient.delivery_id)
+        now = clock()
+        expires = 0
+        if settings.tracking_link_days:
+            expires = int((now + timedelta(days=settings.tracking_link_days)).timestamp())
+        protected = f"{base}/u/{renderer.unsubscribe_token(delivery_id)}"
+        html = bodies.html.replace(protected, _PROTECTED) if bodies.html else bodies.html
+        text = bodies.text.replace(protected, _PROTECTED) if bodies.text else bodies.text
+        found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+        missing = [row.url for row in found.links if (mailing_id, row.url) not in known]
+        if missing:
+            with engine.begin() as conn:
+                for url, link_id in register_links(conn, account_id, mailing_id, missing, now).items():
+                    known[(mailing_id, url)] = link_id
+        by_number = {row.number: known[(mailing_id, row.url)] for row in found.links}
+
+        def mint(purpose: TokenPurpose, link_id: int = 0) -> str:
+            token = TrackingToken(purpose, account_id, mailing_id, delivery_id, link_id, expires)
+            return encode_token(token, master_secret=keys.current, key_id=keys.key_id)
+
+        rewritten = rewrite_links(
+            html, text, click_url=lambda n: f"{base}/c/{mint(TokenPurpose.CLICK, by_number[n])}",
+            open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}" if track_opens and html else None)
+        new_html = rewritten.html.replace(_PROTECTED, protected) if rewritten.html else rewritten.html
+        new_text = rewritten.text.replace(_PROTECTED, protected) if rewritten.text else rewritten.text
+        return replace(bodies, html=new_html, text=new_text)
+
+    return hook
+
+
+# --- request time ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawHit:
+    """One request to a tracking URL, as received; ``token`` is None when it did not verify."""
+
+    kind: str  # "open" or "click"
+    at: datetime
+    method: str
+    ip: str
+    user_agent: str
+    headers: Mapping[str, str]
+    token: TrackingToken | None
+
+
+def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The subset of request headers kept as evidence, each value capped in length."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return {name: lowered[name][:_MAX_HEADER] for name in STORED_HEADERS if name in lowered}
+
+
+@dataclass
+class _Entry:
+    """A hit under consideration: stored already (``row_id``) or new in this batch (``row``)."""
+
+    hit: Hit
+    verdict: Verdict
+    row_id: int | None
+    row: dict[str, Any] | None
+    upgraded: bool = False
+    changed: bool = False
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _verdict_of(row: Any) -> Verdict:
+    return Verdict(VerdictKind(row.verdict), tuple(row.reasons or ()))
+
+
+def _write_connection(engine: Engine) -> Connection:
+    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+    return engine.connect().execution_options(**options)
+
+
+def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
+                networks: Sequence[Network], now: datetime) -> int:
+    """Store a batch of hits with their verdicts, revising earlier verdicts; returns rows written."""
+    if not hits:
+        return 0
+    ordered = sorted(hits, key=lambda h: h.at)
+    with _write_connection(engine) as conn, conn.begin():
+        written = _record_in(conn, ordered, limits, networks, now)
+    return written
+
+
+def _record_in(conn: Connection, hits: Sequence[RawHit], limits: Thresholds,
+               networks: Sequence[Network], now: datetime) -> int:
+    tokens = [h.token for h in hits if h.token is not None]
+    delivery_rows = {}
+    if tokens:
+        query = select(deliveries.c.id, deliveries.c.account_id, deliveries.c.mailing_id,
+                       deliveries.c.contact_id, deliveries.c.delivered_at).where(
+            deliveries.c.id.in_({t.delivery_id for t in tokens}))
+        delivery_rows = {r.id: r for r in conn.execute(query)}
+    link_ids = {t.link_id for t in tokens if t.purpose is TokenPurpose.CLICK}
+    link_rows = {}
+    if link_ids:
+        link_rows = {r.id: r for r in conn.execute(
+            select(tracking_links.c.id, tracking_links.c.mailing_id).where(
+                tracking_links.c.id.in_(link_ids)))}
+    mailing_ids = {r.mailing_id for r in delivery_rows.values()}
+    link_counts: dict[int, int] = {}
+    if mailing_ids:
+        link_counts = {int(m): int(n) for m, n in conn.execute(
+            select(tracking_links.c.mailing_id, func.count()).where(
+                tracking_links.c.mailing_id.in_(mailing_ids)).group_by(tracking_links.c.mailing_id))}
+    pool = _load_pool(conn, hits, delivery_rows, limits)
+    new_rows: list[dict[str, Any]] = []
+    for raw in hits:
+        row: dict[str, Any] = {
+            "kind": raw.kind, "occurred_at": raw.at, "method": raw.method[:8].upper(),
+            "ip": raw.ip[:45], "user_agent": raw.user_agent[:_MAX_USER_AGENT],
+            "headers": stored_headers(raw.headers), "token_valid": raw.token is not None,
+            "account_id": None, "mailing_id": None, "delivery_id": None, "contact_id": None,
+            "link_id": None, "verdict": None, "reasons": None, "upgraded_at": None,
+            "settled_at": None,
+        }
+        new_rows.append(row)
+        token = raw.token
+        delivery = delivery_rows.get(token.delivery_id) if token is not None else None
+        if token is None or delivery is None or delivery.account_id != token.account_id \
+                or delivery.mailing_id != token.mailing_id:
+            continue  # nothing is attributed on the strength of a token we cannot tie to a message
+        is_click = raw.kind == "click"
+        link = link_rows.get(token.link_id) if is_click else None
+        if is_click and (link is None or link.mailing_id != token.mailing_id):
+            continue
+        row.update(account_id=token.account_id, mailing_id=token.mailing_id,
+                   delivery_id=token.delivery_id, contact_id=delivery.contact_id,
+                   link_id=token.link_id if is_click else None)
+        hit = Hit(
+            is_click=is_click, ip=raw.ip, mailing_id=token.mailing_id, delivery_id=token.delivery_id,
+            link_id=token.link_id if is_click else 0, at=_ts(raw.at), method=raw.method,
+            prefetch=prefetch_requested(raw.headers),
+            delivered_at=_ts(delivery.delivered_at) if delivery.delivered_at is not None else None,
+            links_in_message=link_counts.get(token.mailing_id, 0),
+        )
+        earlier = [e.hit for e in pool]
+        same_mailing = [e.hit for e in pool if e.hit.mailing_id == hit.mailing_id]
+        verdict = classify_request(hit, same_mailing, networks, limits, user_agent=raw.user_agent)
+        for index in burst_partners(hit, verdict, earlier, limits):
+            partner = pool[index]
+            if partner.verdict.kind is VerdictKind.HUMAN and not partner.upgraded:
+                partner.verdict = Verdict(VerdictKind.MACHINE, (PARTNER_REASON, *verdict.reasons))
+                partner.changed = True
+        for index in upgrade_targets(hit, verdict, earlier):
+            target = pool[index]
+            revised = upgrade(target.verdict, verdict)
+            if revised != target.verdict:
+                target.verdict, target.upgraded, target.changed = revised, True, True
+        pool.append(_Entry(hit, verdict, None, row))
+    for entry in pool:
+        if entry.row is not None:
+            entry.row["verdict"] = entry.verdict.kind.value
+            entry.row["reasons"] = list(entry.verdict.reasons)
+            if entry.upgraded:
+                entry.row["upgraded_at"] = now
+        elif entry.changed:
+            values: dict[str, Any] = {"verdict": entry.verdict.kind.value,
+                                      "reasons": list(entry.verdict.reasons)}
+            if entry.upgraded:
+                values["upgraded_at"] = now
+            conn.execute(update(tracking_hits).where(tracking_hits.c.id == entry.row_id).values(**values))
+    conn.execute(tracking_hits.insert(), new_rows)
+    return len(new_rows)
+
+
+def _load_pool(conn: Connection, hits: Sequence[RawHit], delivery_rows: Mapping[int, Any],
+               limits: Thresholds) -> list[_Entry]:
+    """Stored hits the batch may be judged against or may revise, oldest first."""
+    if not delivery_rows:
+        return []
+    window = timedelta(seconds=max(limits.burst_seconds, limits.shared_ip_seconds))
+    since = min(h.at for h in hits) - window
+    mailing_ids = {r.mailing_id for r in delivery_rows.values()}
+    query = select(tracking_hits).where(
+        tracking_hits.c.verdict.is_not(None),
+        or_(
+            (tracking_hits.c.mailing_id.in_(mailing_ids)) & (tracking_hits.c.occurred_at >= since),
+            (tracking_hits.c.delivery_id.in_(list(delivery_rows)))
+            & (tracking_hits.c.verdict != VerdictKind.HUMAN.value),
+        ),
+    ).order_by(tracking_hits.c.occurred_at, tracking_hits.c.id)
+    pool = []
+    for row in conn.execute(query):
+        hit = Hit(is_click=row.kind == "click", ip=row.ip, mailing_id=row.mailing_id,
+                  delivery_id=row.delivery_id or 0, link_id=row.link_id or 0,
+                  at=_ts(row.occurred_at), method=row.method)
+        pool.append(_Entry(hit, _verdict_of(row), int(row.id), None,
+                           upgraded=row.upgraded_at is not None))
+    return pool
+
+
+# --- settling: contact effects and webhooks after the hold ----------------------------
+
+
+def settle_hits(engine: Engine, policy: StatusPolicy, *, now: datetime, hold: timedelta,
+                limit: int = 1000) -> int:
+    """Settle hits older than ``hold`` (in id order); human ones count for their contacts.
+
+    Settling takes a prefix of the unsettled ids, so ``settled_events`` can be read with an
+    id cursor. When another process is settling the same rows, this call settles nothing.
+    """
+    cutoff = now - hold
+    with _write_connection(engine) as conn, conn.begin():
+        rows = conn.execute(select(tracking_hits.c.id, tracking_hits.c.occurred_at,
+                                   tracking_hits.c.kind, tracking_hits.c.verdict,
+                                   tracking_hits.c.account_id, tracking_hits.c.contact_id,
+                                   tracking_hits.c.mailing_id, tracking_hits.c.delivery_id)
+                            .where(tracking_hits.c.settled_at.is_(None))
+                            .order_by(tracking_hits.c.id).limit(limit)).all()
+        due = []
+        for row in rows:
+            if row.occurred_at > cutoff:
+                break
+            due.append(row)
+        if not due:
+            return 0
+        claimed = conn.execute(update(tracking_hits).where(
+            tracking_hits.c.id.in_([r.id for r in due]), tracking_hits.c.settled_at.is_(None))
+            .values(settled_at=now)).rowcount
+        if claimed != len(due):
+            conn.rollback()
+            return 0
+    records = [
+        ContactEventRecord(
+            account_id=r.account_id, contact_id=r.contact_id,
+            event=ContactEvent(EventKind.CLICK if r.kind == "click" else EventKind.OPEN, r.occurred_at),
+            mailing_id=r.mailing_id, delivery_id=r.delivery_id, cause="tracking",
+            details={"hit_id": r.id})
+        for r in due
+        if r.verdict == VerdictKind.HUMAN.value and r.contact_id is not None and r.account_id is not None
+    ]
+    if records:
+        apply_events(engine, policy, records, now)
+    return len(due)
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementEvent:
+    """A settled open or click, for webhooks and automation (``hit_id`` is the cursor)."""
+
+    hit_id: int
+    account_id: int
+    kind: str
+    verdict: str
+    reasons: tuple[str, ...]
+    occurred_at: datetime
+    mailing_id: int
+    delivery_id: int | None
+    contact_id: int | None
+    link_id: int | None
+    url: str | None
+
+    @property
+    def human(self) -> bool:
+        return self.verdict == VerdictKind.HUMAN.value
+
+
+def settled_events(engine: Engine, *, after_id: int = 0, limit: int = 500,
+                   account_id: int | None = None, human_only: bool = False) -> list[EngagementEvent]:
+    """Settled opens and clicks with ``hit_id > after_id``, in id order.
+
+    The webhook dispatcher keeps the last ``hit_id`` it handled and passes it back: settled
+    ids only grow. The verdict is the one at read time (a later person may still upgrade it).
+    """
+    query = (select(tracking_hits, tracking_links.c.url)
+             .select_from(tracking_hits.outerjoin(tracking_links,
+                                                  tracking_links.c.id == tracking_hits.c.link_id))
+             .where(tracking_hits.c.id > after_id, tracking_hits.c.settled_at.is_not(None),
+                    tracking_hits.c.verdict.is_not(None))
+             .order_by(tracking_hits.c.id).limit(limit))
+    if account_id is not None:
+        query = query.where(tracking_hits.c.account_id == account_id)
+    if human_only:
+        query = query.where(tracking_hits.c.verdict == VerdictKind.HUMAN.value)
+    with engine.connect() as conn:
+        return [EngagementEvent(r.id, r.account_id, r.kind, r.verdict, tuple(r.reasons or ()),
+                                r.occurred_at, r.mailing_id, r.delivery_id, r.contact_id,
+                                r.link_id, r.url) for r in conn.execute(query)]
+
+
+# --- reports --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Human and machine (scanners, Apple MPP, proxies) hits: unique messages and total hits."""
+
+    human_unique: int = 0
+    human_total: int = 0
+    machine_unique: int = 0
+    machine_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEngagement:
+    link_id: int
+    number: int
+    url: str
+    clicks: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class MailingEngagement:
+    mailing_id: int
+    opens: Counts
+    clicks: Counts
+    by_verdict: Mapping[str, int]
+    links: tuple[LinkEngagement, ...]
+
+
+def _counts(rows: Sequence[Any]) -> Counts:
+    values = {"human": (0, 0), "machine": (0, 0)}
+    for row in rows:
+        values["human" if row.human else "machine"] = (int(row.unique), int(row.total))
+    return Counts(values["human"][0], values["human"][1], values["machine"][0], values["machine"][1])
+
+
+def mailing_engagement(engine: Engine, account_id: int, mailing_id: int) -> MailingEngagement:
+    """Opens and clicks of a mailing, human and machine apart, overall and per link."""
+    is_human = case((tracking_hits.c.verdict == VerdictKind.HUMAN.value, 1), else_=0).label("human")
+    scope = (tracking_hits.c.account_id == account_id, tracking_hits.c.mailing_id == mailing_id,
+             tracking_hits.c.verdict.is_not(None))
+    with engine.connect() as conn:
+        overall = conn.execute(
+            select(tracking_hits.c.kind, is_human,
+                   func.count(func.distinct(tracking_hits.c.delivery_id)).label("unique"),
+                   func.count().label("total"))
+            .where(*scope).group_by(tracking_hits.c.kind, is_human)).all()
+        per_link = conn.execute(
+            select(tracking_hits.c.link_id, is_human,
+                   func.count(func.distinct(tracking_hits.c.delivery_id)).label("unique"),
+                   func.count().label("total"))
+            .where(*scope, tracking_hits.c.kind == "click")
+            .group_by(tracking_hits.c.link_id, is_human)).all()
+        verdicts = conn.execute(select(tracking_hits.c.verdict, func.count())
+                                .where(*scope).group_by(tracking_hits.c.verdict)).all()
+        links = conn.execute(select(tracking_links.c.id, tracking_links.c.number, tracking_links.c.url)
+                             .where(tracking_links.c.account_id == account_id,
+                                    tracking_links.c.mailing_id == mailing_id)
+                             .order_by(tracking_links.c.number)).all()
+    return MailingEngagement(
+        mailing_id=mailing_id,
+        opens=_counts([r for r in overall if r.kind == "open"]),
+        clicks=_counts([r for r in overall if r.kind == "click"]),
+        by_verdict={str(v): int(n) for v, n in verdicts},
+        links=tuple(LinkEngagement(int(link.id), int(link.number), link.url,
+                                   _counts([r for r in per_link if r.link_id == link.id]))
+                    for link in links),
+    )
+
+
+# --- in-process plumbing used by the HTTP endpoints -----------------------------------
+
+
+class LinkDirectory:
+    """Destination of a click token, cached in memory: links never change once registered."""
+
+    def __init__(self, engine: Engine, *, max_entries: int = 200_000) -> None:
+        self._engine = engine
+        self._max = max_entries
+        self._cache: dict[int, tuple[int, int, str]] = {}
+
+    def cached(self, token: TrackingToken) -> str | None:
+        """The destination if it is in memory and belongs to the token's message."""
+        found = self._cache.get(token.link_id)
+        return self._check(found, token)
+
+    def lookup(self, token: TrackingToken) -> str | None:
+        """The destination (database on a cache miss), or None if the link is not the token's."""
+        found = self._cache.get(token.link_id)
+        if found is None:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(tracking_links.c.account_id, tracking_links.c.mailing_id,
+                                          tracking_links.c.url)
+                                   .where(tracking_links.c.id == token.link_id)).one_or_none()
+            if row is None:
+                return None
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            found = (int(row.account_id), int(row.mailing_id), str(row.url))
+            self._cache[token.link_id] = found
+        return self._check(found, token)
+
+    @staticmethod
+    def _check(found: tuple[int, int, str] | None, token: TrackingToken) -> str | None:
+        if found is None or found[0] != token.account_id or found[1] != token.mailing_id:
+            return None
+        return found[2]
+
+
+@dataclass
+class RecorderStats:
+    submitted: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed_batches: int = 0
+    settled: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class HitRecorder:
+    """Buffers hits in memory and writes them in batches from a background thread.
+
+    ``submit`` never blocks: when the database falls behind by ``queue_size`` hits, the
+    oldest buffered hit is dropped (and counted) rather than slowing the endpoints. The
+    same thread settles hits once the hold has passed.
+    """
+
+    engine: Engine
+    settings: Settings
+    policy: StatusPolicy
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    networks: Sequence[Network] = field(default_factory=load_networks)
+    settle_interval: float = 1.0
+    stats: RecorderStats = field(default_factory=RecorderStats)
+
+    def __post_init__(self) -> None:
+        self._queue: queue.Queue[RawHit | None] = queue.Queue(maxsize=self.settings.tracking_queue_size)
+        self._limits = thresholds(self.settings)
+        self._hold = timedelta(seconds=self.settings.tracking_hold_seconds)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mailcarrier-hit-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write what is buffered, then end the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def submit(self, hit: RawHit) -> None:
+        self.stats.submitted += 1
+        while True:
+            try:
+                self._queue.put_nowait(hit)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every submitted hit is written; False on timeout."""
+        with self._queue.all_tasks_done:
+            return self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0,
+                                                       timeout)
+
+    def settle(self) -> int:
+        """Settle what is due now (also run periodically by the thread)."""
+        count = settle_hits(self.engine, self.policy, now=self.clock(), hold=self._hold)
+        self.stats.settled += count
+        return count
+
+    def _run(self) -> None:
+        batch_size = self.settings.tracking_batch_size
+        while True:
+            try:
+                first = self._queue.get(timeout=self.settle_interval)
+            except queue.Empty:
+                self._settle_quietly()
+                continue
+            batch: list[RawHit] = []
+            stop = first is None
+            if first is not None:
+                batch.append(first)
+            taken = 1
+            while len(batch) < batch_size and not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                taken += 1
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            try:
+                self._write(batch)
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+            self._settle_quietly()
+            if stop:
+                return
+
+    def _write(self, batch: Sequence[RawHit]) -> None:
+        """Write a batch; on failure retry, then one by one so one bad hit loses only itself."""
+        for attempt in range(3):
+            try:
+                self.stats.written += record_hits(self.engine, batch, limits=self._limits,
+                                                  networks=self.networks, now=self.clock())
+                return
+            except Exception as exc:  # the writer must survive anything the database says
+                self.stats.failed_batches += 1
+                self.stats.last_error = repr(exc)
+                _log.warning("writing %d tracking hits failed (attempt %d): %r", len(batch),
+                             attempt + 1, exc)
+                threading.Event().wait(0.05 * 2**attempt)
+        for hit in batch:
+            try:
+                self.stats.written += record_hits(self.engine, [hit], limits=self._limits,
+                                                  networks=self.networks, now=self.clock())
+            except Exception as exc:
+                self.stats.dropped += 1
+                _log.error("dropping tracking hit %r: %r", replace(hit, headers={}), exc)
+
+    def _settle_quietly(self) -> None:
+        try:
+            self.settle()
+        except Exception as exc:  # settling is retried on the next round
+            self.stats.last_error = repr(exc)
+            _log.warning("settling tracking hits failed: %r", exc)
