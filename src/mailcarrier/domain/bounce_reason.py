@@ -41,8 +41,8 @@ class BounceEvidence:
     diagnostic: str
     status: str | None = None
     command: SMTPStage = SMTPStage.UNKNOWN
-    #: "smtp" when the text is a remote server's reply; "x-unix", "x-postfix" ... for a
-    #: local program's words; "" when the bounce does not say.
+    #: "smtp" when the text is a remote server's reply; "x-unix" for a local delivery
+    #: program's words, "x-postfix" and the like for the MTA's own; "" when not said.
     diagnostic_type: str = ""
     action: str = "failed"
     #: A reason the MTA detector read from its own fixed wording.
@@ -118,7 +118,7 @@ def reason_table() -> ReasonTable:
 # Reasons whose wording, when a 5.1.1-style status says "user unknown", shows the server
 # meant something else (a relay refusal, a block, a full mailbox ...).
 _NOT_REALLY_UNKNOWN = (Reason.NORELAYING, Reason.BLOCKED, Reason.MAILBOXFULL, Reason.HASMOVED,
-                       Reason.REJECTED, Reason.NOTACCEPT)
+                       Reason.REJECTED, Reason.NOTACCEPT, Reason.FILTERED)
 _EARLY_COMMANDS = frozenset({SMTPStage.CONNECT, SMTPStage.EHLO, SMTPStage.MAIL, SMTPStage.RCPT})
 _DATA_COMMANDS = frozenset({SMTPStage.DATA, SMTPStage.EOD})
 
@@ -204,6 +204,8 @@ def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | N
     if named is not None and named not in table.vague and smtp and evidence.diagnostic_type:
         return named, f"bounce:status:{evidence.status}"
     for reason in table.second_pass:
+        if reason is Reason.NORELAYING and not _norelaying(table, named, text, evidence.command):
+            continue
         if table.match(reason, text):
             return reason, f"bounce:words:{reason.value}"
     if named is not None:
@@ -228,7 +230,7 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
     text = " ".join(evidence.diagnostic.split()).lower()
     named = table.status_reason(status)
     temporary = status is not None and status.startswith("4.")
-    local = evidence.diagnostic_type.startswith("x-")
+    local = evidence.diagnostic_type == "x-unix"
     if not local:
         for reason in table.first_pass:
             if reason is Reason.HOSTUNKNOWN and temporary:

@@ -10,9 +10,7 @@ block has no ``Diagnostic-Code``.
 from __future__ import annotations
 
 import re
-from email import message_from_bytes
 from email.message import Message
-from email.policy import compat32
 
 from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, wording
 from mailcarrier.domain.detectors.prose import address_paragraphs
@@ -24,22 +22,63 @@ _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _BLANK = re.compile(r"\n[ \t]*\n")
 
 
-def _payload_bytes(part: Message) -> bytes:
+def _payload_text(part: Message) -> str:
     payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        return payload
-    raw = part.get_payload()
-    return raw.encode("utf-8", "replace") if isinstance(raw, str) else b""
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        if isinstance(raw, list):  # the stdlib parsed the blocks as header-only messages
+            return "\n\n".join("\n".join(f"{k}: {v}" for k, v in m.items())
+                                for m in raw if isinstance(m, Message))
+        return raw if isinstance(raw, str) else ""
+    return payload.decode("utf-8", "replace")
 
 
-def field_blocks(part: Message) -> list[Message]:
-    """The header-like blocks of a status or feedback part."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    text = _payload_bytes(part).decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    return [message_from_bytes(block.strip().encode("utf-8") + b"\n", policy=compat32)
-            for block in _BLANK.split(text) if block.strip()]
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+_STARTS_RECIPIENT = frozenset({"final-recipient", "original-recipient"})
+
+
+def parse_fields(text: str) -> list[dict[str, str]]:
+    """The header-like blocks of a status or feedback report, field names lowercased.
+
+    Blocks are separated by blank lines; a ``Final-Recipient`` (or ``Original-Recipient``)
+    in a block that already names a recipient starts a new one, because some MTAs leave
+    out the blank line between recipients (a field already in the block starts the next). Folded lines continue the previous field.
+    """
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current, last = {}, ""
+            continue
+        if line[0] in " \t" and last:
+            current[last] += " " + line.strip()
+            continue
+        m = _FIELD.match(line)
+        if m is None:
+            continue
+        name = m.group(1).lower()
+        if name in _STARTS_RECIPIENT and "final-recipient" in current and name in current:
+            blocks.append(current)
+            current = {}
+        if name not in current:
+            current[name] = m.group(2).strip()
+            last = name
+        else:
+            last = ""
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def field_blocks(part: Message) -> list[dict[str, str]]:
+    """The blocks of a ``message/delivery-status`` or ``message/feedback-report`` part."""
+    return parse_fields(_payload_text(part))
+
+
+_INLINE_DSN = re.compile(r"^(?:reporting-mta|final-recipient)[ \t]*:", re.I | re.M)
 
 
 def _first_address(value: str) -> str:
@@ -80,26 +119,31 @@ class DSNDetector:
 
     def detect(self, mail: BounceMail) -> tuple[Found, ...] | None:
         part = mail.part(*_STATUS_TYPES)
-        if part is None:
-            return None
+        if part is not None:
+            blocks = field_blocks(part)
+        else:
+            # Some MTAs write the DSN fields inline in the text part.
+            inline = _INLINE_DSN.search(mail.text)
+            if inline is None or "final-recipient" not in mail.text[inline.start():].lower():
+                return None
+            blocks = parse_fields(mail.text[inline.start():])
         words = wording()
         paragraphs: dict[str, str] | None = None
         found: list[Found] = []
-        for block in field_blocks(part):
-            recipient = (_first_address(str(block.get("Final-Recipient", "")))
-                         or _first_address(str(block.get("Original-Recipient", ""))))
+        for block in blocks:
+            recipient = (_first_address(block.get("final-recipient", ""))
+                         or _first_address(block.get("original-recipient", "")))
             if not recipient:
                 continue
-            action = str(block.get("Action", "failed") or "failed").strip().lower() or "failed"
-            status_value = str(block.get("Status", "") or "").strip()
-            enhanced = find_enhanced_status(status_value)
+            action = block.get("action", "failed").strip().lower() or "failed"
+            enhanced = find_enhanced_status(block.get("status", ""))
             status = str(enhanced) if enhanced else None
-            diagnostic = " ".join(str(block.get("Diagnostic-Code", "") or "").split())
+            diagnostic = " ".join(block.get("diagnostic-code", "").split())
             dtype = ""
             if ";" in diagnostic[:16]:
                 dtype, diagnostic = (s.strip() for s in diagnostic.split(";", 1))
                 dtype = dtype.lower()
-            remote = str(block.get("Remote-MTA", "") or "").split(";", 1)[-1].strip() or None
+            remote = block.get("remote-mta", "").split(";", 1)[-1].strip() or None
             if paragraphs is None:
                 paragraphs = {}
                 for address, text in address_paragraphs(mail.body):

@@ -39,6 +39,10 @@ _ADDRESS_LINE = re.compile(
 _RCPT_LINE = re.compile(r"^[ \t>]*rcpt to:[ \t]*<?(" + ADDRESS.pattern + r")>?", re.I | re.M)
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
 def address_paragraphs(body: str) -> list[tuple[str, str]]:
     """``(address, what follows it)`` for each line that starts with an address.
 
@@ -54,8 +58,12 @@ def address_paragraphs(body: str) -> list[tuple[str, str]]:
             i += 1
             continue
         parts = [m.group(2).strip()]
+        indent = _indent(lines[i])
         j = i + 1
-        while j < len(lines) and lines[j].strip() and _ADDRESS_LINE.match(lines[j]) is None and j - i < 16:
+        # Folded lines of the same account are indented deeper, even when they start with
+        # the address again (Postfix: "    <user@example.net>... User Unknown (in reply ...").
+        while (j < len(lines) and lines[j].strip() and j - i < 16
+               and (_ADDRESS_LINE.match(lines[j]) is None or _indent(lines[j]) > indent)):
             parts.append(lines[j].strip())
             j += 1
         if not any(parts):
