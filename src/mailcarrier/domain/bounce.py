@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email import message_from_bytes
-from email.message import Message
-from email.policy import compat32
 
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
 from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.dsn import field_blocks
+from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import BOUNCE_SENDER
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.smtp_reply import find_enhanced_status
@@ -89,59 +87,36 @@ def _permanent(code: int | None, status: str | None, hint: bool | None) -> bool:
     return bool(hint)
 
 
-def _original_info(msg: Message) -> tuple[str | None, tuple[tuple[str, str], ...]]:
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global"):
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                original = inner[0]
-            else:
-                original = message_from_bytes(_raw_payload(part), policy=compat32)
-            ours = tuple((k, str(v)) for k, v in original.items() if _OUR_HEADER.match(k))
-            mid = original.get("Message-ID")
-            return (str(mid).strip() if mid else None), ours
-    return None, ()
+def _original_info(mail: BounceMail) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    original = mail.original
+    if original is None:
+        return None, ()
+    ours = tuple((k, v) for k, v in original.headers() if _OUR_HEADER.match(k))
+    mid = original.get("Message-ID").strip()
+    return (mid or None), ours
 
 
-def _raw_payload(part: Message) -> bytes:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        return payload
-    raw = part.get_payload()
-    return raw.encode("utf-8", "replace") if isinstance(raw, str) else b""
-
-
-def _parse_feedback(msg: Message, part: Message) -> BounceReport:
+def _parse_feedback(mail: BounceMail, part: MimePart) -> BounceReport:
     fields: dict[str, str] = {}
     for block in field_blocks(part):
         for key, value in block.items():
-            fields.setdefault(key.lower(), str(value).strip())
+            fields.setdefault(key, value)
     feedback_type = fields.get("feedback-type", "other").lower()
     recipient = _addr(fields.get("original-rcpt-to"))
-    mid, ours = _original_info(msg)
-    if not recipient:
-        for sub in msg.walk():
-            if sub.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-                inner = sub.get_payload()
-                original = inner[0] if isinstance(inner, list) and inner else \
-                    message_from_bytes(_raw_payload(sub), policy=compat32)
-                if isinstance(original, Message):
-                    recipient = _addr(str(original.get("To", "")))
-                break
+    mid, ours = _original_info(mail)
+    if not recipient and mail.original is not None:
+        recipient = _addr(mail.original.get("To"))
     record = BounceRecord(recipient, "feedback", None, None, None, feedback_type, Reason.FEEDBACK,
                           category_of(Reason.FEEDBACK), False, "arf")
     return BounceReport("feedback", (record,), mid, ours, feedback_type)
 
 
-def _is_autoreply(msg: Message) -> bool:
-    submitted = str(msg.get("Auto-Submitted", "")).lower()
-    if submitted.startswith("auto-replied"):
+def _is_autoreply(mail: BounceMail) -> bool:
+    if mail.header("Auto-Submitted").lower().startswith("auto-replied"):
         return True
-    if msg.get("X-Autoreply") or msg.get("X-Autorespond"):
+    if mail.header("X-Autoreply") or mail.header("X-Autorespond"):
         return True
-    subject = str(msg.get("Subject", ""))
-    return bool(_VACATION_SUBJECT.search(subject)) and not _BOUNCE_SUBJECT.search(subject)
+    return bool(_VACATION_SUBJECT.search(mail.subject)) and not _BOUNCE_SUBJECT.search(mail.subject)
 
 
 def _from_found(found: Found) -> BounceRecord:
@@ -173,17 +148,14 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
         raise ParseError("a bounce is read from bytes")
     if not raw.strip():
         raise ParseError("empty input is not an email")
-    try:
-        msg = message_from_bytes(bytes(raw), policy=compat32)
-    except Exception as exc:  # the stdlib parser is lenient; anything it raises is malformed input
-        raise ParseError(f"unreadable email: {exc}", excerpt=raw[:80].decode("latin-1")) from None
-    if not msg.keys():
+    msg = MimePart(normalise_newlines(bytes(raw)))
+    if not msg.headers():
         raise ParseError("no header fields: not an email", excerpt=raw[:80].decode("latin-1"))
     mail = BounceMail(msg)
     feedback_part = mail.part("message/feedback-report")
     if feedback_part is not None:
-        return _parse_feedback(msg, feedback_part)
-    mid, ours = _original_info(msg)
+        return _parse_feedback(mail, feedback_part)
+    mid, ours = _original_info(mail)
     detected = detect(mail)
     from_daemon = bool(BOUNCE_SENDER.search(mail.sender))
     if detected is not None:
@@ -202,8 +174,8 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
             return BounceReport("feedback", records, mid, ours, records[0].diagnostic or "other")
         if records:
             return BounceReport("dsn" if kind == "rfc3464" else "nonstandard", records, mid, ours)
-    if _is_autoreply(msg) and (detected is None or not from_daemon):
-        who = _addr(str(msg.get("From", "")))
+    if _is_autoreply(mail) and (detected is None or not from_daemon):
+        who = _addr(mail.header("From"))
         subject = mail.subject
         record = BounceRecord(who, "autoreply", None, None, None, subject, Reason.VACATION,
                               category_of(Reason.VACATION), False, "rfc3834")

@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
-from email import message_from_string
-from email.message import Message
-from email.policy import compat32
 from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Protocol
 
+from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
@@ -64,17 +62,6 @@ def is_daemon(address: str) -> bool:
     return address.split("@", 1)[0] in _DAEMONS
 
 
-def decode_part(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, "replace")
-    except (LookupError, UnicodeError):
-        return payload.decode("utf-8", "replace")
-
-
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global",
                    "message/global-headers")
 
@@ -82,12 +69,11 @@ _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-head
 class BounceMail:
     """A parsed email with the parts detectors ask for, each computed on first use."""
 
-    def __init__(self, msg: Message) -> None:
+    def __init__(self, msg: MimePart) -> None:
         self.msg = msg
 
     def header(self, name: str) -> str:
-        value = self.msg.get(name)
-        return str(value) if value is not None else ""
+        return self.msg.get(name)
 
     @cached_property
     def subject(self) -> str:
@@ -98,44 +84,41 @@ class BounceMail:
         return self.header("From") + " " + self.header("Return-Path")
 
     @cached_property
-    def parts(self) -> list[Message]:
+    def parts(self) -> list[MimePart]:
         return list(self.msg.walk())
 
-    def part(self, *types: str) -> Message | None:
+    def part(self, *types: str) -> MimePart | None:
         for part in self.parts:
-            if part.get_content_type() in types:
+            if part.content_type in types:
                 return part
         return None
 
     @cached_property
-    def original(self) -> Message | None:
+    def original(self) -> MimePart | None:
         """The returned original message (or its headers), when the bounce carries it."""
         part = self.part(*_ORIGINAL_TYPES)
         if part is None:
             return None
-        inner = part.get_payload()
-        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-            return inner[0]
-        text = inner if isinstance(inner, str) else ""
-        return message_from_string(text.lstrip(), policy=compat32)
+        if part.children:
+            return part.children[0]
+        return MimePart(part.payload().lstrip(b"\n"), depth=1)
 
     @cached_property
     def text(self) -> str:
         """The human-readable part, line endings normalised to LF."""
         found = ""
         for part in self.parts:
-            ctype = part.get_content_type()
-            if ctype == "text/plain" and not part.get_filename():
-                found = decode_part(part)
+            if part.content_type == "text/plain" and not part.filename:
+                found = part.text()
                 break
         else:
             for part in self.parts:
-                if part.get_content_type() == "text/html":
-                    found = _TAG.sub(" ", decode_part(part)).replace("&nbsp;", " ")
+                if part.content_type == "text/html":
+                    found = _TAG.sub(" ", part.text()).replace("&nbsp;", " ")
                     break
             else:
-                if not self.msg.is_multipart():
-                    found = decode_part(self.msg)
+                if not self.msg.is_multipart:
+                    found = self.msg.text()
         return found.replace("\r\n", "\n").replace("\r", "\n")
 
     @cached_property

@@ -10,9 +10,9 @@ block has no ``Diagnostic-Code``.
 from __future__ import annotations
 
 import re
-from email.message import Message
 
 from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, wording
+from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.detectors.prose import address_paragraphs
 from mailcarrier.domain.smtp_reply import SMTPStage, find_enhanced_status
 
@@ -20,17 +20,6 @@ __all__ = ["DSNDetector", "field_blocks"]
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _BLANK = re.compile(r"\n[ \t]*\n")
-
-
-def _payload_text(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        raw = part.get_payload()
-        if isinstance(raw, list):  # the stdlib parsed the blocks as header-only messages
-            return "\n\n".join("\n".join(f"{k}: {v}" for k, v in m.items())
-                                for m in raw if isinstance(m, Message))
-        return raw if isinstance(raw, str) else ""
-    return payload.decode("utf-8", "replace")
 
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -42,7 +31,8 @@ def parse_fields(text: str) -> list[dict[str, str]]:
 
     Blocks are separated by blank lines; a ``Final-Recipient`` (or ``Original-Recipient``)
     in a block that already names a recipient starts a new one, because some MTAs leave
-    out the blank line between recipients (a field already in the block starts the next). Folded lines continue the previous field.
+    out the blank line between recipients (a field already in the block starts the next).
+    Folded lines continue the previous field.
     """
     blocks: list[dict[str, str]] = []
     current: dict[str, str] = {}
@@ -73,9 +63,9 @@ def parse_fields(text: str) -> list[dict[str, str]]:
     return blocks
 
 
-def field_blocks(part: Message) -> list[dict[str, str]]:
+def field_blocks(part: MimePart) -> list[dict[str, str]]:
     """The blocks of a ``message/delivery-status`` or ``message/feedback-report`` part."""
-    return parse_fields(_payload_text(part))
+    return parse_fields(part.text())
 
 
 _INLINE_DSN = re.compile(r"^(?:reporting-mta|final-recipient)[ \t]*:", re.I | re.M)
