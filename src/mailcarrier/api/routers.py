@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mailcarrier.api import routes_consent, routes_health, routes_tracking
+from mailcarrier.api import (  # resources, reports and evidence (issue 7)
+    routes_audiences,
+    routes_consent,
+    routes_contacts,
+    routes_deliveries,
+    routes_evidence,
+    routes_health,
+    routes_imports,
+    routes_mailings,
+    routes_reports,
+    routes_tracking,
+    routes_webhooks,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -16,4 +28,12 @@ ROUTERS: list[APIRouter] = [
     routes_health.router,
     routes_tracking.router,
     routes_consent.router,
+    routes_audiences.router,
+    routes_contacts.router,
+    routes_imports.router,
+    routes_mailings.router,
+    routes_deliveries.router,
+    routes_reports.router,
+    routes_evidence.router,
+    routes_webhooks.router,
 ]

@@ -320,7 +320,7 @@ def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int
         raise ValueError(f"unknown list {which!r}; choose one of {', '.join(MAILING_LISTS)}")
     query = (select(m.id, m.name, m.kind, m.state, m.subject, m.created_at)
              .where(m.account_id == account_id, conditions[which])
-             .order_by(m.id.desc()).limit(max(1, min(limit, 500))))
+             .order_by(m.id.desc()).limit(max(1, min(limit, 1000))))
     if before_id is not None:
         query = query.where(m.id < before_id)
     with engine.connect() as conn:

@@ -1,0 +1,165 @@
+"""Mailings: create, list, read, test-send, send, pause, resume, cancel; their recipients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, Field
+
+from mailcarrier.api.auth import Principal, require_scopes
+from mailcarrier.api.context import AppContext, app_context
+from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
+from mailcarrier.api.problems import ProblemError
+from mailcarrier.services import account_views as views
+from mailcarrier.services import mailings as mailing_service
+from mailcarrier.services import reports
+from mailcarrier.services.contact_import import normalise_address
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage import contacts as contact_repo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/mailings", tags=["mailings"])
+MailingId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TEST_AUDIENCE = "Test recipients"
+BUCKET_PATTERN = "^(" + "|".join(reports.BUCKETS) + ")$"
+
+
+class NewMailing(BaseModel):
+    from_address: str = Field(min_length=3, max_length=320)
+    subject: str = Field(min_length=1, max_length=998)
+    html: str = Field("", max_length=2_000_000)
+    text: str = Field("", max_length=2_000_000)
+    name: str = Field("", max_length=255)
+    from_name: str = Field("", max_length=255)
+    reply_to: str | None = Field(None, max_length=320)
+    kind: str = Field("regular", pattern="^(regular|automated|test)$")
+    audience_id: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+class Mailing(BaseModel):
+    id: int
+    name: str
+    kind: str
+    state: str
+    subject: str
+    from_address: str
+    sending_domain: str
+    audience_id: int | None
+    recipients_total: int
+    suppressed_total: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TestSend(BaseModel):
+    addresses: list[str] = Field(min_length=1, max_length=20)
+
+
+def _out(summary: mailing_service.MailingSummary) -> Mailing:
+    return Mailing(**{k: getattr(summary, k) for k in Mailing.model_fields})
+
+
+@router.post("", response_model=Mailing, status_code=201)
+def create_mailing(body: NewMailing, who: Principal = Depends(require_scopes("mailings:write")),
+                   ctx: AppContext = Depends(app_context)) -> Mailing:
+    """Create a draft; the templates are checked against a sample contact (422 if they fail)."""
+    draft = mailing_service.MailingDraft(
+        account_id=who.account_id, from_address=body.from_address, subject=body.subject,
+        html=body.html, text=body.text, name=body.name, from_name=body.from_name,
+        reply_to=body.reply_to, kind=body.kind, audience_id=body.audience_id)
+    try:
+        new_id = mailing_service.create_mailing(ctx.engine, draft, ctx.clock())
+    except ValueError as exc:
+        raise ProblemError(422, str(exc)) from exc
+    return _out(mailing_service.get_mailing(ctx.engine, who.account_id, new_id))
+
+
+@router.get("", response_model=Page[reports.MailingSummary])
+def list_mailings(which: Annotated[str, Query(pattern="^(test|in_progress|automated|sent)$")] = "sent",
+                  cursor: Cursor = 0, limit: Limit = 50,
+                  who: Principal = Depends(require_scopes("mailings:read")),
+                  ctx: AppContext = Depends(app_context)) -> Page[reports.MailingSummary]:
+    """Seed 003's lists (test, in progress, automated, sent), newest first."""
+    rows = reports.list_mailings(ctx.engine, who.account_id, which, before_id=cursor or None,
+                                 limit=limit + 1)
+    return page_of(rows, limit, lambda m: m.id)
+
+
+@router.get("/{mailing_id}", response_model=Mailing)
+def get_mailing(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:read")),
+                ctx: AppContext = Depends(app_context)) -> Mailing:
+    return _out(mailing_service.get_mailing(ctx.engine, who.account_id, mailing_id))
+
+
+@router.post("/{mailing_id}/send", response_model=Mailing)
+def send(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
+         ctx: AppContext = Depends(app_context)) -> Mailing:
+    """Queue the mailing for its audience's active contacts; 409 unless it is a draft."""
+    return _out(mailing_service.send_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock()))
+
+
+@router.post("/{mailing_id}/pause", response_model=Mailing)
+def pause(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
+          ctx: AppContext = Depends(app_context)) -> Mailing:
+    return _out(mailing_service.pause_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock()))
+
+
+@router.post("/{mailing_id}/resume", response_model=Mailing)
+def resume(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
+           ctx: AppContext = Depends(app_context)) -> Mailing:
+    return _out(mailing_service.resume_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock()))
+
+
+@router.post("/{mailing_id}/cancel", response_model=Mailing)
+def cancel(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
+           ctx: AppContext = Depends(app_context)) -> Mailing:
+    return _out(mailing_service.cancel_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock()))
+
+
+@router.post("/{mailing_id}/test-send", response_model=Mailing, status_code=201)
+def test_send(mailing_id: MailingId, body: TestSend,
+              who: Principal = Depends(require_scopes("mailings:write")),
+              ctx: AppContext = Depends(app_context)) -> Mailing:
+    """Send the mailing's content as a separate *test* mailing to up to 20 addresses.
+
+    The addresses become contacts of the account's "Test recipients" audience, so the test
+    mailing has a response page and evidence like any other.
+    """
+    source = mailing_service.get_mailing(ctx.engine, who.account_id, mailing_id)
+    try:
+        addresses = sorted({normalise_address(a) for a in body.addresses})
+    except ValueError as exc:
+        raise ProblemError(422, str(exc)) from exc
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        try:
+            audience = account_repo.audience_by_name(conn, who.account_id, TEST_AUDIENCE)
+        except LookupError:
+            audience = account_repo.create_audience(conn, who.account_id, TEST_AUDIENCE, now,
+                                                    "Addresses that received test sends")
+        rows = [{"email": a, "domain": a.rpartition("@")[2], "first_name": "", "last_name": "",
+                 "fields": {}, "consent_source": "test_send"} for a in addresses]
+        contact_repo.upsert_contacts(conn, who.account_id, audience.id, rows, now)
+    html, text = views.mailing_content(ctx.engine, who.account_id, mailing_id)
+    draft = mailing_service.MailingDraft(
+        account_id=who.account_id, from_address=source.from_address,
+        subject=f"[TEST] {source.subject}", html=html, text=text, name=f"Test of {source.name}",
+        kind="test", audience_id=audience.id,
+        segment=mailing_service.Segment(fields={}, statuses=()))
+    test_id = mailing_service.create_mailing(ctx.engine, draft, now)
+    return _out(mailing_service.send_mailing(ctx.engine, who.account_id, test_id, now))
+
+
+@router.get("/{mailing_id}/recipients", response_model=Page[reports.RecipientRow])
+def recipients(mailing_id: MailingId, cursor: Cursor = 0, limit: Limit = 100,
+               bucket: Annotated[str | None, Query(pattern=BUCKET_PATTERN)] = None,
+               who: Principal = Depends(require_scopes("mailings:read")),
+               ctx: AppContext = Depends(app_context)) -> Page[reports.RecipientRow]:
+    """The mailing's recipients, optionally one response-page bucket, by delivery id."""
+    rows = reports.mailing_recipients(ctx.engine, who.account_id, mailing_id, bucket=bucket,
+                                      after_id=cursor, limit=limit + 1)
+    return page_of(rows, limit, lambda r: r.delivery_id)

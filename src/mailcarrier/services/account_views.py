@@ -1,0 +1,282 @@
+"""Read-side views of an account's resources for the API, dashboard and CLI.
+
+Each function takes ``account_id`` and filters by it, so an id belonging to another
+account reads as "not found" — never as someone else's data. Lists are keyset-paginated:
+they return up to ``limit + 1`` rows after ``after_id`` so the caller can tell whether a
+next page exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.reason_help import explain
+from mailcarrier.storage.tables import (
+    activities,
+    attempts,
+    audience_members,
+    audiences,
+    contacts,
+    deliveries,
+    mailings,
+)
+
+__all__ = [
+    "ActivityView",
+    "AttemptView",
+    "AudienceView",
+    "BounceView",
+    "ContactView",
+    "DeliveryView",
+    "contact_history",
+    "get_audience",
+    "get_contact",
+    "get_delivery",
+    "list_audiences",
+    "list_bounces",
+    "list_contacts",
+    "mailing_content",
+]
+
+CONTACT_STATUSES = ("active", "error", "opted_out", "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceView:
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactView:
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    status: str
+    email_invalid: bool
+    consecutive_soft_bounces: int
+    consecutive_blocks: int
+    total_bounces: int
+    last_bounce_at: datetime | None
+    last_bounce_category: int | None
+    last_bounce_reason: str | None
+    last_bounce_explanation: str | None
+    last_bounce_reply_code: int | None
+    last_bounce_diagnostic: str | None
+    last_delivered_at: datetime | None
+    last_engaged_at: datetime | None
+    status_changed_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    number: int
+    started_at: datetime
+    ended_at: datetime | None
+    return_path: str | None
+    local_ip: str | None
+    remote_ip: str | None
+    mx_host: str | None
+    tls_version: str | None
+    reply_code: int | None
+    enhanced_status: str | None
+    reply_text: str | None
+    queue_id: str | None
+    internal_code: int | None
+    reason: str | None
+    category: int | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: int
+    mailing_id: int
+    contact_id: int
+    email: str
+    state: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_reason: str | None
+    last_category: int | None
+    last_reply_code: int | None
+    outcome_unknown: bool
+    suspected_filtering: bool
+    delivered_at: datetime | None
+    attempts: list[AttemptView]
+
+
+@dataclass(frozen=True, slots=True)
+class BounceView:
+    id: int
+    contact_id: int
+    email: str
+    mailing_id: int | None
+    delivery_id: int | None
+    type: str
+    occurred_at: datetime
+    reason: str | None
+    category: int | None
+    reply_code: int | None
+    enhanced_status: str | None
+    diagnostic: str | None
+    remote_mta: str | None
+    explanation: str
+
+
+def _contact(r: Any) -> ContactView:
+    return ContactView(
+        r.id, r.email, r.first_name, r.last_name, r.status, bool(r.email_invalid),
+        r.consecutive_soft_bounces, r.consecutive_blocks, r.total_bounces, r.last_bounce_at,
+        r.last_bounce_category, r.last_bounce_reason,
+        explain(r.last_bounce_reason) if r.last_bounce_reason else None, r.last_bounce_reply_code,
+        r.last_bounce_diagnostic, r.last_delivered_at, r.last_engaged_at, r.status_changed_at,
+        r.created_at)
+
+
+def list_audiences(engine: Engine, account_id: int, *, after_id: int, limit: int) -> list[AudienceView]:
+    a, m = audiences.c, audience_members.c
+    members = (select(func.count()).where(m.audience_id == a.id).scalar_subquery())
+    with engine.connect() as conn:
+        rows = conn.execute(select(a.id, a.name, a.description, a.created_at, members.label("members"))
+                            .where(a.account_id == account_id, a.id > after_id)
+                            .order_by(a.id).limit(limit + 1))
+        return [AudienceView(r.id, r.name, r.description, r.created_at, int(r.members)) for r in rows]
+
+
+def get_audience(engine: Engine, account_id: int, audience_id: int) -> AudienceView:
+    a = audiences.c
+    with engine.connect() as conn:
+        row = conn.execute(select(a.id, a.name, a.description, a.created_at).where(
+            a.account_id == account_id, a.id == audience_id)).one_or_none()
+        if row is None:
+            raise NotFoundError(f"no audience {audience_id} in this account")
+        count = conn.execute(select(func.count()).where(
+            audience_members.c.audience_id == audience_id)).scalar_one()
+    return AudienceView(row.id, row.name, row.description, row.created_at, int(count))
+
+
+def list_contacts(engine: Engine, account_id: int, *, after_id: int, limit: int,
+                  status: str | None = None, audience_id: int | None = None,
+                  email: str | None = None) -> list[ContactView]:
+    c = contacts.c
+    query = select(contacts).where(c.account_id == account_id, c.id > after_id)
+    if status is not None:
+        if status not in CONTACT_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
+        query = query.where(c.status == status)
+    if email is not None:
+        query = query.where(c.email == email.strip().lower())
+    if audience_id is not None:
+        get_audience(engine, account_id, audience_id)
+        query = query.where(c.id.in_(select(audience_members.c.contact_id).where(
+            audience_members.c.audience_id == audience_id)))
+    with engine.connect() as conn:
+        return [_contact(r) for r in conn.execute(query.order_by(c.id).limit(limit + 1))]
+
+
+def get_contact(engine: Engine, account_id: int, contact_id: int) -> ContactView:
+    c = contacts.c
+    with engine.connect() as conn:
+        row = conn.execute(select(contacts).where(c.account_id == account_id,
+                                                  c.id == contact_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no contact {contact_id} in this account")
+    return _contact(row)
+
+
+def get_delivery(engine: Engine, account_id: int, delivery_id: int) -> DeliveryView:
+    d, t = deliveries.c, attempts.c
+    with engine.connect() as conn:
+        r = conn.execute(select(deliveries).where(d.account_id == account_id,
+                                                  d.id == delivery_id)).one_or_none()
+        if r is None:
+            raise NotFoundError(f"no delivery {delivery_id} in this account")
+        tried = [AttemptView(a.number, a.started_at, a.ended_at, a.return_path, a.local_ip,
+                             a.remote_ip, a.mx_host, a.tls_version, a.reply_code, a.enhanced_status,
+                             a.reply_text, a.queue_id, a.internal_code, a.reason, a.category,
+                             a.outcome)
+                 for a in conn.execute(select(attempts).where(t.delivery_id == delivery_id)
+                                       .order_by(t.number))]
+    return DeliveryView(r.id, r.mailing_id, r.contact_id, r.email, r.state, r.attempt_count,
+                        r.next_attempt_at, r.last_reason, r.last_category, r.last_reply_code,
+                        bool(r.outcome_unknown), bool(r.suspected_filtering), r.delivered_at, tried)
+
+
+def list_bounces(engine: Engine, account_id: int, *, after_id: int, limit: int,
+                 category: int | None = None, mailing_id: int | None = None,
+                 contact_id: int | None = None) -> list[BounceView]:
+    """Bounce activities, oldest first by id (so the cursor walks forward)."""
+    a = activities.c
+    query = (select(activities, contacts.c.email).join(contacts, contacts.c.id == a.contact_id)
+             .where(a.account_id == account_id, a.id > after_id,
+                    a.type.in_(("hard_bounce", "soft_bounce"))))
+    if category is not None:
+        query = query.where(a.category == category)
+    if mailing_id is not None:
+        query = query.where(a.mailing_id == mailing_id)
+    if contact_id is not None:
+        query = query.where(a.contact_id == contact_id)
+    with engine.connect() as conn:
+        return [BounceView(r.id, r.contact_id, r.email, r.mailing_id, r.delivery_id, r.type,
+                           r.occurred_at, r.reason, r.category, r.reply_code, r.enhanced_status,
+                           r.diagnostic, r.remote_mta, explain(r.reason))
+                for r in conn.execute(query.order_by(a.id).limit(limit + 1))]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityView:
+    id: int
+    type: str
+    occurred_at: datetime
+    mailing_id: int | None
+    delivery_id: int | None
+    reason: str | None
+    category: int | None
+    reply_code: int | None
+    enhanced_status: str | None
+    diagnostic: str | None
+    remote_mta: str | None
+    cause: str | None
+    details: dict[str, Any] | None
+
+
+def contact_history(engine: Engine, account_id: int, contact_id: int, *, before_id: int | None,
+                    limit: int, types: tuple[str, ...] = (),
+                    category: int | None = None) -> list[ActivityView]:
+    """The contact's history, newest first (by id); NotFoundError if not the account's."""
+    get_contact(engine, account_id, contact_id)
+    a = activities.c
+    query = select(activities).where(a.account_id == account_id, a.contact_id == contact_id)
+    if before_id:
+        query = query.where(a.id < before_id)
+    if types:
+        query = query.where(a.type.in_(types))
+    if category is not None:
+        query = query.where(a.category == category)
+    with engine.connect() as conn:
+        return [ActivityView(r.id, r.type, r.occurred_at, r.mailing_id, r.delivery_id, r.reason,
+                             r.category, r.reply_code, r.enhanced_status, r.diagnostic, r.remote_mta,
+                             r.cause, r.details)
+                for r in conn.execute(query.order_by(a.id.desc()).limit(limit + 1))]
+
+
+def mailing_content(engine: Engine, account_id: int, mailing_id: int) -> tuple[str, str]:
+    """The HTML and text templates of the account's mailing (for test sends)."""
+    m = mailings.c
+    with engine.connect() as conn:
+        row = conn.execute(select(m.html_body, m.text_body).where(
+            m.account_id == account_id, m.id == mailing_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no mailing {mailing_id} in this account")
+    return row.html_body, row.text_body
