@@ -28,7 +28,7 @@ import ssl
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,11 +38,13 @@ from mailcarrier.config import Settings
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
+from mailcarrier.delivery.source_routing import SourceRouting
 from mailcarrier.delivery.transport import RejectedError, SendResult, TransportError
 from mailcarrier.domain.classify import Classification, classify_internal, classify_reply
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
+from mailcarrier.domain.rules_engine import Scope
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import INTERNAL_CODES, Category, DeliveryState, Reason
 from mailcarrier.services import contacts as contact_service
@@ -147,8 +149,9 @@ class _Outcome:
 class _Worker:
     def __init__(self, settings: Settings, engine: Engine, *, clock: Clock, concurrency: int,
                  worker_id: str, resolver: MxResolver | None, policy: RetryPolicy,
-                 link_hook: LinkHook | None, tls_context: ssl.SSLContext | None) -> None:
-        self.settings, self.engine, self.clock = settings, engine, clock
+                 link_hook: LinkHook | None, tls_context: ssl.SSLContext | None,
+                 routing: SourceRouting | None = None) -> None:
+        self.settings, self.engine, self.clock, self.routing = settings, engine, clock, routing
         self.worker_id, self.policy, self.link_hook = worker_id, policy, link_hook
         self.resolver = resolver or MxResolver(static_routes=parse_static_routes(settings.static_routes))
         self.limits: DestinationLimits = load_limits(settings.destination_limits)
@@ -233,7 +236,7 @@ class _Worker:
         await asyncio.to_thread(self._apply_contact_events)
         self.stats.released += len(released)
         for outcome in outcomes:
-            key = outcome.attempt.outcome if outcome.attempt else "failed"
+            key = outcome.attempt.outcome if outcome.attempt else outcome.update.state  # failed or waiting
             self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
         self.stats.connections_opened = self.pool.opened
         return len(claim.deliveries)
@@ -285,6 +288,11 @@ class _Worker:
                 outcomes.append(outcome)
                 classification = outcome.classification
                 if classification is not None and domain not in backoffs:
+                    if outcome.update.last_reply_code == 421:
+                        # 421 closes the session for the whole server (RFC 5321 4.2.2), whatever
+                        # its wording: pause the domain as for "too many connections".
+                        classification = replace(classification, reason=Reason.TOOMANYCONN,
+                                                 scope=Scope.DOMAIN)
                     until = domain_backoff(self.policy, classification, now=self.clock.now(),
                                            consecutive=counts.get(domain, 0) + 1)
                     if until is not None:
@@ -310,11 +318,18 @@ class _Worker:
         classification: Classification
         detail: str | None = None
         host = hosts[0]
+        source_ip = self.settings.source_ip
+        if self.routing is not None:  # the account's pool picks the source IP (issue 8)
+            pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
+            if pick.address is None:
+                return self._postponed(item, renderer, self.routing.retry_at(started),
+                                       "waiting for a source IP: " + "; ".join(pick.reasons))
+            source_ip = pick.address
         try:
             for index, host in enumerate(hosts):
                 try:
                     async with self.pool.session(host.host, host.port, limits, mx_host=host.host,
-                                                 source_ip=self.settings.source_ip) as session:
+                                                 source_ip=source_ip) as session:
                         result = await session.send(message.envelope_from, message.recipient, message.data)
                     break
                 except TransportError as error:
@@ -332,8 +347,21 @@ class _Worker:
             result = SendResult(error.reply, "", "", host.host, None, None, error.dialogue,
                                 stage=error.reply.stage)
         self.stats.attempts += 1
+        if self.routing is not None and source_ip and result.reply is not None:
+            await self.routing.observe(item.account_id, source_ip, item.domain, host.host, self.clock.now(),
+                                       result.reply)
         return self._decide(item, classification, result, started, renderer, detail=detail,
                             message_id=message.message_id, return_path=message.envelope_from)
+
+    def _postponed(self, item: outbox.ClaimedDelivery, renderer: MailingRenderer, until: datetime,
+                   why: str) -> _Outcome:
+        """Back to the queue until ``until`` without an attempt (no source IP may send now)."""
+        state = DeliveryState.IN_PROGRESS if item.attempt_count else DeliveryState.QUEUED
+        update = outbox.DeliveryUpdate(
+            item.id, state.value, item.attempt_count, item.first_attempt_at, until,
+            renderer.message_id(item.id), renderer.return_path(item.id), None, None, None, None,
+            why[:2000], False, None, None, False)
+        return _Outcome(None, update, None, item.domain)
 
     def _failed(self, item: outbox.ClaimedDelivery, now: datetime, why: str,
                 renderer: MailingRenderer | None = None) -> _Outcome:
@@ -420,6 +448,7 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     poll_seconds: float = 1.0,
     on_batch: Callable[[WorkerStats], None] | None = None,
+    source_routing: SourceRouting | None = None,
 ) -> WorkerStats:
     """Deliver until ``stop`` is set, or (``until_idle``) until no open delivery remains.
 
@@ -432,7 +461,8 @@ async def run_worker(
     worker = _Worker(settings, engine, clock=clock, concurrency=concurrency or settings.delivery_concurrency,
                      worker_id=worker_id or _default_worker_id(), resolver=resolver,
                      policy=policy or retry_policy(settings),
-                     link_hook=link_hook, tls_context=tls_context or _opportunistic_tls())
+                     link_hook=link_hook, tls_context=tls_context or _opportunistic_tls(),
+                     routing=source_routing)
     beat_stop = asyncio.Event()
     beat = asyncio.create_task(worker.heartbeat(beat_stop))
     try:
