@@ -13,11 +13,14 @@ from mailcarrier.cli import (
     contacts_cmd,
     db_cmd,
     domains_cmd,
+    evidence_cmd,
     inbound_cmd,
     mailings_check_cmd,
     pools_cmd,
+    report_cmd,
     rules_cmd,
     serve_cmd,
+    webhooks_cmd,
     worker_cmd,
 )
 
@@ -43,6 +46,9 @@ app.add_typer(pools_cmd.app, name="pools")
 app.add_typer(mailings_check_cmd.app, name="content")
 app.command("serve")(serve_cmd.serve_command)
 app.command("worker")(worker_cmd.worker_command)
+app.add_typer(report_cmd.app, name="report")
+app.command("evidence")(evidence_cmd.evidence_command)
+app.add_typer(webhooks_cmd.app, name="webhooks")
 
 
 def main() -> None:

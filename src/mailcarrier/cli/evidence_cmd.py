@@ -1,0 +1,58 @@
+"""``mailcarrier evidence ADDRESS``: delivery evidence for a recipient's IT department."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mailcarrier.config import load_settings
+from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.services import evidence
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import make_engine
+
+ERR = Console(stderr=True)
+
+
+def evidence_command(
+    address: str = typer.Argument(..., help="The recipient's address."),
+    mailing: int | None = typer.Option(None, "--mailing", help="Only this mailing."),
+    fmt: str = typer.Option("text", "--format", help="text, json or pdf."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write here (PDF: needed on a tty)."),
+    account: str = typer.Option("default", "--account", help="Account slug."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Overrides the database URL."),
+) -> None:
+    """Every attempt with timestamp, return-path, IPs, MX, TLS, reply, queue id and dialogue."""
+    if fmt not in ("text", "json", "pdf"):
+        ERR.print("[red]error:[/red] --format must be text, json or pdf")
+        raise typer.Exit(2)
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        report = evidence.collect_evidence(engine, owner.id, address, datetime.now(UTC), mailing_id=mailing)
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        ERR.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    if fmt == "pdf":
+        data = evidence.to_pdf(report)
+    elif fmt == "json":
+        data = (json.dumps(evidence.to_json(report), indent=2) + "\n").encode()
+    else:
+        data = evidence.to_text(report).encode()
+    if output is not None:
+        output.write_bytes(data)
+        ERR.print(f"wrote {output}")
+    elif fmt == "pdf" and sys.stdout.isatty():
+        ERR.print("[red]error:[/red] a PDF needs --output FILE (or a pipe)")
+        raise typer.Exit(2)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()

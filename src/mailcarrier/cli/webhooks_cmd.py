@@ -1,0 +1,42 @@
+"""``mailcarrier webhooks run``: turn new history into webhook events and deliver them, forever."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import httpx
+import typer
+from rich.console import Console
+
+from mailcarrier.config import load_settings
+from mailcarrier.services import webhooks
+from mailcarrier.storage.engine import make_engine
+
+app = typer.Typer(help="Webhooks: the sender loop.", no_args_is_help=True)
+ERR = Console(stderr=True)
+
+
+@app.command("run")
+def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds between rounds."),
+                once: bool = typer.Option(False, help="One round, then exit."),
+                database_url: str | None = typer.Option(None, "--database-url",
+                                                        help="Overrides the database URL.")) -> None:
+    """Pump the activity history into the outbox and POST due events; safe to restart any time."""
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        with httpx.Client(timeout=10) as client:
+            while True:
+                now = datetime.now(UTC)
+                queued = webhooks.pump_activities(engine, now)
+                stats = webhooks.send_due(engine, client, now)
+                if queued or stats.delivered or stats.retried or stats.dead:
+                    ERR.print(f"queued {queued}, delivered {stats.delivered}, retried {stats.retried}, "
+                              f"dead {stats.dead}", highlight=False)
+                if once:
+                    return
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    finally:
+        engine.dispose()
