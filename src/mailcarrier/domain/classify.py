@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from mailcarrier.domain.rules_engine import RuleSet, Scope, default_rules
-from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, find_enhanced_status
+from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, status_in_text
 from mailcarrier.domain.vocabulary import (
     INTERNAL_CODES,
     Category,
@@ -62,17 +62,19 @@ _DEFAULT_SCOPE: dict[Reason, Scope] = {
 }
 
 # Addresses, IP literals and bracketed hosts vary per message but never decide a reason;
-# masking them lets identical server templates share one cache entry.
+# masking them lets identical server templates share one cache entry. One pass; an address
+# is only tried where a run of local-part characters starts, and that run is never
+# re-scanned (possessive), so masking stays linear in the length of the reply.
+_LOCAL = "\\w.+\\-=!#$%&'*/?^`{|}~"
 _VARIABLE = re.compile(
-    r"<[^<>\s]*@[^<>\s]*>|[^\s<>():;,\"'\[\]]+@[^\s<>():;,\"'\[\]]+"
+    rf"(?<![{_LOCAL}<])<?[{_LOCAL}]*+@[\w\-.]+>?"
     r"|\b\d{1,3}(?:\.\d{1,3}){3}\b|\[[0-9a-fA-F:.]+\]"
 )
-_SPACE = re.compile(r"\s+")
 
 
 def normalise_text(text: str) -> str:
     """The text rules see: addresses and IPs masked, whitespace collapsed."""
-    return _SPACE.sub(" ", _VARIABLE.sub("<*>", text)).strip()
+    return " ".join(_VARIABLE.sub("<*>", text).split())
 
 
 def _permanent(code: int | None, status: EnhancedStatus | None, hint: bool | None) -> bool:
@@ -126,14 +128,13 @@ def classify(
     ``permanent_hint`` decides permanence only when neither code says it (a DSN
     ``Action: failed`` with no status).
     """
-    if isinstance(status, str):
-        status = find_enhanced_status(status)
-    if status is None and text:
-        status = find_enhanced_status(text)
-    return _decide(
-        rules or default_rules(), normalise_text(text), code, str(status) if status else "",
-        stage, permanent_hint,
-    )
+    if status is None:
+        found = status_in_text(text) if text else ""
+    elif isinstance(status, str):
+        found = status_in_text(status) or (status_in_text(text) if text else "")
+    else:
+        found = str(status)
+    return _decide(rules or default_rules(), normalise_text(text), code, found, stage, permanent_hint)
 
 
 def classify_reply(reply: SMTPReply, rules: RuleSet | None = None) -> Classification:

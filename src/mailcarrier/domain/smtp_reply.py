@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from mailcarrier.domain.errors import ParseError
 
-__all__ = ["EnhancedStatus", "SMTPReply", "SMTPStage", "find_enhanced_status", "parse_reply"]
+__all__ = ["EnhancedStatus", "SMTPReply", "SMTPStage", "find_enhanced_status", "parse_reply",
+           "status_in_text"]
 
 
 class SMTPStage(enum.StrEnum):
@@ -68,6 +69,12 @@ def find_enhanced_status(text: str) -> EnhancedStatus | None:
     if m is None:
         return None
     return EnhancedStatus(int(m[1]), int(m[2]), int(m[3]))
+
+
+def status_in_text(text: str) -> str:
+    """The first RFC 3463 code in free text as ``"5.1.1"``, or ``""`` (no object built)."""
+    m = _STATUS_IN_TEXT.search(text)
+    return m[0] if m else ""
 
 
 @dataclass(frozen=True, slots=True)

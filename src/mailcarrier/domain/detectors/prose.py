@@ -21,6 +21,7 @@ from mailcarrier.domain.detectors.base import (
     wording,
 )
 from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import Reason
 
 __all__ = ["BOUNCE_SENDER", "ProseDetector", "address_paragraphs"]
 
@@ -122,6 +123,7 @@ class ProseDetector:
         if not recipients:
             return None
         general = " ".join(body.split())
+        general_hint: list[Reason | None] = []
         found = []
         for address in recipients[:100]:
             text = by_address.get(address) or ""
@@ -132,7 +134,11 @@ class ProseDetector:
             command = words.command_in(text)
             if command is SMTPStage.UNKNOWN and address in rcpt_lines:
                 command = SMTPStage.RCPT
-            hint = words.hint_in(text) or words.hint_in(general[:2000])
+            hint = words.hint_in(text)
+            if hint is None:
+                if not general_hint:  # looked up once per mail, only when needed
+                    general_hint.append(words.hint_in(general[:2000]))
+                hint = general_hint[0]
             found.append(Found(address, text or general[:600], command=command, hint=hint))
         return tuple(found)
 
