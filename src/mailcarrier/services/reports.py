@@ -49,6 +49,8 @@ __all__ = [
 BUCKETS: tuple[str, ...] = tuple(s.value for s in DeliveryState)
 BOUNCE_KINDS = ("hard_bounce", "soft_bounce")
 BOUNCED = (DeliveryState.BOUNCED_HARD.value, DeliveryState.BOUNCED_SOFT.value)
+#: Buckets whose recipients had at least one attempt ("sent" on seed 003's response page).
+ATTEMPTED = ("in_progress", "delivered", "bounced_hard", "bounced_soft")
 MAILING_LISTS = ("test", "in_progress", "automated", "sent")
 _WATERMARK = "bounce_rollup"
 _ROLLUP_CHUNK = 50_000
@@ -217,20 +219,20 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
         m = _mailing_row(conn, account_id, mailing_id)
         where = and_(d.mailing_id == mailing_id, d.account_id == account_id)
         buckets = dict.fromkeys(BUCKETS, 0)
-        attempted = 0
-        for state, count, tried in conn.execute(
-                select(d.state, func.count(), func.sum(case((d.attempt_count > 0, 1), else_=0)))
-                .where(where).group_by(d.state)):
+        for state, count in conn.execute(select(d.state, func.count()).where(where).group_by(d.state)):
             buckets[state] = int(count)
-            attempted += int(tried or 0)
+        attempted = sum(buckets[s] for s in ATTEMPTED)
         bounced_where = and_(where, d.state.in_(BOUNCED))
         by_category: Counter[int] = Counter()
         reasons: Counter[tuple[str, int | None]] = Counter()
-        for category, reason, count in conn.execute(
-                select(d.last_category, d.last_reason, func.count()).where(bounced_where)
-                .group_by(d.last_category, d.last_reason)):
+        filtering = 0
+        for category, reason, suspected, count in conn.execute(
+                select(d.last_category, d.last_reason, d.suspected_filtering, func.count())
+                .where(bounced_where)
+                .group_by(d.last_category, d.last_reason, d.suspected_filtering)):
             by_category[int(category) if category is not None else 9] += int(count)
             reasons[(reason or "undefined", category)] += int(count)
+            filtering += int(count) if suspected else 0
         domains = [DomainCount(dom, int(n), int(hard or 0), int(filt or 0)) for dom, n, hard, filt in
                    conn.execute(select(d.domain, func.count(),
                                        func.sum(case((d.state == "bounced_hard", 1), else_=0)),
@@ -238,12 +240,10 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
                                                      else_=0)))
                                 .where(bounced_where).group_by(d.domain)
                                 .order_by(func.count().desc(), d.domain).limit(top))]
-        extra = conn.execute(select(
-            type_coerce(func.min(case((d.state.in_(("queued", "in_progress")), d.next_attempt_at))),
-                        UTCDateTime()),
-            func.sum(case((d.outcome_unknown == True, 1), else_=0)),  # noqa: E712
-            func.sum(case((d.suspected_filtering == True, 1), else_=0)),  # noqa: E712
-        ).where(where)).one()
+        next_attempt = conn.execute(select(type_coerce(func.min(d.next_attempt_at), UTCDateTime()))
+                                    .where(where, d.state.in_(("queued", "in_progress")))).scalar()
+        unknown = conn.execute(select(func.count()).where(
+            where, d.outcome_unknown == True)).scalar_one()  # noqa: E712
         engagement = _engagement(conn, account_id, mailing_id)
     rate = buckets["bounced_hard"] / attempted if attempted else 0.0
     top_reasons = [ReasonCount(r, c, n, explain(r)) for (r, c), n in reasons.most_common(top)]
@@ -253,8 +253,8 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
         recipients=sum(buckets.values()), buckets=buckets, attempted=attempted,
         hard_bounce_rate=rate, hard_bounce_level=rate_level(rate, thresholds),
         bounced_by_category=dict(sorted(by_category.items())), top_reasons=top_reasons,
-        top_domains=domains, next_attempt_at=extra[0], outcome_unknown=int(extra[1] or 0),
-        suspected_filtering=int(extra[2] or 0), engagement=engagement)
+        top_domains=domains, next_attempt_at=next_attempt, outcome_unknown=int(unknown),
+        suspected_filtering=filtering, engagement=engagement)
 
 
 def _engagement(conn: Connection, account_id: int, mailing_id: int) -> Engagement:
@@ -379,11 +379,12 @@ def _fold_chunk(conn: Connection) -> int:
     top = min(int(top), last + _ROLLUP_CHUNK)
     window = and_(a.id > last, a.id <= top, a.type.in_(BOUNCE_KINDS))
     day = _day(conn)
-    daily = [{"account_id": acc, "day": _as_date(dd), "kind": kind, "category": int(cat or 9),
-              "reason": reason or "undefined", "count": int(n)}
-             for acc, dd, kind, cat, reason, n in conn.execute(
-                 select(a.account_id, day, a.type, a.category, a.reason, func.count())
-                 .where(window).group_by(a.account_id, day, a.type, a.category, a.reason))]
+    mailing = func.coalesce(a.mailing_id, 0).label("mailing")
+    daily = [{"account_id": acc, "day": _as_date(dd), "mailing_id": int(mid), "kind": kind,
+              "category": int(cat or 9), "reason": reason or "undefined", "count": int(n)}
+             for acc, dd, mid, kind, cat, reason, n in conn.execute(
+                 select(a.account_id, day, mailing, a.type, a.category, a.reason, func.count())
+                 .where(window).group_by(a.account_id, day, mailing, a.type, a.category, a.reason))]
     filtered = case((a.details["suspected_filtering"].as_boolean() == True, 1), else_=0)  # noqa: E712
     by_domain = [{"account_id": acc, "day": _as_date(dd), "domain": dom or "",
                   "remote_mta": (mta or "")[:255], "bounces": int(n), "hard": int(hard or 0),
@@ -393,8 +394,8 @@ def _fold_chunk(conn: Connection) -> int:
                             func.sum(case((a.type == "hard_bounce", 1), else_=0)), func.sum(filtered))
                      .select_from(activities.join(contacts, contacts.c.id == a.contact_id))
                      .where(window).group_by(a.account_id, day, c.domain, a.remote_mta))]
-    _upsert(conn, bounce_rollup, daily, ["account_id", "day", "kind", "category", "reason"],
-            ["count"])
+    _upsert(conn, bounce_rollup, daily,
+            ["account_id", "day", "mailing_id", "kind", "category", "reason"], ["count"])
     _upsert(conn, domain_rollup, by_domain, ["account_id", "day", "domain", "remote_mta"],
             ["bounces", "hard", "filtered"])
     conn.execute(report_watermarks.update().where(w.name == _WATERMARK).values(last_id=top))
@@ -501,20 +502,32 @@ def _near_threshold(conn: Connection, account_id: int, thresholds: Thresholds,
 
 def _mailing_rates(conn: Connection, account_id: int, thresholds: Thresholds, since: date,
                    until: date, top: int) -> list[MailingRate]:
-    """Hard-bounce rate of the account's mailings created in the period, newest first."""
-    m, d = mailings.c, deliveries.c
+    """Hard-bounce rate of the account's mailings created in the period, newest first.
+
+    The numerator is the mailing's hard bounces from the rollup (late bounces included);
+    the denominator is the recipients it was sent to (``recipients_total`` minus the
+    suppressed, as ``send_mailing`` records them), or, for mailings without those totals,
+    the attempted deliveries counted from the store.
+    """
+    m, d, b = mailings.c, deliveries.c, bounce_rollup.c
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    chosen = list(conn.execute(select(m.id, m.name).where(
+    chosen = list(conn.execute(select(m.id, m.name, m.recipients_total, m.suppressed_total).where(
         m.account_id == account_id, m.kind != "test", m.created_at >= start, m.created_at < end)
         .order_by(m.id.desc()).limit(top)))
+    if not chosen:
+        return []
+    hard = {int(mid): int(n) for mid, n in conn.execute(
+        select(b.mailing_id, func.sum(b.count)).where(
+            b.account_id == account_id, b.kind == "hard_bounce",
+            b.mailing_id.in_([r.id for r in chosen])).group_by(b.mailing_id))}
     out = []
-    for mid, name in chosen:
-        tried, hard = conn.execute(
-            select(func.sum(case((d.attempt_count > 0, 1), else_=0)),
-                   func.sum(case((d.state == "bounced_hard", 1), else_=0)))
-            .where(d.mailing_id == mid, d.account_id == account_id)).one()
-        attempted, bounced = int(tried or 0), int(hard or 0)
+    for r in chosen:
+        attempted = int(r.recipients_total or 0) - int(r.suppressed_total or 0)
+        if attempted <= 0:
+            attempted = int(conn.execute(select(func.count()).where(
+                d.mailing_id == r.id, d.state.in_(ATTEMPTED))).scalar_one())
+        bounced = hard.get(int(r.id), 0)
         rate = bounced / attempted if attempted else 0.0
-        out.append(MailingRate(mid, name, attempted, bounced, rate, rate_level(rate, thresholds)))
+        out.append(MailingRate(r.id, r.name, attempted, bounced, rate, rate_level(rate, thresholds)))
     return out

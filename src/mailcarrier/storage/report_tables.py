@@ -23,11 +23,12 @@ bounce_rollup = Table(
     "report_bounce_daily", metadata,
     Column("account_id", _BIG, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("day", Date, nullable=False),
+    Column("mailing_id", _BIG, nullable=False),  # 0: not tied to a mailing
     Column("kind", String(32), nullable=False),
     Column("category", Integer, nullable=False),
     Column("reason", String(64), nullable=False),
     Column("count", Integer, nullable=False),
-    UniqueConstraint("account_id", "day", "kind", "category", "reason"),
+    UniqueConstraint("account_id", "day", "mailing_id", "kind", "category", "reason"),
 )
 
 domain_rollup = Table(
@@ -51,5 +52,6 @@ report_watermarks = Table(
 # Indexes on base tables that the reports need (created by this feature's revision).
 Index("ix_contacts_account_id_consecutive_soft_bounces", contacts.c.account_id,
       contacts.c.consecutive_soft_bounces)
+Index("ix_deliveries_mailing_id_outcome_unknown", deliveries.c.mailing_id, deliveries.c.outcome_unknown)
 Index("ix_deliveries_account_id_suspected_filtering_domain", deliveries.c.account_id,
       deliveries.c.suspected_filtering, deliveries.c.domain)

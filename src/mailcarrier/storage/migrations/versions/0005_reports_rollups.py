@@ -26,12 +26,13 @@ def upgrade() -> None:
     op.create_table('report_bounce_daily',
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('mailing_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('category', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_report_bounce_daily_account_id_accounts'), ondelete='CASCADE'),
-    sa.UniqueConstraint('account_id', 'day', 'kind', 'category', 'reason', name=op.f('uq_report_bounce_daily_account_id_day_kind_category_reason'))
+    sa.UniqueConstraint('account_id', 'day', 'mailing_id', 'kind', 'category', 'reason', name=op.f('uq_report_bounce_daily_account_id_day_mailing_id_kind_category_reason'))
     )
     op.create_table('report_bounce_domain',
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -49,11 +50,13 @@ def upgrade() -> None:
 
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_account_id_suspected_filtering_domain', ['account_id', 'suspected_filtering', 'domain'], unique=False)
+        batch_op.create_index('ix_deliveries_mailing_id_outcome_unknown', ['mailing_id', 'outcome_unknown'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_deliveries_mailing_id_outcome_unknown')
         batch_op.drop_index('ix_deliveries_account_id_suspected_filtering_domain')
 
     with op.batch_alter_table('contacts', schema=None) as batch_op:
