@@ -12,13 +12,16 @@ from mailcarrier.cli import (
     classify_cmd,
     contacts_cmd,
     db_cmd,
+    demo_cmd,
     domains_cmd,
     evidence_cmd,
     inbound_cmd,
     mailings_check_cmd,
+    mailings_cmd,
     pools_cmd,
     report_cmd,
     rules_cmd,
+    sandbox_cmd,
     serve_cmd,
     webhooks_cmd,
     worker_cmd,
@@ -46,6 +49,9 @@ app.add_typer(pools_cmd.app, name="pools")
 app.add_typer(mailings_check_cmd.app, name="content")
 app.command("serve")(serve_cmd.serve_command)
 app.command("worker")(worker_cmd.worker_command)
+app.add_typer(mailings_cmd.app, name="mailings")
+app.command("sandbox")(sandbox_cmd.sandbox_command)
+app.command("demo")(demo_cmd.demo_command)
 app.add_typer(report_cmd.app, name="report")
 app.command("evidence")(evidence_cmd.evidence_command)
 app.add_typer(webhooks_cmd.app, name="webhooks")

@@ -1,0 +1,190 @@
+"""``mailcarrier mailings``: create, send, pause, resume, cancel, list and show mailings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from mailcarrier.cli.mailings_check_cmd import check_command
+from mailcarrier.config import load_settings
+from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.vocabulary import Category
+from mailcarrier.services import mailings as service
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import make_engine
+
+app = typer.Typer(help="Mailings: create, send, pause, resume, cancel, figures.", no_args_is_help=True)
+DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
+ACCOUNT_OPTION = typer.Option("default", "--account", help="Account slug.")
+ERR = Console(stderr=True)
+_CATEGORY_NAMES = {1: "1 spam/block", 2: "2 invalid address", 3: "3 temporary", 4: "4 technical",
+                   9: "9 unknown"}
+
+
+def _engine(database_url: str | None) -> Engine:
+    return make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    ERR.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def figures_table(summary: service.MailingSummary, figures: service.MailingFigures) -> Table:
+    """The response figures of a mailing as a Rich table (also used by ``mailcarrier demo``)."""
+    table = Table(title=f"mailing {summary.id} {summary.name!r} ({summary.kind}, {summary.state})",
+                  show_header=True)
+    table.add_column("figure")
+    table.add_column("recipients", justify="right")
+    rows = [
+        ("audience (all recipients)", figures.recipients),
+        ("suppressed (not mailed: error, opted out, pending)", figures.suppressed),
+        ("sent (at least one attempt)", figures.sent),
+        ("delivered", figures.delivered - figures.outcome_unknown),
+        ("delivered, outcome unknown (no reply after the final '.')", figures.outcome_unknown),
+        ("bounced hard", figures.bounced_hard),
+        ("bounced soft", figures.bounced_soft),
+    ]
+    for label, value in rows:
+        table.add_row(label, str(value))
+    for category, count in sorted(figures.bounced_by_category.items()):
+        name = _CATEGORY_NAMES.get(category, str(Category(category).value))
+        table.add_row(f"  bounced, category {name}", str(count))
+    for reason, count in sorted(figures.bounced_by_reason.items()):
+        table.add_row(f"  bounced, reason {reason}", str(count))
+    table.add_row("in progress (retry scheduled)", str(figures.in_progress))
+    table.add_row("queued (not tried yet)", str(figures.queued))
+    table.add_row("failed or cancelled", str(figures.failed))
+    if figures.resent_after_crash:
+        table.add_row("resent after a worker crash (may have arrived twice)", str(figures.resent_after_crash))
+    return table
+
+
+@app.command("create")
+def create_command(
+    subject: str = typer.Option(..., "--subject", help="Subject (Jinja2: {{ first_name }} ...)."),
+    from_address: str = typer.Option(..., "--from", help="Sender address; its domain signs DKIM."),
+    html: Path | None = typer.Option(None, "--html", exists=True, dir_okay=False, help="HTML body file."),
+    text: Path | None = typer.Option(None, "--text", exists=True, dir_okay=False, help="Text body file."),
+    audience: str | None = typer.Option(None, "--audience", help="Audience name (default: all contacts)."),
+    name: str = typer.Option("", "--name", help="Internal name."),
+    from_name: str = typer.Option("", "--from-name", help="Display name of the sender."),
+    kind: str = typer.Option("regular", "--kind", help="test, regular or automated."),
+    status: list[str] = typer.Option([], "--status", help="Segment: contact status (repeatable)."),
+    field: list[str] = typer.Option([], "--field", help="Segment: custom field NAME=VALUE (repeatable)."),
+    account: str = ACCOUNT_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Create a draft mailing; its templates are checked against a sample contact."""
+    engine = _engine(database_url)
+    try:
+        fields = {}
+        for entry in field:
+            key, eq, value = entry.partition("=")
+            if not eq or not key:
+                raise ValueError(f"--field {entry!r} is not NAME=VALUE")
+            fields[key] = value
+        segment = service.Segment(tuple(status), fields) if status or fields else None
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+            audience_id = account_repo.audience_by_name(conn, owner.id, audience).id if audience else None
+        mailing_id = service.create_mailing(engine, service.MailingDraft(
+            account_id=owner.id, from_address=from_address, subject=subject,
+            html=html.read_text(encoding="utf-8") if html else "",
+            text=text.read_text(encoding="utf-8") if text else "", name=name, from_name=from_name,
+            kind=kind, audience_id=audience_id, segment=segment), datetime.now(UTC))
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"created mailing {mailing_id} (draft); "
+                    f"send it with `mailcarrier mailings send {mailing_id}`")
+
+
+def _change(action: str, mailing_id: int, account: str, database_url: str | None) -> None:
+    engine = _engine(database_url)
+    operations = {"send": service.send_mailing, "pause": service.pause_mailing,
+                  "resume": service.resume_mailing, "cancel": service.cancel_mailing}
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        summary = operations[action](engine, owner.id, mailing_id, datetime.now(UTC))
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"mailing {summary.id}: {summary.state} ({summary.recipients_total} recipients, "
+                    f"{summary.suppressed_total} suppressed)")
+
+
+@app.command("send")
+def send_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 database_url: str | None = DB_OPTION) -> None:
+    """Enqueue one delivery per active contact and start sending (run `mailcarrier worker`)."""
+    _change("send", mailing_id, account, database_url)
+
+
+@app.command("pause")
+def pause_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 database_url: str | None = DB_OPTION) -> None:
+    """Stop claiming new deliveries of the mailing."""
+    _change("pause", mailing_id, account, database_url)
+
+
+@app.command("resume")
+def resume_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 database_url: str | None = DB_OPTION) -> None:
+    """Resume a paused mailing."""
+    _change("resume", mailing_id, account, database_url)
+
+
+@app.command("cancel")
+def cancel_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 database_url: str | None = DB_OPTION) -> None:
+    """Cancel the mailing; recipients not reached yet become failed (cancelled)."""
+    _change("cancel", mailing_id, account, database_url)
+
+
+@app.command("list")
+def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OPTION) -> None:
+    """List the account's mailings."""
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        rows = service.list_mailings(engine, owner.id)
+    except (MailcarrierError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    table = Table("id", "name", "kind", "state", "subject", "recipients", "suppressed", "created (UTC)")
+    for row in rows:
+        table.add_row(str(row.id), row.name, row.kind, row.state, row.subject, str(row.recipients_total),
+                      str(row.suppressed_total), row.created_at.isoformat(timespec="seconds"))
+    Console().print(table)
+
+
+@app.command("show")
+def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 database_url: str | None = DB_OPTION) -> None:
+    """The mailing's response figures: sent, delivered, bounced by category, in progress, suppressed."""
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        summary = service.get_mailing(engine, owner.id, mailing_id)
+        figures = service.mailing_figures(engine, owner.id, mailing_id)
+    except (MailcarrierError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(figures_table(summary, figures))
+
+
+# The content engineer's pre-send check, offered under the mailings group as well.
+app.command("check")(check_command)

@@ -1,0 +1,56 @@
+"""mailings commands and the worker command end to end on a SQLite file, against the sandbox."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailcarrier.cli.main import app
+from mailcarrier.delivery.sandbox import Sandbox
+
+
+def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("MAILCARRIER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILCARRIER_DATA_DIR", str(tmp_path / "data"))
+    url = ["--database-url", f"sqlite:///{tmp_path / 'mc.db'}"]
+    run = CliRunner().invoke
+    assert run(app, ["db", "upgrade", *url]).exit_code == 0
+    assert run(app, ["accounts", "create", "acme", "--name", "Acme", *url]).exit_code == 0
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("email,first_name,city\nann@example.com,Ann,Oslo\nunknown9@example.com,Bob,Rome\n"
+                        "cat@example.org,Cat,Oslo\n", encoding="utf-8")
+    assert run(app, ["contacts", "import", str(csv_file), "--audience", "news", "--account", "acme",
+                     *url]).exit_code == 0
+    html = tmp_path / "m.html"
+    html.write_text("<p>Hi {{ first_name }}</p>", encoding="utf-8")
+    bad = run(app, ["mailings", "create", "--subject", "Hi {{ frist_name }}", "--from", "n@shop.example",
+                    "--html", str(html), "--audience", "news", "--account", "acme", *url])
+    assert bad.exit_code == 1 and "subject template" in bad.output
+    created = run(app, ["mailings", "create", "--subject", "Hi {{ first_name }}", "--from", "n@shop.example",
+                        "--html", str(html), "--audience", "news", "--field", "city=Oslo",
+                        "--name", "oslo", "--account", "acme", *url])
+    assert created.exit_code == 0, created.output
+    mailing_id = re.search(r"created mailing (\d+)", created.output)[1]  # type: ignore[index]
+    sent = run(app, ["mailings", "send", mailing_id, "--account", "acme", *url])
+    assert sent.exit_code == 0 and "sending (2 recipients, 0 suppressed)" in sent.output
+    assert "paused" in run(app, ["mailings", "pause", mailing_id, "--account", "acme", *url]).output
+    assert "sending" in run(app, ["mailings", "resume", mailing_id, "--account", "acme", *url]).output
+    with Sandbox() as sandbox:
+        monkeypatch.setenv("MAILCARRIER_STATIC_ROUTES", f"*=127.0.0.1:{sandbox.port}")
+        worked = run(app, ["worker", "--until-idle", "--simulate-time", *url])
+        assert worked.exit_code == 0, worked.output
+        assert "2 delivered" in worked.output
+        assert sorted(r.recipient for r in sandbox.received) == ["ann@example.com", "cat@example.org"]
+    shown = run(app, ["mailings", "show", mailing_id, "--account", "acme", *url])
+    assert shown.exit_code == 0 and "done" in shown.output
+    assert re.search(r"delivered\s+│\s+2", shown.output)
+    listed = run(app, ["mailings", "list", "--account", "acme", *url])
+    assert "oslo" in listed.output and "done" in listed.output
+    cancel = run(app, ["mailings", "cancel", mailing_id, "--account", "acme", *url])
+    assert cancel.exit_code == 1 and "done" in cancel.output
