@@ -133,9 +133,11 @@ def _from_found(found: Found) -> BounceRecord:
     if status is None or status.endswith(".0.0"):
         in_text = find_enhanced_status(diagnostic)
         status = str(in_text) if in_text and not str(in_text).endswith(".0.0") else status
-    evidence = BounceEvidence(diagnostic, status, found.command, found.diagnostic_type, found.action,
-                              found.hint)
+    dtype = found.diagnostic_type
+    evidence = BounceEvidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint)
     reason, rule = bounce_reason(evidence)
+    if dtype:  # shown as the bounce wrote it ("smtp; 550 ...")
+        diagnostic = f"{dtype}; {diagnostic}"
     hint = {"failed": True, "delayed": False}.get(found.action, True)
     permanent = _permanent(code, status, hint)
     return BounceRecord(found.recipient, found.action, status, code, found.remote_mta, diagnostic,

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from mailcarrier.domain.detectors.base import BounceMail, Found, addresses
+from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, split_diagnostic_type
 from mailcarrier.domain.smtp_reply import find_enhanced_status
 from mailcarrier.domain.vocabulary import Reason
 
@@ -60,14 +60,12 @@ class AmazonSESDetector:
                 if not recipient:
                     continue
                 diagnostic = str(r.get("diagnosticCode", "") or "")
-                dtype = ""
-                if ";" in diagnostic[:16]:
-                    dtype, diagnostic = (s.strip() for s in diagnostic.split(";", 1))
+                dtype, diagnostic = split_diagnostic_type(diagnostic)
                 status = find_enhanced_status(str(r.get("status", "") or diagnostic))
                 action = str(r.get("action", "") or ("failed" if permanent else "delayed"))
                 out.append(Found(recipient, diagnostic, str(status) if status else None, action=action,
                                  remote_mta=str(bounce.get("remoteMtaIp", "") or "") or None,
-                                 diagnostic_type=dtype.lower()))
+                                 diagnostic_type=dtype))
             return tuple(out) or None
         if kind == "complaint":
             complaint = doc.get("complaint") or {}

@@ -19,7 +19,7 @@ from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "wording"]
+__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "split_diagnostic_type", "wording"]
 
 ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _TAG = re.compile(r"<[^<>]{0,2000}>")
@@ -48,6 +48,15 @@ class Detector(Protocol):
     name: str
 
     def detect(self, mail: BounceMail) -> tuple[Found, ...] | None: ...
+
+
+_DIAGNOSTIC_TYPE = re.compile(r"([A-Za-z][A-Za-z0-9-]{0,15})[ \t]*;[ \t]*")
+
+
+def split_diagnostic_type(text: str) -> tuple[str, str]:
+    """``"smtp; 550 ..."`` -> ``("smtp", "550 ...")``; ``("", text)`` when untyped (RFC 3464)."""
+    m = _DIAGNOSTIC_TYPE.match(text)
+    return (m.group(1), text[m.end():]) if m else ("", text)
 
 
 def addresses(text: str) -> list[str]:

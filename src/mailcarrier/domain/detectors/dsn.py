@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, wording
+from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, split_diagnostic_type, wording
 from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.detectors.prose import address_paragraphs
 from mailcarrier.domain.smtp_reply import SMTPStage, find_enhanced_status
@@ -129,10 +129,7 @@ class DSNDetector:
             enhanced = find_enhanced_status(block.get("status", ""))
             status = str(enhanced) if enhanced else None
             diagnostic = " ".join(block.get("diagnostic-code", "").split())
-            dtype = ""
-            if ";" in diagnostic[:16]:
-                dtype, diagnostic = (s.strip() for s in diagnostic.split(";", 1))
-                dtype = dtype.lower()
+            dtype, diagnostic = split_diagnostic_type(diagnostic)
             remote = block.get("remote-mta", "").split(";", 1)[-1].strip() or None
             if paragraphs is None:
                 paragraphs = {}
@@ -147,6 +144,6 @@ class DSNDetector:
                 command = words.command_in(prose)
             if command is SMTPStage.UNKNOWN:
                 command = _transcript_command(mail.body, recipient)
-            hint = None if dtype == "smtp" and diagnostic else words.hint_in(prose)
+            hint = None if dtype.lower() == "smtp" and diagnostic else words.hint_in(prose)
             found.append(Found(recipient, diagnostic, status, command, action, remote, hint, dtype))
         return tuple(found) or None
