@@ -108,7 +108,7 @@ def test_yahoo_tss04_suspends_that_provider_on_that_ip_until_expiry(db: tuple[En
         gmail = svc.choose_source_ip(conn, acme, "gmail.com", LATE + timedelta(minutes=5))
         active = svc.throttle_log(conn, active_at=LATE + timedelta(minutes=5))
         after = svc.choose_source_ip(conn, acme, "yahoo.com", LATE + timedelta(hours=2, minutes=1))
-        assert after.address is not None  # choosing does not close the log entry by itself
+        assert after.address is not None  # looking at the pair closed the expired action in the log
         svc.record_reply_for_throttling(conn, after.address, "yahoo.com", LATE + timedelta(hours=2, minutes=2),
                                         delivered=True)
         log = svc.throttle_log(conn)

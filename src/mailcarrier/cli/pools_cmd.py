@@ -299,7 +299,9 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
 def throttle_command(active: bool = typer.Option(False, "--active", help="Only actions in force now."),
                      database_url: str | None = DB_OPTION) -> None:
     """The deferral automation's log: suspensions and slow-downs per IP and provider."""
-    entries = _run(database_url, lambda conn, _: svc.throttle_log(conn, active_at=_now() if active else None))
+    now = _now()
+    entries = _run(database_url, lambda conn, _: svc.throttle_log(conn, active_at=now if active else None,
+                                                                  as_of=now))
     table = Table("IP", "provider", "action", "rule", "started (UTC)", "until", "ended", "trigger")
     for e in entries:
         ended = f"{e.ended_at.isoformat(timespec='seconds')} ({e.end_reason})" if e.ended_at else "-"

@@ -561,6 +561,16 @@ def record_dnsbl_results(conn: Connection, results: Sequence[tuple[str, str, Che
 # ---------------------------------------------------------------- counters and warm-up
 
 
+def _lock_pools(conn: Connection, pool_ids: Sequence[int]) -> None:
+    """Serialise choosers and reply recorders of the same pools (row locks on PostgreSQL, in id order).
+
+    Without it two workers could both see room under a warm-up cap and overshoot it, or
+    deadlock creating the same counter rows. SQLite writers are serialised already.
+    """
+    conn.execute(select(ip_pools.c.id).where(ip_pools.c.id.in_(sorted(pool_ids)))
+                 .order_by(ip_pools.c.id).with_for_update()).all()
+
+
 def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
@@ -592,6 +602,7 @@ def record_ip_outcome(conn: Connection, address: str, day: date, *, bounced: int
     if bounced < 0 or complained < 0:
         raise ValueError("counts cannot be negative")
     ip = ip_by_address(conn, address)
+    _lock_pools(conn, [ip.pool_id])
     _bump(conn, ip_daily_volume, {"ip_id": ip.id, "day": day}, bounced=bounced, complained=complained)
 
 
@@ -615,7 +626,8 @@ def _advanced(conn: Connection, ip: SendingIp, today: date, limits: WarmupLimits
 # ---------------------------------------------------------------- throttling
 
 
-def _throttle_state(conn: Connection, ip: SendingIp, provider: str) -> ThrottleState:
+def _throttle_state(conn: Connection, ip: SendingIp, provider: str, now: datetime) -> ThrottleState:
+    """The stored automation state; an action whose time is up is closed in the log here."""
     row = conn.execute(select(throttle_states).where(throttle_states.c.ip_id == ip.id,
                                                      throttle_states.c.provider == provider)).one_or_none()
     if row is None:
@@ -624,6 +636,13 @@ def _throttle_state(conn: Connection, ip: SendingIp, provider: str) -> ThrottleS
     action = None
     if row.action_id is not None:
         a = conn.execute(select(throttle_actions).where(throttle_actions.c.id == row.action_id)).one()
+        if a.ended_at is None and a.until <= now:
+            conn.execute(update(throttle_actions).where(throttle_actions.c.id == a.id).values(
+                ended_at=a.until, end_reason="expired"))
+            conn.execute(update(throttle_states).where(throttle_states.c.ip_id == ip.id,
+                                                       throttle_states.c.provider == provider)
+                         .values(action_id=None, matches=[]))
+            return ThrottleState(ip=ip.address, provider=provider)
         if a.ended_at is None:
             action = ActiveAction(a.rule, ActionKind(a.kind), a.started_at, a.until, a.connections,
                                   a.rate_factor)
@@ -682,21 +701,33 @@ def record_reply_for_throttling(conn: Connection, address: str, destination: str
     rules = rules or load_throttle_rules()
     provider = rules.provider_for(destination).provider
     ip = ip_by_address(conn, address)
-    state = _throttle_state(conn, ip, provider)
+    _lock_pools(conn, [ip.pool_id])
+    state = _throttle_state(conn, ip, provider, now)
     decision = on_reply(state, ReplyEvent(at=now, delivered=delivered, text=text), rules)
     _save_throttle(conn, ip, decision, now, text)
     return decision
 
 
-def throttle_log(conn: Connection, *, active_at: datetime | None = None) -> list[ThrottleLogEntry]:
-    """Every automation action (newest first), or only those in force at ``active_at``."""
+def throttle_log(conn: Connection, *, active_at: datetime | None = None,
+                 as_of: datetime | None = None) -> list[ThrottleLogEntry]:
+    """Every automation action (newest first), or only those in force at ``active_at``.
+
+    An action whose time ran out is closed in the store the next time its (IP, provider)
+    pair is used; with ``as_of`` such an action is already shown as expired at its end.
+    """
     t = throttle_actions.c
     query = select(throttle_actions, sending_ips.c.address).join(sending_ips, sending_ips.c.id == t.ip_id)
     if active_at is not None:
         query = query.where(t.ended_at.is_(None), t.until > active_at, t.started_at <= active_at)
     rows = conn.execute(query.order_by(t.started_at.desc(), t.id.desc())).all()
-    return [ThrottleLogEntry(r.address, r.provider, r.rule, ActionKind(r.kind), r.started_at, r.until,
-                             r.ended_at, r.end_reason, r.trigger) for r in rows]
+    entries = []
+    for r in rows:
+        ended_at, end_reason = r.ended_at, r.end_reason
+        if ended_at is None and as_of is not None and r.until <= as_of:
+            ended_at, end_reason = r.until, "expired"
+        entries.append(ThrottleLogEntry(r.address, r.provider, r.rule, ActionKind(r.kind), r.started_at,
+                                        r.until, ended_at, end_reason, r.trigger))
+    return entries
 
 
 # ---------------------------------------------------------------- choosing the source IP
@@ -716,7 +747,7 @@ def _statuses(conn: Connection, ips: Sequence[SendingIp], provider: str, now: da
         hourly = conn.execute(select(ip_hourly_volume.c.sent).where(
             ip_hourly_volume.c.ip_id == ip.id, ip_hourly_volume.c.provider == provider,
             ip_hourly_volume.c.hour == _hour(now))).scalar_one_or_none()
-        throttle = _throttle_state(conn, ip, provider)
+        throttle = _throttle_state(conn, ip, provider, now)
         statuses.append(IpStatus(ip=ip.address, daily_cap=cap, sent_today=today.sent if today else 0,
                                  sent_this_hour=int(hourly or 0), throttle=throttle))
     return statuses
@@ -742,6 +773,7 @@ def choose_source_ip(conn: Connection, account_id: int, destination: str, now: d
     candidates: list[tuple[Pool, bool]] = [(pool, False)]
     if overflow_pool and overflow_pool != pool.name:
         candidates.append((pool_by_name(conn, overflow_pool), True))
+    _lock_pools(conn, [p.id for p, _ in candidates])
     reasons: list[str] = []
     for candidate, overflow in candidates:
         statuses = _statuses(conn, pool_ips(conn, candidate.id), limits.provider, now, warmup_limits)

@@ -122,7 +122,7 @@ class DeliveryUpdate:
     delivery_id: int
     state: str
     attempt_count: int
-    first_attempt_at: datetime
+    first_attempt_at: datetime | None  #: None while the message has only waited (never tried)
     next_attempt_at: datetime | None
     message_id: str | None
     return_path: str | None
