@@ -1,0 +1,84 @@
+"""How a bounced recipient's reason is decided from status, command and wording."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason, reason_table
+from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import Reason
+
+
+def _reason(text: str, status: str | None = None, command: SMTPStage = SMTPStage.UNKNOWN,
+            dtype: str = "smtp", action: str = "failed", hint: Reason | None = None) -> Reason:
+    return bounce_reason(BounceEvidence(text, status, command, dtype, action, hint))[0]
+
+
+def test_user_unknown_depends_on_the_command_it_answered() -> None:
+    text = "550 Unknown user ann@example.org"
+    assert _reason(text, command=SMTPStage.RCPT) is Reason.USERUNKNOWN
+    assert _reason(text, command=SMTPStage.EOD) is Reason.FILTERED
+    # A 5.1.1 status says "no such mailbox" whatever the stage.
+    assert _reason("550 5.1.1 <ann@example.org>... User unknown", "5.1.1") is Reason.USERUNKNOWN
+
+
+def test_a_5_1_1_that_words_a_full_mailbox_is_a_full_mailbox() -> None:
+    assert _reason("550 5.1.1 mailbox full", "5.1.1") is Reason.MAILBOXFULL
+
+
+def test_sender_refusal_after_mail_from_is_rejected() -> None:
+    assert _reason("553 sender address rejected: domain not found", command=SMTPStage.MAIL) is Reason.REJECTED
+
+
+def test_temporary_dns_failure_is_not_a_missing_domain() -> None:
+    assert _reason("Domain name not found: example.invalid", "4.4.3") is not Reason.HOSTUNKNOWN
+    assert _reason("Domain name not found: example.invalid", "5.1.2") is Reason.HOSTUNKNOWN
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("retry timeout exceeded", Reason.EXPIRED),
+    ("Delivery time expired", Reason.EXPIRED),
+    ("452 4.3.2 Connection rate limit exceeded.", Reason.TOOMANYCONN),
+    ("554 5.7.1 Message content rejected, UBE", Reason.SPAMDETECTED),
+    ("550 Mailbox is frozen.", Reason.SUSPEND),
+    ("500 Remote server does not support TLS", Reason.FAILEDSTARTTLS),
+    ("No mx record found for domain=example.org", Reason.NOTACCEPT),
+    ("554 5.4.6 Too many hops", Reason.NETWORKERROR),
+])
+def test_wording_decides_when_the_status_says_little(text: str, reason: Reason) -> None:
+    assert _reason(text, "5.0.0" if reason is not Reason.TOOMANYCONN else "4.3.2") is reason
+
+
+def test_a_full_mailbox_outweighs_a_weak_expiry_hint() -> None:
+    assert _reason("452 4.2.2 Mailbox full", "4.2.2", hint=Reason.EXPIRED) is Reason.MAILBOXFULL
+    assert _reason("connection closed", hint=Reason.EXPIRED) is Reason.EXPIRED
+    assert _reason("anything", hint=Reason.REJECTED) is Reason.REJECTED
+
+
+def test_local_program_failure_is_a_mailer_error() -> None:
+    assert _reason("75", "4.5.0", dtype="x-unix") is Reason.MAILERERROR
+
+
+def test_delivered_status_and_unexplained_text() -> None:
+    assert _reason("250 2.6.0 OK", "2.6.0") is Reason.DELIVERED
+    assert _reason("something odd happened", None, dtype="") is Reason.ONHOLD
+    assert _reason("", None, dtype="") is Reason.UNDEFINED
+    assert _reason("", None, dtype="", action="delayed") is Reason.EXPIRED
+
+
+def test_every_status_in_the_table_names_a_known_reason() -> None:
+    table = reason_table()
+    assert table.status_reason("5.2.2") is Reason.MAILBOXFULL
+    assert table.status_reason("4.2.2") is Reason.MAILBOXFULL  # the other class, same meaning
+    assert all(isinstance(r, Reason) for r in table.status.values())
+
+
+@given(st.text(max_size=400), st.one_of(st.none(), st.from_regex(r"[245]\.\d{1,3}\.\d{1,3}", fullmatch=True)),
+       st.sampled_from(list(SMTPStage)), st.sampled_from(["smtp", "", "x-unix", "x-postfix"]),
+       st.sampled_from(["failed", "delayed", "delivered"]), st.one_of(st.none(), st.sampled_from(list(Reason))))
+def test_any_evidence_gives_a_reason_and_a_rule(text: str, status: str | None, command: SMTPStage,
+                                                dtype: str, action: str, hint: Reason | None) -> None:
+    reason, rule = bounce_reason(BounceEvidence(text, status, command, dtype, action, hint))
+    assert isinstance(reason, Reason) and rule.startswith("bounce:")

@@ -1,0 +1,220 @@
+"""Bounce detectors, the lean MIME reader and the field/paragraph parsers they rely on."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailcarrier.domain.bounce import parse_bounce
+from mailcarrier.domain.detectors import DETECTORS, BounceMail, detect
+from mailcarrier.domain.detectors.base import addresses, split_diagnostic_type
+from mailcarrier.domain.detectors.dsn import parse_fields
+from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
+from mailcarrier.domain.detectors.prose import address_paragraphs
+from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.vocabulary import Reason
+
+
+def _mail(raw: str) -> BounceMail:
+    return BounceMail(MimePart(normalise_newlines(raw.encode())))
+
+
+# -- MIME reader ----------------------------------------------------------------------------
+
+NESTED = (
+    "From: a@example.org\r\nSubject: =?utf-8?q?Caf=C3=A9_report?=\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="outer"\r\n\r\npreamble\r\n'
+    "--outer\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    "\r\nd=E9j=E0 vu\r\n"
+    "--outer\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    "aGVsbG8g\r\nd29ybGQ=\r\n"
+    "--outer\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <inner@example.org>\r\n"
+    "X-Mailcarrier-Delivery: d1\r\nSubject: inner\r\n\r\nbody\r\n"
+    "--outer--\r\nepilogue\r\n"
+)
+
+
+def test_mime_reader_walks_nested_parts_and_decodes_payloads() -> None:
+    msg = MimePart(normalise_newlines(NESTED.encode()))
+    assert msg.get("subject") == "Café report"
+    types = [p.content_type for p in msg.walk()]
+    assert types == ["multipart/mixed", "text/plain", "application/octet-stream", "message/rfc822",
+                     "text/plain"]
+    text_part, binary, encapsulated = msg.children
+    assert text_part.text().strip() == "déjà vu"
+    assert binary.payload() == b"hello world"
+    assert encapsulated.children[0].get("Message-ID") == "<inner@example.org>"
+
+
+def test_mime_reader_accepts_bare_cr_line_endings_and_mbox_separator() -> None:
+    raw = b"From MAILER-DAEMON Thu Apr 29 23:34:45 2010\rFrom: x@example.org\rSubject: hi\r\rbody\r"
+    msg = MimePart(normalise_newlines(raw))
+    assert msg.get("From") == "x@example.org" and msg.text().strip() == "body"
+
+
+def test_mime_reader_keeps_a_part_with_a_missing_boundary_childless() -> None:
+    msg = MimePart(b"Content-Type: multipart/mixed\n\n--x\nContent-Type: text/plain\n\nhi\n")
+    assert msg.children == [] and not msg.is_multipart
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=3000))
+def test_mime_reader_never_raises_on_any_bytes(raw: bytes) -> None:
+    msg = MimePart(normalise_newlines(raw))
+    for part in msg.walk():
+        part.headers()
+        part.content_type
+        part.text()
+        part.filename
+
+
+# -- field blocks and paragraphs -------------------------------------------------------------
+
+def test_parse_fields_splits_recipients_without_blank_lines_and_unfolds() -> None:
+    blocks = parse_fields(
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.2.2\n"
+        "Diagnostic-Code: smtp; 552 5.2.2 mailbox\n full\n"
+        "Final-Recipient: rfc822; b@example.org\nOriginal-Recipient: rfc822; b@example.org\n"
+        "Action: failed\nStatus: 5.1.1\n")
+    assert [b.get("final-recipient") for b in blocks] == [None, "rfc822; a@example.org", "rfc822; b@example.org"]
+    assert blocks[1]["diagnostic-code"] == "smtp; 552 5.2.2 mailbox full"
+    assert blocks[2]["original-recipient"] == "rfc822; b@example.org"
+
+
+@given(st.text(max_size=2000))
+def test_parse_fields_on_any_text_gives_lowercase_names(text: str) -> None:
+    for block in parse_fields(text):
+        assert all(name == name.lower() and name for name in block)
+
+
+def test_address_paragraphs_keep_folded_lines_with_their_recipient() -> None:
+    body = ("<a@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n"
+            "    <a@example.org>... User unknown (in reply to RCPT TO command)\n\n"
+            "  b@example.org\n    retry timeout exceeded\n")
+    found = dict(address_paragraphs(body))
+    assert "in reply to RCPT TO command" in found["a@example.org"]
+    assert found["b@example.org"] == "retry timeout exceeded"
+
+
+@given(st.text(max_size=1500))
+def test_address_paragraphs_only_name_addresses_present_in_the_text(text: str) -> None:
+    lowered = text.lower()
+    for address, _ in address_paragraphs(text):
+        assert address in lowered and "@" in address
+
+
+@given(st.text(max_size=300))
+def test_split_diagnostic_type_keeps_the_text(text: str) -> None:
+    dtype, rest = split_diagnostic_type(text)
+    assert rest in text and (not dtype or text.startswith(dtype))
+
+
+def test_addresses_are_lowercased_in_order_without_repeats() -> None:
+    assert addresses("To <B@Example.org>, a@example.org; b@example.org.") == ["b@example.org", "a@example.org"]
+
+
+# -- detectors -------------------------------------------------------------------------------
+
+def test_registry_starts_with_the_standard_dsn() -> None:
+    assert [d.name for d in DETECTORS][0] == "rfc3464"
+    assert {"rfc3464", "amazonses", "prose"} <= {d.name for d in DETECTORS}
+
+
+def test_ordinary_mail_is_read_by_no_detector() -> None:
+    mail = _mail("From: ann@example.org\nTo: bob@example.net\nSubject: lunch\n\nSee you at noon, bob@example.net\n")
+    assert detect(mail) is None
+
+
+def test_dsn_takes_the_command_from_the_human_readable_part() -> None:
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\nTo: news@example.com\nSubject: Undelivered Mail\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\n<ann@example.org>: host mx.example.org[192.0.2.9] said: 550\n"
+        "    Unknown user ann (in reply to end of DATA command)\n\n"
+        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 550 Unknown user ann\n\n--b--\n")
+    name, (found,) = detect(_mail(raw)) or ("", ())
+    assert name == "rfc3464" and found.command is SMTPStage.EOD
+    (record,) = (parse_bounce(raw.encode()) or _fail()).records
+    # "unknown user" answered to the end of DATA is a content filter speaking.
+    assert record.reason is Reason.FILTERED and not record.hard_bounce
+
+
+def test_exim_prose_bounce_reads_command_and_expiry_wording() -> None:
+    raw = (
+        "From: Mail Delivery System <Mailer-Daemon@relay.example.net>\nTo: news@example.com\n"
+        "Subject: Mail delivery failed: returning message to sender\n\n"
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        "  ann@example.org\n    host mx.example.org [192.0.2.7]\n"
+        "    SMTP error from remote mail server after RCPT TO:<ann@example.org>:\n"
+        "    550 5.1.1 <ann@example.org>: Recipient address rejected: User unknown\n\n"
+        "  bob@example.org\n    retry timeout exceeded\n\n"
+        "------ This is a copy of the message, including all the headers. ------\n\n"
+        "To: ann@example.org, bob@example.org\nFrom: news@example.com\n\nhello\n")
+    report = parse_bounce(raw.encode())
+    assert report is not None and report.kind == "nonstandard"
+    ann, bob = report.records
+    assert (ann.recipient, ann.reason, ann.hard_bounce) == ("ann@example.org", Reason.USERUNKNOWN, True)
+    assert (bob.recipient, bob.reason, bob.hard_bounce) == ("bob@example.org", Reason.EXPIRED, False)
+
+
+def test_qmail_full_mailbox_beats_its_giving_up_wording() -> None:
+    raw = (
+        "From: MAILER-DAEMON@mail.example.net\nTo: news@example.com\nSubject: failure notice\n\n"
+        "Hi. This is the qmail-send program at mail.example.net.\n"
+        "I'm afraid I wasn't able to deliver your message to the following addresses.\n\n"
+        "<carl@example.org>:\n192.0.2.3 does not like recipient.\n"
+        "Remote host said: 452 4.2.2 <carl@example.org>... Mailbox full\nGiving up on 192.0.2.3.\n"
+        "I'm not going to try again; this message has been in the queue too long.\n\n"
+        "--- Below this line is a copy of the message.\n\nSubject: hi\n\nhello\n")
+    (record,) = (parse_bounce(raw.encode()) or _fail()).records
+    assert (record.recipient, record.reason) == ("carl@example.org", Reason.MAILBOXFULL)
+
+
+def _ses(doc: dict[str, object]) -> bytes:
+    return ("From: no-reply@sns.amazonaws.com\nTo: ops@example.com\nSubject: AWS Notification Message\n"
+            "Content-Type: text/plain; charset=UTF-8\n\n" + json.dumps(doc) + "\n\n--\nunsubscribe\n").encode()
+
+
+def test_amazon_ses_bounce_complaint_and_delivery_notifications() -> None:
+    bounce = _ses({"notificationType": "Bounce", "bounce": {
+        "bounceType": "Permanent", "bouncedRecipients": [
+            {"emailAddress": "dan@example.org", "action": "failed", "status": "5.1.1",
+             "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}})
+    (record,) = (parse_bounce(bounce) or _fail()).records
+    assert (record.recipient, record.reason, record.hard_bounce, record.reply_code) == (
+        "dan@example.org", Reason.USERUNKNOWN, True, 550)
+    complaint = parse_bounce(_ses({"notificationType": "Complaint", "complaint": {
+        "complainedRecipients": [{"emailAddress": "eve@example.org"}], "complaintFeedbackType": "abuse"}}))
+    assert complaint is not None and complaint.kind == "feedback" and complaint.feedback_type == "abuse"
+    assert complaint.records[0].recipient == "eve@example.org"
+    delivered = parse_bounce(_ses({"notificationType": "Delivery", "delivery": {
+        "recipients": ["fay@example.org"], "smtpResponse": "250 2.6.0 Message received"}}))
+    assert delivered is not None and delivered.records[0].reason is Reason.DELIVERED
+
+
+def test_ses_notification_folded_by_sns_is_still_read() -> None:
+    doc = json.dumps({"notificationType": "Bounce", "bounce": {"bounceType": "Transient", "bouncedRecipients": [
+        {"emailAddress": "gil@example.org", "status": "4.2.2", "diagnosticCode": "smtp; 452 4.2.2 over quota"}]}})
+    folded = doc[:60] + "!\n " + doc[60:]
+    raw = ("From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\n\n" + folded + "\n").encode()
+    (record,) = (parse_bounce(raw) or _fail()).records
+    assert (record.recipient, record.reason) == ("gil@example.org", Reason.MAILBOXFULL)
+
+
+def test_google_groups_refusal_is_rejected_in_any_language() -> None:
+    raw = ("From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\nTo: ann@example.com\n"
+           "Subject: Delivery Status Notification (Failure)\nX-Failed-Recipients: team@googlegroups.com\n\n"
+           "Hola ann@example.com, el grupo que intentaste contactar (team) puede no existir.\n")
+    (record,) = (parse_bounce(raw.encode()) or _fail()).records
+    assert (record.recipient, record.reason, record.hard_bounce) == ("team@googlegroups.com", Reason.REJECTED, False)
+
+
+def _fail() -> object:
+    raise AssertionError("expected a bounce report")
