@@ -170,28 +170,34 @@ def _contact(values: list[str], header: list[str], email_index: int, line: int,
     if len(values) != len(header):
         report.reject(line, f"expected {len(header)} fields, found {len(values)}")
         return None
-    for name, value in zip(header, values, strict=True):
-        if "\r" in value or "\n" in value or "\x00" in value:
-            report.reject(line, f"line break or NUL in field {name!r} (header injection)")
-            return None
-        if len(value) > MAX_FIELD_CHARS:
-            report.reject(line, f"field {name!r} longer than {MAX_FIELD_CHARS} characters")
-            return None
+    # One scan of the joined row finds the rare bad row; only then is the field named.
+    joined = "\x1f".join(values)
+    if "\n" in joined or "\r" in joined or "\x00" in joined:
+        name = next(n for n, v in zip(header, values, strict=True)
+                    if "\r" in v or "\n" in v or "\x00" in v)
+        report.reject(line, f"line break or NUL in field {name!r} (header injection)")
+        return None
+    if len(joined) > MAX_FIELD_CHARS and max(map(len, values)) > MAX_FIELD_CHARS:
+        name = next(n for n, v in zip(header, values, strict=True) if len(v) > MAX_FIELD_CHARS)
+        report.reject(line, f"field {name!r} longer than {MAX_FIELD_CHARS} characters")
+        return None
     try:
         email = normalise_address(values[email_index])
     except ValueError as exc:
         report.reject(line, f"invalid address {values[email_index]!r}: {exc}")
         return None
     contact: dict[str, Any] = {"email": email, "domain": email.rpartition("@")[2],
-                               "first_name": "", "last_name": "", "consent_source": "import",
-                               "fields": {}}
-    for index, (name, value) in enumerate(zip(header, values, strict=True)):
+                               "first_name": "", "last_name": "", "consent_source": "import"}
+    fields: dict[str, str] = {}
+    for index, name in enumerate(header):
         if index == email_index or not name:
             continue
+        value = values[index]
         if name in NAME_COLUMNS:
             contact[NAME_COLUMNS[name]] = value.strip()
         elif name == CONSENT_COLUMN:
             contact["consent_source"] = value.strip()[:64] or "import"
         else:
-            contact["fields"][name] = value
+            fields[name] = value
+    contact["fields"] = fields
     return contact

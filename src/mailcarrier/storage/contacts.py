@@ -8,7 +8,7 @@ changes another's rows. Status updates are optimistic: a row is written only if 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,32 +206,58 @@ def upsert_contacts(conn: Connection, account_id: int, audience_id: int,
     """
     if not rows:
         return 0
-    dialect = conn.dialect
-    stamp = contacts.c.created_at.type.bind_processor(dialect)
+    stamp = contacts.c.created_at.type.bind_processor(conn.dialect)
     when = stamp(now) if stamp else now
-    params = [{**row, "fields": json.dumps(row["fields"]),
-               "account_id": account_id, "audience_id": audience_id, "now": when}
-              for row in rows]
-    mark = _placeholder(dialect.name)
-    columns = ("account_id", "email", "domain", "first_name", "last_name", "fields",
-               "consent_source")
-    # Raw driver-level executemany: this path carries millions of rows, and the
-    # compiled-statement machinery costs more than the database work here.
-    conn.exec_driver_sql(
-        f"INSERT INTO contacts ({', '.join(columns)}, created_at, updated_at) "
-        f"VALUES ({', '.join(mark(c) for c in columns)}, {mark('now')}, {mark('now')}) "
-        "ON CONFLICT (account_id, email) DO UPDATE SET first_name = excluded.first_name, "
-        "last_name = excluded.last_name, fields = excluded.fields", params)
-    conn.exec_driver_sql(
-        "INSERT INTO audience_members (audience_id, contact_id, added_at) "
-        f"SELECT {mark('audience_id')}, id, {mark('now')} FROM contacts "
-        f"WHERE account_id = {mark('account_id')} AND email = {mark('email')} "
-        "ON CONFLICT (audience_id, contact_id) DO NOTHING", params)
+    # The whole batch travels as one JSON array and is expanded by the database itself
+    # (SQLite json_each, PostgreSQL jsonb_array_elements): one statement per batch instead
+    # of one per row, which is what makes a million-row import fast on both backends.
+    payload = json.dumps([[row["email"], row["domain"], row["first_name"], row["last_name"],
+                           row["fields"], row["consent_source"]] for row in rows],
+                         ensure_ascii=False, separators=(",", ":"))
+    params = {"rows": payload, "account_id": account_id, "audience_id": audience_id, "now": when}
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_SQLITE_UPSERT, params)
+        conn.exec_driver_sql(_SQLITE_MEMBERS, params)
+    else:
+        conn.exec_driver_sql(_PG_UPSERT, params)
+        conn.exec_driver_sql(_PG_MEMBERS, params)
     return len(rows)
 
 
-def _placeholder(dialect_name: str) -> Callable[[str], str]:
-    """Named parameter marker of the driver (sqlite3 ``:name``, psycopg ``%(name)s``)."""
-    if dialect_name == "sqlite":
-        return lambda name: f":{name}"
-    return lambda name: f"%({name})s::json" if name == "fields" else f"%({name})s"
+_SQLITE_UPSERT = """
+INSERT INTO contacts (account_id, email, domain, first_name, last_name, fields, consent_source,
+                      created_at, updated_at)
+SELECT :account_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+       json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+       json_extract(value, '$[5]'),
+       :now, :now
+FROM json_each(:rows) WHERE true
+ON CONFLICT (account_id, email) DO UPDATE SET first_name = excluded.first_name,
+    last_name = excluded.last_name, fields = excluded.fields
+"""
+
+_SQLITE_MEMBERS = """
+INSERT INTO audience_members (audience_id, contact_id, added_at)
+SELECT :audience_id, contacts.id, :now FROM json_each(:rows) AS batch
+CROSS JOIN contacts ON contacts.account_id = :account_id
+    AND contacts.email = json_extract(batch.value, '$[0]')
+WHERE true
+ON CONFLICT (audience_id, contact_id) DO NOTHING
+"""
+
+_PG_UPSERT = """
+INSERT INTO contacts (account_id, email, domain, first_name, last_name, fields, consent_source,
+                      created_at, updated_at)
+SELECT %(account_id)s, v ->> 0, v ->> 1, v ->> 2, v ->> 3, (v -> 4)::json, v ->> 5,
+       %(now)s, %(now)s
+FROM jsonb_array_elements(%(rows)s::jsonb) AS batch(v)
+ON CONFLICT (account_id, email) DO UPDATE SET first_name = excluded.first_name,
+    last_name = excluded.last_name, fields = excluded.fields
+"""
+
+_PG_MEMBERS = """
+INSERT INTO audience_members (audience_id, contact_id, added_at)
+SELECT %(audience_id)s, contacts.id, %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS batch(v)
+JOIN contacts ON contacts.account_id = %(account_id)s AND contacts.email = batch.v ->> 0
+ON CONFLICT (audience_id, contact_id) DO NOTHING
+"""
