@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailcarrier.delivery.sandbox import Sandbox
-from mailcarrier.delivery.source_routing import PoolRouting
+from mailcarrier.delivery.source_routing import PoolRouting, routing_for
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.warmup import WarmupLimits, load_schedules
 from mailcarrier.services import pools as svc
@@ -109,3 +109,25 @@ def test_pool_of_three_ips_warmup_cap_and_yahoo_suspension(empty_engine: Engine,
         during = [a for a in tries if rows[a.delivery_id].domain == "yahoo.com" and a.local_ip == s.ip_address
                   and s.started_at < a.started_at < s.until]
         assert during == []
+
+
+def test_routing_is_off_without_ips_and_unassigned_accounts_use_the_default_source(
+    empty_engine: Engine, tmp_path: Path,  # noqa: F811
+) -> None:
+    world = make_world(empty_engine, ["ann@example.com", "bob@example.com"])
+    start_mailing(world)
+    with Sandbox() as sandbox:
+        settings = settings_for(tmp_path, sandbox.port)
+        assert routing_for(empty_engine, settings) is None
+        with empty_engine.begin() as conn:  # a pool exists, but this account is on none
+            svc.create_pool(conn, "other", "shared", T0)
+            svc.add_ip(conn, "other", "127.0.0.5", T0, schedule=load_schedules()["standard"], warm=True)
+        routing = routing_for(empty_engine, settings)
+        assert routing is not None
+        asyncio.run(run_worker(settings, empty_engine, until_idle=True, clock=SimulatedClock(T0),
+                               source_routing=routing))
+    with empty_engine.connect() as conn:
+        states = set(conn.execute(select(deliveries.c.state)).scalars())
+        local = set(conn.execute(select(attempts.c.local_ip)).scalars())
+        counted = conn.execute(select(ip_daily_volume)).all()
+    assert states == {"delivered"} and local == {"127.0.0.1"} and counted == []

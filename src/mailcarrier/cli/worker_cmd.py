@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from mailcarrier.config import load_settings
+from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, run_worker
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage.engine import is_sqlite, make_engine
@@ -43,7 +44,8 @@ def worker_command(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
-                                 concurrency=concurrency, worker_id=worker_id, stop=stop)
+                                 concurrency=concurrency, worker_id=worker_id, stop=stop,
+                                 source_routing=routing_for(engine, settings))
         Console().print(
             f"worker done: {stats.claimed} claimed, {stats.attempts} attempts, {stats.delivered} delivered, "
             f"{stats.deferred} deferred, {stats.bounced} bounced, {stats.outcome_unknown} outcome unknown, "

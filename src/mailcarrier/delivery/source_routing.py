@@ -7,24 +7,32 @@ reached, provider suspended): the message waits until :meth:`PoolRouting.retry_a
 without counting an attempt. After the attempt the reply goes to :meth:`PoolRouting.observe`,
 which feeds the deferral automation, counts bounces against the IP's day (they hold the
 warm-up ramp) and records listings or trap hits the reply names.
+
+An account assigned to no pool sends from ``default_source`` (the ``source_ip`` setting;
+empty: the system's choice), as without routing. :func:`routing_for` turns routing on
+as soon as the store knows a sending IP.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from mailcarrier.config import Settings
+from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.smtp_reply import SMTPReply
 from mailcarrier.domain.throttle_rules import ThrottleRules, load_throttle_rules
 from mailcarrier.domain.warmup import WarmupLimits
 from mailcarrier.services import pools
+from mailcarrier.services.policies import warmup_limits
 from mailcarrier.storage.outbox import write_transaction
+from mailcarrier.storage.pool_tables import sending_ips
 
-__all__ = ["PoolRouting", "SourceRouting"]
+__all__ = ["PoolRouting", "SourceRouting", "routing_for"]
 
 
 class SourceRouting(Protocol):
@@ -46,6 +54,7 @@ class PoolRouting:
     warmup_limits: WarmupLimits
     overflow_pool: str | None = None
     rules: ThrottleRules | None = None
+    default_source: str = ""
 
     def _destination(self, domain: str, mx_host: str) -> str:
         """The recipient domain names the provider; the MX host when the domain is not a known one."""
@@ -59,13 +68,20 @@ class PoolRouting:
                                           overflow_pool=self.overflow_pool)
 
     async def choose(self, account_id: int, domain: str, mx_host: str, now: datetime) -> pools.SourcePick:
-        return await asyncio.to_thread(self._choose, account_id, self._destination(domain, mx_host), now)
+        pick = await asyncio.to_thread(self._choose, account_id, self._destination(domain, mx_host), now)
+        if pick.pool is None:  # the account is on no pool: send as without routing
+            return replace(pick, address=self.default_source)
+        return pick
 
     def _observe(self, account_id: int, address: str, destination: str, now: datetime,
                  reply: SMTPReply) -> None:
         text = f"{reply.code} {reply.enhanced or ''} {reply.text}".replace("  ", " ")
         delivered = reply.is_positive
         with write_transaction(self.engine) as conn:
+            try:
+                pools.ip_by_address(conn, address)
+            except NotFoundError:  # the default source address, not one of a pool
+                return
             if delivered or reply.is_transient:
                 pools.record_reply_for_throttling(conn, address, destination, now, delivered=delivered,
                                                   text=text, rules=self.rules)
@@ -82,3 +98,13 @@ class PoolRouting:
     def retry_at(self, now: datetime) -> datetime:
         """Allowances and hourly limits move on the hour: look again at the next one."""
         return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def routing_for(engine: Engine, settings: Settings, *,
+                overflow_pool: str | None = None) -> PoolRouting | None:
+    """Pool routing when the store knows at least one sending IP; None (no routing) otherwise."""
+    with engine.connect() as conn:
+        if conn.execute(select(sending_ips.c.id).limit(1)).first() is None:
+            return None
+    return PoolRouting(engine, warmup_limits(settings), overflow_pool=overflow_pool,
+                       default_source=settings.source_ip)
