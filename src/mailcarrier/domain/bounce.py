@@ -61,6 +61,9 @@ class BounceReport:
 
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?:[ \-]|$)")
+# A reply code where MTAs quote one inside prose: "...after end of data: 553 ...",
+# "said: 550 ...", "<<< 554 ...", "reason: 550 ...".
+_QUOTED_CODE = re.compile(r"(?:[:>]|said|reason)\s+([245]\d\d)(?:[ \-]|$)")
 _CODE_WITH_STATUS = re.compile(r"(?<![\d.])([245]\d\d)[ \-][245]\.\d{1,3}\.\d{1,3}")
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (status )?(notification|failure|failed|report)|returned mail|"
@@ -124,7 +127,7 @@ def _from_found(found: Found) -> BounceRecord:
     code = found.reply_code
     if code is None:
         code_match = (_REPLY_CODE.match(diagnostic) or _CODE_WITH_STATUS.search(diagnostic)
-                      or _REPLY_CODE.search(diagnostic[:40]))
+                      or _REPLY_CODE.search(diagnostic[:40]) or _QUOTED_CODE.search(diagnostic))
         code = int(code_match.group(1)) if code_match else None
     if code is not None and f"{code}-" in diagnostic:
         # A multi-line reply quoted as one: drop the "550-5.7.1 " continuation prefixes.
@@ -164,7 +167,7 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
         kind, found = detected
         records = tuple(_from_found(f) for f in found)
         if kind == "prose":
-            # From a person, or in an auto-replied notice (RFC 3834; real bounces are
+            # From a person, or in an auto-replied notice (RFC 3834; most bounces are
             # auto-generated), prose naming an address with no code, status or known
             # wording is no evidence of a failure (a reply quoting an address, say).
             replied = mail.header("Auto-Submitted").lower().startswith("auto-replied")

@@ -107,7 +107,13 @@ class BounceMail:
         """The returned original message (or its headers), when the bounce carries it."""
         part = self.part(*_ORIGINAL_TYPES)
         if part is None:
-            return None
+            # Prose bounces often quote the original inline after a boundary line.
+            m = wording().original.search(self.text)
+            if m is None:
+                return None
+            start = self.text.find("\n", m.start())
+            rest = self.text[start + 1:].lstrip("\n") if start >= 0 else ""
+            return MimePart(rest.encode("utf-8", "replace"), depth=1) if rest else None
         if part.children:
             return part.children[0]
         return MimePart(part.payload().lstrip(b"\n"), depth=1)

@@ -80,6 +80,9 @@ class MimePart:
                     continue
                 colon = line.find(":")
                 if colon <= 0 or " " in line[:colon].strip():
+                    if parsed and "=" in line:  # a fold that lost its indent ("boundary=...")
+                        name, value = parsed[-1]
+                        parsed[-1] = (name, value + " " + line.strip())
                     continue
                 parsed.append((line[:colon].strip(), line[colon + 1:].strip()))
             self._headers = parsed

@@ -120,6 +120,10 @@ class ProseDetector:
         recipients = failed or list(by_address) or rcpt_lines
         if not recipients:
             recipients = [a for a in addresses(body) if a not in own and not is_daemon(a)]
+        if not recipients and mail.original is not None:
+            # Old Sendmail transcripts name no address: the returned message says who.
+            to = [a for a in addresses(mail.original.get("To")) if a not in own]
+            recipients = to if len(to) == 1 else []
         if not recipients:
             return None
         general = " ".join(body.split())
