@@ -88,3 +88,15 @@ def test_scheduled_dnsbl_check_records_listings_not_query_errors(
     assert not any(r.new_listing for r in again)
     assert statuses == ["fail", "error", "pass"] * 2
     assert len(listed) == 1 and listed[0].neighbours == ("acme",) and errors == []
+
+
+def test_assert_domain_sendable_uses_the_pool_of_the_account(
+    db: tuple[Engine, int], resolver: dns.resolver.Resolver,
+) -> None:
+    engine, acme = db
+    hygiene = DnsHygiene(resolver, lifetime=2.0)
+    args = {"dkim_selector": "s1", "bounce_domain": "bounces.good.test", "inbound_host": "mx.mailcarrier.test"}
+    with engine.begin() as conn:
+        svc.assert_domain_sendable(conn, hygiene, acme, "good.test", **args)
+        with pytest.raises(DomainNotSendableError, match=r"SPF bad\.test for 127\.0\.0\.2"):
+            svc.assert_domain_sendable(conn, hygiene, acme, "bad.test", **args)

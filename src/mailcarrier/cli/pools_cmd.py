@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -276,23 +277,34 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
                                                        help="Blocklist zone (repeatable)."),
                         nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT]."),
                         timeout: float = typer.Option(5.0, min=0.1, help="Seconds per query."),
+                        every: float = typer.Option(0.0, "--every", min=0.0, help=(
+                            "Repeat every this many minutes until interrupted (0: once, e.g. from cron).")),
                         database_url: str | None = DB_OPTION) -> None:
-    """Look up every sending IP in the blocklists and record the answers (run it from cron).
+    """Look up every sending IP in the blocklists and record the answers.
 
     127.255.255.x answers mean the list refused the query: shown as errors, never as
-    listings. Exit 1 when an IP is listed.
+    listings. Run once (cron) or with --every; exit 1 when a single run finds a listing.
     """
     hygiene = DnsHygiene(_resolver(nameserver), lifetime=timeout)
-    results = _run(database_url, lambda conn, _: svc.dnsbl_check(conn, hygiene, zone, _now()))
-    table = Table("IP", "zone", "status", "detail")
+    while True:
+        results = _run(database_url, lambda conn, _: svc.dnsbl_check(conn, hygiene, zone, _now()))
+        _print_dnsbl(results)
+        if every <= 0:
+            break
+        time.sleep(every * 60)
+    if any(r.check.status.value == "fail" for r in results):
+        raise typer.Exit(1)
+
+
+def _print_dnsbl(results: list[svc.DnsblResult]) -> None:
+    title = f"DNSBL look-ups {_now().isoformat(timespec='seconds')}"
+    table = Table("IP", "zone", "status", "detail", title=title)
     for r in results:
         zone_name = r.check.name.removeprefix("DNSBL ").split(" for ")[0]
         status = {"pass": "[green]clean[/]", "fail": "[red]LISTED[/]", "error": "[yellow]error[/]"}[
             r.check.status.value]
         table.add_row(r.ip_address, zone_name, status + (" (new)" if r.new_listing else ""), r.check.detail)
     Console().print(table)
-    if any(r.check.status.value == "fail" for r in results):
-        raise typer.Exit(1)
 
 
 @app.command("throttle")

@@ -45,7 +45,7 @@ from mailcarrier.domain.warmup import (
     daily_cap,
     load_schedules,
 )
-from mailcarrier.services.hygiene import DnsHygiene, DnsQueryError, DomainCheckRequest
+from mailcarrier.services.hygiene import DnsHygiene, DnsQueryError, DomainCheckRequest, assert_sendable
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
     ip_daily_volume,
@@ -74,6 +74,7 @@ __all__ = [
     "accounts_on_ip",
     "add_ip",
     "apply_for_pool",
+    "assert_domain_sendable",
     "assign_account",
     "choose_source_ip",
     "create_pool",
@@ -820,3 +821,17 @@ def dnsbl_check(conn: Connection, hygiene: DnsHygiene, zones: Sequence[str],
                               "check the resolver and retry")
             results.append((address, zone, check))
     return record_dnsbl_results(conn, results, now)
+
+
+def assert_domain_sendable(conn: Connection, hygiene: DnsHygiene, account_id: int, domain: str, *,
+                           dkim_selector: str, bounce_domain: str, inbound_host: str,
+                           dnsbl_zones: Sequence[str] = ()) -> None:
+    """Refuse marketing mail from ``domain`` unless every hygiene check passes for the account's IPs.
+
+    Raises :class:`~mailcarrier.services.hygiene.DomainNotSendableError` whose message
+    lists each failed check and what to fix. Call it before enqueuing a regular mailing.
+    """
+    request = domain_check_request(conn, account_id, domain, dkim_selector=dkim_selector,
+                                   bounce_domain=bounce_domain, inbound_host=inbound_host,
+                                   dnsbl_zones=dnsbl_zones)
+    assert_sendable(request.domain, hygiene.check_domain(request))
