@@ -162,6 +162,9 @@ class _Worker:
         self.status_policy = status_policy(settings)
         self.secret = settings.resolved_secret()
         self.renderers: dict[int, MailingRenderer] = {}
+        #: Domains this worker backed off, until when: batches claimed before the back-off was
+        #: recorded must not hammer them either.
+        self.paused_domains: dict[str, datetime] = {}
         self.stats = WorkerStats()
 
     # --- database steps (run in a thread so sending never waits on them) -------------------
@@ -216,29 +219,49 @@ class _Worker:
 
     # --- one batch -----------------------------------------------------------------------
 
-    async def run_batch(self) -> int:
+    async def claim_next(self) -> outbox.Claim:
+        """Recover expired leases, then claim the next batch (in a thread)."""
         now = self.clock.now()
         self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
-        claim = await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
-                                        lease=self.lease, limit=self.settings.delivery_batch_size)
-        if not claim.deliveries:
-            await asyncio.to_thread(self._apply_contact_events)
-            return 0
+        return await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
+                                       lease=self.lease, limit=self.settings.delivery_batch_size)
+
+    async def send_batch(self, claim: outbox.Claim) -> Callable[[], None]:
+        """Send a claimed batch; returns the (blocking) function that records its outcomes."""
         self.stats.batches += 1
         self.stats.claimed += len(claim.deliveries)
         await self._renderers_for(claim)
         outcomes, released, backoffs = await self._send_all(claim)
         delivered_domains = {o.domain for o in outcomes if o.update.state == DeliveryState.DELIVERED.value}
-        await asyncio.to_thread(
-            outbox.record_results, self.engine, claim, [(o.attempt, o.update) for o in outcomes],
-            released=released, backoffs=list(backoffs.values()), delivered_domains=delivered_domains,
-            now=self.clock.now())
-        await asyncio.to_thread(self._apply_contact_events)
         self.stats.released += len(released)
         for outcome in outcomes:
             key = outcome.attempt.outcome if outcome.attempt else outcome.update.state  # failed or waiting
             self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
         self.stats.connections_opened = self.pool.opened
+        results = [(o.attempt, o.update) for o in outcomes]
+        now = self.clock.now()
+
+        def record() -> None:
+            outbox.record_results(self.engine, claim, results, released=released,
+                                  backoffs=list(backoffs.values()), delivered_domains=delivered_domains,
+                                  now=now)
+            self._apply_contact_events()
+
+        return record
+
+    def release(self, claim: outbox.Claim) -> None:
+        """Give a claimed batch back untried (graceful stop): no attempt, no crash record."""
+        outbox.record_results(self.engine, claim, [], released=[d.id for d in claim.deliveries],
+                              now=self.clock.now())
+
+    async def run_batch(self) -> int:
+        """Claim, send and record one batch, one step after the other (tests, simple callers)."""
+        claim = await self.claim_next()
+        if not claim.deliveries:
+            await asyncio.to_thread(self._apply_contact_events)
+            return 0
+        record = await self.send_batch(claim)
+        await asyncio.to_thread(record)
         return len(claim.deliveries)
 
     async def _send_all(
@@ -278,7 +301,8 @@ class _Worker:
 
         async def lane() -> None:
             while queue:
-                if domain in backoffs:
+                paused_until = self.paused_domains.get(domain)
+                if domain in backoffs or (paused_until is not None and paused_until > self.clock.now()):
                     released.extend(item.id for item in queue)
                     queue.clear()
                     return
@@ -296,6 +320,7 @@ class _Worker:
                     until = domain_backoff(self.policy, classification, now=self.clock.now(),
                                            consecutive=counts.get(domain, 0) + 1)
                     if until is not None:
+                        self.paused_domains[domain] = until  # also for batches claimed meanwhile
                         reason = outcome.update.last_diagnostic or classification.reason.value
                         backoffs[domain] = outbox.Backoff(domain, until, reason[:500],
                                                           counts.get(domain, 0) + 1)
@@ -429,6 +454,27 @@ class _Worker:
         return _Outcome(attempt, update, None if delivered else classification, item.domain)
 
 
+async def _wait_for_work(worker: _Worker, *, until_idle: bool, stop: asyncio.Event,
+                         poll_seconds: float) -> bool:
+    """Nothing was claimable: wait (or jump the simulated clock); False when the worker is done."""
+    engine, clock = worker.engine, worker.clock
+    await asyncio.to_thread(worker._apply_contact_events)
+    now = clock.now()
+    if until_idle and not await asyncio.to_thread(outbox.has_open_work, engine):
+        return False
+    wake = await asyncio.to_thread(outbox.next_wake_up, engine, now)
+    if clock.simulated and until_idle:
+        if wake is not None:
+            clock.advance_to(wake)
+        else:  # open rows claimed by another live worker: give it real time
+            await asyncio.sleep(min(poll_seconds, 0.2))
+        return True
+    pause = poll_seconds if wake is None else min(poll_seconds, (wake - now).total_seconds())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max(0.01, pause))
+    return True
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -465,26 +511,37 @@ async def run_worker(
                      routing=source_routing)
     beat_stop = asyncio.Event()
     beat = asyncio.create_task(worker.heartbeat(beat_stop))
+    # Pipelined: while batch k is on the wire, batch k+1 is claimed and batch k-1 recorded,
+    # each in a thread, so the event loop never waits on the database between batches.
+    recording: asyncio.Task[None] | None = None
+    upcoming: asyncio.Task[outbox.Claim] | None = asyncio.create_task(worker.claim_next())
     try:
         while not stop.is_set():
-            if await worker.run_batch():
+            assert upcoming is not None
+            claim = await upcoming
+            upcoming = None
+            if claim.deliveries:
+                upcoming = asyncio.create_task(worker.claim_next())
+                record = await worker.send_batch(claim)
+                if recording is not None:
+                    await recording
+                recording = asyncio.create_task(asyncio.to_thread(record))
                 if on_batch:
                     on_batch(worker.stats)
                 continue
-            now = clock.now()
-            if until_idle and not await asyncio.to_thread(outbox.has_open_work, engine):
+            if recording is not None:
+                await recording
+                recording = None
+            if not await _wait_for_work(worker, until_idle=until_idle, stop=stop, poll_seconds=poll_seconds):
                 break
-            wake = await asyncio.to_thread(outbox.next_wake_up, engine, now)
-            if clock.simulated and until_idle:
-                if wake is not None:
-                    clock.advance_to(wake)
-                else:  # open rows claimed by another live worker: give it real time
-                    await asyncio.sleep(min(poll_seconds, 0.2))
-                continue
-            pause = poll_seconds if wake is None else min(poll_seconds, (wake - now).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.01, pause))
+            upcoming = asyncio.create_task(worker.claim_next())
     finally:
+        if recording is not None:
+            await recording
+        if upcoming is not None:  # claimed ahead but never sent: give it back, it was not in flight
+            spare = await upcoming
+            if spare.deliveries:
+                await asyncio.to_thread(worker.release, spare)
         beat_stop.set()
         await beat
         await worker.pool.close()
