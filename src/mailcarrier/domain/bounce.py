@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
 from mailcarrier.domain.detectors import BounceMail, Found, detect
+from mailcarrier.domain.detectors.base import wording
 from mailcarrier.domain.detectors.dsn import field_blocks
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import BOUNCE_SENDER
@@ -167,11 +168,17 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
         kind, found = detected
         records = tuple(_from_found(f) for f in found)
         if kind == "prose":
-            # From a person, or in an auto-replied notice (RFC 3834; most bounces are
-            # auto-generated), prose naming an address with no code, status or known
+            # From a person, prose naming an address with no code, status or known
             # wording is no evidence of a failure (a reply quoting an address, say).
-            replied = mail.header("Auto-Submitted").lower().startswith("auto-replied")
-            if replied or not from_daemon:
+            replied = (mail.header("Auto-Submitted").lower().startswith("auto-replied")
+                       and not mail.header("X-Failed-Recipients")
+                       and wording().markers.search(mail.body[:4000]) is None)
+            if replied:
+                # An auto-replied notice (RFC 3834) in none of the known MTA wordings
+                # counts as a bounce only with a reply code, a status or a detector's hint.
+                records = tuple(r for r in records if r.reply_code is not None or r.status is not None
+                                or r.rule.startswith("bounce:detector:"))
+            elif not from_daemon:
                 records = tuple(r for r in records if not (
                     r.reason in (Reason.UNDEFINED, Reason.ONHOLD) and r.reply_code is None
                     and r.status is None))

@@ -91,6 +91,18 @@ def _window(body: str, address: str) -> str:
     return " ".join(lines[:8])
 
 
+def _before(body: str, address: str) -> str:
+    """Up to a few lines of text before the line that names ``address``."""
+    at = body.lower().find(address)
+    if at < 0:
+        return ""
+    at = body.rfind("\n", 0, at)
+    if at <= 0:
+        return ""
+    lines = [ln.strip() for ln in body[max(0, at - 400): at].split("\n") if ln.strip()]
+    return " ".join(lines[-4:])
+
+
 class ProseDetector:
     """Bounces as paragraphs of prose, one per failed recipient."""
 
@@ -133,8 +145,12 @@ class ProseDetector:
             text = by_address.get(address) or ""
             if not _has_reply(text):
                 text = (text + " " + _window(body, address)).strip() if text else _window(body, address)
-            if address in rcpt_lines and not _has_reply(text):
-                text = general
+            if address in rcpt_lines and _REPLY.search(text) is None:
+                text = general  # a "RCPT TO: x" listing: the error is told elsewhere
+            elif _REPLY.search(text) is None and words.hint_in(text) is None:
+                # "Could not be delivered because of 550 5.1.1 User unknown. The following
+                # recipients were affected: x": the reason comes before the list.
+                text = (_before(body, address) + " " + text).strip()
             command = words.command_in(text)
             if command is SMTPStage.UNKNOWN and address in rcpt_lines:
                 command = SMTPStage.RCPT
@@ -147,7 +163,8 @@ class ProseDetector:
         return tuple(found)
 
 
-_REPLY = re.compile(r"(?<![\d.])[245]\d\d(?:[ \-]|$)|[245]\.\d{1,3}\.\d{1,3}")
+# Failure evidence: a 4xx/5xx reply code or an RFC 3463 status (not a dotted IP address).
+_REPLY = re.compile(r"(?<![\d.])(?:[45][0-5]\d(?:[ \-]|$)|[45]\.\d{1,3}\.\d{1,3}(?![\d.]*\d))")
 
 
 def _has_reply(text: str) -> bool:
