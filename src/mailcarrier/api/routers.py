@@ -21,6 +21,7 @@ from mailcarrier.api import (  # resources, reports and evidence (issue 7)
     routes_tracking,
     routes_webhooks,
 )
+from mailcarrier.api.dashboard import routes as dashboard_routes
 
 __all__ = ["ROUTERS"]
 
@@ -36,4 +37,5 @@ ROUTERS: list[APIRouter] = [
     routes_reports.router,
     routes_evidence.router,
     routes_webhooks.router,
+    dashboard_routes.router,
 ]

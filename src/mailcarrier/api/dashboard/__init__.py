@@ -1,0 +1,1 @@
+"""Server-rendered dashboard: response pages, the bounce report and delivery evidence."""
