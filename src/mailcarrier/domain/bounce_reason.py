@@ -12,8 +12,10 @@ reasons compare with its vocabulary:
    names it, or its wording occurs where the command allows it. "User unknown" answered
    to RCPT is a missing mailbox; the same words after DATA come from a content filter
    (``filtered``); a refusal after MAIL FROM is the sender being ``rejected``;
-4. second pass: wording of ``second_pass`` reasons, then the status alone;
-5. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
+4. a refusal at connect or EHLO is ``blocked`` (the sending host was refused);
+5. second pass: wording of ``second_pass`` reasons, then the status alone, then the
+   provider rules the reply classifier uses (``providers.toml``);
+6. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
 
 The wording and the status table are data (``rules/reasons.toml``), loaded once.
 """
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from mailcarrier.domain.classify import normalise_text
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.rules_engine import Rule, RuleSet, default_rules
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -213,6 +217,18 @@ def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | N
     return None
 
 
+@lru_cache(maxsize=1)
+def _provider_rules() -> RuleSet:
+    """The provider rules shared with reply classification (``providers.toml``)."""
+    return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("providers.toml")))
+
+
+def _provider_rule(text: str, status: str | None, command: SMTPStage) -> Rule | None:
+    # When nothing else explains a bounce, a provider's own wording (Gmail's, Microsoft's
+    # S3150, Yahoo's TSS04 ...) may: the reply classifier's provider rules are asked.
+    return _provider_rules().first_match(None, status or "", command, normalise_text(text))
+
+
 def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) -> tuple[Reason, str]:
     """The reason for one recipient and the id of what decided it (for tracing)."""
     table = table or reason_table()
@@ -240,12 +256,18 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
                 return reason, f"bounce:first:{reason.value}"
     if hint is not None:
         return hint, f"bounce:detector:{hint.value}"
+    if evidence.command in (SMTPStage.CONNECT, SMTPStage.EHLO) and not temporary:
+        # Refused before any envelope was sent: the sending host is what is refused.
+        return Reason.BLOCKED, "bounce:refused-at-connect"
     found = _second_pass(table, evidence, named, text)
     if found is not None and not (local and found[0] in table.vague):
         return found
     if local:
         # A local delivery program (procmail, a pipe) failed with no better explanation.
         return Reason.MAILERERROR, "bounce:local-program"
+    provider = _provider_rule(text, status, evidence.command)
+    if provider is not None:
+        return provider.reason, provider.id
     if evidence.action == "delayed":
         return Reason.EXPIRED, "bounce:delayed"
     if table.match(Reason.VACATION, text):
