@@ -82,3 +82,15 @@ def test_any_evidence_gives_a_reason_and_a_rule(text: str, status: str | None, c
                                                 dtype: str, action: str, hint: Reason | None) -> None:
     reason, rule = bounce_reason(BounceEvidence(text, status, command, dtype, action, hint))
     assert isinstance(reason, Reason) and rule.startswith("bounce:")
+
+
+def test_a_permanent_refusal_at_connect_blocks_the_sending_host() -> None:
+    assert _reason("554 go away", command=SMTPStage.CONNECT) is Reason.BLOCKED
+    assert _reason("554 go away", command=SMTPStage.UNKNOWN) is Reason.ONHOLD
+
+
+def test_provider_wording_explains_what_the_generic_tables_do_not() -> None:
+    reason, rule = bounce_reason(BounceEvidence(
+        "[TS03] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT succeed.",
+        None, SMTPStage.UNKNOWN, ""))
+    assert (reason, rule) == (Reason.BLOCKED, "yahoo.ts01-ts03")
