@@ -138,3 +138,12 @@ def test_starttls_offered_when_a_certificate_is_configured(world: World, tmp_pat
         client.sendmail("", [ann.return_path], dsn(to=ann.return_path, recipient=ann.email))
         assert tls_server.wait_idle(30)
     assert delivery(world.engine, ann.delivery_id)["state"] == "bounced_hard"
+
+
+def test_processing_in_a_separate_process(world: World) -> None:
+    ann = world.sent["ann@aol.test"]
+    with InboundServer(world.engine, CTX, accept=ACCEPT, processors=1) as separate:
+        with smtplib.SMTP(separate.host, separate.port, timeout=10) as client:
+            client.sendmail("", [ann.return_path], dsn(to=ann.return_path, recipient=ann.email))
+        assert separate.wait_idle(60)
+    assert delivery(world.engine, ann.delivery_id)["state"] == "bounced_hard"

@@ -19,6 +19,9 @@ def inbound_command(
     port: int | None = typer.Option(None, "--port", help="Overrides MAILCARRIER_INBOUND_PORT."),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
+    processors: int = typer.Option(0, "--processors", min=0,
+                                   help="Process in this many separate processes (0: a thread of the "
+                                   "server). Use 1 or more on multi-core machines."),
 ) -> None:
     """Receive bounces, complaints and auto-replies over SMTP (VERP and configured addresses only).
 
@@ -32,7 +35,7 @@ def inbound_command(
     settings = load_settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     engine = make_engine(settings)
-    server = InboundServer.from_settings(engine, settings)
+    server = InboundServer.from_settings(engine, settings, processors=processors)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()

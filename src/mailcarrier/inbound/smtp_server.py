@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.process
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,13 +32,32 @@ from sqlalchemy import Engine
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.verp import decode_return_path
-from mailcarrier.services.inbound import InboundContext, IncomingEmail, process_all, store_incoming
+from mailcarrier.inbound.processor import run_processor
+from mailcarrier.services.inbound import (
+    InboundContext,
+    IncomingEmail,
+    pending_count,
+    process_all,
+    store_incoming,
+)
 
 __all__ = ["InboundHandler", "InboundServer", "accepted_addresses"]
 
 log = logging.getLogger(__name__)
 
 _GROUP_MAX = 1000
+#: RFC 5321 caps lines at 1000 octets, but bounce generators (and the originals they quote)
+#: break it; refusing a bounce over a long line would lose exactly the evidence we want.
+_LINE_LIMIT = 65536
+
+
+class _BounceSMTP(SMTP):
+    line_length_limit = _LINE_LIMIT
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _BounceSMTP(self.handler, **self.SMTP_kwargs)
 
 
 def _utcnow() -> datetime:
@@ -123,7 +145,10 @@ class InboundServer:
     def __init__(self, engine: Engine, ctx: InboundContext, *, accept: frozenset[str],
                  host: str = "127.0.0.1", port: int = 0, max_bytes: int = 10_000_000,
                  tls_context: ssl.SSLContext | None = None, process: bool = True,
-                 batch: int = 500, clock: Callable[[], datetime] = _utcnow) -> None:
+                 processors: int = 0, batch: int = 500,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        """``processors`` > 0 runs processing in that many separate processes (see
+        :mod:`mailcarrier.inbound.processor`); 0 runs it in a thread of this process."""
         if port == 0:
             with socket.socket() as probe:
                 probe.bind((host, 0))
@@ -135,11 +160,16 @@ class InboundServer:
         self._idle = threading.Condition()
         self._busy = False
         self._process = process
+        self._processors = processors if process else 0
         self._thread: threading.Thread | None = None
+        self._spawn = multiprocessing.get_context("spawn")
+        self._mp_stop = self._spawn.Event()
+        self._mp_wake = self._spawn.Event()
+        self._children: list[multiprocessing.process.BaseProcess] = []
         self.handler = InboundHandler(engine, ctx, accept, on_stored=self._stored, clock=clock)
-        self._controller = Controller(self.handler, hostname=host, port=port, tls_context=tls_context,
-                                      require_starttls=False, data_size_limit=max_bytes,
-                                      server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
+        self._controller = _Controller(self.handler, hostname=host, port=port, tls_context=tls_context,
+                                       require_starttls=False, data_size_limit=max_bytes,
+                                       server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> InboundServer:
@@ -152,13 +182,23 @@ class InboundServer:
                    max_bytes=settings.inbound_max_bytes, tls_context=tls, **kwargs)
 
     def _stored(self) -> None:
+        if self._processors:
+            self._mp_wake.set()
+            return
         with self._idle:  # under the lock, so the processor cannot declare idle in between
             self._busy = True
             self._wake.set()
 
     def start(self) -> None:
+        url = self._engine.url.render_as_string(hide_password=False)
+        for number in range(self._processors):
+            child = self._spawn.Process(target=run_processor, name=f"inbound-processor-{number}",
+                                        args=(url, self._ctx, self._mp_stop, self._mp_wake, self._batch),
+                                        daemon=True)
+            child.start()
+            self._children.append(child)
         self._controller.start()
-        if self._process:
+        if self._process and not self._processors:
             self._thread = threading.Thread(target=self._run, name="inbound-processor", daemon=True)
             self._thread.start()
             self._wake.set()  # emails left pending by an earlier run
@@ -167,8 +207,11 @@ class InboundServer:
         self._controller.stop()
         self._stopping.set()
         self._wake.set()
+        self._mp_stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        for child in self._children:
+            child.join(timeout=60)
 
     def __enter__(self) -> InboundServer:
         self.start()
@@ -179,6 +222,13 @@ class InboundServer:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until everything stored so far was processed (tests, benchmarks, shutdown)."""
+        if self._processors:
+            deadline = time.monotonic() + timeout
+            while pending_count(self._engine):
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
+            return True
         with self._idle:
             return self._idle.wait_for(lambda: not self._busy, timeout=timeout)
 

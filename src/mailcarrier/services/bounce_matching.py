@@ -91,29 +91,34 @@ _PATTERNS: dict[str, re.Pattern[bytes]] = {}
 def match_keys(raw: bytes, envelope_to: tuple[str, ...], report: BounceReport | None, *,
                key: bytes, bounce_domain: str) -> MatchKeys:
     """Collect the matching evidence of one email (pure; raw bytes are only searched)."""
-    pattern = _PATTERNS.get(bounce_domain)
-    if pattern is None:
-        pattern = _PATTERNS[bounce_domain] = _verp_pattern(bounce_domain)
     suffix = "@" + bounce_domain.lower()
-    candidates = [a for a in envelope_to if a.lower().endswith(suffix) and a.lower().startswith("b-")]
-    candidates += [m.group(0).decode("ascii", "replace") for m in pattern.finditer(raw)]
     valid: list[VerpAddress] = []
     forged: list[str] = []
-    for address in dict.fromkeys(a.lower() for a in candidates):
-        decoded = decode_return_path(address, key=key)
-        if decoded is None:
-            forged.append(address)
-        elif decoded not in valid:
-            valid.append(decoded)
+
+    def check(addresses: list[str]) -> None:
+        for address in dict.fromkeys(a.lower() for a in addresses):
+            decoded = decode_return_path(address, key=key)
+            if decoded is None:
+                forged.append(address)
+            elif decoded not in valid:
+                valid.append(decoded)
+
+    check([a for a in envelope_to if a.lower().endswith(suffix) and a.lower().startswith("b-")])
     message_ids: list[str] = []
     if report is not None and report.original_message_id:
         message_ids.append(report.original_message_id.strip().strip("<>"))
+    recipients = tuple(dict.fromkeys(r.recipient.lower() for r in report.records if r.recipient)) \
+        if report is not None else ()
+    if valid:  # the envelope is the strongest evidence: no need to search the text
+        return MatchKeys(tuple(valid), tuple(forged), tuple(message_ids), recipients)
+    pattern = _PATTERNS.get(bounce_domain)
+    if pattern is None:
+        pattern = _PATTERNS[bounce_domain] = _verp_pattern(bounce_domain)
+    check([m.group(0).decode("ascii", "replace") for m in pattern.finditer(raw)])
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
     for name in ("In-Reply-To", "References"):
         for value in headers.get_all(name, []):
             message_ids.extend(m.group(1) for m in _MESSAGE_ID.finditer(str(value)))
-    recipients = tuple(dict.fromkeys(r.recipient.lower() for r in report.records if r.recipient)) \
-        if report is not None else ()
     return MatchKeys(tuple(valid), tuple(forged), tuple(dict.fromkeys(m for m in message_ids if m)),
                      recipients)
 

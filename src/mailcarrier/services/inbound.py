@@ -56,6 +56,7 @@ __all__ = [
     "IncomingEmail",
     "content_digest",
     "list_inbound",
+    "pending_count",
     "process_all",
     "process_pending",
     "release_for_reprocess",
@@ -163,6 +164,12 @@ def release_for_reprocess(engine: Engine, states: Sequence[str], ids: Sequence[i
     """Send stored emails back to ``pending`` so the next processing run reads them again."""
     with _writer(engine) as conn:
         return store.release_to_pending(conn, states, ids)
+
+
+def pending_count(engine: Engine) -> int:
+    """How many stored emails wait for processing (claimed ones included)."""
+    with engine.connect() as conn:
+        return store.count_in_state(conn, "pending")
 
 
 def list_inbound(engine: Engine, *, states: Sequence[str] = (), kind: str | None = None,

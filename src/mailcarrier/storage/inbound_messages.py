@@ -24,6 +24,7 @@ __all__ = [
     "StoredInbound",
     "bounced_mailing_domains",
     "claim_pending",
+    "count_in_state",
     "deliveries_by_ids",
     "deliveries_by_message_ids",
     "first_ids_by_digest",
@@ -280,3 +281,8 @@ def raw_message(conn: Connection, message_id: int) -> bytes | None:
     value = conn.execute(select(inbound_messages.c.raw).where(inbound_messages.c.id == message_id)
                          ).scalar_one_or_none()
     return bytes(value) if value is not None else None
+
+
+def count_in_state(conn: Connection, state: str) -> int:
+    m = inbound_messages.c
+    return int(conn.execute(select(func.count()).where(m.state == state)).scalar_one())
