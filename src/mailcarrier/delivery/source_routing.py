@@ -79,12 +79,13 @@ class PoolRouting:
         delivered = reply.is_positive
         with write_transaction(self.engine) as conn:
             try:
-                pools.ip_by_address(conn, address)
+                if delivered or reply.is_transient:
+                    pools.record_reply_for_throttling(conn, address, destination, now, delivered=delivered,
+                                                      text=text, rules=self.rules)
+                else:
+                    pools.ip_by_address(conn, address)
             except NotFoundError:  # the default source address, not one of a pool
                 return
-            if delivered or reply.is_transient:
-                pools.record_reply_for_throttling(conn, address, destination, now, delivered=delivered,
-                                                  text=text, rules=self.rules)
             if not delivered:
                 pools.record_reputation_signal(conn, text, address, account_id, now)
             if reply.code >= 500:

@@ -566,8 +566,11 @@ def _lock_pools(conn: Connection, pool_ids: Sequence[int]) -> None:
     """Serialise choosers and reply recorders of the same pools (row locks on PostgreSQL, in id order).
 
     Without it two workers could both see room under a warm-up cap and overshoot it, or
-    deadlock creating the same counter rows. SQLite writers are serialised already.
+    deadlock creating the same counter rows. SQLite writers are serialised already
+    (``BEGIN IMMEDIATE``), so there is nothing to lock there.
     """
+    if conn.dialect.name == "sqlite":
+        return
     conn.execute(select(ip_pools.c.id).where(ip_pools.c.id.in_(sorted(pool_ids)))
                  .order_by(ip_pools.c.id).with_for_update()).all()
 
@@ -591,10 +594,14 @@ def _bump(conn: Connection, table: Any, keys: dict[str, Any], **increments: int)
 
 def record_send(conn: Connection, address: str, provider: str, now: datetime) -> None:
     """Count one message carried by the IP (daily total, hourly per provider, last day used)."""
-    ip = ip_by_address(conn, address)
+    _count_send(conn, ip_by_address(conn, address), provider, now)
+
+
+def _count_send(conn: Connection, ip: SendingIp, provider: str, now: datetime) -> None:
     _bump(conn, ip_daily_volume, {"ip_id": ip.id, "day": now.date()}, sent=1)
     _bump(conn, ip_hourly_volume, {"ip_id": ip.id, "provider": provider, "hour": _hour(now)}, sent=1)
-    conn.execute(update(sending_ips).where(sending_ips.c.id == ip.id).values(last_sent_on=now.date()))
+    if ip.warmup.last_sent_on != now.date():
+        conn.execute(update(sending_ips).where(sending_ips.c.id == ip.id).values(last_sent_on=now.date()))
 
 
 def record_ip_outcome(conn: Connection, address: str, day: date, *, bounced: int = 0,
@@ -702,10 +709,14 @@ def record_reply_for_throttling(conn: Connection, address: str, destination: str
     rules = rules or load_throttle_rules()
     provider = rules.provider_for(destination).provider
     ip = ip_by_address(conn, address)
+    if delivered and conn.execute(select(throttle_states.c.ip_id).where(
+            throttle_states.c.ip_id == ip.id, throttle_states.c.provider == provider)).first() is None:
+        return ThrottleDecision(ThrottleState(ip=ip.address, provider=provider))  # nothing to relax
     _lock_pools(conn, [ip.pool_id])
     state = _throttle_state(conn, ip, provider, now)
     decision = on_reply(state, ReplyEvent(at=now, delivered=delivered, text=text), rules)
-    _save_throttle(conn, ip, decision, now, text)
+    if decision.started is not None or decision.ended is not None or decision.state != state:
+        _save_throttle(conn, ip, decision, now, text)  # most clean deliveries change nothing
     return decision
 
 
@@ -735,23 +746,28 @@ def throttle_log(conn: Connection, *, active_at: datetime | None = None,
 
 
 def _statuses(conn: Connection, ips: Sequence[SendingIp], provider: str, now: datetime,
-              limits: WarmupLimits) -> list[IpStatus]:
+              limits: WarmupLimits) -> tuple[list[IpStatus], dict[str, SendingIp]]:
+    """Each enabled IP's cap, counters and throttle state (one query per kind, not per IP)."""
     schedules = load_schedules()
-    statuses = []
-    for ip in ips:
-        if not ip.enabled:
-            continue
+    enabled = [ip for ip in ips if ip.enabled]
+    ids = [ip.id for ip in enabled]
+    sent_today = dict(conn.execute(select(ip_daily_volume.c.ip_id, ip_daily_volume.c.sent).where(
+        ip_daily_volume.c.ip_id.in_(ids), ip_daily_volume.c.day == now.date())).all())
+    sent_hour = dict(conn.execute(select(ip_hourly_volume.c.ip_id, ip_hourly_volume.c.sent).where(
+        ip_hourly_volume.c.ip_id.in_(ids), ip_hourly_volume.c.provider == provider,
+        ip_hourly_volume.c.hour == _hour(now))).all())
+    throttled = set(conn.execute(select(throttle_states.c.ip_id).where(
+        throttle_states.c.ip_id.in_(ids), throttle_states.c.provider == provider)).scalars())
+    statuses, by_address = [], {}
+    for ip in enabled:
         state = _advanced(conn, ip, now.date(), limits)
         schedule = schedules.get(state.schedule)
         cap = daily_cap(schedule, state) if schedule is not None else None
-        today = _day_stats(conn, ip.id, now.date())
-        hourly = conn.execute(select(ip_hourly_volume.c.sent).where(
-            ip_hourly_volume.c.ip_id == ip.id, ip_hourly_volume.c.provider == provider,
-            ip_hourly_volume.c.hour == _hour(now))).scalar_one_or_none()
-        throttle = _throttle_state(conn, ip, provider, now)
-        statuses.append(IpStatus(ip=ip.address, daily_cap=cap, sent_today=today.sent if today else 0,
-                                 sent_this_hour=int(hourly or 0), throttle=throttle))
-    return statuses
+        throttle = _throttle_state(conn, ip, provider, now) if ip.id in throttled else None
+        statuses.append(IpStatus(ip=ip.address, daily_cap=cap, sent_today=int(sent_today.get(ip.id, 0)),
+                                 sent_this_hour=int(sent_hour.get(ip.id, 0)), throttle=throttle))
+        by_address[ip.address] = replace(ip, warmup=state)
+    return statuses, by_address
 
 
 def choose_source_ip(conn: Connection, account_id: int, destination: str, now: datetime, *,
@@ -777,13 +793,14 @@ def choose_source_ip(conn: Connection, account_id: int, destination: str, now: d
     _lock_pools(conn, [p.id for p, _ in candidates])
     reasons: list[str] = []
     for candidate, overflow in candidates:
-        statuses = _statuses(conn, pool_ips(conn, candidate.id), limits.provider, now, warmup_limits)
+        statuses, by_address = _statuses(conn, pool_ips(conn, candidate.id), limits.provider, now,
+                                         warmup_limits)
         choice = choose_from_statuses(statuses, limits, now)
         reasons += [f"pool {candidate.name}: {r}" for r in choice.reasons] or (
             [] if choice.ip else [f"pool {candidate.name}: no enabled IPs"])
         if choice.ip is not None:
             if reserve:
-                record_send(conn, choice.ip, limits.provider, now)
+                _count_send(conn, by_address[choice.ip], limits.provider, now)
             return SourcePick(choice.ip, limits.provider, choice.connections,
                               limits.messages_per_connection, candidate.name, overflow, tuple(reasons))
     return SourcePick(None, limits.provider, 0, 0, pool.name, False, tuple(reasons))
