@@ -80,6 +80,7 @@ def generate(engine: Engine, events: int, n_contacts: int) -> dict[str, int]:
     n_deliveries = int(events / per_delivery)
     n_contacts = min(n_contacts, n_deliveries)
     n_mailings = max(1, math.ceil(n_deliveries / n_contacts))
+    json_cast = "::json" if engine.dialect.name == "postgresql" else ""
     with engine.begin() as conn:
         account = account_repo.create_account(conn, "bench", "Bench", NOW)
         conn.execute(text(
@@ -134,7 +135,7 @@ def generate(engine: Engine, events: int, n_contacts: int) -> dict[str, int]:
                 "CASE d.state WHEN 'bounced_hard' THEN 550 WHEN 'delivered' THEN NULL ELSE 452 END, "
                 "CASE WHEN d.state = 'delivered' THEN NULL WHEN d.id % 5 = 0 THEN 'gmail-smtp-in.l.google.com' "
                 "ELSE 'mx.' || d.domain END, "
-                "CASE WHEN d.last_reason = 'filtered' THEN '{\"suspected_filtering\": true}' END "
+                f"CASE WHEN d.last_reason = 'filtered' THEN '{{\"suspected_filtering\": true}}'{json_cast} END "
                 f"FROM deliveries d WHERE d.mailing_id = {mid} AND (d.state IN ('bounced_hard', 'bounced_soft') "
                 "OR (d.state = 'delivered' AND d.id % 4 = 0))"))
             conn.execute(text(  # the totals send_mailing records
