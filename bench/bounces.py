@@ -19,32 +19,40 @@ from pathlib import Path
 from flufl.bounce import all_failures
 
 from mailcarrier.domain.bounce import parse_bounce
+from mailcarrier.domain.bounce_reason import clear_cache
 from mailcarrier.domain.errors import ParseError
+
+# CPU seconds of this process: the machine is shared (2 cores, other jobs running), and
+# "per second on one core" is what the target asks. Ours and the peer are timed alike.
+_clock = time.process_time
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "bounces" / "maildir"
 
 
 def ours(raws: list[bytes]) -> float:
-    start = time.perf_counter()
+    clear_cache()  # every round decides every reason afresh, as for unseen bounces
+    start = _clock()
     for raw in raws:
         with contextlib.suppress(ParseError):
             parse_bounce(raw)
-    return len(raws) / (time.perf_counter() - start)
+    return len(raws) / (_clock() - start)
 
 
 def flufl(raws: list[bytes]) -> float:
-    start = time.perf_counter()
+    start = _clock()
     for raw in raws:
         # the peer may raise on malformed mail; the work done still counts
         with contextlib.suppress(Exception):
             all_failures(email.message_from_bytes(raw))
-    return len(raws) / (time.perf_counter() - start)
+    return len(raws) / (_clock() - start)
 
 
 def main(rounds: int = 5) -> None:
     raws = [p.read_bytes() for p in sorted(CORPUS.rglob("*")) if p.is_file()]
     if not raws:
         sys.exit(f"no corpus at {CORPUS}")
+    ours(raws)  # warm-up, not counted: rule files compile and caches fill on first use
+    flufl(raws)
     a, b = [], []
     for _ in range(rounds):
         a.append(ours(raws))

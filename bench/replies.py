@@ -21,6 +21,10 @@ from mailcarrier.domain.classify import classify
 from mailcarrier.domain.rules_engine import default_rules
 from mailcarrier.domain.smtp_reply import SMTPStage, find_enhanced_status
 
+# CPU seconds of this process: the machine is shared (2 cores, other jobs running), and
+# "per second on one core" is what the target asks. Ours and the peer are timed alike.
+_clock = time.process_time
+
 TEMPLATES = [
     (SMTPStage.RCPT, "550 5.1.1 <{a}>: Recipient address rejected: User unknown in virtual mailbox table"),
     (SMTPStage.RCPT, "550-5.1.1 The email account that you tried to reach does not exist. {a} gsmtp"),
@@ -49,19 +53,19 @@ def build_replies(count: int, seed: int = 7) -> list[tuple[SMTPStage, str, int]]
 
 
 def ours(replies: list[tuple[SMTPStage, str, int]]) -> float:
-    start = time.perf_counter()
+    start = _clock()
     for stage, text, code in replies:
         classify(text[4:], code=code, stage=stage)
-    return len(replies) / (time.perf_counter() - start)
+    return len(replies) / (_clock() - start)
 
 
 def naive(replies: list[tuple[SMTPStage, str, int]]) -> float:
     rules = default_rules()
-    start = time.perf_counter()
+    start = _clock()
     for stage, text, code in replies:
         found = find_enhanced_status(text[4:])
         rules.first_match(code, str(found) if found else "", stage, text[4:])
-    return len(replies) / (time.perf_counter() - start)
+    return len(replies) / (_clock() - start)
 
 
 def main(count: int = 100_000, rounds: int = 3) -> None:

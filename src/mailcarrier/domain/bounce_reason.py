@@ -30,12 +30,13 @@ from functools import lru_cache
 from importlib import resources
 
 from mailcarrier.domain.classify import normalise_text
+from mailcarrier.domain.detectors.base import lowercase_pattern
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.rules_engine import Rule, RuleSet, default_rules
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BounceEvidence", "ReasonTable", "bounce_reason", "reason_table"]
+__all__ = ["BounceEvidence", "ReasonTable", "bounce_reason", "clear_cache", "reason_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ def _compile(data: str) -> ReasonTable:
     try:
         status = {str(k): Reason(str(v)) for k, v in statuses.items()}
         compiled = {
-            Reason(name): re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+            Reason(name): lowercase_pattern("|".join(f"(?:{p})" for p in pats))
             for name, pats in patterns.items()
         }
     except (ValueError, re.error) as exc:
@@ -233,6 +234,11 @@ def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) ->
     """The reason for one recipient and the id of what decided it (for tracing)."""
     table = table or reason_table()
     return _decide(table, evidence)
+
+
+def clear_cache() -> None:
+    """Forget decided evidence (benchmarks measure cold decisions; tests swap tables)."""
+    _decide.cache_clear()
 
 
 @lru_cache(maxsize=16384)

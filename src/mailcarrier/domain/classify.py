@@ -134,7 +134,9 @@ def classify(
         found = status_in_text(status) or (status_in_text(text) if text else "")
     else:
         found = str(status)
-    return _decide(rules or default_rules(), normalise_text(text), code, found, stage, permanent_hint)
+    # normalise_text, inlined: this is the per-reply hot path.
+    key = " ".join(_VARIABLE.sub("<*>", text).split())
+    return _decide(rules or default_rules(), key, code, found, stage, permanent_hint)
 
 
 def classify_reply(reply: SMTPReply, rules: RuleSet | None = None) -> Classification:

@@ -92,6 +92,9 @@ class ContactEvent:
     category: Category | None = None
     domain_evidence: DomainEvidence | None = None
     machine: bool = False  #: an open/click judged automated does not count as engagement
+    #: a late bounce retracts the 250 of its own message (delivered at this time): that
+    #: delivery is no evidence the address works, so it cannot suggest B2B filtering
+    retracts_delivery_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +202,10 @@ def _suspected_filtering(p: StatusPolicy, s: ContactState, e: ContactEvent,
         return (f"suspected filtering: the domain rejected {evidence.rejected} of "
                 f"{evidence.total} recipients of this mailing",)
     horizon = now - timedelta(days=p.filtering_recent_days)
-    for label, when in (("delivered to", s.last_delivered_at), ("engaged", s.last_engaged_at)):
+    delivered = s.last_delivered_at
+    if delivered is not None and e.retracts_delivery_at is not None and delivered <= e.retracts_delivery_at:
+        delivered = None
+    for label, when in (("delivered to", delivered), ("engaged", s.last_engaged_at)):
         if when is not None and when >= horizon:
             return (f"suspected filtering: the address was {label} within "
                     f"{p.filtering_recent_days} days",)

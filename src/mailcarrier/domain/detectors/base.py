@@ -19,7 +19,8 @@ from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "split_diagnostic_type", "wording"]
+__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "lowercase_pattern",
+           "split_diagnostic_type", "wording"]
 
 ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _TAG = re.compile(r"<[^<>]{0,2000}>")
@@ -160,12 +161,14 @@ class Wording:
     recipient_hints: tuple[tuple[re.Pattern[str], Reason], ...] = ()
 
     def command_in(self, text: str) -> SMTPStage:
+        text = text.lower()  # patterns are lowercase: no case-folding per character
         for pattern, stage in self.commands:
             if pattern.search(text):
                 return stage
         return SMTPStage.UNKNOWN
 
     def hint_in(self, text: str) -> Reason | None:
+        text = text.lower()
         for pattern, reason in self.hints:
             if pattern.search(text):
                 return reason
@@ -176,6 +179,15 @@ class Wording:
             if pattern.search(recipient):
                 return reason
         return None
+
+
+def lowercase_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a pattern meant for lowercased text.
+
+    Case-insensitive matching folds case at every position tried, several times slower
+    than matching lowercased text; a pattern with capitals keeps the flag.
+    """
+    return re.compile(pattern, 0 if pattern == pattern.lower() else re.IGNORECASE)
 
 
 def _any(patterns: object, where: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -190,9 +202,9 @@ def wording() -> Wording:
     data = (resources.files("mailcarrier.domain") / "rules" / "detectors.toml").read_text(encoding="utf-8")
     try:
         doc = tomllib.loads(data)
-        commands = tuple((re.compile(str(c["pattern"]), re.IGNORECASE), SMTPStage(str(c["stage"])))
+        commands = tuple((lowercase_pattern(str(c["pattern"])), SMTPStage(str(c["stage"])))
                          for c in doc.get("command", []))
-        hints = tuple((re.compile(str(h["pattern"]), re.IGNORECASE), Reason(str(h["reason"])))
+        hints = tuple((lowercase_pattern(str(h["pattern"])), Reason(str(h["reason"])))
                       for h in doc.get("hint", []))
         recipient_hints = tuple((re.compile(str(h["pattern"]), re.IGNORECASE), Reason(str(h["reason"])))
                                 for h in doc.get("recipient_hint", []))

@@ -20,6 +20,7 @@ from email.utils import collapse_rfc2231_value, decode_rfc2231
 __all__ = ["MimePart", "normalise_newlines"]
 
 _MAX_DEPTH = 24
+_LOGICAL_LINE = re.compile(r"\n(?![ \t])")
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.*!#$%&\'+\-^`|~]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
@@ -51,7 +52,7 @@ def _decode_words(value: str) -> str:
 class MimePart:
     """One MIME entity: headers, body bytes, children when multipart or encapsulated."""
 
-    __slots__ = ("_body", "_children", "_ctype", "_depth", "_head", "_headers", "_params")
+    __slots__ = ("_body", "_children", "_ctype", "_depth", "_head", "_headers", "_index", "_params")
 
     def __init__(self, raw: bytes, depth: int = 0) -> None:
         if depth == 0 and raw.startswith(b"From "):  # an mbox "From " separator line
@@ -60,6 +61,7 @@ class MimePart:
         self._head, self._body = _split_head(raw)
         self._depth = depth
         self._headers: list[tuple[str, str]] | None = None
+        self._index: dict[str, str] = {}
         self._ctype: str | None = None
         self._params: dict[str, str] = {}
         self._children: list[MimePart] | None = None
@@ -70,31 +72,30 @@ class MimePart:
         if self._headers is None:
             parsed: list[tuple[str, str]] = []
             text = self._head.decode("utf-8", "replace")
-            for line in text.split("\n"):
-                if not line:
-                    continue
-                if line[0] in " \t":
-                    if parsed:
-                        name, value = parsed[-1]
-                        parsed[-1] = (name, value + " " + line.strip())
-                    continue
-                colon = line.find(":")
-                if colon <= 0 or " " in line[:colon].strip():
+            # Split into logical lines (a fold starts with space or tab), then name: value.
+            for line in _LOGICAL_LINE.split(text):
+                name, sep, value = line.partition(":")
+                if not sep or not name or " " in name.strip() or name[0] in " \t":
                     if parsed and "=" in line:  # a fold that lost its indent ("boundary=...")
-                        name, value = parsed[-1]
-                        parsed[-1] = (name, value + " " + line.strip())
+                        last, before = parsed[-1]
+                        parsed[-1] = (last, before + " " + line.strip())
                     continue
-                parsed.append((line[:colon].strip(), line[colon + 1:].strip()))
+                if "\n" in value:
+                    value = " ".join(value.split())
+                parsed.append((name.strip(), value.strip()))
             self._headers = parsed
+            index: dict[str, str] = {}
+            for name, value in parsed:
+                index.setdefault(name.lower(), value)
+            self._index = index
         return self._headers
 
     def get(self, name: str, default: str = "") -> str:
         """The first header of that name (case-insensitive), RFC 2047 words decoded."""
-        lowered = name.lower()
-        for key, value in self.headers():
-            if key.lower() == lowered:
-                return _decode_words(value)
-        return default
+        if self._headers is None:
+            self.headers()
+        value = self._index.get(name.lower())
+        return default if value is None else _decode_words(value)
 
     def keys(self) -> list[str]:
         return [k for k, _ in self.headers()]
