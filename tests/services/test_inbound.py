@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
 
-from mailcarrier.services.contacts import history
+from mailcarrier.domain.contact_status import ContactEvent, EventKind
+from mailcarrier.services.contacts import ContactEventRecord, apply_event, history
 from mailcarrier.services.inbound import (
     IncomingEmail,
     content_digest,
@@ -203,3 +204,29 @@ def test_user_unknown_across_a_corporate_domain_is_suspected_filtering(empty_eng
     people = [contact(world.engine, world.sent[a].contact_id) for a in corp]
     assert all(not p["email_invalid"] for p in people[-2:])  # 5 of 6 rejected at once: filtering
     assert delivery(world.engine, world.sent[corp[-1]].delivery_id)["suspected_filtering"]
+
+
+def _delivered_event(world: World, address: str, when: datetime) -> None:
+    sent = world.sent[address]
+    apply_event(world.engine, CTX.policy, ContactEventRecord(
+        world.account_id, sent.contact_id, ContactEvent(EventKind.DELIVERED, when),
+        mailing_id=world.mailing_id, delivery_id=sent.delivery_id, cause="delivery engine"), when)
+
+
+def test_late_bounce_retracts_its_own_250_so_the_address_is_invalidated(world: World) -> None:
+    ann = world.sent["ann@aol.test"]
+    _delivered_event(world, ann.email, T0)  # what the worker records at the 250
+    receive(world, dsn(to=ann.return_path, recipient=ann.email), envelope_to=(ann.return_path,))
+    person = contact(world.engine, ann.contact_id)
+    assert person["status"] == "error" and person["email_invalid"]
+    assert not delivery(world.engine, ann.delivery_id)["suspected_filtering"]
+
+
+def test_user_unknown_after_a_later_delivery_is_suspected_filtering(world: World) -> None:
+    ann = world.sent["ann@aol.test"]
+    _delivered_event(world, ann.email, T0 + timedelta(minutes=30))  # another message, delivered later
+    receive(world, dsn(to=ann.return_path, recipient=ann.email), envelope_to=(ann.return_path,))
+    person = contact(world.engine, ann.contact_id)
+    assert person["status"] == "active" and not person["email_invalid"]
+    row = delivery(world.engine, ann.delivery_id)
+    assert row["state"] == "bounced_hard" and row["suspected_filtering"] and row["last_reason"] == "filtered"

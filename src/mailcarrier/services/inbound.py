@@ -345,7 +345,9 @@ def _contact_record(reading: _Reading, attribution: Attribution, kind: EventKind
         details["feedback_type"] = reading.report.feedback_type
     event = ContactEvent(kind, reading.stored.received_at, reason,
                          record.category if kind is not EventKind.COMPLAINT else None,
-                         domain_evidence=evidence)
+                         domain_evidence=evidence,
+                         retracts_delivery_at=delivery.delivered_at if kind is not EventKind.COMPLAINT
+                         else None)
     return ContactEventRecord(
         delivery.account_id, delivery.contact_id, event, mailing_id=delivery.mailing_id,
         delivery_id=delivery.id, reply_code=record.reply_code, enhanced_status=record.status,

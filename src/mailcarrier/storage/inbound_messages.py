@@ -89,6 +89,7 @@ class DeliveryRef:
     message_id: str | None
     claimed: bool
     last_seen_at: datetime | None
+    delivered_at: datetime | None
 
 
 def insert_inbound(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -177,9 +178,10 @@ def list_inbound(conn: Connection, *, states: Sequence[str] = (), kind: str | No
 def _refs(conn: Connection, condition: Any) -> list[DeliveryRef]:
     d = deliveries.c
     query = select(d.id, d.account_id, d.mailing_id, d.contact_id, d.email, d.domain, d.state,
-                   d.message_id, d.claim_token, func.coalesce(d.delivered_at, d.final_at,
-                                                              d.next_attempt_at)).where(condition)
-    return [DeliveryRef(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] is not None, r[9])
+                   d.message_id, d.claim_token,
+                   func.coalesce(d.delivered_at, d.final_at, d.next_attempt_at), d.delivered_at
+                   ).where(condition)
+    return [DeliveryRef(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] is not None, r[9], r[10])
             for r in conn.execute(query)]
 
 
@@ -257,7 +259,8 @@ def flip_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     Each dict has ``delivery_id``, ``state``, ``last_reason``, ``last_category``,
     ``last_reply_code``, ``last_enhanced_status``, ``last_diagnostic``, ``suspected_filtering``
     and ``final_at``. ``delivered_at`` and the attempts are left alone: the 250 stays on record
-    next to the later bounce. Returns how many rows changed.
+    next to the later bounce; ``contact_event_pending`` is cleared because the caller applies
+    the bounce to the contact itself. Returns how many rows changed.
     """
     if not rows:
         return 0
@@ -272,6 +275,9 @@ def flip_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
                          last_diagnostic=bindparam("last_diagnostic"),
                          suspected_filtering=bindparam("suspected_filtering"),
                          outcome_unknown=False, next_attempt_at=None,
+                         # this bounce is applied to the contact here; the worker must not
+                         # apply the flipped state a second time
+                         contact_event_pending=False,
                          final_at=bindparam("final_at", type_=d.final_at.type)))
     return int(conn.execute(statement, list(rows)).rowcount)
 
