@@ -13,14 +13,15 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services import webhooks
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import activities
+from mailcarrier.storage.tracking_tables import tracking_hits
 from mailcarrier.storage.webhook_tables import webhook_outbox
-from tests.services.report_world import T0, World, build
+from tests.services.report_world import HITS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 
@@ -141,17 +142,31 @@ def test_crash_mid_send_only_delays_the_event(world: World, receiver: Receiver) 
     assert len(receiver.requests) == 1
 
 
+def test_settled_hits_become_opened_and_clicked_with_verdicts(world: World) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x",
+                             ["opened", "clicked"], T0)
+    assert webhooks.pump_activities(world.engine, T0) == 0  # no hit has settled yet
+    with world.engine.begin() as conn:
+        conn.execute(update(tracking_hits).values(settled_at=T0 + timedelta(minutes=5)))
+    assert webhooks.pump_activities(world.engine, T0, chunk=2) == len(HITS)
+    assert webhooks.pump_activities(world.engine, T0) == 0
+    payloads = [row.payload for row in _outbox(world.engine)]
+    verdicts = sorted((p["type"], p["data"]["verdict"], p["data"]["human"]) for p in payloads)
+    assert verdicts == sorted(("opened" if kind == "open" else "clicked", verdict, verdict == "human")
+                              for _email, kind, verdict in HITS)
+
+
 def test_new_activity_after_restart_is_pumped_once(world: World) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["opened"], T0)
-    assert webhooks.pump_activities(world.engine, T0) == 0  # the world has no open activities
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["complained"], T0)
+    assert webhooks.pump_activities(world.engine, T0) == 0  # the world has no complaint
     with world.engine.begin() as conn:
         conn.execute(activities.insert().values(
             account_id=world.account_id, contact_id=world.contacts["ann@example.com"],
-            mailing_id=world.mailing_id, type="open", occurred_at=T0, details={"machine": True}))
+            mailing_id=world.mailing_id, type="complaint", occurred_at=T0))
     assert webhooks.pump_activities(world.engine, T0, chunk=1) == 1
     assert webhooks.pump_activities(world.engine, T0) == 0
     (row,) = _outbox(world.engine)
-    assert row.payload["data"]["machine"] is True and row.payload["data"]["human"] is False
+    assert row.payload["type"] == "complained" and row.payload["id"].startswith("act-")
 
 
 def test_endpoint_validation_and_isolation(world: World) -> None:

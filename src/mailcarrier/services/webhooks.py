@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.services.tracking import settled_events
 from mailcarrier.storage.report_tables import report_watermarks
 from mailcarrier.storage.tables import activities, contacts
 from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
@@ -53,15 +54,17 @@ __all__ = [
 EVENT_TYPES = ("delivered", "deferred", "bounced", "opened", "clicked", "complained",
                "unsubscribed", "status_changed")
 #: Activity type -> webhook event type.
+#: Opens and clicks are not taken from the history (it records people only) but from the
+#: settled tracking hits, which carry the human/machine verdict.
 ACTIVITY_EVENTS = {"delivered": "delivered", "deferred": "deferred", "hard_bounce": "bounced",
-                   "soft_bounce": "bounced", "open": "opened", "click": "clicked",
-                   "complaint": "complained", "unsubscribe": "unsubscribed",
-                   "status_changed": "status_changed"}
+                   "soft_bounce": "bounced", "complaint": "complained",
+                   "unsubscribe": "unsubscribed", "status_changed": "status_changed"}
 MAX_ATTEMPTS = 12
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=6)
 LEASE = timedelta(seconds=60)
 _WATERMARK = "webhook_pump"
+_HIT_WATERMARK = "webhook_hits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,31 +200,68 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
     derived from the activity id, so a crash can neither skip nor duplicate an event.
     """
     queued = 0
+    options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
     while True:
-        options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
         with engine.connect().execution_options(**options) as conn, conn.begin():
-            done, count = _pump_chunk(conn, now, chunk)
+            more, count = _pump_chunk(conn, now, chunk)
         queued += count
-        if not done:
+        if not more:
+            break
+    while True:
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            more, count = _pump_hits(engine, conn, now, chunk)
+        queued += count
+        if not more:
             return queued
+
+
+def _watermark(conn: Connection, name: str) -> int:
+    w = report_watermarks.c
+    last = conn.execute(select(w.last_id).where(w.name == name)).scalar_one_or_none()
+    if last is None:
+        conn.execute(report_watermarks.insert().values(name=name, last_id=0))
+        return 0
+    return int(last)
+
+
+def _pump_hits(engine: Engine, conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
+    """Settled opens and clicks (with their human/machine verdict) become opened/clicked events."""
+    last = _watermark(conn, _HIT_WATERMARK)
+    hits = settled_events(engine, after_id=last, limit=chunk)
+    if not hits:
+        return False, 0
+    hooked = _hooked_accounts(conn)
+    count = 0
+    for hit in hits:
+        if hit.account_id not in hooked:
+            continue
+        data = {"contact_id": hit.contact_id, "mailing_id": hit.mailing_id,
+                "delivery_id": hit.delivery_id, "occurred_at": hit.occurred_at.isoformat(),
+                "human": hit.human, "machine": not hit.human, "verdict": hit.verdict,
+                "reasons": list(hit.reasons), "url": hit.url}
+        count += enqueue_event(conn, hit.account_id, "opened" if hit.kind == "open" else "clicked",
+                               data, now, event_id=f"hit-{hit.hit_id}")
+    conn.execute(update(report_watermarks).where(report_watermarks.c.name == _HIT_WATERMARK)
+                 .values(last_id=hits[-1].hit_id))
+    return len(hits) == chunk, count
+
+
+def _hooked_accounts(conn: Connection) -> set[int]:
+    return {int(r.account_id) for r in conn.execute(select(webhook_endpoints.c.account_id).distinct())}
 
 
 def _pump_chunk(conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
     w = report_watermarks.c
     if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
-    last = conn.execute(select(w.last_id).where(w.name == _WATERMARK)).scalar_one_or_none()
-    if last is None:
-        conn.execute(report_watermarks.insert().values(name=_WATERMARK, last_id=0))
-        last = 0
+    last = _watermark(conn, _WATERMARK)
     a, c = activities.c, contacts.c
     rows = list(conn.execute(
         select(activities, c.email).join(contacts, contacts.c.id == a.contact_id)
         .where(a.id > last).order_by(a.id).limit(chunk)))
     if not rows:
         return False, 0
-    hooked = {r.account_id for r in conn.execute(
-        select(webhook_endpoints.c.account_id).distinct())}
+    hooked = _hooked_accounts(conn)
     count = 0
     for r in rows:
         event_type = ACTIVITY_EVENTS.get(r.type)
@@ -241,9 +281,6 @@ def _activity_data(r: Any) -> dict[str, Any]:
         data.update(hard=r.type == "hard_bounce", reason=r.reason, category=r.category,
                     reply_code=r.reply_code, enhanced_status=r.enhanced_status,
                     diagnostic=r.diagnostic, suspected_filtering=bool(details.get("suspected_filtering")))
-    elif r.type in ("open", "click"):
-        data["machine"] = bool(details.get("machine"))
-        data["human"] = not data["machine"]
     elif r.type == "status_changed":
         data.update({"from": details.get("from"), "to": details.get("to"),
                      "email_invalid": details.get("email_invalid"), "cause": r.cause})
