@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,12 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
+from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services import webhooks
+from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import activities
 from mailcarrier.storage.tracking_tables import tracking_hits
 from mailcarrier.storage.webhook_tables import webhook_outbox
+from tests.delivery.world import T0 as DELIVERY_T0
+from tests.delivery.world import make_world, settings_for, start_mailing
 from tests.services.report_world import HITS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -191,3 +198,28 @@ def test_backoff_schedule() -> None:
 @given(st.text(max_size=200), st.binary(max_size=100))
 def test_verify_signature_never_fails_on_garbage(header: str, body: bytes) -> None:
     assert webhooks.verify_signature("s", header, body, now=0) in (True, False)
+
+
+def test_real_mailing_through_sandbox_posts_delivered_and_bounced(tmp_path: Path, receiver: Receiver) -> None:
+    """The worker's history (a real send to the sandbox MX) becomes signed webhook POSTs."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    world = make_world(engine, ["ann@example.com", "bob@example.com", "unknown1@gmail.com"])
+    mailing_id = start_mailing(world)
+    endpoint = webhooks.create_endpoint(engine, world.account_id, receiver.url, ["*"], DELIVERY_T0)
+    with Sandbox() as sandbox:
+        asyncio.run(run_worker(settings_for(tmp_path, sandbox.port), engine, until_idle=True,
+                               clock=SimulatedClock(DELIVERY_T0)))
+    assert webhooks.pump_activities(engine, DELIVERY_T0) >= 3
+    with httpx.Client(timeout=5) as client:
+        webhooks.send_due(engine, client, DELIVERY_T0)
+    events = {(json.loads(r["body"])["type"], json.loads(r["body"])["data"]["email"])
+              for r in receiver.requests if json.loads(r["body"])["type"] in ("delivered", "bounced")}
+    assert events == {("delivered", "ann@example.com"), ("delivered", "bob@example.com"),
+                      ("bounced", "unknown1@gmail.com")}
+    bounced = next(json.loads(r["body"]) for r in receiver.requests
+                   if json.loads(r["body"])["type"] == "bounced")
+    assert bounced["data"]["mailing_id"] == mailing_id and bounced["data"]["category"] == 2
+    assert all(webhooks.verify_signature(endpoint.secret or "", r["headers"]["Mailcarrier-Signature"],
+                                         r["body"], now=int(DELIVERY_T0.timestamp()), tolerance=10**9)
+               for r in receiver.requests)
+    engine.dispose()
