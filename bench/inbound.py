@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.domain.verp import VerpAddress, encode_return_path
 from mailcarrier.inbound.smtp_server import InboundServer
-from mailcarrier.services.inbound import InboundContext
+from mailcarrier.services.inbound import InboundContext, IncomingEmail, process_all, store_incoming
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.inbound_tables import inbound_messages
 from mailcarrier.storage.migrate import upgrade
@@ -167,6 +167,26 @@ def ours(n: int, connections: int, processors: int) -> tuple[float, float, dict[
     return n / elapsed, n / send_seconds, states
 
 
+def breakdown(n: int) -> str:
+    """Processing alone, in this process, on emails stored directly: where the time goes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        verps = setup(db, n)
+        raws = corpus()
+        engine = make_engine(f"sqlite:///{db}")
+        store_incoming(engine, [IncomingEmail(readdress(raws[i % len(raws)], v), "smtp", envelope_to=(v,))
+                                for i, v in enumerate(verps)], NOW)
+        ctx = InboundContext(KEY, DOMAIN, StatusPolicy(), timedelta(days=30))
+        start = time.perf_counter()
+        summary = process_all(engine, ctx, NOW)
+        elapsed = time.perf_counter() - start
+        engine.dispose()
+    return (f"processing only (1 process, no SMTP): {n / elapsed:,.0f} emails/s; of {elapsed:.2f} s: "
+            f"parse+match {summary.read_seconds:.2f} s, contact rules (services.contacts.apply_events, "
+            f"{summary.contact_events} events) {summary.contact_seconds:.2f} s, "
+            f"claims/look-ups/writes {summary.other_seconds:.2f} s")
+
+
 def flufl(n: int) -> float:
     raws = corpus()
     emails = [raws[i % len(raws)] for i in range(n)]
@@ -180,9 +200,11 @@ def flufl(n: int) -> float:
 def main(n: int = 10_000, connections: int = 32, processors: int = 1) -> None:
     rate, receive_rate, states = ours(n, connections, processors)
     peer = flufl(n)
+    detail = breakdown(n)
     print(f"{n} bounce emails over SMTP, {connections} connections, {processors} processor processes, SQLite")
     print(f"mailcarrier inbound end to end: {rate:,.0f} emails/s (receive+store only: {receive_rate:,.0f}/s)")
     print(f"outcome: {states}")
+    print(detail)
     print(f"flufl.bounce parse only:        {peer:,.0f} emails/s")
     print(f"RESULT inbound_end_to_end={rate:.0f} emails/s flufl_bounce_parse={peer:.0f} ratio={rate / peer:.2f}")
 
