@@ -364,15 +364,15 @@ def refresh_rollups(engine: Engine) -> int:
 
 def _fold_chunk(conn: Connection) -> int:
     w = report_watermarks.c
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(w.last_id).where(w.name == _WATERMARK).with_for_update())
-    last = conn.execute(select(w.last_id).where(w.name == _WATERMARK)).scalar_one_or_none()
-    if last is None:
-        _upsert(conn, report_watermarks, [{"name": _WATERMARK, "last_id": 0}], ["name"], [])
-        last = 0
+    _upsert(conn, report_watermarks, [{"name": _WATERMARK, "last_id": 0}], ["name"], [])
+    # The row lock makes concurrent refreshes take turns (SQLite: BEGIN IMMEDIATE does).
+    last = int(conn.execute(select(w.last_id).where(w.name == _WATERMARK).with_for_update())
+               .scalar_one())
+    a, c = activities.c, contacts.c
+    if conn.execute(select(a.id).where(a.id > last).limit(1)).first() is None:
+        return 0  # nothing new: answer without taking the table lock below
     if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
-    a, c = activities.c, contacts.c
     top = conn.execute(select(func.max(a.id)).where(a.id > last)).scalar()
     if top is None:
         return 0

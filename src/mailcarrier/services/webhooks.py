@@ -216,12 +216,12 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
 
 
 def _watermark(conn: Connection, name: str) -> int:
+    """The watermark, locked for this transaction so concurrent pumps take turns."""
     w = report_watermarks.c
-    last = conn.execute(select(w.last_id).where(w.name == name)).scalar_one_or_none()
-    if last is None:
-        conn.execute(report_watermarks.insert().values(name=name, last_id=0))
-        return 0
-    return int(last)
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    conn.execute(insert(report_watermarks).values(name=name, last_id=0)
+                 .on_conflict_do_nothing(index_elements=["name"]))
+    return int(conn.execute(select(w.last_id).where(w.name == name).with_for_update()).scalar_one())
 
 
 def _pump_hits(engine: Engine, conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
@@ -252,10 +252,12 @@ def _hooked_accounts(conn: Connection) -> set[int]:
 
 def _pump_chunk(conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
     w = report_watermarks.c
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
     last = _watermark(conn, _WATERMARK)
     a, c = activities.c, contacts.c
+    if conn.execute(select(a.id).where(a.id > last).limit(1)).first() is None:
+        return False, 0
+    if conn.dialect.name == "postgresql":  # wait for in-flight writers: no lower id commits later
+        conn.execute(text("LOCK TABLE activities IN SHARE MODE"))
     rows = list(conn.execute(
         select(activities, c.email).join(contacts, contacts.c.id == a.contact_id)
         .where(a.id > last).order_by(a.id).limit(chunk)))
