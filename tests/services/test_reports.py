@@ -151,3 +151,34 @@ def test_bounce_report_counts_new_bounces_incrementally(world: World) -> None:
 def test_bounce_report_refuses_reversed_period(world: World) -> None:
     with pytest.raises(ValueError, match="ends before"):
         reports.bounce_report(world.engine, world.account_id, since=DAY, until=date(2020, 1, 1))
+
+
+def test_concurrent_refreshes_while_writing_count_every_bounce_once(world: World) -> None:
+    import threading  # noqa: PLC0415 - only this test uses threads
+
+    def write(start: int) -> None:
+        for i in range(start, start + 60):
+            with world.engine.begin() as conn:
+                conn.execute(activities.insert().values(
+                    account_id=world.account_id, contact_id=world.contacts["kim@example.org"],
+                    mailing_id=world.mailing_id, type="soft_bounce", occurred_at=T0 + timedelta(minutes=i),
+                    reason="mailboxfull", category=3))
+
+    errors: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            for _ in range(15):
+                reports.refresh_rollups(world.engine)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(0,)), threading.Thread(target=write, args=(100,)),
+               *(threading.Thread(target=refresh) for _ in range(3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    assert report.total == 4 + 120
