@@ -16,11 +16,11 @@ as soon as the store knows a sending IP.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.errors import NotFoundError
@@ -45,39 +45,88 @@ class SourceRouting(Protocol):
 
     def retry_at(self, now: datetime) -> datetime: ...
 
+    async def flush(self) -> None: ...
+
+
+@dataclass
+class _Credit:
+    """Messages reserved on one IP for (account, provider) and not handed out yet."""
+
+    pick: pools.SourcePick
+    left: int
+    reserved_at: datetime
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
 
 @dataclass
 class PoolRouting:
-    """Routing through the account's pool, backed by the store (one short transaction per call)."""
+    """Routing through the account's pool, backed by the store.
+
+    Each trip to the store reserves up to ``batch`` messages on the chosen IP (never more
+    than its room this hour) and hands them out locally, so the pool's row lock is taken
+    once per batch, not per message. What is not handed out goes back to the counters
+    when the hour turns, when the IP is deferred by the provider, and at :meth:`flush`
+    (the worker calls it when it stops). Use one instance per event loop.
+    """
 
     engine: Engine
     warmup_limits: WarmupLimits
     overflow_pool: str | None = None
     rules: ThrottleRules | None = None
     default_source: str = ""
+    batch: int = 10
+    _credits: dict[tuple[int, str], _Credit] = field(default_factory=dict, init=False, repr=False)
+    _locks: dict[tuple[int, str], asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    #: (address, provider) pairs with automation state, as last seen by choose or a deferral
+    _throttled: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
 
     def _destination(self, domain: str, mx_host: str) -> str:
         """The recipient domain names the provider; the MX host when the domain is not a known one."""
         rules = self.rules or load_throttle_rules()
         return domain if rules.provider_for(domain).provider != "default" else mx_host
 
-    def _choose(self, account_id: int, destination: str, now: datetime) -> pools.SourcePick:
+    def _release(self, conn: Connection, credit: _Credit) -> None:
+        if credit.left > 0 and credit.pick.address:
+            pools.release_reserved(conn, credit.pick.address, credit.pick.provider, credit.reserved_at,
+                                   credit.left)
+
+    def _choose(self, account_id: int, destination: str, now: datetime,
+                stale: _Credit | None) -> pools.SourcePick:
         with write_transaction(self.engine) as conn:
+            if stale is not None:
+                self._release(conn, stale)
             return pools.choose_source_ip(conn, account_id, destination, now,
                                           warmup_limits=self.warmup_limits, rules=self.rules,
-                                          overflow_pool=self.overflow_pool)
+                                          overflow_pool=self.overflow_pool, batch=self.batch)
 
     async def choose(self, account_id: int, domain: str, mx_host: str, now: datetime) -> pools.SourcePick:
-        pick = await asyncio.to_thread(self._choose, account_id, self._destination(domain, mx_host), now)
-        if pick.pool is None:  # the account is on no pool: send as without routing
-            return replace(pick, address=self.default_source)
-        return pick
+        destination = self._destination(domain, mx_host)
+        key = (account_id, (self.rules or load_throttle_rules()).provider_for(destination).provider)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            credit = self._credits.get(key)
+            if credit is not None and credit.left > 0 and _hour(credit.reserved_at) == _hour(now):
+                credit.left -= 1
+                return credit.pick
+            stale = self._credits.pop(key, None)
+            pick = await asyncio.to_thread(self._choose, account_id, destination, now, stale)
+            if pick.pool is None:  # the account is on no pool: send as without routing
+                return replace(pick, address=self.default_source)
+            if pick.address is not None and pick.reserved > 1:
+                self._credits[key] = _Credit(pick, pick.reserved - 1, now)
+            self._throttled.difference_update({(a, p) for a, p in self._throttled if p == pick.provider})
+            self._throttled.update((address, pick.provider) for address in pick.throttled)
+            return pick
 
     def _observe(self, account_id: int, address: str, destination: str, now: datetime,
-                 reply: SMTPReply) -> None:
+                 reply: SMTPReply, dropped: list[_Credit]) -> None:
         text = f"{reply.code} {reply.enhanced or ''} {reply.text}".replace("  ", " ")
         delivered = reply.is_positive
         with write_transaction(self.engine) as conn:
+            for credit in dropped:
+                self._release(conn, credit)
             try:
                 if delivered or reply.is_transient:
                     pools.record_reply_for_throttling(conn, address, destination, now, delivered=delivered,
@@ -93,8 +142,29 @@ class PoolRouting:
 
     async def observe(self, account_id: int, address: str, domain: str, mx_host: str, now: datetime,
                       reply: SMTPReply) -> None:
-        await asyncio.to_thread(self._observe, account_id, address, self._destination(domain, mx_host), now,
-                                reply)
+        destination = self._destination(domain, mx_host)
+        provider = (self.rules or load_throttle_rules()).provider_for(destination).provider
+        if reply.is_positive and (address, provider) not in self._throttled:
+            return  # a clean delivery with nothing to relax: no trip to the store
+        dropped: list[_Credit] = []
+        if reply.is_transient:  # the provider pushes back: stop handing out this IP's reservations
+            self._throttled.add((address, provider))
+            for key, credit in list(self._credits.items()):
+                if key[1] == provider and credit.pick.address == address:
+                    dropped.append(self._credits.pop(key))
+        await asyncio.to_thread(self._observe, account_id, address, destination, now, reply, dropped)
+
+    def _flush(self, credits: list[_Credit]) -> None:
+        with write_transaction(self.engine) as conn:
+            for credit in credits:
+                self._release(conn, credit)
+
+    async def flush(self) -> None:
+        """Give back every reservation not handed out."""
+        credits = list(self._credits.values())
+        self._credits.clear()
+        if credits:
+            await asyncio.to_thread(self._flush, credits)
 
     def retry_at(self, now: datetime) -> datetime:
         """Allowances and hourly limits move on the hour: look again at the next one."""

@@ -545,6 +545,8 @@ async def run_worker(
         beat_stop.set()
         await beat
         await worker.pool.close()
+        if source_routing is not None:  # give back source-IP reservations not used
+            await source_routing.flush()
     await asyncio.to_thread(worker._apply_contact_events)
     worker.stats.connections_opened = worker.pool.opened
     return worker.stats

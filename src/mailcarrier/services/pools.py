@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailcarrier.domain.consent import ConsentTable, unconsented
@@ -29,10 +29,12 @@ from mailcarrier.domain.source_ip import choose_source_ip as choose_from_statuse
 from mailcarrier.domain.throttle_rules import (
     ActionKind,
     ActiveAction,
+    ProviderLimits,
     ReplyEvent,
     ThrottleDecision,
     ThrottleRules,
     ThrottleState,
+    effective_limits,
     load_throttle_rules,
     on_reply,
 )
@@ -43,6 +45,7 @@ from mailcarrier.domain.warmup import (
     WarmupState,
     advance,
     daily_cap,
+    hourly_allowance,
     load_schedules,
 )
 from mailcarrier.services.hygiene import DnsHygiene, DnsQueryError, DomainCheckRequest, assert_sendable
@@ -95,6 +98,7 @@ __all__ = [
     "record_reputation_event",
     "record_reputation_signal",
     "record_send",
+    "release_reserved",
     "reputation_history",
     "throttle_log",
 ]
@@ -139,6 +143,9 @@ class SourcePick:
     pool: str | None
     overflow: bool
     reasons: tuple[str, ...]
+    reserved: int = 0  #: messages counted against ``address`` by this call (see ``batch``)
+    #: pool addresses with deferral-automation state for the provider (counted replies or an action)
+    throttled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,11 +604,28 @@ def record_send(conn: Connection, address: str, provider: str, now: datetime) ->
     _count_send(conn, ip_by_address(conn, address), provider, now)
 
 
-def _count_send(conn: Connection, ip: SendingIp, provider: str, now: datetime) -> None:
-    _bump(conn, ip_daily_volume, {"ip_id": ip.id, "day": now.date()}, sent=1)
-    _bump(conn, ip_hourly_volume, {"ip_id": ip.id, "provider": provider, "hour": _hour(now)}, sent=1)
+def _count_send(conn: Connection, ip: SendingIp, provider: str, now: datetime, count: int = 1) -> None:
+    _bump(conn, ip_daily_volume, {"ip_id": ip.id, "day": now.date()}, sent=count)
+    _bump(conn, ip_hourly_volume, {"ip_id": ip.id, "provider": provider, "hour": _hour(now)}, sent=count)
     if ip.warmup.last_sent_on != now.date():
         conn.execute(update(sending_ips).where(sending_ips.c.id == ip.id).values(last_sent_on=now.date()))
+
+
+def release_reserved(conn: Connection, address: str, provider: str, reserved_at: datetime,
+                     count: int) -> None:
+    """Give back ``count`` messages reserved at ``reserved_at`` but never sent (uncount them)."""
+    if count < 0:
+        raise ValueError("count cannot be negative")
+    if count == 0:
+        return
+    ip = ip_by_address(conn, address)
+    _lock_pools(conn, [ip.pool_id])
+    d, h = ip_daily_volume.c, ip_hourly_volume.c
+    conn.execute(update(ip_daily_volume).where(d.ip_id == ip.id, d.day == reserved_at.date())
+                 .values(sent=case((d.sent > count, d.sent - count), else_=0)))
+    conn.execute(update(ip_hourly_volume).where(h.ip_id == ip.id, h.provider == provider,
+                                                h.hour == _hour(reserved_at))
+                 .values(sent=case((h.sent > count, h.sent - count), else_=0)))
 
 
 def record_ip_outcome(conn: Connection, address: str, day: date, *, bounced: int = 0,
@@ -746,7 +770,7 @@ def throttle_log(conn: Connection, *, active_at: datetime | None = None,
 
 
 def _statuses(conn: Connection, ips: Sequence[SendingIp], provider: str, now: datetime,
-              limits: WarmupLimits) -> tuple[list[IpStatus], dict[str, SendingIp]]:
+              limits: WarmupLimits) -> tuple[list[IpStatus], dict[str, SendingIp], tuple[str, ...]]:
     """Each enabled IP's cap, counters and throttle state (one query per kind, not per IP)."""
     schedules = load_schedules()
     enabled = [ip for ip in ips if ip.enabled]
@@ -767,19 +791,34 @@ def _statuses(conn: Connection, ips: Sequence[SendingIp], provider: str, now: da
         statuses.append(IpStatus(ip=ip.address, daily_cap=cap, sent_today=int(sent_today.get(ip.id, 0)),
                                  sent_this_hour=int(sent_hour.get(ip.id, 0)), throttle=throttle))
         by_address[ip.address] = replace(ip, warmup=state)
-    return statuses, by_address
+    return statuses, by_address, tuple(ip.address for ip in enabled if ip.id in throttled)
+
+
+def _room(status: IpStatus, limits: ProviderLimits, now: datetime) -> int:
+    """How many more messages the IP may carry to the provider this hour (at least 1 once chosen)."""
+    in_force = limits if status.throttle is None else effective_limits(status.throttle, limits, now)
+    if in_force is None:
+        return 1
+    room = in_force.messages_per_hour - status.sent_this_hour
+    allowance = hourly_allowance(status.daily_cap, status.sent_today, now)
+    return max(1, min(room, allowance) if allowance is not None else room)
 
 
 def choose_source_ip(conn: Connection, account_id: int, destination: str, now: datetime, *,
                      warmup_limits: WarmupLimits | None = None, rules: ThrottleRules | None = None,
-                     overflow_pool: str | None = None, reserve: bool = True) -> SourcePick:
+                     overflow_pool: str | None = None, reserve: bool = True, batch: int = 1) -> SourcePick:
     """The source IP for the next message of the account to ``destination`` (domain or MX host).
 
     Looks at the account's pool; when no IP there may send (warm-up caps, hourly limits,
     suspensions) and ``overflow_pool`` names a warm pool, tries that one. With
     ``reserve`` the message is counted against the chosen IP at once, so concurrent
-    callers cannot overshoot a warm-up cap. ``address`` None means wait; ``reasons`` say why.
+    callers cannot overshoot a warm-up cap; ``batch`` > 1 reserves up to that many messages
+    on the chosen IP at once (never more than its room this hour), for a caller that hands
+    them out itself and gives back what it did not use (:func:`release_reserved`).
+    ``address`` None means wait; ``reasons`` say why.
     """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
     rules = rules or load_throttle_rules()
     limits = rules.provider_for(destination)
     warmup_limits = warmup_limits or WarmupLimits()
@@ -793,16 +832,19 @@ def choose_source_ip(conn: Connection, account_id: int, destination: str, now: d
     _lock_pools(conn, [p.id for p, _ in candidates])
     reasons: list[str] = []
     for candidate, overflow in candidates:
-        statuses, by_address = _statuses(conn, pool_ips(conn, candidate.id), limits.provider, now,
-                                         warmup_limits)
+        statuses, by_address, throttled = _statuses(conn, pool_ips(conn, candidate.id), limits.provider,
+                                                    now, warmup_limits)
         choice = choose_from_statuses(statuses, limits, now)
         reasons += [f"pool {candidate.name}: {r}" for r in choice.reasons] or (
             [] if choice.ip else [f"pool {candidate.name}: no enabled IPs"])
         if choice.ip is not None:
+            count = 0
             if reserve:
-                _count_send(conn, by_address[choice.ip], limits.provider, now)
-            return SourcePick(choice.ip, limits.provider, choice.connections,
-                              limits.messages_per_connection, candidate.name, overflow, tuple(reasons))
+                status = next(st for st in statuses if st.ip == choice.ip)
+                count = min(batch, _room(status, limits, now))
+                _count_send(conn, by_address[choice.ip], limits.provider, now, count)
+            return SourcePick(choice.ip, limits.provider, choice.connections, limits.messages_per_connection,
+                              candidate.name, overflow, tuple(reasons), count, throttled)
     return SourcePick(None, limits.provider, 0, 0, pool.name, False, tuple(reasons))
 
 
