@@ -182,3 +182,15 @@ def test_concurrent_refreshes_while_writing_count_every_bounce_once(world: World
     assert not errors
     report = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
     assert report.total == 4 + 120
+
+
+def test_bounce_report_over_time_by_reason_and_bounce_list_links(world: World) -> None:
+    from mailcarrier.services.account_views import list_bounces  # noqa: PLC0415
+
+    report = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    assert sorted((d["reason"], d["count"]) for d in report.by_day_reason) == \
+        [("blocked", 1), ("filtered", 1), ("mailboxfull", 1), ("userunknown", 1)]
+    bounces = list_bounces(world.engine, world.account_id, after_id=0, limit=10)
+    gmail = next(b for b in bounces if b.email == "fay@gmail.com")
+    assert gmail.provider and gmail.provider.startswith("Google") and gmail.postmaster
+    assert all(b.explanation for b in bounces)

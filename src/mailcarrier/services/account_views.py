@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.domain.reason_help import explain
+from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.storage.tables import (
     activities,
     attempts,
@@ -132,6 +132,8 @@ class BounceView:
     diagnostic: str | None
     remote_mta: str | None
     explanation: str
+    provider: str | None
+    postmaster: str | None
 
 
 def _contact(r: Any) -> ContactView:
@@ -228,10 +230,16 @@ def list_bounces(engine: Engine, account_id: int, *, after_id: int, limit: int,
     if contact_id is not None:
         query = query.where(a.contact_id == contact_id)
     with engine.connect() as conn:
-        return [BounceView(r.id, r.contact_id, r.email, r.mailing_id, r.delivery_id, r.type,
-                           r.occurred_at, r.reason, r.category, r.reply_code, r.enhanced_status,
-                           r.diagnostic, r.remote_mta, explain(r.reason))
-                for r in conn.execute(query.order_by(a.id).limit(limit + 1))]
+        rows = list(conn.execute(query.order_by(a.id).limit(limit + 1)))
+    out = []
+    for r in rows:
+        provider = provider_for(r.remote_mta, r.email.rpartition("@")[2])
+        out.append(BounceView(r.id, r.contact_id, r.email, r.mailing_id, r.delivery_id, r.type,
+                              r.occurred_at, r.reason, r.category, r.reply_code, r.enhanced_status,
+                              r.diagnostic, r.remote_mta, explain(r.reason),
+                              provider.name if provider else None,
+                              provider.postmaster if provider else None))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,6 +191,7 @@ class BounceReport:
     until: date
     total: int
     by_day: list[dict[str, Any]]
+    by_day_reason: list[dict[str, Any]]
     by_category: dict[int, int]
     by_reason: list[ReasonCount]
     by_domain: list[DomainCount]
@@ -449,10 +450,12 @@ def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
         near = _near_threshold(conn, account_id, thresholds, top)
         rates = _mailing_rates(conn, account_id, thresholds, since, until, top)
     by_day: dict[tuple[date, int], int] = Counter()
+    by_day_reason: dict[tuple[date, int, str], int] = Counter()
     by_category: Counter[int] = Counter()
     reasons: Counter[tuple[str, int]] = Counter()
     for day, _kind, category, reason, n in daily:
         by_day[(_as_date(day), int(category))] += int(n)
+        by_day_reason[(_as_date(day), int(category), reason)] += int(n)
         by_category[int(category)] += int(n)
         reasons[(reason, int(category))] += int(n)
     domains: dict[str, list[int]] = {}
@@ -473,6 +476,8 @@ def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
         since=since, until=until, total=sum(by_category.values()),
         by_day=[{"day": d.isoformat(), "category": cat, "count": n}
                 for (d, cat), n in sorted(by_day.items())],
+        by_day_reason=[{"day": d.isoformat(), "category": cat, "reason": reason, "count": n}
+                       for (d, cat, reason), n in sorted(by_day_reason.items())],
         by_category=dict(sorted(by_category.items())),
         by_reason=[ReasonCount(reason, cat, n, explain(reason))
                    for (reason, cat), n in reasons.most_common(top)],
