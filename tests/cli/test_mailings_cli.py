@@ -54,3 +54,16 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "oslo" in listed.output and "done" in listed.output
     cancel = run(app, ["mailings", "cancel", mailing_id, "--account", "acme", *url])
     assert cancel.exit_code == 1 and "done" in cancel.output
+
+
+def test_dkim_generate_show_and_refuse_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILCARRIER_DATA_DIR", str(tmp_path / "data"))
+    run = CliRunner().invoke
+    made = run(app, ["dkim", "generate", "shop.example", "--algorithm", "ed25519"])
+    assert made.exit_code == 0 and "k=ed25519" in made.output
+    assert run(app, ["dkim", "show", "shop.example"]).output == made.output
+    again = run(app, ["dkim", "generate", "shop.example"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    rotated = run(app, ["dkim", "generate", "shop.example", "--algorithm", "rsa", "--force"])
+    assert rotated.exit_code == 0 and "k=rsa" in rotated.output

@@ -13,6 +13,7 @@ from mailcarrier.cli import (
     contacts_cmd,
     db_cmd,
     demo_cmd,
+    dkim_cmd,
     domains_cmd,
     evidence_cmd,
     inbound_cmd,
@@ -52,6 +53,7 @@ app.command("worker")(worker_cmd.worker_command)
 app.add_typer(mailings_cmd.app, name="mailings")
 app.command("sandbox")(sandbox_cmd.sandbox_command)
 app.command("demo")(demo_cmd.demo_command)
+app.add_typer(dkim_cmd.app, name="dkim")
 app.add_typer(report_cmd.app, name="report")
 app.command("evidence")(evidence_cmd.evidence_command)
 app.add_typer(webhooks_cmd.app, name="webhooks")
