@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
 
+from mailcarrier.delivery.source_routing import PoolRouting
+from mailcarrier.domain.smtp_reply import SMTPReply
 from mailcarrier.domain.throttle_rules import ActionKind
 from mailcarrier.domain.warmup import WarmupLimits, load_schedules
 from mailcarrier.services import pools as svc
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.migrate import upgrade
-from mailcarrier.storage.pool_tables import sending_ips
+from mailcarrier.storage.pool_tables import ip_daily_volume, sending_ips
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 LATE = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # the whole day's warm-up share is available
@@ -153,3 +156,42 @@ def test_throttle_state_survives_a_new_connection(db: tuple[Engine, int]) -> Non
         decision = svc.record_reply_for_throttling(conn, "127.0.0.2", "example.net",
                                                    LATE + timedelta(minutes=2), delivered=False, text=text)
     assert decision.started is not None
+
+
+def _sent(engine: Engine, address: str) -> int:
+    with engine.connect() as conn:
+        ip = svc.ip_by_address(conn, address)
+        return int(conn.execute(select(ip_daily_volume.c.sent).where(ip_daily_volume.c.ip_id == ip.id))
+                   .scalar_one_or_none() or 0)
+
+
+def test_batch_reservation_stays_within_room_and_can_be_given_back(db: tuple[Engine, int]) -> None:
+    engine, acme = db
+    morning = LATE.replace(hour=0)  # room 3 per IP this hour (50 a day spread over 24 hours)
+    with engine.begin() as conn:
+        with pytest.raises(ValueError, match="batch"):
+            svc.choose_source_ip(conn, acme, "example.com", morning, batch=0)
+        pick = svc.choose_source_ip(conn, acme, "example.com", morning, batch=10)
+        assert pick.address is not None and pick.reserved == 3
+        svc.release_reserved(conn, pick.address, pick.provider, morning, 2)
+        svc.release_reserved(conn, pick.address, pick.provider, morning, 0)
+        with pytest.raises(ValueError):
+            svc.release_reserved(conn, pick.address, pick.provider, morning, -1)
+    assert _sent(engine, pick.address) == 1
+
+
+def test_pool_routing_hands_out_reservations_and_flushes_the_rest(db: tuple[Engine, int]) -> None:
+    engine, acme = db
+    routing = PoolRouting(engine, WarmupLimits(), batch=4)
+
+    async def scenario() -> list[str | None]:
+        picks = [(await routing.choose(acme, "example.com", "mx.example.com", LATE)).address for _ in range(10)]
+        deferral = SMTPReply(421, "4.7.0 try again later")
+        await routing.observe(acme, "127.0.0.1", "example.com", "mx.example.com", LATE, deferral)
+        await routing.flush()
+        return picks
+
+    picks = asyncio.run(scenario())
+    counted = sum(_sent(engine, f"127.0.0.{n}") for n in (1, 2, 3))
+    assert counted == 10 and None not in picks
+    assert len(set(picks)) == 3  # runs of up to four per IP, every IP used
