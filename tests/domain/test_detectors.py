@@ -217,3 +217,9 @@ def test_google_groups_refusal_is_rejected_in_any_language() -> None:
 
 def _fail() -> object:
     raise AssertionError("expected a bounce report")
+
+
+def test_a_person_talking_about_a_failed_delivery_is_not_a_bounce() -> None:
+    raw = ("From: Ann <ann@example.org>\nTo: ops@example.com\nSubject: Re: delivery failed?\n\n"
+           "I think bob@example.net blocked us, or marked the newsletter as spam.\n")
+    assert parse_bounce(raw.encode()) is None

@@ -168,20 +168,16 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
         kind, found = detected
         records = tuple(_from_found(f) for f in found)
         if kind == "prose":
-            # From a person, prose naming an address with no code, status or known
-            # wording is no evidence of a failure (a reply quoting an address, say).
+            # Prose from a person, or an auto-replied notice (RFC 3834) in none of the
+            # known MTA wordings, is a bounce only where it carries an MTA's evidence: a
+            # reply code, a status or a detector's fixed wording (not an address quoted
+            # in a reply, nor "spam" in a sentence).
             replied = (mail.header("Auto-Submitted").lower().startswith("auto-replied")
                        and not mail.header("X-Failed-Recipients")
                        and wording().markers.search(mail.body[:4000]) is None)
-            if replied:
-                # An auto-replied notice (RFC 3834) in none of the known MTA wordings
-                # counts as a bounce only with a reply code, a status or a detector's hint.
+            if replied or not from_daemon:
                 records = tuple(r for r in records if r.reply_code is not None or r.status is not None
                                 or r.rule.startswith("bounce:detector:"))
-            elif not from_daemon:
-                records = tuple(r for r in records if not (
-                    r.reason in (Reason.UNDEFINED, Reason.ONHOLD) and r.reply_code is None
-                    and r.status is None))
         if records and all(r.reason is Reason.FEEDBACK for r in records):
             return BounceReport("feedback", records, mid, ours, records[0].diagnostic or "other")
         if records:
