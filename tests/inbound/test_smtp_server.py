@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import smtplib
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 
 from mailcarrier.inbound.smtp_server import InboundServer
 from mailcarrier.services.inbound import list_inbound
+from mailcarrier.storage.inbound_messages import raw_message as store_raw
 from tests.inbound.factory import BOUNCE_DOMAIN, CTX, T0, World, arf, contact, delivery, dsn, make_world
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -147,3 +149,47 @@ def test_processing_in_a_separate_process(world: World) -> None:
             client.sendmail("", [ann.return_path], dsn(to=ann.return_path, recipient=ann.email))
         assert separate.wait_idle(60)
     assert delivery(world.engine, ann.delivery_id)["state"] == "bounced_hard"
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"one line\r\n",
+    b"Subject: dots\r\n\r\n.\r\n..\r\n.leading dot\r\nends with a dot.\r\nx.\r\n\r\n.\r\nlast",
+    b"Subject: long\r\n\r\n" + b"y" * 70_000 + b"\r\n.tail\r\n",
+])
+def test_data_arrives_byte_exact_after_dot_unstuffing(world: World, server: InboundServer, body: bytes) -> None:
+    ann = world.sent["ann@aol.test"]
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        client.ehlo("mx.receiver.test")
+        assert client.docmd("MAIL FROM:<>")[0] == 250
+        assert client.rcpt(ann.return_path)[0] == 250
+        assert client.data(body)[0] == 250  # smtplib dot-stuffs and ends the last line
+        assert client.noop()[0] == 250  # the session goes on after the end marker
+    assert server.wait_idle(30)
+    [stored] = list_inbound(world.engine)
+    with world.engine.connect() as conn:
+        raw = store_raw(conn, stored.id)
+    expected = body if body.endswith(b"\r\n") else body + b"\r\n"  # smtplib ends the last line
+    assert raw == expected
+
+
+def test_empty_data_and_a_pipelined_command_after_the_marker(world: World, server: InboundServer) -> None:
+    ann = world.sent["ann@aol.test"]
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+
+        def reply() -> bytes:
+            while (line := stream.readline())[3:4] == b"-":
+                pass
+            return line
+
+        assert reply().startswith(b"220")
+        sock.sendall(b"EHLO mx.receiver.test\r\n")
+        assert reply().startswith(b"250")
+        sock.sendall(b"MAIL FROM:<>\r\nRCPT TO:<" + ann.return_path.encode() + b">\r\nDATA\r\n")
+        assert [reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        sock.sendall(b".\r\nNOOP\r\n")  # empty message, next command in the same packet
+        assert reply().startswith(b"250") and reply().startswith(b"250")
+    assert server.wait_idle(30)
+    [stored] = list_inbound(world.engine)
+    assert stored.size == 0 and stored.state == "failed"
