@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,14 +38,19 @@ class LimitRule:
 class DestinationLimits:
     rules: tuple[LimitRule, ...]
     default: ConnectionLimits
+    _cache: dict[tuple[str, str], tuple[str, ConnectionLimits]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def for_destination(self, domain: str, mx_host: str) -> tuple[str, ConnectionLimits]:
         """The (rule name, limits) for a recipient domain reached through ``mx_host``."""
-        domain, mx_host = domain.lower(), mx_host.lower().rstrip(".")
-        for rule in self.rules:
-            if rule.matches(domain, mx_host):
-                return rule.name, rule.limits
-        return "default", self.default
+        key = (domain.lower(), mx_host.lower().rstrip("."))
+        found = self._cache.get(key)
+        if found is None:
+            found = next(((rule.name, rule.limits) for rule in self.rules if rule.matches(*key)),
+                         ("default", self.default))
+            if len(self._cache) < 100_000:  # patterns are few, domains many: remember the answer
+                self._cache[key] = found
+        return found
 
 
 def _limits(entry: dict[str, object], where: str) -> ConnectionLimits:

@@ -147,7 +147,10 @@ class SmtpSession:
         lines: list[str] = []
         while True:
             try:
-                raw = await asyncio.wait_for(self._reader.readline(), self._timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps every read in a new task,
+                # which is a noticeable share of the per-message CPU cost at bulk rates.
+                async with asyncio.timeout(self._timeout):
+                    raw = await self._reader.readline()
             except TimeoutError as error:
                 self.usable = False
                 code = 147 if after_dot else 146

@@ -446,11 +446,11 @@ class MailingRenderer:
         """Stable per delivery, so a retry carries the same Message-ID as the first attempt."""
         return f"mc.{delivery_id}.{self.mailing_id}.{self.account_id}@{self.sending_domain}"
 
-    def personalise(self, recipient: RecipientData) -> RenderedBodies:
+    def personalise(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
         """The recipient's subject and bodies; the link hook, when set, rewrites them."""
         context = {"email": recipient.email, "first_name": recipient.first_name,
                    "last_name": recipient.last_name, "fields": _Fields(recipient.fields),
-                   "unsubscribe_url": self._unsubscribe_url(recipient.delivery_id)}
+                   "unsubscribe_url": unsubscribe_url or self._unsubscribe_url(recipient.delivery_id)}
         try:
             bodies = RenderedBodies(self._subject.render(context), self._html.render(context),
                                     self._text.render(context))
@@ -463,8 +463,8 @@ class MailingRenderer:
 
     def render(self, recipient: RecipientData, now: datetime) -> RenderedMessage:
         """Personalise, compose and sign one message (ValueError/TemplateRenderError if impossible)."""
-        bodies = self.personalise(recipient)
         token = self.unsubscribe_token(recipient.delivery_id)
+        bodies = self.personalise(recipient, f"{self._public_url}/u/{token}")
         message_id = self.message_id(recipient.delivery_id)
         return_path = self.return_path(recipient.delivery_id)
         subject = " ".join(bodies.subject.split())
