@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
+from mailcarrier.services import pools
 from mailcarrier.services.contacts import ContactEventRecord, apply_event, history
 from mailcarrier.services.inbound import (
     IncomingEmail,
@@ -18,6 +20,8 @@ from mailcarrier.services.inbound import (
     release_for_reprocess,
     store_incoming,
 )
+from mailcarrier.services.policies import warmup_schedule
+from mailcarrier.storage.pool_tables import ip_daily_volume
 from mailcarrier.storage.tables import attempts, deliveries
 from tests.inbound.factory import (
     CTX,
@@ -230,3 +234,18 @@ def test_user_unknown_after_a_later_delivery_is_suspected_filtering(world: World
     assert person["status"] == "active" and not person["email_invalid"]
     row = delivery(world.engine, ann.delivery_id)
     assert row["state"] == "bounced_hard" and row["suspected_filtering"] and row["last_reason"] == "filtered"
+
+
+def test_late_bounce_and_complaint_count_against_the_sending_ip_day(world: World) -> None:
+    ann, bob = world.sent["ann@aol.test"], world.sent["bob@aol.test"]
+    with world.engine.begin() as conn:
+        pools.create_pool(conn, "shared", "shared", T0)
+        pools.add_ip(conn, "shared", "192.0.2.10", T0, schedule=warmup_schedule(Settings(_env_file=None)))
+        conn.execute(attempts.update().values(local_ip="192.0.2.10"))
+    receive(world, dsn(to=ann.return_path, recipient=ann.email),
+            arf(to="fbl@sender.test", recipient=bob.email, message_id=bob.message_id),
+            envelope_to=())
+    with world.engine.connect() as conn:
+        rows = conn.execute(select(ip_daily_volume.c.day, ip_daily_volume.c.bounced,
+                                   ip_daily_volume.c.complained)).all()
+    assert rows == [(T0.date(), 1, 1)]

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,8 +36,9 @@ from sqlalchemy import Engine
 from mailcarrier.config import Settings
 from mailcarrier.domain.bounce import BounceRecord, BounceReport, parse_bounce
 from mailcarrier.domain.contact_status import ContactEvent, DomainEvidence, EventKind, StatusPolicy
-from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.errors import NotFoundError, ParseError
 from mailcarrier.domain.vocabulary import Category, Reason
+from mailcarrier.services import pools
 from mailcarrier.services.bounce_matching import (
     Attribution,
     MatchKeys,
@@ -263,6 +264,8 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     with _writer(engine) as conn:
         summary.bounced_deliveries = store.flip_deliveries(conn, delivery_rows)
         store.save_results(conn, results)
+    if events:
+        _count_against_sending_ips(engine, events, transitions)
     summary.other_seconds = time.perf_counter() - started - summary.read_seconds - summary.contact_seconds
     for result in results:
         summary.states[result["state"]] = summary.states.get(result["state"], 0) + 1
@@ -386,6 +389,35 @@ def _delivery_rows(events: list[tuple[ContactEventRecord, Attribution]], transit
             "suspected_filtering": bool(transition.suspected_filtering), "final_at": now,
         })
     return rows
+
+
+def _count_against_sending_ips(engine: Engine, events: list[tuple[ContactEventRecord, Attribution]],
+                               transitions: Sequence[Any]) -> None:
+    """Late hard bounces and complaints count against the IP and day that sent the message.
+
+    They hold that IP's warm-up ramp like synchronous ones (:func:`pools.record_ip_outcome`);
+    messages sent from an address outside every pool are not counted anywhere.
+    """
+    counted: dict[int, str] = {}
+    for (event, attribution), transition in zip(events, transitions, strict=True):
+        if event.event.kind is EventKind.COMPLAINT:
+            counted[attribution.delivery.id] = "complained"
+        elif transition.category is not None and Category(transition.category).is_hard:
+            counted[attribution.delivery.id] = "bounced"
+    with engine.connect() as conn:
+        sent_from = store.delivered_attempts(conn, counted)
+    if not sent_from:
+        return
+    tally: dict[tuple[str, date, str], int] = {}
+    for delivery_id, (address, started) in sent_from.items():
+        key = (address, started.date(), counted[delivery_id])
+        tally[key] = tally.get(key, 0) + 1
+    with _writer(engine) as conn:
+        for (address, day, what), count in sorted(tally.items()):
+            try:
+                pools.record_ip_outcome(conn, address, day, **{what: count})
+            except NotFoundError:
+                continue  # the default source address, not one of a pool
 
 
 def _result(reading: _Reading, now: datetime) -> dict[str, Any]:

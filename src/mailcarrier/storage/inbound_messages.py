@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from mailcarrier.storage.inbound_tables import inbound_messages
-from mailcarrier.storage.tables import activities, deliveries
+from mailcarrier.storage.tables import activities, attempts, deliveries
 
 __all__ = [
     "DeliveryRef",
@@ -25,6 +25,7 @@ __all__ = [
     "bounced_mailing_domains",
     "claim_pending",
     "count_in_state",
+    "delivered_attempts",
     "deliveries_by_ids",
     "deliveries_by_message_ids",
     "first_ids_by_digest",
@@ -292,3 +293,16 @@ def raw_message(conn: Connection, message_id: int) -> bytes | None:
 def count_in_state(conn: Connection, state: str) -> int:
     m = inbound_messages.c
     return int(conn.execute(select(func.count()).where(m.state == state)).scalar_one())
+
+
+def delivered_attempts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, tuple[str, datetime]]:
+    """The accepted attempt of each delivery: (local IP it was sent from, when it started)."""
+    wanted = sorted(set(delivery_ids))
+    found: dict[int, tuple[str, datetime]] = {}
+    a = attempts.c
+    for start in range(0, len(wanted), _CHUNK):
+        query = select(a.delivery_id, a.local_ip, a.started_at).where(
+            a.delivery_id.in_(wanted[start:start + _CHUNK]), a.outcome == "delivered",
+            a.local_ip.is_not(None))
+        found.update((int(r[0]), (str(r[1]), r[2])) for r in conn.execute(query))
+    return found
