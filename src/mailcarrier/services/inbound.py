@@ -322,7 +322,7 @@ def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: da
     if not wanted:
         return [], set()
     with engine.connect() as conn:
-        seen = store.seen_activities(conn, (a.delivery.id for _, a, _k in wanted), _COUNTED)
+        seen = store.seen_activities(conn, (a.delivery for _, a, _k in wanted), _COUNTED)
         pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
                  if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
         domain_counts = store.bounced_mailing_domains(conn, pairs, _INVALID_REASONS) if pairs else {}

@@ -223,15 +223,20 @@ def recent_deliveries_by_email(conn: Connection, emails: Iterable[str],
     return found
 
 
-def seen_activities(conn: Connection, delivery_ids: Iterable[int],
+def seen_activities(conn: Connection, refs: Iterable[DeliveryRef],
                     types: Sequence[str]) -> set[tuple[int, str]]:
-    """(delivery id, activity type) pairs already recorded: what was already counted."""
-    wanted = sorted(set(delivery_ids))
+    """(delivery id, activity type) pairs already recorded: what was already counted.
+
+    Filtered by mailing and type first, so the (mailing_id, type) index does the work.
+    """
+    wanted = sorted({(r.mailing_id, r.id) for r in refs})
     seen: set[tuple[int, str]] = set()
     a = activities.c
     for start in range(0, len(wanted), _CHUNK):
-        query = select(a.delivery_id, a.type).where(a.delivery_id.in_(wanted[start:start + _CHUNK]),
-                                                    a.type.in_(list(types)))
+        chunk = wanted[start:start + _CHUNK]
+        query = select(a.delivery_id, a.type).where(a.mailing_id.in_(sorted({m for m, _ in chunk})),
+                                                    a.type.in_(list(types)),
+                                                    a.delivery_id.in_([d for _, d in chunk]))
         seen.update((int(r[0]), str(r[1])) for r in conn.execute(query))
     return seen
 
