@@ -13,6 +13,7 @@ from mailcarrier.domain.detectors.base import addresses, split_diagnostic_type
 from mailcarrier.domain.detectors.dsn import parse_fields
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import address_paragraphs
+from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -223,3 +224,33 @@ def test_a_person_talking_about_a_failed_delivery_is_not_a_bounce() -> None:
     raw = ("From: Ann <ann@example.org>\nTo: ops@example.com\nSubject: Re: delivery failed?\n\n"
            "I think bob@example.net blocked us, or marked the newsletter as spam.\n")
     assert parse_bounce(raw.encode()) is None
+
+
+_LINE = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+_FIELD_NAMES = st.sampled_from(["Final-Recipient", "Original-Recipient", "Action", "Status", "Diagnostic-Code",
+                                "Remote-MTA", "Content-Type", "X-Failed-Recipients", "Subject", "From"])
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(["text/plain", "message/delivery-status", "message/rfc822",
+                                           "text/rfc822-headers", "text/html", "multipart/mixed"]),
+                          st.sampled_from(["", "base64", "quoted-printable", "7bit"]),
+                          st.lists(st.tuples(_FIELD_NAMES, _LINE), max_size=6),
+                          st.lists(_LINE, max_size=8)), max_size=5),
+       st.sampled_from(["\n", "\r\n", "\r"]))
+def test_structured_random_bounces_parse_or_raise_parse_error_only(
+        parts: list[tuple[str, str, list[tuple[str, str]], list[str]]], newline: str) -> None:
+    lines = ["From: MAILER-DAEMON@mx.example.net", "Subject: Undelivered Mail",
+             'Content-Type: multipart/report; report-type=delivery-status; boundary="zz"', ""]
+    for ctype, encoding, fields, body in parts:
+        lines += ["--zz", f"Content-Type: {ctype}"] + ([f"Content-Transfer-Encoding: {encoding}"] if encoding else [])
+        lines += [""] + [f"{name}: {value}" for name, value in fields] + [""] + body
+    lines.append("--zz--")
+    raw = newline.join(lines).encode("utf-8", "surrogatepass")
+    try:
+        report = parse_bounce(raw)
+    except ParseError:
+        return
+    for record in report.records if report else ():
+        assert isinstance(record.reason, Reason)
+        assert "@" in record.recipient or record.recipient == ""
