@@ -11,6 +11,7 @@ from mailcarrier.domain import (
     classify_reply,
     parse_reply,
 )
+from mailcarrier.domain.classify import normalise_text
 from mailcarrier.domain.rules_engine import Scope
 
 PROVIDER_REPLIES = [
@@ -102,3 +103,13 @@ def test_classify_is_total(text: str, code: int | None, stage: SMTPStage) -> Non
     assert result.rule
     if code is not None and 400 <= code < 500:
         assert result.retry
+
+
+@given(st.from_regex(r"[a-z0-9._+-]{1,20}@[a-z0-9-]{1,12}(\.[a-z]{2,6}){1,2}", fullmatch=True),
+       st.tuples(*[st.integers(0, 255)] * 4))
+def test_normalise_text_masks_any_address_and_ip(address: str, ip: tuple[int, int, int, int]) -> None:
+    dotted = ".".join(map(str, ip))
+    text = f"550 5.1.1 <{address}>: rejected from [{dotted}] for {address}"
+    masked = normalise_text(text)
+    assert address not in masked and dotted not in masked
+    assert masked == normalise_text(text.replace(address, "someone.else@example.org").replace(dotted, "10.0.0.1"))

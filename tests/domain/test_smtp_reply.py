@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailcarrier.domain import EnhancedStatus, ParseError, SMTPStage, parse_reply
-from mailcarrier.domain.smtp_reply import find_enhanced_status
+from mailcarrier.domain.smtp_reply import find_enhanced_status, status_in_text
 
 
 def test_single_line_with_enhanced_status() -> None:
@@ -72,3 +72,16 @@ def test_round_trip_of_generated_replies(code: int, status: tuple[int, int, int]
     assert reply.code == code
     if status:
         assert reply.enhanced == EnhancedStatus(*status)
+
+
+@given(st.text(max_size=200))
+def test_status_in_text_agrees_with_find_enhanced_status(text: str) -> None:
+    found, as_text = find_enhanced_status(text), status_in_text(text)
+    assert (found is None) == (as_text == "")
+    if found is not None:
+        assert EnhancedStatus.parse(as_text) == found
+
+
+def test_status_in_text_skips_ip_addresses() -> None:
+    assert status_in_text("from 192.0.2.1 said 550 5.1.1 unknown") == "5.1.1"
+    assert status_in_text("host 4.4.4.4 refused") == ""
