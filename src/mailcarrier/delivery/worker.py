@@ -40,7 +40,7 @@ from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_stat
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.source_routing import SourceRouting
 from mailcarrier.delivery.transport import RejectedError, SendResult, TransportError
-from mailcarrier.domain.classify import Classification, classify_internal, classify_reply
+from mailcarrier.domain.classify import Classification, classify, classify_internal, classify_reply
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
@@ -116,6 +116,10 @@ class WorkerStats:
     recovered: int = 0
     connections_opened: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+
+
+#: What the classifier says about any 2xx at the end of data (checked by the tests).
+_DELIVERED = classify(code=250, stage=SMTPStage.EOD)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -361,7 +365,10 @@ class _Worker:
                     if error.stage is not SMTPStage.CONNECT or index == len(hosts) - 1:
                         raise
             assert result is not None and result.reply is not None
-            classification = classify_reply(result.reply)
+            reply = result.reply
+            # A 250 to the final "." needs no rule matching: the classifier's answer is fixed.
+            delivered = reply.stage is SMTPStage.EOD and 200 <= reply.code < 300
+            classification = _DELIVERED if delivered else classify_reply(reply)
         except TransportError as error:
             classification = classify_internal(error.internal_code)
             detail = f"{error.internal_code} {INTERNAL_CODES[error.internal_code].name}: {error}"
