@@ -254,3 +254,10 @@ def test_structured_random_bounces_parse_or_raise_parse_error_only(
     for record in report.records if report else ():
         assert isinstance(record.reason, Reason)
         assert "@" in record.recipient or record.recipient == ""
+
+
+def test_a_huge_prose_body_is_read_from_its_top_only() -> None:
+    raw = (b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n\n"
+           + b"ann@example.org: 550 5.1.1 user unknown (in reply to RCPT TO command)\n" * 100_000)
+    (record,) = (parse_bounce(raw) or _fail()).records
+    assert (record.recipient, record.reason) == ("ann@example.org", Reason.USERUNKNOWN)

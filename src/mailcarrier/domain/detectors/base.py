@@ -72,6 +72,7 @@ def is_daemon(address: str) -> bool:
     return address.split("@", 1)[0] in _DAEMONS
 
 
+_BODY_LIMIT = 64_000
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global",
                    "message/global-headers")
 
@@ -139,8 +140,12 @@ class BounceMail:
 
     @cached_property
     def body(self) -> str:
-        """The human-readable part up to where the returned original message begins."""
-        text = self.text
+        """The human-readable part up to where the returned original message begins.
+
+        Capped at :data:`_BODY_LIMIT` characters: every MTA states the failure near the
+        top, and a huge part must not make the prose scan slow.
+        """
+        text = self.text[:_BODY_LIMIT]
         m = wording().original.search(text)
         return text[: m.start()] if m else text
 
