@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from sqlalchemy import Engine
 
 from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
@@ -25,6 +27,7 @@ from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
 from tests.services.report_world import T0, build
+from tests.storage.conftest import _pg_schema_engine
 
 MAX_EXAMPLES = 12
 
@@ -35,11 +38,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def running_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(base URL, API key) of a uvicorn server running the app in a thread."""
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def running_api(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, API key) of a uvicorn server running the app in a thread, on each backend."""
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    engine = make_engine(f"sqlite:///{tmp / 'fuzz.db'}")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            engine = make_engine(f"sqlite:///{tmp / 'fuzz.db'}")
+            stack.callback(engine.dispose)
+        else:
+            engine = stack.enter_context(contextmanager(_pg_schema_engine)())
+        yield from _serve(engine, tmp)
+
+
+def _serve(engine: Engine, tmp: Path) -> Iterator[tuple[str, str]]:
     upgrade(engine)
     world = build(engine)
     with engine.begin() as conn:
@@ -62,7 +75,6 @@ def running_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     finally:
         server.should_exit = True
         thread.join(10)
-        engine.dispose()
 
 
 def test_no_server_error_on_generated_input(running_api: tuple[str, str]) -> None:

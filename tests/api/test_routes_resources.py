@@ -116,6 +116,11 @@ async def test_errors_are_problem_json(api: Ctx) -> None:
     assert r.status_code == 422
     r = await api.http.get("/api/v1/contacts")
     assert r.status_code == 401
+    # NUL characters (PostgreSQL text cannot hold them) are refused, never a 500.
+    r = await api.http.get("/api/v1/evidence", params={"email": "a\x00@example.com"}, headers=api.mine)
+    assert r.status_code == 422
+    r = await api.http.post("/api/v1/audiences", json={"name": "x\x00"}, headers=api.mine)
+    assert r.status_code == 422
 
 
 async def test_webhook_endpoints_roundtrip(api: Ctx) -> None:

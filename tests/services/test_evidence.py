@@ -83,6 +83,8 @@ def test_other_accounts_evidence_is_not_found(world: World) -> None:
     with pytest.raises(NotFoundError):
         collect_evidence(world.engine, world.account_id, "ann@example.com", NOW,
                          mailing_id=world.other_mailing_id)
+    with pytest.raises(NotFoundError):
+        collect_evidence(world.engine, world.account_id, "ann\x00@example.com", NOW)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import account_views as views
 from mailcarrier.storage import accounts as account_repo
 
@@ -20,8 +21,8 @@ AudienceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class NewAudience(BaseModel):
-    name: str = Field(min_length=1, max_length=255)
-    description: str = Field("", max_length=2000)
+    name: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
 
 
 @router.get("", response_model=Page[views.AudienceView])

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import account_views as views
 from mailcarrier.services import contacts as contact_service
 from mailcarrier.services.policies import status_policy
@@ -21,8 +22,8 @@ ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class Reactivation(BaseModel):
-    who: str = Field(min_length=1, max_length=255)
-    why: str = Field(min_length=1, max_length=2000)
+    who: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    why: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
 
 
 class StatusChange(BaseModel):
@@ -35,7 +36,7 @@ class StatusChange(BaseModel):
 def list_contacts(cursor: Cursor = 0, limit: Limit = 50,
                   status: Annotated[str | None, Query(pattern="^(active|error|opted_out|pending)$")] = None,
                   audience_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-                  email: Annotated[str | None, Query(max_length=320)] = None,
+                  email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
                   who: Principal = Depends(require_scopes("contacts:read")),
                   ctx: AppContext = Depends(app_context)) -> Page[views.ContactView]:
     """The account's contacts, optionally by status, audience or exact address."""
@@ -53,7 +54,7 @@ def get_contact(contact_id: ContactId, who: Principal = Depends(require_scopes("
 
 @router.get("/{contact_id}/history", response_model=Page[views.ActivityView])
 def contact_history(contact_id: ContactId, cursor: Cursor = 0, limit: Limit = 50,
-                    type: Annotated[str | None, Query(max_length=32)] = None,
+                    type: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
                     category: Annotated[int | None, Query(ge=1, le=9)] = None,
                     who: Principal = Depends(require_scopes("contacts:read")),
                     ctx: AppContext = Depends(app_context)) -> Page[views.ActivityView]:

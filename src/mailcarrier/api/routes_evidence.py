@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import evidence
 
 __all__ = ["router"]
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
 
 @router.get("", responses={200: {"content": {"application/json": {}, "text/plain": {},
                                              "application/pdf": {}}}})
-def get_evidence(email: Annotated[str, Query(min_length=1, max_length=320)],
+def get_evidence(email: Annotated[str, Query(min_length=1, max_length=320, pattern=NO_NUL)],
                  mailing_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                  format: Annotated[str, Query(pattern="^(json|text|pdf)$")] = "json",
                  who: Principal = Depends(require_scopes("evidence:read")),

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.problems import ProblemError
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services.contact_import import import_csv
 
 __all__ = ["router"]
@@ -35,7 +36,7 @@ class ImportResult(BaseModel):
 
 @router.post("", response_model=ImportResult, status_code=201)
 def create_import(file: Annotated[UploadFile, File(description="CSV with an 'email' column")],
-                  audience: Annotated[str, Form(min_length=1, max_length=255)],
+                  audience: Annotated[str, Form(min_length=1, max_length=255, pattern=NO_NUL)],
                   who: Principal = Depends(require_scopes("contacts:write")),
                   ctx: AppContext = Depends(app_context)) -> ImportResult:
     """Import contacts into the audience (created if missing); bad rows are listed, not fatal."""

@@ -12,6 +12,7 @@ from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
+from mailcarrier.api.validation import NO_NUL, Address
 from mailcarrier.services import account_views as views
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services import reports
@@ -28,13 +29,13 @@ BUCKET_PATTERN = "^(" + "|".join(reports.BUCKETS) + ")$"
 
 
 class NewMailing(BaseModel):
-    from_address: str = Field(min_length=3, max_length=320)
-    subject: str = Field(min_length=1, max_length=998)
-    html: str = Field("", max_length=2_000_000)
-    text: str = Field("", max_length=2_000_000)
-    name: str = Field("", max_length=255)
-    from_name: str = Field("", max_length=255)
-    reply_to: str | None = Field(None, max_length=320)
+    from_address: str = Field(min_length=3, max_length=320, pattern=NO_NUL)
+    subject: str = Field(min_length=1, max_length=998, pattern=NO_NUL)
+    html: str = Field("", max_length=2_000_000, pattern=NO_NUL)
+    text: str = Field("", max_length=2_000_000, pattern=NO_NUL)
+    name: str = Field("", max_length=255, pattern=NO_NUL)
+    from_name: str = Field("", max_length=255, pattern=NO_NUL)
+    reply_to: str | None = Field(None, max_length=320, pattern=NO_NUL)
     kind: str = Field("regular", pattern="^(regular|automated|test)$")
     audience_id: int | None = Field(None, ge=1, le=MAX_ID)
 
@@ -56,7 +57,7 @@ class Mailing(BaseModel):
 
 
 class TestSend(BaseModel):
-    addresses: list[str] = Field(min_length=1, max_length=20)
+    addresses: list[Address] = Field(min_length=1, max_length=20)
 
 
 def _out(summary: mailing_service.MailingSummary) -> Mailing:

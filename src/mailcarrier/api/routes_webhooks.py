@@ -5,25 +5,27 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import webhooks
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 EndpointId = Annotated[int, Path(ge=1, le=MAX_ID)]
+EventName = Annotated[str, StringConstraints(max_length=32, pattern=NO_NUL)]
 
 
 class NewEndpoint(BaseModel):
-    url: str = Field(min_length=8, max_length=2048)
-    events: list[str] = Field(min_length=1, max_length=len(webhooks.EVENT_TYPES) + 1,
+    url: str = Field(min_length=8, max_length=2048, pattern=NO_NUL)
+    events: list[EventName] = Field(min_length=1, max_length=len(webhooks.EVENT_TYPES) + 1,
                               description="Event types, or ['*'] for all: " + ", ".join(webhooks.EVENT_TYPES))
-    description: str = Field("", max_length=2000)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
 
 
 @router.post("", response_model=webhooks.Endpoint, status_code=201)

@@ -178,6 +178,8 @@ def list_contacts(engine: Engine, account_id: int, *, after_id: int, limit: int,
             raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
         query = query.where(c.status == status)
     if email is not None:
+        if "\x00" in email:
+            return []
         query = query.where(c.email == email.strip().lower())
     if audience_id is not None:
         get_audience(engine, account_id, audience_id)

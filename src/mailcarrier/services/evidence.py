@@ -114,6 +114,8 @@ def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime,
     """Evidence for the account's contact ``email``; NotFoundError if there is none to show."""
     c, d, m = contacts.c, deliveries.c, mailings.c
     address = email.strip().lower()
+    if "\x00" in address:  # no stored address has one (and PostgreSQL text cannot)
+        raise NotFoundError("no contact with that address in this account")
     with engine.connect() as conn:
         contact = conn.execute(select(c.id, c.email, c.status).where(
             c.account_id == account_id, c.email == address)).one_or_none()

@@ -114,7 +114,7 @@ def verify_signature(secret: str, header: str, body: bytes, *, now: int,
 
 def _check(url: str, events: Sequence[str]) -> tuple[str, ...]:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048 or "\x00" in url:
         raise ValueError("a webhook URL must be an absolute http(s) URL of at most 2048 characters")
     unknown = [e for e in events if e not in EVENT_TYPES and e != "*"]
     if unknown or not events:
@@ -132,6 +132,8 @@ def create_endpoint(engine: Engine, account_id: int, url: str, events: Sequence[
                     now: datetime, *, description: str = "") -> Endpoint:
     """Register an endpoint; its secret is returned once, in the result."""
     chosen = _check(url, events)
+    if "\x00" in description:
+        raise ValueError("the description contains a NUL character")
     secret = "whsec_" + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         key = conn.execute(webhook_endpoints.insert().values(

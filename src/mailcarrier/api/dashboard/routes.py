@@ -19,6 +19,7 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.dashboard import charts
 from mailcarrier.api.dashboard.session import COOKIE, Session, load_session, sign_session
 from mailcarrier.api.pagination import MAX_ID
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services import evidence, reports
 from mailcarrier.storage.api_keys import authenticate_key
@@ -122,7 +123,7 @@ def bounce_page(days: Annotated[int, Query(ge=1, le=3660)] = 30,
 
 
 @router.get("/evidence", response_class=HTMLResponse)
-def evidence_page(email: Annotated[str, Query(min_length=1, max_length=320)],
+def evidence_page(email: Annotated[str, Query(min_length=1, max_length=320, pattern=NO_NUL)],
                   mailing_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                   session: Session = Depends(_session),
                   ctx: AppContext = Depends(app_context)) -> HTMLResponse:
@@ -133,7 +134,7 @@ def evidence_page(email: Annotated[str, Query(min_length=1, max_length=320)],
 
 
 @router.get("/evidence.{fmt}")
-def evidence_download(fmt: str, email: Annotated[str, Query(min_length=1, max_length=320)],
+def evidence_download(fmt: str, email: Annotated[str, Query(min_length=1, max_length=320, pattern=NO_NUL)],
                       mailing_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                       session: Session = Depends(_session),
                       ctx: AppContext = Depends(app_context)) -> Response:
