@@ -67,3 +67,32 @@ def test_dkim_generate_show_and_refuse_overwrite(tmp_path: Path, monkeypatch: py
     assert again.exit_code == 1 and "already exists" in again.output
     rotated = run(app, ["dkim", "generate", "shop.example", "--algorithm", "rsa", "--force"])
     assert rotated.exit_code == 0 and "k=rsa" in rotated.output
+
+
+def test_worker_processes_share_a_sqlite_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("MAILCARRIER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILCARRIER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MAILCARRIER_DELIVERY_BATCH_SIZE", "5")
+    url = ["--database-url", f"sqlite:///{tmp_path / 'mc.db'}"]
+    run = CliRunner().invoke
+    assert run(app, ["db", "upgrade", *url]).exit_code == 0
+    assert run(app, ["accounts", "create", "acme", "--name", "Acme", *url]).exit_code == 0
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("email\n" + "".join(f"r{i}@d{i % 3}.example\n" for i in range(60)), encoding="utf-8")
+    assert run(app, ["contacts", "import", str(csv_file), "--audience", "news", "--account", "acme",
+                     *url]).exit_code == 0
+    html = tmp_path / "m.html"
+    html.write_text("<p>Hi</p>", encoding="utf-8")
+    assert run(app, ["mailings", "create", "--subject", "Hi", "--from", "n@shop.example", "--html", str(html),
+                     "--audience", "news", "--account", "acme", *url]).exit_code == 0
+    assert run(app, ["mailings", "send", "1", "--account", "acme", *url]).exit_code == 0
+    with Sandbox() as sandbox:
+        monkeypatch.setenv("MAILCARRIER_STATIC_ROUTES", f"*=127.0.0.1:{sandbox.port}")
+        worked = run(app, ["worker", "--until-idle", "--processes", "2", *url])
+        assert worked.exit_code == 0, worked.output
+        got = sorted(r.recipient for r in sandbox.received)
+    assert got == sorted(f"r{i}@d{i % 3}.example" for i in range(60))  # each once
+    assert "done" in run(app, ["mailings", "list", "--account", "acme", *url]).output

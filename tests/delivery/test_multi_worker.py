@@ -1,4 +1,4 @@
-"""Three worker processes on one PostgreSQL queue: every recipient is sent exactly once."""
+"""Three worker processes on one queue (PostgreSQL, and SQLite's serialised writers): each recipient once."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import attempts, deliveries
 from tests.delivery.test_crash import _worker_env
 from tests.delivery.world import make_world, start_mailing
@@ -22,14 +23,19 @@ from tests.storage.conftest import _pg_schema_engine
 RECIPIENTS = 900
 
 
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    yield from _pg_schema_engine()
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
+def queue_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'queue.db'}")
+        yield engine
+        engine.dispose()
+    else:
+        yield from _pg_schema_engine()
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-def test_three_workers_share_the_queue_without_sending_twice(pg_engine: Engine, tmp_path: Path) -> None:
+def test_three_workers_share_the_queue_without_sending_twice(queue_engine: Engine, tmp_path: Path) -> None:
+    pg_engine = queue_engine
     world = make_world(pg_engine, [f"p{i:04d}@d{i % 11}.example" for i in range(RECIPIENTS)])
     mailing_id = start_mailing(world)
     url = pg_engine.url.render_as_string(hide_password=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import signal
 
 import typer
@@ -23,19 +24,53 @@ def worker_command(
     simulate_time: bool = typer.Option(False, "--simulate-time", help=(
         "Jump over waits for scheduled retries instead of sleeping (tests, demos; one worker only).")),
     worker_id: str | None = typer.Option(None, "--worker-id", help="Name in claims (default host:pid:rand)."),
+    processes: int = typer.Option(1, "--processes", min=1, help=(
+        "Worker processes to run (rendering, signing and SMTP are CPU-bound: one per core).")),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:
     """Deliver queued messages: claim, render, sign, send, record; retries follow the schedule.
 
-    SQLite allows one writer: run one worker there. On PostgreSQL run as many as you like;
-    they share the queue with FOR UPDATE SKIP LOCKED. SIGTERM/SIGINT finish the current batch.
+    Workers share the queue: on PostgreSQL with FOR UPDATE SKIP LOCKED (any number, any
+    host); on SQLite their claims and records take turns on the single write lock (BEGIN
+    IMMEDIATE), which is enough for a few processes on one machine. SIGTERM/SIGINT finish
+    the current batch.
     """
+    if processes > 1:
+        if simulate_time:
+            raise typer.BadParameter("--simulate-time needs a single process (one clock)")
+        context = multiprocessing.get_context("spawn")
+        children = [context.Process(target=_child, args=(until_idle, concurrency, database_url,
+                                                         f"{worker_id}-{n}" if worker_id else None))
+                    for n in range(processes)]
+        for child in children:
+            child.start()
+
+        def forward(_signum: int, _frame: object) -> None:  # each child finishes its batch
+            for child in children:
+                child.terminate()
+
+        signal.signal(signal.SIGTERM, forward)
+        for child in children:
+            child.join()
+        if any(child.exitcode for child in children):
+            raise typer.Exit(1)
+        return
+    _run(until_idle, concurrency, database_url, worker_id, simulate_time)
+
+
+def _child(until_idle: bool, concurrency: int | None, database_url: str | None,
+           worker_id: str | None) -> None:
+    _run(until_idle, concurrency, database_url, worker_id, False)
+
+
+def _run(until_idle: bool, concurrency: int | None, database_url: str | None, worker_id: str | None,
+         simulate_time: bool) -> None:
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     engine = make_engine(settings)
     console = Console(stderr=True)
     if is_sqlite(engine):
-        console.print("[dim]SQLite: single writer, run one worker per database[/dim]")
+        console.print("[dim]SQLite: workers take turns on the single write lock[/dim]")
     clock: Clock = SimulatedClock() if simulate_time else SystemClock()
 
     async def main() -> None:

@@ -118,7 +118,7 @@ class WorkerStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-#: What the classifier says about any 2xx at the end of data (checked by the tests).
+#: What the classifier answers for any 2xx to the final "." (computed once, not per message).
 _DELIVERED = classify(code=250, stage=SMTPStage.EOD)
 
 
