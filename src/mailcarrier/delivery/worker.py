@@ -169,6 +169,7 @@ class _Worker:
         #: Domains this worker backed off, until when: batches claimed before the back-off was
         #: recorded must not hammer them either.
         self.paused_domains: dict[str, datetime] = {}
+        self._looked_up: set[str] = set()
         self.stats = WorkerStats()
 
     # --- database steps (run in a thread so sending never waits on them) -------------------
@@ -280,15 +281,17 @@ class _Worker:
         counts = await asyncio.to_thread(outbox.backoff_counts, self.engine, by_domain)
         groups: dict[tuple[str, int], list[tuple[str, list[outbox.ClaimedDelivery]]]] = defaultdict(list)
         hosts_of: dict[tuple[str, int], tuple[MailHost, ...]] = {}
+        resolved = await self._resolve_all(list(by_domain))
         for domain, items in by_domain.items():
-            try:
-                hosts = self.resolver.resolve(domain)
-            except RouteError as error:
+            hosts_or_error = resolved[domain]
+            if isinstance(hosts_or_error, RouteError):
+                error = hosts_or_error
                 classification = classify_internal(error.internal_code)
                 for item in items:
                     outcomes.append(self._decide(item, classification, None, self.clock.now(), None,
                                                  detail=str(error)))
                 continue
+            hosts = hosts_or_error
             key = (hosts[0].host, hosts[0].port)
             hosts_of[key] = hosts
             groups[key].append((domain, items))
@@ -296,6 +299,25 @@ class _Worker:
                  for key, entries in groups.items() for domain, items in entries]
         await asyncio.gather(*tasks)
         return outcomes, released, backoffs
+
+    def _resolve_one(self, domain: str) -> tuple[MailHost, ...] | RouteError:
+        try:
+            return self.resolver.resolve(domain)
+        except RouteError as error:
+            return error
+
+    async def _resolve_all(self, domains: list[str]) -> dict[str, tuple[MailHost, ...] | RouteError]:
+        """MX hosts per domain. A domain's first look-up (DNS, possibly slow) runs in a thread so
+        the event loop keeps sending; later ones hit the resolver's TTL cache (or the static
+        routes) and are answered inline. A cache entry that expired is refreshed inline once."""
+        fresh = [d for d in domains if d not in self._looked_up]
+        answers = {d: self._resolve_one(d) for d in domains if d in self._looked_up}
+        if fresh:
+            found = await asyncio.gather(*(asyncio.to_thread(self._resolve_one, d) for d in fresh))
+            answers.update(zip(fresh, found, strict=True))
+            if len(self._looked_up) < 1_000_000:
+                self._looked_up.update(fresh)
+        return answers
 
     async def _send_group(self, hosts: tuple[MailHost, ...], domain: str,
                           items: list[outbox.ClaimedDelivery], outcomes: list[_Outcome], released: list[int],
