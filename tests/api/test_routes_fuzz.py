@@ -29,7 +29,7 @@ from mailcarrier.storage.migrate import upgrade
 from tests.services.report_world import T0, build
 from tests.storage.conftest import _pg_schema_engine
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 30
 
 
 def _free_port() -> int:

@@ -151,7 +151,10 @@ def test_send(mailing_id: MailingId, body: TestSend,
         subject=f"[TEST] {source.subject}", html=html, text=text, name=f"Test of {source.name}",
         kind="test", audience_id=audience.id,
         segment=mailing_service.Segment(fields={}, statuses=()))
-    test_id = mailing_service.create_mailing(ctx.engine, draft, now)
+    try:
+        test_id = mailing_service.create_mailing(ctx.engine, draft, now)
+    except ValueError as exc:
+        raise ProblemError(422, str(exc)) from exc
     return _out(mailing_service.send_mailing(ctx.engine, who.account_id, test_id, now))
 
 
