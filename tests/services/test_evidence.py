@@ -57,6 +57,7 @@ def test_later_bounce_and_filtering_are_shown(world: World) -> None:
     assert "mailbox over quota" in to_text(report)
     filtered = collect_evidence(world.engine, world.account_id, "dee@corp.example", NOW)
     assert filtered.deliveries[0].suspected_filtering
+    assert filtered.deliveries[0].later == []  # the refusal is the attempt itself, not a later event
     assert "refused" in filtered.deliveries[0].guidance[0]
 
 

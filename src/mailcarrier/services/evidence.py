@@ -150,13 +150,25 @@ def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime,
             t.internal_code, internal.meaning if internal else None, t.reason, t.category,
             t.outcome, explain(t.reason) if t.reason else None, t.dialogue))
     later_by_mailing: dict[int, list[LaterEvent]] = {}
+    accepted = {d for d, tried in by_delivery.items() if any(t.outcome == "delivered" for t in tried)}
+    delivery_of = {r.mailing_id: r.id for r in rows}
     for e in later_rows:
+        if not _is_later(e, accepted, delivery_of):
+            continue  # the activity that recorded a refusal already shown as an attempt
         later_by_mailing.setdefault(e.mailing_id, []).append(LaterEvent(
             e.type, e.occurred_at, e.reason, e.category, e.reply_code, e.enhanced_status,
             e.diagnostic, e.remote_mta, explain(e.reason) if e.reason else None))
     out = [_delivery(r, by_delivery.get(r.id, []), later_by_mailing.get(r.mailing_id, []))
            for r in rows]
     return EvidenceReport(contact.email, contact.id, contact.status, now, out)
+
+
+def _is_later(event: Any, accepted: set[int], delivery_of: dict[int, int]) -> bool:
+    """Complaints and opt-outs always; a bounce only when it arrived after acceptance (late)."""
+    if event.type not in ("hard_bounce", "soft_bounce"):
+        return True
+    late = bool((event.details or {}).get("late"))
+    return late or delivery_of.get(event.mailing_id) in accepted
 
 
 def _outcome(state: str, outcome_unknown: bool, tried: list[AttemptEvidence]) -> str:
