@@ -4,8 +4,9 @@ Receiving providers judge senders by how many connections they open and
 how many messages each carries (Gmail and Microsoft: about 5 x 50), so
 the pool caps both per destination: a semaphore bounds open connections,
 and a session is retired after ``messages_per_connection`` messages or as
-soon as it becomes unusable (421, timeout, dropped). Limits hold within one
-process; across worker processes they are not coordinated yet.
+soon as it becomes unusable (421, timeout, dropped). The limits passed with each
+borrow apply from then on, so a worker can shrink its share of a destination's
+connections when other workers start (see ``mailcarrier.delivery.worker``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class ConnectionLimits:
 class _Destination:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
-        self.slots = asyncio.Semaphore(limits.connections)
+        self.lent = 0  #: sessions in use right now
+        #: A condition rather than a semaphore: the connection cap may change between borrows.
+        self.turn = asyncio.Condition()
         self.idle: list[tuple[SmtpSession, int]] = []
 
 
@@ -52,8 +55,15 @@ class SmtpPool:
     async def session(self, host: str, port: int, limits: ConnectionLimits, *, mx_host: str | None = None,
                       source_ip: str = "") -> AsyncIterator[SmtpSession]:
         """Borrow a session; it goes back to the pool if still usable and not used up."""
-        destination = self._destinations.setdefault((host, port, source_ip), _Destination(limits))
-        async with destination.slots:
+        key = (host, port, source_ip)
+        destination = self._destinations.get(key)
+        if destination is None:
+            destination = self._destinations[key] = _Destination(limits)
+        destination.limits = limits
+        async with destination.turn:
+            await destination.turn.wait_for(lambda: destination.lent < destination.limits.connections)
+            destination.lent += 1
+        try:
             session, used = destination.idle.pop() if destination.idle else (None, 0)
             if session is None:
                 session = await SmtpSession.open(host, port, helo_name=self._helo, timeout=self._timeout,
@@ -66,10 +76,15 @@ class SmtpPool:
                 session.abort()
                 raise
             used += 1
-            if session.usable and used < destination.limits.messages_per_connection:
+            room = destination.lent + len(destination.idle) <= destination.limits.connections
+            if session.usable and used < destination.limits.messages_per_connection and room:
                 destination.idle.append((session, used))
             else:
                 await session.close()
+        finally:
+            async with destination.turn:
+                destination.lent -= 1
+                destination.turn.notify()
 
     async def close(self) -> None:
         for destination in self._destinations.values():

@@ -170,6 +170,7 @@ class _Worker:
         #: recorded must not hammer them either.
         self.paused_domains: dict[str, datetime] = {}
         self._looked_up: set[str] = set()
+        self.workers_alive = 1
         self.stats = WorkerStats()
 
     # --- database steps (run in a thread so sending never waits on them) -------------------
@@ -213,14 +214,27 @@ class _Worker:
         outbox.clear_contact_events(self.engine, [e.delivery_id for e in pending])
         return len(pending)
 
+    def beat(self) -> None:
+        """Renew leases, say we are alive, and learn how many workers share the destinations."""
+        now = self.clock.now()
+        interval = max(0.05, self.settings.delivery_lease_seconds / 3)
+        self.workers_alive = outbox.beat(self.engine, self.worker_id, now, lease_until=now + self.lease,
+                                         alive_within=timedelta(seconds=interval * 3))
+
     async def heartbeat(self, stop: asyncio.Event) -> None:
         interval = max(0.05, self.settings.delivery_lease_seconds / 3)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:
-                await asyncio.to_thread(outbox.renew_leases, self.engine, self.worker_id,
-                                        self.clock.now() + self.lease)
+                await asyncio.to_thread(self.beat)
+
+    def share(self, limits: ConnectionLimits) -> ConnectionLimits:
+        """This worker's part of a destination's connection cap (the cap holds across workers)."""
+        if self.workers_alive <= 1:
+            return limits
+        return ConnectionLimits(max(1, limits.connections // self.workers_alive),
+                                limits.messages_per_connection)
 
     # --- one batch -----------------------------------------------------------------------
 
@@ -323,6 +337,7 @@ class _Worker:
                           items: list[outbox.ClaimedDelivery], outcomes: list[_Outcome], released: list[int],
                           backoffs: dict[str, outbox.Backoff], counts: dict[str, int]) -> None:
         _name, limits = self.limits.for_destination(domain, hosts[0].host)
+        limits = self.share(limits)
         queue = deque(items)
 
         async def lane() -> None:
@@ -538,6 +553,7 @@ async def run_worker(
                      policy=policy or retry_policy(settings),
                      link_hook=link_hook, tls_context=tls_context or _opportunistic_tls(),
                      routing=source_routing)
+    await asyncio.to_thread(worker.beat)  # registered before the first claim
     beat_stop = asyncio.Event()
     beat = asyncio.create_task(worker.heartbeat(beat_stop))
     # Pipelined: while batch k is on the wire, batch k+1 is claimed and batch k-1 recorded,
@@ -574,6 +590,7 @@ async def run_worker(
         beat_stop.set()
         await beat
         await worker.pool.close()
+        await asyncio.to_thread(outbox.leave, engine, worker.worker_id)
         if source_routing is not None:  # give back source-IP reservations not used
             await source_routing.flush()
     await asyncio.to_thread(worker._apply_contact_events)

@@ -44,7 +44,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.vocabulary import DeliveryState
 from mailcarrier.storage.engine import is_sqlite
-from mailcarrier.storage.tables import attempts, contacts, deliveries, domain_backoffs, mailings
+from mailcarrier.storage.tables import (
+    attempts,
+    contacts,
+    deliveries,
+    delivery_workers,
+    domain_backoffs,
+    mailings,
+)
 
 __all__ = [
     "AttemptRecord",
@@ -53,9 +60,11 @@ __all__ = [
     "ClaimedDelivery",
     "DeliveryUpdate",
     "PendingContactEvent",
+    "beat",
     "claim_due",
     "clear_contact_events",
     "has_open_work",
+    "leave",
     "next_wake_up",
     "pending_contact_events",
     "record_results",
@@ -198,6 +207,32 @@ def claim_due(engine: Engine, worker_id: str, now: datetime, *, lease: timedelta
                                     r.attempt_count, r.first_attempt_at, r.first_name, r.last_name,
                                     dict(r.fields or {})) for r in rows)
     return Claim(token, worker_id, claimed)
+
+
+def beat(engine: Engine, worker_id: str, now: datetime, *, lease_until: datetime,
+         alive_within: timedelta) -> int:
+    """The worker's heartbeat: renew its leases, mark it alive; returns how many workers are alive.
+
+    Workers seen within ``alive_within`` count; each takes an equal share of every
+    destination's connection limit, so the limit holds across processes and hosts.
+    """
+    w = delivery_workers.c
+    with write_transaction(engine) as conn:
+        conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker_id)
+                     .values(lease_until=lease_until))
+        if conn.execute(update(delivery_workers).where(w.worker_id == worker_id)
+                        .values(seen_at=now)).rowcount == 0:
+            conn.execute(delivery_workers.insert().values(worker_id=worker_id, started_at=now, seen_at=now))
+        conn.execute(delete(delivery_workers).where(w.seen_at < now - alive_within * 10))
+        alive = conn.execute(select(func.count()).select_from(delivery_workers)
+                             .where(w.seen_at >= now - alive_within)).scalar_one()
+    return max(1, int(alive))
+
+
+def leave(engine: Engine, worker_id: str) -> None:
+    """The worker stops: it no longer takes a share of the connection limits."""
+    with write_transaction(engine) as conn:
+        conn.execute(delete(delivery_workers).where(delivery_workers.c.worker_id == worker_id))
 
 
 def renew_leases(engine: Engine, worker_id: str, until: datetime) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "audiences",
     "contacts",
     "deliveries",
+    "delivery_workers",
     "domain_backoffs",
     "mailings",
     "metadata",
@@ -281,4 +282,14 @@ domain_backoffs = Table(
     Column("until", UTCDateTime(), nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("consecutive", Integer, nullable=False, server_default="0"),
+)
+
+# Added by revision 0002_delivery: live delivery workers, so that per-destination connection
+# limits can be shared out among them.
+delivery_workers = Table(
+    "delivery_workers", metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+    Index(None, "seen_at"),
 )

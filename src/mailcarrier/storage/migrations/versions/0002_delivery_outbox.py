@@ -1,4 +1,5 @@
-"""delivery engine outbox columns: leases, first attempt, crash resend flag, contact-event outbox
+"""delivery engine: outbox columns (leases, first attempt, crash resend flag, contact-event
+outbox), domain back-off counter, and the table of live delivery workers
 
 Revision ID: 0002_delivery
 Revises: 0001_base
@@ -28,9 +29,19 @@ def upgrade() -> None:
     op.create_index(op.f("ix_deliveries_contact_event_pending"), "deliveries", ["contact_event_pending"])
     op.add_column("domain_backoffs", sa.Column("consecutive", sa.Integer(), server_default="0",
                                                nullable=False))
+    op.create_table(
+        "delivery_workers",
+        sa.Column("worker_id", sa.String(length=128), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("worker_id", name=op.f("pk_delivery_workers")),
+    )
+    op.create_index(op.f("ix_delivery_workers_seen_at"), "delivery_workers", ["seen_at"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_delivery_workers_seen_at"), table_name="delivery_workers")
+    op.drop_table("delivery_workers")
     with op.batch_alter_table("domain_backoffs") as batch:
         batch.drop_column("consecutive")
     op.drop_index(op.f("ix_deliveries_contact_event_pending"), table_name="deliveries")
