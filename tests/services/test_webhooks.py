@@ -28,7 +28,7 @@ from mailcarrier.storage.tracking_tables import tracking_hits
 from mailcarrier.storage.webhook_tables import webhook_outbox
 from tests.delivery.world import T0 as DELIVERY_T0
 from tests.delivery.world import make_world, settings_for, start_mailing
-from tests.services.report_world import HITS, T0, World, build
+from tests.services.report_world import HITS, RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 
@@ -223,3 +223,16 @@ def test_real_mailing_through_sandbox_posts_delivered_and_bounced(tmp_path: Path
                                          r["body"], now=int(DELIVERY_T0.timestamp()), tolerance=10**9)
                for r in receiver.requests)
     engine.dispose()
+
+
+def test_deferred_attempts_become_deferred_events_once(world: World) -> None:
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["deferred"], T0)
+    deferred = sum(max(0, count - (1 if state in ("delivered", "bounced_hard") else 0))
+                   for _l, _d, state, _r, _c, count in RECIPIENTS)
+    assert webhooks.pump_activities(world.engine, T0, chunk=2) == deferred
+    assert webhooks.pump_activities(world.engine, T0) == 0
+    payloads = [row.payload for row in _outbox(world.engine)]
+    assert {p["data"]["email"] for p in payloads} == {"bob@example.com", "fay@gmail.com", "gus@gmail.com"}
+    assert all(p["data"]["reply_code"] == 451 for p in payloads)
+    gus = [p for p in payloads if p["data"]["email"] == "gus@gmail.com"]
+    assert gus[0]["data"]["next_attempt_at"] is not None

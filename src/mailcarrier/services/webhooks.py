@@ -26,13 +26,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Connection, Engine, and_, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services.tracking import settled_events
 from mailcarrier.storage.report_tables import report_watermarks
-from mailcarrier.storage.tables import activities, contacts
+from mailcarrier.storage.tables import activities, attempts, contacts, deliveries
 from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
 
 __all__ = [
@@ -56,7 +56,8 @@ EVENT_TYPES = ("delivered", "deferred", "bounced", "opened", "clicked", "complai
 #: Activity type -> webhook event type.
 #: Opens and clicks are not taken from the history (it records people only) but from the
 #: settled tracking hits, which carry the human/machine verdict.
-ACTIVITY_EVENTS = {"delivered": "delivered", "deferred": "deferred", "hard_bounce": "bounced",
+#: Deferrals come from the attempt log (the history records final outcomes only).
+ACTIVITY_EVENTS = {"delivered": "delivered", "hard_bounce": "bounced",
                    "soft_bounce": "bounced", "complaint": "complained",
                    "unsubscribe": "unsubscribed", "status_changed": "status_changed"}
 MAX_ATTEMPTS = 12
@@ -65,6 +66,7 @@ BACKOFF_CAP = timedelta(hours=6)
 LEASE = timedelta(seconds=60)
 _WATERMARK = "webhook_pump"
 _HIT_WATERMARK = "webhook_hits"
+_ATTEMPT_WATERMARK = "webhook_attempts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +211,49 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
         queued += count
         if not more:
             break
-    while True:
-        with engine.connect().execution_options(**options) as conn, conn.begin():
-            more, count = _pump_hits(engine, conn, now, chunk)
-        queued += count
-        if not more:
-            return queued
+    for pump in (_pump_deferrals, _pump_hits):
+        while True:
+            with engine.connect().execution_options(**options) as conn, conn.begin():
+                more, count = pump(engine, conn, now, chunk)
+            queued += count
+            if not more:
+                break
+    return queued
+
+
+def _pump_deferrals(_engine: Engine, conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
+    """Deferred attempts (a 4xx or a network failure, retried later) become ``deferred`` events."""
+    last = _watermark(conn, _ATTEMPT_WATERMARK)
+    t, d = attempts.c, deliveries.c
+    if conn.execute(select(t.id).where(t.id > last).limit(1)).first() is None:
+        return False, 0
+    if conn.dialect.name == "postgresql":  # wait for in-flight writers: no lower id commits later
+        conn.execute(text("LOCK TABLE attempts IN SHARE MODE"))
+    top = conn.execute(select(t.id).where(t.id > last).order_by(t.id).offset(chunk - 1).limit(1)).scalar()
+    window = t.id > last if top is None else and_(t.id > last, t.id <= top)
+    newest = conn.execute(select(func.max(t.id)).where(window)).scalar()
+    hooked = _hooked_accounts(conn)
+    count = 0
+    for r in conn.execute(
+            select(t.id, t.number, t.ended_at, t.started_at, t.reply_code, t.enhanced_status, t.reply_text,
+                   t.internal_code, t.reason, t.category, t.mx_host, d.account_id, d.id.label("delivery_id"),
+                   d.mailing_id, d.contact_id, d.email, d.next_attempt_at)
+            .join(deliveries, deliveries.c.id == t.delivery_id)
+            .where(window, t.outcome == "deferred").order_by(t.id)):
+        if r.account_id not in hooked:
+            continue
+        data = {"contact_id": r.contact_id, "email": r.email, "mailing_id": r.mailing_id,
+                "delivery_id": r.delivery_id, "attempt": r.number,
+                "occurred_at": (r.ended_at or r.started_at).isoformat(), "reply_code": r.reply_code,
+                "enhanced_status": r.enhanced_status, "reply": r.reply_text,
+                "internal_code": r.internal_code, "reason": r.reason, "category": r.category,
+                "mx_host": r.mx_host,
+                "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None}
+        count += enqueue_event(conn, r.account_id, "deferred", data, now, event_id=f"att-{r.id}")
+    if newest is not None:
+        conn.execute(update(report_watermarks).where(report_watermarks.c.name == _ATTEMPT_WATERMARK)
+                     .values(last_id=newest))
+    return top is not None, count
 
 
 def _watermark(conn: Connection, name: str) -> int:
