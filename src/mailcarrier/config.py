@@ -140,6 +140,10 @@ class Settings(BaseSettings):
         "Window of the per-address subscription rate limit."))
     subscribe_from_address: str = Field("", description=(
         "Sender of double opt-in confirmations (empty: confirm@<hostname>)."))
+    report_hard_bounce_warn: float = Field(0.02, gt=0, le=1, description=(
+        "Reports flag a mailing whose hard-bounce rate reaches this share as 'warn'."))
+    report_hard_bounce_alert: float = Field(0.05, gt=0, le=1, description=(
+        "Reports flag a mailing whose hard-bounce rate reaches this share as 'alert'."))
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""

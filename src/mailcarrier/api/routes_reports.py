@@ -45,4 +45,4 @@ def bounce_report(since: Annotated[date | None, Query(description="First day (UT
 
 def thresholds(ctx: AppContext) -> reports.Thresholds:
     """Report thresholds from the operator's settings."""
-    return reports.Thresholds(soft_bounce_mailings_to_error=ctx.settings.status_soft_bounce_mailings)
+    return reports.report_thresholds(ctx.settings)

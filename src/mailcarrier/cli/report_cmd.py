@@ -34,8 +34,7 @@ def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
     try:
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
-        page = reports.response_page(engine, owner.id, mailing_id, reports.Thresholds(
-            soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings))
+        page = reports.response_page(engine, owner.id, mailing_id, reports.report_thresholds(settings))
     except (MailcarrierError, ValueError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:
@@ -82,8 +81,7 @@ def bounces_command(account: str = ACCOUNT_OPTION,
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
         report = reports.bounce_report(engine, owner.id, since=last - timedelta(days=days - 1),
-                                       until=last, thresholds=reports.Thresholds(
-                                           soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings))
+                                       until=last, thresholds=reports.report_thresholds(settings))
     except (MailcarrierError, ValueError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:
@@ -107,7 +105,8 @@ def bounces_command(account: str = ACCOUNT_OPTION,
         providers.add_row(p["provider"], str(p["bounces"]), p["postmaster"] or "")
     out.print(providers)
     rates = Table("mailing", "attempted", "hard", "rate", "level",
-                  title="Hard-bounce rate (warn 2%, alert 5%)")
+                  title=f"Hard-bounce rate (warn {report.thresholds['warn']:.0%}, "
+                        f"alert {report.thresholds['alert']:.0%})")
     for m in report.mailing_rates:
         rates.add_row(f"{m.mailing_id} {m.name}", str(m.attempted), str(m.bounced_hard), f"{m.rate:.2%}",
                       m.level)

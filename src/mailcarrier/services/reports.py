@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, select, text, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.config import Settings
+from mailcarrier.domain.errors import ConfigurationError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.domain.vocabulary import DeliveryState
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
@@ -42,6 +43,7 @@ __all__ = [
     "mailing_recipients",
     "rate_level",
     "refresh_rollups",
+    "report_thresholds",
     "response_page",
 ]
 
@@ -63,6 +65,16 @@ class Thresholds:
     warn: float = 0.02
     alert: float = 0.05
     soft_bounce_mailings_to_error: int = 3
+
+
+def report_thresholds(settings: Settings) -> Thresholds:
+    """The thresholds configured by the operator; ConfigurationError if warn exceeds alert."""
+    if settings.report_hard_bounce_warn > settings.report_hard_bounce_alert:
+        raise ConfigurationError(
+            f"MAILCARRIER_REPORT_HARD_BOUNCE_WARN ({settings.report_hard_bounce_warn}) must not exceed "
+            f"MAILCARRIER_REPORT_HARD_BOUNCE_ALERT ({settings.report_hard_bounce_alert})")
+    return Thresholds(warn=settings.report_hard_bounce_warn, alert=settings.report_hard_bounce_alert,
+                      soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings)
 
 
 def rate_level(rate: float, thresholds: Thresholds) -> str:

@@ -93,7 +93,8 @@ def mailing_page(mailing_id: int, session: Session = Depends(_session),
     """The response page: funnel, bounces by category, engagement, recipients per bucket."""
     if not 1 <= mailing_id <= MAX_ID:
         raise NotFoundError(f"no mailing {mailing_id} in this account")
-    page = reports.response_page(ctx.engine, session.account_id, mailing_id)
+    page = reports.response_page(ctx.engine, session.account_id, mailing_id,
+                                 reports.report_thresholds(ctx.settings))
     bounced = reports.mailing_recipients(ctx.engine, session.account_id, mailing_id, limit=200)
     funnel = charts.bar_chart("Delivery funnel", [
         (BUCKET_LABELS[b], n, FUNNEL_COLOURS[b]) for b, n in page.buckets.items()])
@@ -117,7 +118,7 @@ def bounce_page(days: Annotated[int, Query(ge=1, le=3660)] = 30,
     """The bounce report ("Bounce House")."""
     last = until or ctx.clock().date()
     report = reports.bounce_report(ctx.engine, session.account_id, since=last - timedelta(days=days - 1),
-                                   until=last)
+                                   until=last, thresholds=reports.report_thresholds(ctx.settings))
     chart = charts.stacked_by_day("Bounces per day by category", report.by_day)
     return _render("bounces.html", report=report, chart=chart, days=days)
 
