@@ -95,7 +95,9 @@ def mailing_page(mailing_id: int, session: Session = Depends(_session),
         raise NotFoundError(f"no mailing {mailing_id} in this account")
     page = reports.response_page(ctx.engine, session.account_id, mailing_id,
                                  reports.report_thresholds(ctx.settings))
-    bounced = reports.mailing_recipients(ctx.engine, session.account_id, mailing_id, limit=200)
+    bounced = [row for bucket in reports.BOUNCED
+               for row in reports.mailing_recipients(ctx.engine, session.account_id, mailing_id,
+                                                     bucket=bucket, limit=100)]
     funnel = charts.bar_chart("Delivery funnel", [
         (BUCKET_LABELS[b], n, FUNNEL_COLOURS[b]) for b, n in page.buckets.items()])
     e = page.engagement
@@ -108,7 +110,7 @@ def mailing_page(mailing_id: int, session: Session = Depends(_session),
         for c, n in page.bounced_by_category.items()])
     return _render("mailing.html", page=page, labels=BUCKET_LABELS, funnel=funnel,
                    engagement=engagement, categories=categories,
-                   bounces=[r for r in bounced if r.state in reports.BOUNCED])
+                   bounces=bounced)
 
 
 @router.get("/bounces", response_class=HTMLResponse)
