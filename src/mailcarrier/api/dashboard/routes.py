@@ -82,7 +82,7 @@ def logout() -> Response:
 @router.get("/", response_class=HTMLResponse)
 def index(session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The mailing lists of seed 003."""
-    lists = [(key, label, reports.list_mailings(ctx.engine, session.account_id, key, limit=50))
+    lists = [(key, label, reports.list_mailings(ctx.engine, session.account_id, key, limit=20))
              for key, label in LISTS]
     return _render("index.html", lists=lists)
 
