@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.worker import retrying
 from mailcarrier.storage import outbox
 from mailcarrier.storage.migrate import upgrade
 from tests.delivery.world import T0
@@ -53,3 +56,24 @@ def test_pool_applies_a_smaller_share_at_the_next_borrow() -> None:
     with Sandbox() as sandbox:
         assert asyncio.run(run(sandbox)) == [4, 1]
         assert len(sandbox.received) == 24
+
+
+def test_recording_is_retried_while_the_database_is_busy() -> None:
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    retrying(flaky, pause=0.001)()
+    assert len(calls) == 3
+    calls.clear()
+
+    def broken() -> None:
+        calls.append(1)
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    with pytest.raises(OperationalError):
+        retrying(broken, attempts=3, pause=0.001)()
+    assert len(calls) == 3

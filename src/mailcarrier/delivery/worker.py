@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
@@ -53,7 +56,9 @@ from mailcarrier.services.policies import status_policy
 from mailcarrier.storage import outbox
 from mailcarrier.storage.tables import mailings
 
-__all__ = ["Clock", "SimulatedClock", "SystemClock", "WorkerStats", "retry_policy", "run_worker"]
+_LOG = logging.getLogger(__name__)
+
+__all__ = ["Clock", "SimulatedClock", "SystemClock", "WorkerStats", "retry_policy", "retrying", "run_worker"]
 
 
 class Clock(Protocol):
@@ -120,6 +125,28 @@ class WorkerStats:
 
 #: What the classifier answers for any 2xx to the final "." (computed once, not per message).
 _DELIVERED = classify(code=250, stage=SMTPStage.EOD)
+
+
+def retrying(step: Callable[[], None], *, attempts: int = 6, pause: float = 0.5) -> Callable[[], None]:
+    """Run a recording step again while the database is busy or briefly unreachable.
+
+    Recording is all-or-nothing and idempotent (rows are written only under the batch's
+    claim token), so a retry never writes twice; giving up too early would instead let the
+    leases expire and the batch be resent as in-flight. The last failure is raised.
+    """
+
+    def run() -> None:
+        for attempt in range(attempts):
+            try:
+                step()
+                return
+            except OperationalError as error:
+                if attempt == attempts - 1:
+                    raise
+                _LOG.warning("recording failed (attempt %d), retrying: %s", attempt + 1, error)
+                time.sleep(min(pause * 2**attempt, 10.0))
+
+    return run
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -239,11 +266,20 @@ class _Worker:
     # --- one batch -----------------------------------------------------------------------
 
     async def claim_next(self) -> outbox.Claim:
-        """Recover expired leases, then claim the next batch (in a thread)."""
+        """Recover expired leases, then claim the next batch (in a thread).
+
+        A database that stays busy or unreachable is not fatal: nothing was claimed, the
+        loop waits and tries again.
+        """
         now = self.clock.now()
-        self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
-        return await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
-                                       lease=self.lease, limit=self.settings.delivery_batch_size)
+        try:
+            self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
+            return await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
+                                           lease=self.lease, limit=self.settings.delivery_batch_size)
+        except OperationalError as error:
+            _LOG.warning("claiming failed, retrying later: %s", error)
+            await asyncio.sleep(1.0)
+            return outbox.Claim("", self.worker_id, ())
 
     async def send_batch(self, claim: outbox.Claim) -> Callable[[], None]:
         """Send a claimed batch; returns the (blocking) function that records its outcomes."""
@@ -266,7 +302,7 @@ class _Worker:
                                   now=now)
             self._apply_contact_events()
 
-        return record
+        return retrying(record)
 
     def release(self, claim: outbox.Claim) -> None:
         """Give a claimed batch back untried (graceful stop): no attempt, no crash record."""
