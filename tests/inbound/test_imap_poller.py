@@ -13,13 +13,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
+from mailcarrier.cli import bounces_cmd
 from mailcarrier.inbound.imap_poller import FLAG, ImapSettings, poll_imap
 from mailcarrier.services.inbound import list_inbound, process_all
-from tests.inbound.factory import CTX, T0, World, contact, delivery, dsn, make_world
+from mailcarrier.storage.engine import make_engine
+from tests.inbound.factory import BOUNCE_DOMAIN, CTX, KEY, T0, World, contact, delivery, dsn, make_world
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 
@@ -153,3 +157,26 @@ def test_wrong_password_stores_nothing_and_raises(world: World) -> None:
             poll_imap(world.engine, _config(server, password="wrong"), lambda: T0)
         assert server.mails[0].flags == set()
     assert list_inbound(world.engine) == []
+
+
+def test_cli_import_imap_polls_processes_and_reports_bad_login(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mc.db'}"
+    engine = make_engine(url)
+    world = make_world(engine, ["ann@aol.test"])
+    ann = world.sent["ann@aol.test"]
+    with TinyImap([dsn(to=ann.return_path, recipient=ann.email)]) as server:
+        env = {"MAILCARRIER_DATABASE_URL": url, "MAILCARRIER_SECRET_KEY": KEY.decode(),
+               "MAILCARRIER_BOUNCE_DOMAIN": BOUNCE_DOMAIN, "MAILCARRIER_DATA_DIR": str(tmp_path),
+               "MAILCARRIER_IMAP_HOST": "127.0.0.1", "MAILCARRIER_IMAP_PORT": str(server.port),
+               "MAILCARRIER_IMAP_TLS": "false", "MAILCARRIER_IMAP_USER": "bounces",
+               "MAILCARRIER_IMAP_PASSWORD": "secret"}
+        result = CliRunner().invoke(bounces_cmd.app, ["import", "--imap"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "IMAP: stored 1, deleted 0" in result.output
+        bad = CliRunner().invoke(bounces_cmd.app, ["import", "--imap"],
+                                 env={**env, "MAILCARRIER_IMAP_PASSWORD": "wrong"})
+        assert bad.exit_code == 2 and "bad login" in bad.output
+        misuse = CliRunner().invoke(bounces_cmd.app, ["import", "x.eml", "--every", "5"], env=env)
+        assert misuse.exit_code == 2
+    assert delivery(engine, ann.delivery_id)["state"] == "bounced_hard"
+    engine.dispose()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import imaplib
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -61,6 +63,9 @@ def import_command(
     process: bool = typer.Option(True, "--process/--store-only",
                                  help="Process right away, or only store (a running inbound server "
                                  "or `bounces reprocess` picks them up)."),
+    every: float = typer.Option(0.0, "--every", min=0.0,
+                                help="With --imap: poll again every this many seconds until "
+                                "interrupted (0: poll once)."),
     database_url: str | None = DB_OPTION,
 ) -> None:
     """Store emails raw in the return path, then match and act on them.
@@ -70,6 +75,11 @@ def import_command(
     settings = _settings(database_url)
     if not paths and not imap:
         raise typer.BadParameter("give PATH... or --imap")
+    if every and (paths or not imap):
+        raise typer.BadParameter("--every repeats an IMAP poll: use it with --imap and no PATH")
+    if every:
+        _poll_forever(settings, every, process)
+        return
     engine = make_engine(settings)
     problems = 0
     stored = 0
@@ -93,13 +103,34 @@ def import_command(
         Console().print(f"stored {stored} emails")
         if process:
             _print_summary(process_all(engine, InboundContext.from_settings(settings), _now()))
-    except (MailcarrierError, OSError) as exc:
+    except (MailcarrierError, OSError, imaplib.IMAP4.error) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
     if problems:
         raise typer.Exit(1)
+
+
+def _poll_forever(settings: Settings, every: float, process: bool) -> None:
+    """Poll the IMAP mailbox every ``every`` seconds; a failed poll is reported and retried."""
+    engine = make_engine(settings)
+    config = ImapSettings.from_settings(settings)
+    context = InboundContext.from_settings(settings)
+    try:
+        while True:
+            try:
+                result = poll_imap(engine, config, _now)
+                Console().print(f"IMAP: stored {result.stored}, deleted {result.deleted}")
+                if process and result.stored:
+                    _print_summary(process_all(engine, context, _now()))
+            except (MailcarrierError, OSError, imaplib.IMAP4.error) as exc:
+                Console(stderr=True).print(f"[red]IMAP poll failed:[/red] {exc}; retrying")
+            time.sleep(every)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
 
 
 class ListFormat(StrEnum):
