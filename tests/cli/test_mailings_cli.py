@@ -28,7 +28,7 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert run(app, ["contacts", "import", str(csv_file), "--audience", "news", "--account", "acme",
                      *url]).exit_code == 0
     html = tmp_path / "m.html"
-    html.write_text("<p>Hi {{ first_name }}</p>", encoding="utf-8")
+    html.write_text('<p>Hi {{ first_name }} <a href="https://shop.example/sale">sale</a></p>', encoding="utf-8")
     bad = run(app, ["mailings", "create", "--subject", "Hi {{ frist_name }}", "--from", "n@shop.example",
                     "--html", str(html), "--audience", "news", "--account", "acme", *url])
     assert bad.exit_code == 1 and "subject template" in bad.output
@@ -41,12 +41,26 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert sent.exit_code == 0 and "sending (2 recipients, 0 suppressed)" in sent.output
     assert "paused" in run(app, ["mailings", "pause", mailing_id, "--account", "acme", *url]).output
     assert "sending" in run(app, ["mailings", "resume", mailing_id, "--account", "acme", *url]).output
+    monkeypatch.setenv("MAILCARRIER_PUBLIC_URL", "https://t.shop.example")
     with Sandbox() as sandbox:
+        bodies: list[bytes] = []
+        original = sandbox.handler.handle_DATA
+
+        async def keep(server, session, envelope):  # type: ignore[no-untyped-def]
+            bodies.append(envelope.original_content)
+            return await original(server, session, envelope)
+
+        sandbox.handler.handle_DATA = keep  # type: ignore[method-assign]
         monkeypatch.setenv("MAILCARRIER_STATIC_ROUTES", f"*=127.0.0.1:{sandbox.port}")
         worked = run(app, ["worker", "--until-idle", "--simulate-time", *url])
         assert worked.exit_code == 0, worked.output
         assert "2 delivered" in worked.output
         assert sorted(r.recipient for r in sandbox.received) == ["ann@example.com", "cat@example.org"]
+    # Tracking is on by default: the link goes through /c/, the open pixel is added, and the
+    # unsubscribe header stays a direct /u/ link.
+    assert all(b"https://t.shop.example/c/" in body and b"https://t.shop.example/o/" in body
+               and b"https://shop.example/sale" not in body for body in bodies)
+    assert all(b"List-Unsubscribe: <https://t.shop.example/u/" in body for body in bodies)
     shown = run(app, ["mailings", "show", mailing_id, "--account", "acme", *url])
     assert shown.exit_code == 0 and "done" in shown.output
     assert re.search(r"delivered\s+│\s+2", shown.output)

@@ -13,6 +13,7 @@ from mailcarrier.config import load_settings
 from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, run_worker
 from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.services.tracking import make_link_hook
 from mailcarrier.storage.engine import is_sqlite, make_engine
 
 
@@ -26,6 +27,8 @@ def worker_command(
     worker_id: str | None = typer.Option(None, "--worker-id", help="Name in claims (default host:pid:rand)."),
     processes: int = typer.Option(1, "--processes", min=1, help=(
         "Worker processes to run (rendering, signing and SMTP are CPU-bound: one per core).")),
+    tracking: bool = typer.Option(True, "--tracking/--no-tracking", help=(
+        "Rewrite links and add the open pixel (served by `mailcarrier serve` at public_url).")),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:
@@ -41,7 +44,8 @@ def worker_command(
             raise typer.BadParameter("--simulate-time needs a single process (one clock)")
         context = multiprocessing.get_context("spawn")
         children = [context.Process(target=_child, args=(until_idle, concurrency, database_url,
-                                                         f"{worker_id}-{n}" if worker_id else None))
+                                                         f"{worker_id}-{n}" if worker_id else None,
+                                                         tracking))
                     for n in range(processes)]
         for child in children:
             child.start()
@@ -56,16 +60,16 @@ def worker_command(
         if any(child.exitcode for child in children):
             raise typer.Exit(1)
         return
-    _run(until_idle, concurrency, database_url, worker_id, simulate_time)
+    _run(until_idle, concurrency, database_url, worker_id, simulate_time, tracking)
 
 
 def _child(until_idle: bool, concurrency: int | None, database_url: str | None,
-           worker_id: str | None) -> None:
-    _run(until_idle, concurrency, database_url, worker_id, False)
+           worker_id: str | None, tracking: bool) -> None:
+    _run(until_idle, concurrency, database_url, worker_id, False, tracking)
 
 
 def _run(until_idle: bool, concurrency: int | None, database_url: str | None, worker_id: str | None,
-         simulate_time: bool) -> None:
+         simulate_time: bool, tracking: bool) -> None:
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     engine = make_engine(settings)
     console = Console(stderr=True)
@@ -78,9 +82,10 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        hook = make_link_hook(engine, settings) if tracking else None
         stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
                                  concurrency=concurrency, worker_id=worker_id, stop=stop,
-                                 source_routing=routing_for(engine, settings))
+                                 source_routing=routing_for(engine, settings), link_hook=hook)
         Console().print(
             f"worker done: {stats.claimed} claimed, {stats.attempts} attempts, {stats.delivered} delivered, "
             f"{stats.deferred} deferred, {stats.bounced} bounced, {stats.outcome_unknown} outcome unknown, "

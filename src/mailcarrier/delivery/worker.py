@@ -215,7 +215,8 @@ class _Worker:
                 row, secret=self.secret, bounce_domain=self.settings.bounce_domain,
                 public_url=self.settings.public_url, data_dir=self.settings.data_dir,
                 dkim_selector=self.settings.dkim_selector, dkim_algorithm=self.settings.dkim_algorithm,
-                sign=self.settings.dkim_sign, link_hook=self.link_hook)
+                sign=self.settings.dkim_sign, link_hook=self.link_hook,
+                tracking_key_id=self.settings.tracking_key_id)
 
     def _apply_contact_events(self) -> int:
         pending = outbox.pending_contact_events(self.engine)

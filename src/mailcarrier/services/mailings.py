@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 KINDS = ("test", "regular", "automated")
-#: Key id written into unsubscribe tokens (tracking.decode_token looks secrets up by it).
+#: Default key id of unsubscribe tokens (the tracking_key_id setting; decode_token looks secrets up by it).
 TRACKING_KEY_ID = 1
 #: Contacts enqueued per ``INSERT ... SELECT`` statement (by contact-id range).
 ENQUEUE_ID_RANGE = 50_000
@@ -415,7 +415,8 @@ class MailingRenderer:
 
     def __init__(self, row: Any, *, secret: bytes, bounce_domain: str, public_url: str,
                  data_dir: Path | None, dkim_selector: str = "mc1", dkim_algorithm: str = "rsa",
-                 sign: bool = True, link_hook: LinkHook | None = None) -> None:
+                 sign: bool = True, link_hook: LinkHook | None = None,
+                 tracking_key_id: int = TRACKING_KEY_ID) -> None:
         env = _environment()
         self.mailing_id: int = row.id
         self.account_id: int = row.account_id
@@ -429,6 +430,7 @@ class MailingRenderer:
         self._secret, self._bounce_domain = secret, bounce_domain
         self._public_url = public_url.rstrip("/")
         self._hook = link_hook
+        self._key_id = tracking_key_id
         self._signer: DkimSigner | None = None
         if sign and data_dir is not None:
             key = load_or_create_key(data_dir, row.sending_domain, dkim_selector, dkim_algorithm)
@@ -436,7 +438,7 @@ class MailingRenderer:
 
     def unsubscribe_token(self, delivery_id: int) -> str:
         token = TrackingToken(TokenPurpose.UNSUBSCRIBE, self.account_id, self.mailing_id, delivery_id)
-        return encode_token(token, master_secret=self._secret, key_id=TRACKING_KEY_ID)
+        return encode_token(token, master_secret=self._secret, key_id=self._key_id)
 
     def return_path(self, delivery_id: int) -> str:
         return encode_return_path(VerpAddress(self.account_id, self.mailing_id, delivery_id),
