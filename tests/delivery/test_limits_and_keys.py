@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
 from mailcarrier.delivery.dkim_signer import DkimSigner
@@ -29,7 +31,7 @@ def test_overrides_come_first_and_bad_ones_are_refused() -> None:
     limits = load_limits("gmail.com=2x10, *.corp=1X5")
     assert limits.for_destination("gmail.com", "x") == ("setting:gmail.com", ConnectionLimits(2, 10))
     assert limits.for_destination("a.corp", "x")[1] == ConnectionLimits(1, 5)
-    for bad in ("gmail.com", "gmail.com=5", "=5x5", "x=0x5", "x=ax5"):
+    for bad in ("gmail.com", "gmail.com=5", "=5x5", "x=0x5", "x=ax5", "x=²x5"):
         with pytest.raises(ConfigurationError):
             parse_overrides(bad)
 
@@ -57,3 +59,15 @@ def test_unsafe_names_are_refused(tmp_path: Path, domain: str, selector: str) ->
     with pytest.raises(ConfigurationError):
         load_or_create_key(tmp_path, domain, selector)
     assert not (tmp_path / "dkim").exists() or not any((tmp_path / "dkim").rglob("*.pem"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_override_text_parses_or_is_a_configuration_error(text: str) -> None:
+    try:
+        rules = parse_overrides(text)
+    except ConfigurationError:
+        return
+    for rule in rules:
+        assert rule.limits.connections >= 1 and rule.limits.messages_per_connection >= 1
+        assert rule.name.startswith("setting:")
