@@ -19,8 +19,10 @@ The in-flight rule (crash safety)
     '.'" case), sets ``resent_after_crash`` and queues the delivery again at once. The
     recipient may therefore receive that message twice; only deliveries flagged
     ``resent_after_crash`` can, and each such case is recorded as an attempt. Resending was
-    chosen over giving up because most claimed-but-unrecorded rows were never sent (the
-    batch is claimed before its first connection), so giving up would lose recipients.
+    chosen over giving up because many claimed-but-unrecorded rows were never sent (a
+    worker claims its next batch while the current one is on the wire), so giving up would
+    lose recipients. A worker that stops cleanly gives such prefetched rows back untried,
+    so only a crash (kill -9, power loss) produces this case.
     A worker that lost its lease (recovered by another) cannot record over the new owner:
     every write is conditioned on the ``claim_token``.
 
