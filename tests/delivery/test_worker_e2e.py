@@ -7,11 +7,11 @@ from email import message_from_bytes
 from pathlib import Path
 
 import dkim
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
-from mailcarrier.services.mailings import mailing_figures
+from mailcarrier.services.mailings import MailingDraft, create_mailing, mailing_figures, send_mailing
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import attempts, contacts, deliveries, mailings
 from tests.delivery.world import T0, make_world, settings_for, start_mailing
@@ -97,4 +97,27 @@ def test_messages_are_signed_personalised_and_carry_list_headers(tmp_path: Path)
     key_txt = (tmp_path / "data" / "dkim" / "shop.example" / "mc1.txt").read_text()
     record = key_txt.split('"')[1].encode()
     assert dkim.verify(raw[0], dnsfunc=lambda name, timeout=5: record)
+    engine.dispose()
+
+
+def test_a_contact_whose_data_breaks_the_template_fails_alone(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bad.db'}")
+    world = make_world(engine, ["ok@example.com", "odd@example.com"])
+    with engine.begin() as conn:
+        conn.execute(update(contacts).where(contacts.c.email == "ok@example.com").values(fields={"n": 41}))
+        conn.execute(update(contacts).where(contacts.c.email == "odd@example.com").values(fields={"n": "x"}))
+    mailing_id = create_mailing(engine, MailingDraft(
+        account_id=world.account_id, from_address="news@shop.example", subject="Hi",
+        text="Your number: {{ fields.n + 1 }}", audience_id=world.audience_id), T0)
+    send_mailing(engine, world.account_id, mailing_id, T0)
+    with Sandbox() as sandbox:
+        stats = asyncio.run(run_worker(settings_for(tmp_path, sandbox.port), engine, until_idle=True))
+        assert [r.recipient for r in sandbox.received] == ["ok@example.com"]
+    with engine.connect() as conn:
+        rows = {r.email: r for r in conn.execute(select(deliveries))}
+        state = conn.execute(select(mailings.c.state)).scalar_one()
+    assert rows["ok@example.com"].state == "delivered"
+    odd = rows["odd@example.com"]
+    assert odd.state == "failed" and odd.attempt_count == 0 and "odd@example.com" in odd.last_diagnostic
+    assert stats.failed == 1 and state == "done"
     engine.dispose()

@@ -1,8 +1,9 @@
 """Mailings: create, send (enqueue), pause, resume, cancel, and the figures of one mailing.
 
 Creating a mailing validates its Jinja2 templates (sandboxed: no file access, no private
-attributes) by rendering them against a sample contact, so template errors surface at
-creation and never in the middle of a send. Sending enqueues one delivery per contact of
+attributes) by rendering them against a sample contact (the audience's first), so template
+errors surface at creation; a contact whose own data breaks the template later is marked
+``failed`` alone, the rest of the send goes on. Sending enqueues one delivery per contact of
 the audience (or segment) with ``INSERT ... SELECT`` in contact-id ranges, so a
 million-recipient mailing never sits in memory; contacts that may not be mailed
 (``error``, ``opted_out``, ``pending``) get a ``suppressed`` delivery and are counted apart.
@@ -190,7 +191,11 @@ def _sending_domain(address: str) -> str:
 
 
 def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
-    """Store a draft mailing after checking its templates render for a sample contact."""
+    """Store a draft mailing after checking its templates render for a sample contact.
+
+    The sample is the audience's first contact when there is one, so field types are real;
+    a later contact whose data still breaks the template fails alone at send time.
+    """
     if draft.kind not in KINDS:
         raise ValueError(f"mailing kind must be one of {', '.join(KINDS)}, not {draft.kind!r}")
     if not draft.html and not draft.text:
@@ -199,20 +204,22 @@ def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {label} contains a line break")
     domain = _sending_domain(draft.from_address)
-    env = _environment()
-    for label, source in (("subject", draft.subject), ("html", draft.html), ("text", draft.text)):
-        try:
-            _compile(env, label, source).render(_SAMPLE)
-        except TemplateRenderError:
-            raise
-        except Exception as error:  # any render failure is the template's fault
-            raise TemplateRenderError(f"{label} template fails for a sample contact: {error}") from error
     with engine.begin() as conn:
         if draft.audience_id is not None:
             owner = conn.execute(select(audiences.c.account_id).where(
                 audiences.c.id == draft.audience_id)).scalar_one_or_none()
             if owner != draft.account_id:
                 raise NotFoundError(f"audience {draft.audience_id} not found in account {draft.account_id}")
+        sample = _sample_context(conn, draft)
+        env = _environment()
+        for label, source in (("subject", draft.subject), ("html", draft.html), ("text", draft.text)):
+            try:
+                _compile(env, label, source).render(sample)
+            except TemplateRenderError:
+                raise
+            except Exception as error:  # any render failure is the template's fault
+                raise TemplateRenderError(
+                    f"{label} template fails for sample contact {sample['email']}: {error}") from error
         result = conn.execute(mailings.insert().values(
             account_id=draft.account_id, audience_id=draft.audience_id, name=draft.name,
             segment=draft.segment.to_json() if draft.segment else None, kind=draft.kind, state="draft",
@@ -220,6 +227,20 @@ def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
             subject=draft.subject, html_body=draft.html, text_body=draft.text, sending_domain=domain,
             created_at=now))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _sample_context(conn: Any, draft: MailingDraft) -> dict[str, Any]:
+    """The first contact of the audience (real data, real field types), else a made-up one."""
+    query = select(contacts.c.email, contacts.c.first_name, contacts.c.last_name, contacts.c.fields).where(
+        contacts.c.account_id == draft.account_id)
+    if draft.audience_id is not None:
+        query = query.where(contacts.c.id.in_(select(audience_members.c.contact_id).where(
+            audience_members.c.audience_id == draft.audience_id)))
+    row = conn.execute(query.order_by(contacts.c.id).limit(1)).first()
+    if row is None:
+        return dict(_SAMPLE)
+    return {"email": row.email, "first_name": row.first_name, "last_name": row.last_name,
+            "fields": _Fields(row.fields or {}), "unsubscribe_url": _SAMPLE["unsubscribe_url"]}
 
 
 def _row(engine: Engine, account_id: int, mailing_id: int) -> Any:
