@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,10 +17,11 @@ from typer.testing import CliRunner
 
 from mailcarrier.cli.main import app
 from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.transport import SmtpSession
 
 
 def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("MAILCARRIER_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
@@ -84,7 +92,7 @@ def test_dkim_generate_show_and_refuse_overwrite(tmp_path: Path, monkeypatch: py
 
 
 def test_worker_processes_share_a_sqlite_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("MAILCARRIER_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
@@ -110,3 +118,37 @@ def test_worker_processes_share_a_sqlite_queue(tmp_path: Path, monkeypatch: pyte
         got = sorted(r.recipient for r in sandbox.received)
     assert got == sorted(f"r{i}@d{i % 3}.example" for i in range(60))  # each once
     assert "done" in run(app, ["mailings", "list", "--account", "acme", *url]).output
+
+
+def test_sandbox_command_serves_until_terminated(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCARRIER_")}
+    server = subprocess.Popen([sys.executable, "-m", "mailcarrier.cli.main", "sandbox", "--port", str(port),
+                               "--dsn-to", "127.0.0.1:9"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    async def send() -> tuple[int, int]:
+        session = await SmtpSession.open("127.0.0.1", port, helo_name="t.example", timeout=5)
+        ok = await session.send("b@x.example", "ann@example.com", b"Subject: x\r\n\r\nhi\r\n")
+        unknown = await session.send("b@x.example", "unknown1@gmail.com", b"Subject: x\r\n\r\nhi\r\n")
+        await session.close()
+        assert ok.reply is not None and unknown.reply is not None
+        return ok.reply.code, unknown.reply.code
+
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                codes = asyncio.run(send())
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=20)
+    assert codes == (250, 550)
+    assert b"received 1 messages" in out, err.decode()[-1000:]
