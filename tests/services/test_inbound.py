@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -249,3 +250,20 @@ def test_late_bounce_and_complaint_count_against_the_sending_ip_day(world: World
         rows = conn.execute(select(ip_daily_volume.c.day, ip_daily_volume.c.bounced,
                                    ip_daily_volume.c.complained)).all()
     assert rows == [(T0.date(), 1, 1)]
+
+
+def test_two_processors_never_act_on_the_same_email(world: World) -> None:
+    raws = [dsn(to=s.return_path, recipient=s.email, dsn_id=f"{s.email}@x") for s in world.sent.values()]
+    store_incoming(world.engine, [IncomingEmail(r, "smtp") for r in raws * 5], LATER)
+    summaries = []
+    threads = [threading.Thread(target=lambda: summaries.append(process_all(world.engine, CTX, LATER, batch=3)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(s.claimed for s in summaries) == len(raws) * 5
+    states = sorted(m.state for m in list_inbound(world.engine, limit=100))
+    assert states.count("processed") == len(raws) and states.count("duplicate") == len(raws) * 4
+    for sent in world.sent.values():
+        assert contact(world.engine, sent.contact_id)["total_bounces"] == 1

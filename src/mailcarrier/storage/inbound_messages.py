@@ -107,7 +107,10 @@ def claim_pending(conn: Connection, token: str, now: datetime, stale_before: dat
     """
     m = inbound_messages.c
     free = and_(m.state == "pending", or_(m.claim_token.is_(None), m.claimed_at < stale_before))
-    ids = select(m.id).where(free).order_by(m.id).limit(limit).scalar_subquery()
+    # PostgreSQL: rows another processor is claiming are skipped, not waited for; SQLite has
+    # one writer at a time (the caller's BEGIN IMMEDIATE) and ignores the clause.
+    ids = (select(m.id).where(free).order_by(m.id).limit(limit)
+           .with_for_update(skip_locked=True).scalar_subquery())
     conn.execute(update(inbound_messages).where(m.id.in_(ids), free)
                  .values(claim_token=token, claimed_at=now))
     query = (select(m.id, m.received_at, m.source, m.envelope_to, m.digest, m.truncated, m.raw)
