@@ -26,7 +26,7 @@ SIGNED_HEADERS = (
     "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
 )
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_WSP_COLLAPSE = re.compile(rb"[ \t]{2,}|\t")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
@@ -56,8 +56,12 @@ class DkimKey:
 
 
 def _relaxed_body(body: bytes) -> bytes:
-    body = _WSP_RUN.sub(b" ", body)
-    body = _TRAILING_WSP.sub(b"\r\n", body)
+    # RFC 6376 3.4.4. A regex over every single space costs ~0.7 ms per 30 KB body, more
+    # than the RSA signature: only runs of 2+ blanks and tabs need rewriting (checked in C
+    # first), and once runs are single spaces, trailing ones go with a plain replace.
+    if b"\t" in body or b"  " in body:
+        body = _WSP_COLLAPSE.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n")
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
