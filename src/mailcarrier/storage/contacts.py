@@ -8,12 +8,12 @@ changes another's rows. Status updates are optimistic: a row is written only if 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, select, update
+from sqlalchemy import Connection, select
 
 from mailcarrier.domain.contact_status import ContactState
 from mailcarrier.domain.vocabulary import Category, ContactStatus
@@ -126,52 +126,131 @@ def write_states(conn: Connection, account_id: int, rows: Sequence[dict[str, Any
 
     Each dict holds ``contact_id``, ``expected_version``, the :class:`ContactState` fields,
     the latest-bounce fields with ``keep_bounce`` (True: leave them as stored),
-    ``status_changed_at`` (None: unchanged) and ``now``. A result lower than ``len(rows)`` means another
-    writer got there first: the caller rolls back and retries.
+    ``status_changed_at`` (None: unchanged) and ``now``. A result lower than ``len(rows)`` means
+    another writer got there first: the caller rolls back and retries.
+
+    The batch is one JSON document expanded by the database (one UPDATE ... FROM per batch):
+    this path carries every delivery outcome, and per-row statements cost more than the work.
     """
     if not rows:
         return 0
-    c = contacts.c
-    statement = (
-        update(contacts)
-        .where(and_(c.id == bindparam("contact_id"), c.account_id == account_id,
-                    c.version == bindparam("expected_version")))
-        .values(
-            status=bindparam("status"), email_invalid=bindparam("email_invalid"),
-            consecutive_soft_bounces=bindparam("consecutive_soft_bounces"),
-            consecutive_blocks=bindparam("consecutive_blocks"),
-            total_bounces=bindparam("total_bounces"),
-            last_delivered_at=bindparam("last_delivered_at", type_=c.last_delivered_at.type),
-            last_engaged_at=bindparam("last_engaged_at", type_=c.last_engaged_at.type),
-            **{name: _bounce_value(name) for name in BOUNCE_FIELDS},
-            status_changed_at=case(
-                (bindparam("status_changed_at", type_=c.status_changed_at.type).is_(None),
-                 c.status_changed_at),
-                else_=bindparam("status_changed_at", type_=c.status_changed_at.type)),
-            updated_at=bindparam("now", type_=c.updated_at.type),
-            version=c.version + 1,
-        )
-    )
-    result = conn.execute(statement, list(rows))
-    return int(result.rowcount)
+    stamp = _time_text(conn)
+    payload = json.dumps([{
+        **{name: row[name] for name in _STATE_INTS},
+        "contact_id": row["contact_id"], "expected_version": row["expected_version"],
+        "status": row["status"], "email_invalid": bool(row["email_invalid"]),
+        "keep_bounce": bool(row["keep_bounce"]),
+        "last_bounce_reason": row["last_bounce_reason"],
+        "last_bounce_enhanced_status": row["last_bounce_enhanced_status"],
+        "last_bounce_diagnostic": row["last_bounce_diagnostic"],
+        "last_bounce_remote_mta": row["last_bounce_remote_mta"],
+        **{name: stamp(row[name]) for name in _STATE_TIMES},
+    } for row in rows], ensure_ascii=False, separators=(",", ":"))
+    params = {"rows": payload, "account_id": account_id, "now": stamp(rows[0]["now"])}
+    statement = _SQLITE_WRITE_STATES if conn.dialect.name == "sqlite" else _PG_WRITE_STATES
+    return int(conn.exec_driver_sql(statement, params).rowcount)
 
 
 BOUNCE_FIELDS = ("last_bounce_at", "last_bounce_category", "last_bounce_reason",
                  "last_bounce_reply_code", "last_bounce_enhanced_status", "last_bounce_diagnostic",
                  "last_bounce_remote_mta", "last_bounce_mailing_id")
+_STATE_INTS = ("consecutive_soft_bounces", "consecutive_blocks", "total_bounces",
+               "last_bounce_category", "last_bounce_reply_code", "last_bounce_mailing_id")
+_STATE_TIMES = ("last_delivered_at", "last_engaged_at", "last_bounce_at", "status_changed_at")
+_BOUNCE_TEXTS = ("last_bounce_reason", "last_bounce_enhanced_status", "last_bounce_diagnostic",
+                 "last_bounce_remote_mta")
 
 
-def _bounce_value(name: str) -> ColumnElement[Any]:
-    """The new latest-bounce value, or the stored one when the batch had no bounce (keep_bounce)."""
-    column = contacts.c[name]
-    return case((bindparam("keep_bounce") == True, column),  # noqa: E712 - SQL comparison
-                else_=bindparam(name, type_=column.type))
+def _sqlite_write_states() -> str:
+    def get(name: str) -> str:
+        return f"json_extract(b.value, '$.{name}')"
+    bounce = ",\n    ".join(
+        f"{name} = CASE WHEN {get('keep_bounce')} THEN contacts.{name} ELSE {get(name)} END"
+        for name in BOUNCE_FIELDS)
+    return f"""
+UPDATE contacts SET status = {get('status')}, email_invalid = {get('email_invalid')},
+    consecutive_soft_bounces = {get('consecutive_soft_bounces')},
+    consecutive_blocks = {get('consecutive_blocks')}, total_bounces = {get('total_bounces')},
+    last_delivered_at = {get('last_delivered_at')}, last_engaged_at = {get('last_engaged_at')},
+    {bounce},
+    status_changed_at = COALESCE({get('status_changed_at')}, contacts.status_changed_at),
+    updated_at = :now, version = contacts.version + 1
+FROM json_each(:rows) AS b
+WHERE contacts.id = {get('contact_id')} AND +contacts.account_id = :account_id
+  AND contacts.version = {get('expected_version')}
+"""
+
+
+def _pg_write_states() -> str:
+    columns = ", ".join(
+        [f"{n} bigint" for n in ("contact_id", "expected_version", *_STATE_INTS)]
+        + [f"{n} timestamptz" for n in _STATE_TIMES]
+        + [f"{n} text" for n in ("status", *_BOUNCE_TEXTS)]
+        + ["email_invalid boolean", "keep_bounce boolean"])
+    bounce = ",\n    ".join(
+        f"{name} = CASE WHEN b.keep_bounce THEN contacts.{name} ELSE b.{name} END"
+        for name in BOUNCE_FIELDS)
+    return f"""
+UPDATE contacts SET status = b.status, email_invalid = b.email_invalid,
+    consecutive_soft_bounces = b.consecutive_soft_bounces,
+    consecutive_blocks = b.consecutive_blocks, total_bounces = b.total_bounces,
+    last_delivered_at = b.last_delivered_at, last_engaged_at = b.last_engaged_at,
+    {bounce},
+    status_changed_at = COALESCE(b.status_changed_at, contacts.status_changed_at),
+    updated_at = %(now)s::timestamptz, version = contacts.version + 1
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({columns})
+WHERE contacts.id = b.contact_id AND contacts.account_id = %(account_id)s
+  AND contacts.version = b.expected_version
+"""
+
+
+_SQLITE_WRITE_STATES = _sqlite_write_states()
+_PG_WRITE_STATES = _pg_write_states()
+
+_ACTIVITY_INTS = ("account_id", "contact_id", "mailing_id", "delivery_id", "category", "reply_code")
+_ACTIVITY_TEXTS = ("type", "reason", "enhanced_status", "diagnostic", "remote_mta", "cause")
+_ACTIVITY_COLUMNS = (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "occurred_at", "details")
 
 
 def insert_activities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (dicts keyed by the ``activities`` column names)."""
-    if rows:
-        conn.execute(activities.insert(), list(rows))
+    """Append history entries (dicts keyed by the ``activities`` column names), one statement."""
+    if not rows:
+        return
+    stamp = _time_text(conn)
+    payload = json.dumps([
+        {**{name: row.get(name) for name in (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "details")},
+         "occurred_at": stamp(row["occurred_at"])} for row in rows],
+        ensure_ascii=False, separators=(",", ":"), default=str)
+    names = ", ".join(_ACTIVITY_COLUMNS)
+    if conn.dialect.name == "sqlite":
+        values = ", ".join(f"json_extract(value, '$.{n}')" for n in _ACTIVITY_COLUMNS)
+        conn.exec_driver_sql(f"INSERT INTO activities ({names}) SELECT {values} "
+                             "FROM json_each(:rows)", {"rows": payload})
+        return
+    columns = ", ".join([f"{n} bigint" for n in _ACTIVITY_INTS] + [f"{n} text" for n in _ACTIVITY_TEXTS]
+                        + ["occurred_at timestamptz", "details json"])
+    conn.exec_driver_sql(f"INSERT INTO activities ({names}) SELECT {names} "
+                         f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({columns})", {"rows": payload})
+
+
+def _time_text(conn: Connection) -> Callable[[datetime | None], str | None]:
+    """Timestamps as each backend stores them (SQLite: SQLAlchemy's text form, naive UTC)."""
+    if conn.dialect.name == "sqlite":
+        column_type = contacts.c.created_at.type
+        process = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        assert process is not None
+
+        def sqlite_text(value: datetime | None) -> str | None:
+            return None if value is None else str(process(value))
+        return sqlite_text
+
+    def iso(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass a timezone-aware UTC time")
+        return value.isoformat()
+    return iso
 
 
 def activity_history(conn: Connection, account_id: int, contact_id: int | None,
