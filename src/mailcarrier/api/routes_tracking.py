@@ -20,7 +20,7 @@ from mailcarrier.api.problems import problem_response
 from mailcarrier.api.tracking_state import TrackingState, tracking_state
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, decode_token
 from mailcarrier.services import consent
-from mailcarrier.services.tracking import RawHit
+from mailcarrier.services.tracking import RawHit, stored_headers
 
 __all__ = ["router"]
 
@@ -29,6 +29,7 @@ router = APIRouter(tags=["tracking"])
 #: A transparent 1x1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
+_REDIRECT_HEADERS = {**_NO_CACHE, "Referrer-Policy": "no-referrer"}
 
 
 def client_ip(request: Request) -> str:
@@ -45,23 +46,26 @@ def _hit(kind: str, request: Request, context: AppContext,
          token: TrackingToken | None) -> RawHit:
     headers: Mapping[str, str] = request.headers
     return RawHit(kind=kind, at=context.clock(), method=request.method, ip=client_ip(request),
-                  user_agent=headers.get("user-agent", ""), headers=dict(headers), token=token)
+                  user_agent=headers.get("user-agent", ""), headers=stored_headers(headers),
+                  token=token)
 
 
-@router.get("/o/{token}", include_in_schema=False)
-async def open_pixel(token: str, request: Request, context: AppContext = Depends(app_context),
-                     state: TrackingState = Depends(tracking_state)) -> Response:
-    decoded = _decode(state, context, token, TokenPurpose.OPEN)
+async def open_pixel(request: Request) -> Response:
+    """The open pixel (a plain Starlette endpoint: no dependency injection on the hot path)."""
+    context: AppContext = request.app.state.context
+    state: TrackingState = request.app.state.tracking
+    decoded = _decode(state, context, request.path_params["token"], TokenPurpose.OPEN)
     state.recorder.submit(_hit("open", request, context, decoded))
     if decoded is None:
         return problem_response(404, "unknown tracking link", headers=_NO_CACHE)
     return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
-async def click(token: str, request: Request, context: AppContext = Depends(app_context),
-                state: TrackingState = Depends(tracking_state)) -> Response:
-    decoded = _decode(state, context, token, TokenPurpose.CLICK)
+async def click(request: Request) -> Response:
+    """302 to the link's stored destination (a plain Starlette endpoint, like the pixel)."""
+    context: AppContext = request.app.state.context
+    state: TrackingState = request.app.state.tracking
+    decoded = _decode(state, context, request.path_params["token"], TokenPurpose.CLICK)
     destination = None
     if decoded is not None:
         destination = state.links.cached(decoded)
@@ -71,8 +75,11 @@ async def click(token: str, request: Request, context: AppContext = Depends(app_
         state.recorder.submit(_hit("click", request, context, None))
         return problem_response(404, "unknown tracking link", headers=_NO_CACHE)
     state.recorder.submit(_hit("click", request, context, decoded))
-    return Response(status_code=302, headers={"Location": destination, **_NO_CACHE,
-                                              "Referrer-Policy": "no-referrer"})
+    return Response(status_code=302, headers={"Location": destination, **_REDIRECT_HEADERS})
+
+
+router.add_route("/o/{token}", open_pixel, methods=["GET"], include_in_schema=False)
+router.add_route("/c/{token}", click, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 @router.get("/u/{token}", include_in_schema=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import html as html_lib
+import ipaddress
 import logging
 import queue
 import threading
@@ -29,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailcarrier.config import Settings
@@ -66,6 +67,7 @@ __all__ = [
     "LinkDirectory",
     "LinkEngagement",
     "MailingEngagement",
+    "NetworkIndex",
     "PreparedMessage",
     "RawHit",
     "TrackingKeys",
@@ -76,6 +78,7 @@ __all__ = [
     "register_links",
     "settle_hits",
     "settled_events",
+    "stored_headers",
     "thresholds",
     "tracking_keys",
 ]
@@ -93,6 +96,10 @@ _MAX_HEADER = 512
 #: Stands in for the unsubscribe URL while links are rewritten (links.py leaves "{{" alone).
 _PROTECTED = "{{mailcarrier_unsubscribe_url}}"
 _MAX_USER_AGENT = 1024
+#: Hits of one address kept for the burst rules; "more than 2 links / recipients" never needs more.
+RECENT_PER_SOURCE = 32
+#: Stored hits read per batch for each of the two look-backs.
+POOL_LIMIT = 2000
 
 
 # --- keys and thresholds from settings ------------------------------------------------
@@ -337,7 +344,7 @@ def _write_connection(engine: Engine) -> Connection:
 
 
 def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
-                networks: Sequence[Network], now: datetime) -> int:
+                networks: Sequence[Network] | NetworkIndex, now: datetime) -> int:
     """Store a batch of hits with their verdicts, revising earlier verdicts; returns rows written."""
     if not hits:
         return 0
@@ -347,17 +354,45 @@ def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
     return written
 
 
-def _record_in(conn: Connection, hits: Sequence[RawHit], limits: Thresholds,
-               networks: Sequence[Network], now: datetime) -> int:
+class NetworkIndex:
+    """The known networks, with each address's matches remembered (bursts repeat addresses).
+
+    Calling it with an address gives the networks that contain it, so the rules see exactly
+    what they would see scanning the whole table, at one look-up per address.
+    """
+
+    def __init__(self, networks: Sequence[Network], *, max_addresses: int = 100_000) -> None:
+        self.networks = tuple(networks)
+        self._max = max_addresses
+        self._seen: dict[str, tuple[Network, ...]] = {}
+
+    def __call__(self, ip: str) -> tuple[Network, ...]:
+        found = self._seen.get(ip)
+        if found is None:
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                found = ()
+            else:
+                found = tuple(n for n in self.networks if any(address in c for c in n.networks))
+            if len(self._seen) >= self._max:
+                self._seen.clear()
+            self._seen[ip] = found
+        return found
+
+
+def _lookups(conn: Connection,
+             hits: Sequence[RawHit]) -> tuple[dict[int, Any], dict[int, Any], dict[int, int]]:
+    """The deliveries and links the batch's tokens name, and each mailing's link count."""
     tokens = [h.token for h in hits if h.token is not None]
-    delivery_rows = {}
+    delivery_rows: dict[int, Any] = {}
     if tokens:
         query = select(deliveries.c.id, deliveries.c.account_id, deliveries.c.mailing_id,
                        deliveries.c.contact_id, deliveries.c.delivered_at).where(
             deliveries.c.id.in_({t.delivery_id for t in tokens}))
         delivery_rows = {r.id: r for r in conn.execute(query)}
     link_ids = {t.link_id for t in tokens if t.purpose is TokenPurpose.CLICK}
-    link_rows = {}
+    link_rows: dict[int, Any] = {}
     if link_ids:
         link_rows = {r.id: r for r in conn.execute(
             select(tracking_links.c.id, tracking_links.c.mailing_id).where(
@@ -368,8 +403,39 @@ def _record_in(conn: Connection, hits: Sequence[RawHit], limits: Thresholds,
         link_counts = {int(m): int(n) for m, n in conn.execute(
             select(tracking_links.c.mailing_id, func.count()).where(
                 tracking_links.c.mailing_id.in_(mailing_ids)).group_by(tracking_links.c.mailing_id))}
+    return delivery_rows, link_rows, link_counts
+
+
+def _write_back(conn: Connection, pool: Sequence[_Entry], now: datetime) -> None:
+    """Put final verdicts on the new rows and update the stored hits whose verdict changed."""
+    for entry in pool:
+        if entry.row is not None:
+            entry.row["verdict"] = entry.verdict.kind.value
+            entry.row["reasons"] = list(entry.verdict.reasons)
+            if entry.upgraded:
+                entry.row["upgraded_at"] = now
+        elif entry.changed:
+            values: dict[str, Any] = {"verdict": entry.verdict.kind.value,
+                                      "reasons": list(entry.verdict.reasons)}
+            if entry.upgraded:
+                values["upgraded_at"] = now
+            conn.execute(update(tracking_hits).where(tracking_hits.c.id == entry.row_id).values(**values))
+
+
+def _record_in(conn: Connection, hits: Sequence[RawHit], limits: Thresholds,
+               networks: Sequence[Network] | NetworkIndex, now: datetime) -> int:
+    networks_of = networks if isinstance(networks, NetworkIndex) else NetworkIndex(networks)
+    delivery_rows, link_rows, link_counts = _lookups(conn, hits)
     pool = _load_pool(conn, hits, delivery_rows, limits)
+    # Every rule compares a hit with hits from the same address (bursts, shared address) or
+    # of the same message (upgrades): index the pool both ways instead of scanning it.
+    by_source: dict[tuple[int, str], list[int]] = {}
+    by_delivery: dict[int, list[int]] = {}
+    for index, entry in enumerate(pool):
+        by_source.setdefault((entry.hit.mailing_id, entry.hit.ip), []).append(index)
+        by_delivery.setdefault(entry.hit.delivery_id, []).append(index)
     new_rows: list[dict[str, Any]] = []
+    human: list[_Entry] = []
     for raw in hits:
         row: dict[str, Any] = {
             "kind": raw.kind, "occurred_at": raw.at, "method": raw.method[:8].upper(),
@@ -399,60 +465,89 @@ def _record_in(conn: Connection, hits: Sequence[RawHit], limits: Thresholds,
             delivered_at=_ts(delivery.delivered_at) if delivery.delivered_at is not None else None,
             links_in_message=link_counts.get(token.mailing_id, 0),
         )
-        earlier = [e.hit for e in pool]
-        same_mailing = [e.hit for e in pool if e.hit.mailing_id == hit.mailing_id]
-        verdict = classify_request(hit, same_mailing, networks, limits, user_agent=raw.user_agent)
-        for index in burst_partners(hit, verdict, earlier, limits):
-            partner = pool[index]
+        source = by_source.setdefault((hit.mailing_id, hit.ip), [])
+        del source[:-RECENT_PER_SOURCE]
+        same_source = [pool[i].hit for i in source]
+        verdict = classify_request(hit, same_source, networks_of(raw.ip), limits,
+                                   user_agent=raw.user_agent)
+        for index in burst_partners(hit, verdict, same_source, limits):
+            partner = pool[source[index]]
             if partner.verdict.kind is VerdictKind.HUMAN and not partner.upgraded:
                 partner.verdict = Verdict(VerdictKind.MACHINE, (PARTNER_REASON, *verdict.reasons))
                 partner.changed = True
-        for index in upgrade_targets(hit, verdict, earlier):
-            target = pool[index]
+        same_message = by_delivery.setdefault(hit.delivery_id, [])
+        for index in upgrade_targets(hit, verdict, [pool[i].hit for i in same_message]):
+            target = pool[same_message[index]]
             revised = upgrade(target.verdict, verdict)
             if revised != target.verdict:
                 target.verdict, target.upgraded, target.changed = revised, True, True
+        source.append(len(pool))
+        same_message.append(len(pool))
         pool.append(_Entry(hit, verdict, None, row))
-    for entry in pool:
-        if entry.row is not None:
-            entry.row["verdict"] = entry.verdict.kind.value
-            entry.row["reasons"] = list(entry.verdict.reasons)
-            if entry.upgraded:
-                entry.row["upgraded_at"] = now
-        elif entry.changed:
-            values: dict[str, Any] = {"verdict": entry.verdict.kind.value,
-                                      "reasons": list(entry.verdict.reasons)}
-            if entry.upgraded:
-                values["upgraded_at"] = now
-            conn.execute(update(tracking_hits).where(tracking_hits.c.id == entry.row_id).values(**values))
+        if verdict.kind is VerdictKind.HUMAN:
+            human.append(pool[-1])
+    _upgrade_stored(conn, pool, human)
+    _write_back(conn, pool, now)
     conn.execute(tracking_hits.insert(), new_rows)
     return len(new_rows)
 
 
+_POOL_COLUMNS = (tracking_hits.c.id, tracking_hits.c.kind, tracking_hits.c.ip, tracking_hits.c.mailing_id,
+                 tracking_hits.c.delivery_id, tracking_hits.c.link_id, tracking_hits.c.occurred_at,
+                 tracking_hits.c.method, tracking_hits.c.verdict, tracking_hits.c.reasons,
+                 tracking_hits.c.upgraded_at)
+
+
+def _entry_of(row: Any) -> _Entry:
+    hit = Hit(is_click=row.kind == "click", ip=row.ip, mailing_id=row.mailing_id,
+              delivery_id=row.delivery_id or 0, link_id=row.link_id or 0,
+              at=_ts(row.occurred_at), method=row.method)
+    return _Entry(hit, _verdict_of(row), int(row.id), None, upgraded=row.upgraded_at is not None)
+
+
 def _load_pool(conn: Connection, hits: Sequence[RawHit], delivery_rows: Mapping[int, Any],
                limits: Thresholds) -> list[_Entry]:
-    """Stored hits the batch may be judged against or may revise, oldest first."""
+    """Recent stored hits from the batch's addresses within the longest window, oldest first.
+
+    Capped: a single address sending thousands of hits a minute is a machine whatever the
+    detail, and the rules never need more than the last few hits of one address.
+    """
     if not delivery_rows:
         return []
     window = timedelta(seconds=max(limits.burst_seconds, limits.shared_ip_seconds))
     since = min(h.at for h in hits) - window
     mailing_ids = {r.mailing_id for r in delivery_rows.values()}
-    query = select(tracking_hits).where(
-        tracking_hits.c.verdict.is_not(None),
-        or_(
-            (tracking_hits.c.mailing_id.in_(mailing_ids)) & (tracking_hits.c.occurred_at >= since),
-            (tracking_hits.c.delivery_id.in_(list(delivery_rows)))
-            & (tracking_hits.c.verdict != VerdictKind.HUMAN.value),
-        ),
-    ).order_by(tracking_hits.c.occurred_at, tracking_hits.c.id)
-    pool = []
-    for row in conn.execute(query):
-        hit = Hit(is_click=row.kind == "click", ip=row.ip, mailing_id=row.mailing_id,
-                  delivery_id=row.delivery_id or 0, link_id=row.link_id or 0,
-                  at=_ts(row.occurred_at), method=row.method)
-        pool.append(_Entry(hit, _verdict_of(row), int(row.id), None,
-                           upgraded=row.upgraded_at is not None))
-    return pool
+    addresses = {h.ip[:45] for h in hits if h.token is not None}
+    recent = select(*_POOL_COLUMNS).where(
+        tracking_hits.c.verdict.is_not(None), tracking_hits.c.mailing_id.in_(mailing_ids),
+        tracking_hits.c.occurred_at >= since, tracking_hits.c.ip.in_(addresses),
+    ).order_by(tracking_hits.c.occurred_at.desc()).limit(
+        min(POOL_LIMIT, RECENT_PER_SOURCE * len(addresses)))
+    rows = conn.execute(recent).all()
+    return [_entry_of(row) for row in sorted(rows, key=lambda r: (r.occurred_at, r.id))]
+
+
+def _upgrade_stored(conn: Connection, pool: list[_Entry], human: Sequence[_Entry]) -> None:
+    """Upgrade older stored machine hits of the messages a person just engaged with."""
+    deliveries_seen = {entry.hit.delivery_id for entry in human}
+    if not deliveries_seen:
+        return
+    known = {entry.row_id for entry in pool if entry.row_id is not None}
+    stored: dict[int, list[_Entry]] = {}
+    for row in conn.execute(select(*_POOL_COLUMNS).where(
+            tracking_hits.c.delivery_id.in_(deliveries_seen), tracking_hits.c.verdict.is_not(None),
+            tracking_hits.c.verdict != VerdictKind.HUMAN.value).limit(POOL_LIMIT)):
+        if row.id not in known:
+            entry = _entry_of(row)
+            stored.setdefault(entry.hit.delivery_id, []).append(entry)
+            pool.append(entry)
+    for person in human:
+        candidates = stored.get(person.hit.delivery_id, [])
+        for index in upgrade_targets(person.hit, person.verdict, [c.hit for c in candidates]):
+            target = candidates[index]
+            revised = upgrade(target.verdict, person.verdict)
+            if revised != target.verdict:
+                target.verdict, target.upgraded, target.changed = revised, True, True
 
 
 # --- settling: contact effects and webhooks after the hold ----------------------------
@@ -684,6 +779,7 @@ class HitRecorder:
     def __post_init__(self) -> None:
         self._queue: queue.Queue[RawHit | None] = queue.Queue(maxsize=self.settings.tracking_queue_size)
         self._limits = thresholds(self.settings)
+        self._networks = NetworkIndex(self.networks)
         self._hold = timedelta(seconds=self.settings.tracking_hold_seconds)
         self._thread: threading.Thread | None = None
 
@@ -764,7 +860,7 @@ class HitRecorder:
         for attempt in range(3):
             try:
                 self.stats.written += record_hits(self.engine, batch, limits=self._limits,
-                                                  networks=self.networks, now=self.clock())
+                                                  networks=self._networks, now=self.clock())
                 return
             except Exception as exc:  # the writer must survive anything the database says
                 self.stats.failed_batches += 1
@@ -775,7 +871,7 @@ class HitRecorder:
         for hit in batch:
             try:
                 self.stats.written += record_hits(self.engine, [hit], limits=self._limits,
-                                                  networks=self.networks, now=self.clock())
+                                                  networks=self._networks, now=self.clock())
             except Exception as exc:
                 self.stats.dropped += 1
                 _log.error("dropping tracking hit %r: %r", replace(hit, headers={}), exc)
