@@ -83,7 +83,10 @@ def run_ours(folder: Path, rcpts: list[tuple[str, str]], html: str, *, routes: s
     """(seconds, CPU seconds of all worker processes) for the first pass over the batch."""
     url = prepare(folder, rcpts, html)
     settings = Settings(_env_file=None, data_dir=folder / "data", secret_key="b" * 32,  # type: ignore[call-arg]
-                        static_routes=routes, dkim_sign=sign, smtp_timeout=30)
+                        static_routes=routes, dkim_sign=sign, smtp_timeout=30,
+                        # the peer's Postfix runs at most 100 SMTP clients (default_process_limit);
+                        # ours gets the same number of connections in flight, split over processes
+                        delivery_concurrency=max(1, 100 // processes))
     if sign:  # the key is generated once, outside the timed part
         load_or_create_key(settings.data_dir, "bench.test", settings.dkim_selector, "rsa")
     context = multiprocessing.get_context("fork")

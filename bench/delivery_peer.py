@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import smtplib
 import subprocess
@@ -60,10 +61,16 @@ def static_routes() -> str:
 def sinks() -> Iterator[None]:
     """Three smtp-sink processes: accept all, 5xx at RCPT, 4xx at RCPT."""
     exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+    # One sink serves every destination's connections: with the default 1,024 descriptors it
+    # runs out and new connections wait unaccepted (the senders then time out). The sinks
+    # inherit this process's limit.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     procs = [
-        subprocess.Popen([exe, "-u", "nobody", f"0.0.0.0:{PORT_OK}", "1024"]),
-        subprocess.Popen([exe, "-u", "nobody", "-f", "RCPT", f"0.0.0.0:{PORT_HARD}", "256"]),
-        subprocess.Popen([exe, "-u", "nobody", "-r", "RCPT", f"0.0.0.0:{PORT_SOFT}", "256"]),
+        subprocess.Popen([exe, "-u", "nobody", f"0.0.0.0:{PORT_OK}", "4096"]),
+        subprocess.Popen([exe, "-u", "nobody", "-f", "RCPT", f"0.0.0.0:{PORT_HARD}", "1024"]),
+        subprocess.Popen([exe, "-u", "nobody", "-r", "RCPT", f"0.0.0.0:{PORT_SOFT}", "1024"]),
     ]
     time.sleep(0.5)
     try:
