@@ -186,8 +186,10 @@ class _Worker:
         self.worker_id, self.policy, self.link_hook = worker_id, policy, link_hook
         self.resolver = resolver or MxResolver(static_routes=parse_static_routes(settings.static_routes))
         self.limits: DestinationLimits = load_limits(settings.destination_limits)
+        # idle sessions kept across destinations: no more than the sessions in flight, so a
+        # worker never holds more connections open than twice its concurrency
         self.pool = SmtpPool(helo_name=settings.hostname, timeout=settings.smtp_timeout,
-                             tls_context=tls_context)
+                             tls_context=tls_context, max_idle=concurrency)
         self.slots = asyncio.Semaphore(concurrency)
         self.lease = timedelta(seconds=settings.delivery_lease_seconds)
         self.status_policy = status_policy(settings)
