@@ -6,7 +6,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine, select
 
-from mailcarrier.api.auth import Principal, has_scope, require_scopes
+from mailcarrier.api.auth import KEY_CACHE_SECONDS, Principal, has_scope, require_scopes
 from mailcarrier.domain.errors import ConflictError
 from mailcarrier.storage import api_keys as key_repo
 from mailcarrier.storage.tables import api_keys
@@ -67,6 +67,20 @@ async def test_revoked_key_refused(client: httpx.AsyncClient, db: Engine,
         key_repo.revoke_api_key(conn, account_id, plain.split("_")[1], T0)
     response = await client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {plain}"})
     assert response.status_code == 401
+
+
+async def test_revocation_applies_once_the_verified_key_cache_expires(
+        client: httpx.AsyncClient, db: Engine, clock: Clock, account_id: int) -> None:
+    plain = _issue(db, account_id, "*")
+    headers = {"Authorization": f"Bearer {plain}"}
+    assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 200
+    with db.begin() as conn:
+        key_repo.revoke_api_key(conn, account_id, plain.split("_")[1], T0)
+    # remembered for KEY_CACHE_SECONDS of the app's clock, then checked against the store again
+    assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 200
+    clock.advance(seconds=KEY_CACHE_SECONDS)
+    assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 401
+    assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 401
 
 
 async def test_scope_checks_and_domain_errors(app: FastAPI, client: httpx.AsyncClient,

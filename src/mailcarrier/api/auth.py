@@ -7,20 +7,28 @@ resource route declares the scopes it needs with :func:`require_scopes`; the ret
 
 Scopes are ``<resource>:read`` / ``<resource>:write``; ``<resource>:*`` grants both and
 ``*`` grants everything. A ``write`` scope implies ``read`` on the same resource.
+
+A verified key is remembered per application for ``KEY_CACHE_SECONDS`` of the app's clock
+(by the hash of the presented key, never the key itself), so a burst of API calls does not
+cost one database round trip each; a revocation therefore takes effect within that time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from fastapi import Depends, Request
 
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.problems import ProblemError
-from mailcarrier.storage.api_keys import authenticate_key
+from mailcarrier.storage.api_keys import ApiKey, authenticate_key, hash_key
 
-__all__ = ["Principal", "has_scope", "require_scopes"]
+__all__ = ["KEY_CACHE_SECONDS", "Principal", "has_scope", "require_scopes"]
+
+KEY_CACHE_SECONDS = 5
+_KEY_CACHE_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +70,7 @@ def require_scopes(*scopes: str) -> Callable[..., Principal]:
         if presented is None:
             raise ProblemError(401, "an API key is required (Authorization: Bearer <key>)",
                                headers=challenge)
-        with context.engine.begin() as conn:
-            key = authenticate_key(conn, presented, context.clock())
+        key = _verified_key(request, context, presented)
         if key is None:
             raise ProblemError(401, "the API key is unknown, malformed or revoked", headers=challenge)
         missing = [s for s in scopes if not has_scope(key.scopes, s)]
@@ -73,3 +80,23 @@ def require_scopes(*scopes: str) -> Callable[..., Principal]:
         return Principal(key.account_id, key.id, key.prefix, key.scopes)
 
     return dependency
+
+
+def _verified_key(request: Request, context: AppContext, presented: str) -> ApiKey | None:
+    """The key behind ``presented``, from the short-lived cache or the store."""
+    now = context.clock()
+    cache: dict[str, tuple[ApiKey, datetime]] = request.app.state.__dict__.setdefault(
+        "verified_keys", {})
+    digest = hash_key(presented)
+    hit = cache.get(digest)
+    if hit is not None and timedelta(0) <= now - hit[1] < timedelta(seconds=KEY_CACHE_SECONDS):
+        return hit[0]
+    with context.engine.begin() as conn:
+        key = authenticate_key(conn, presented, now)
+    if key is None:
+        cache.pop(digest, None)
+        return None
+    if len(cache) >= _KEY_CACHE_LIMIT:
+        cache.clear()
+    cache[digest] = (key, now)
+    return key
