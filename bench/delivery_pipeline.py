@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import resource
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,9 @@ def ours(messages: int, processes: int, sign: bool) -> float:
         elapsed = time.perf_counter() - started
         if any(worker.exitcode for worker in workers):
             raise SystemExit("a worker failed")
+        # ru_maxrss of RUSAGE_CHILDREN is the largest peak among the (forked) worker processes
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"worker processes: peak RSS {peak_mb:.0f} MB (largest of {processes})", flush=True)
         return messages / elapsed
     finally:
         sink.terminate()
