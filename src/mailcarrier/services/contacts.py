@@ -30,7 +30,7 @@ from mailcarrier.domain.contact_status import (
 )
 from mailcarrier.domain.errors import ConflictError, NotFoundError
 from mailcarrier.storage import contacts as repo
-from mailcarrier.storage.engine import is_sqlite
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = [
     "ContactEventRecord",
@@ -77,7 +77,7 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     if not records:
         return []
     for _ in range(MAX_RETRIES):
-        with _write_transaction(engine) as conn:
+        with write_transaction(engine) as conn:
             outcome = _apply_in(conn, policy, records, now)
             if outcome is not None:
                 return outcome
@@ -101,28 +101,6 @@ def history(engine: Engine, account_id: int, contact_id: int | None,
     """A contact's (or the account's) activity history, newest first."""
     with engine.connect() as conn:
         return repo.activity_history(conn, account_id, contact_id, filters)
-
-
-class _write_transaction:  # noqa: N801 - used like a function, as a context manager
-    """A write transaction: BEGIN IMMEDIATE on SQLite, a normal one elsewhere."""
-
-    def __init__(self, engine: Engine) -> None:
-        options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
-        self._conn = engine.connect().execution_options(**options)
-
-    def __enter__(self) -> Connection:
-        self._conn.begin()
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if self._conn.in_transaction():
-                if exc_type is None:
-                    self._conn.commit()
-                else:
-                    self._conn.rollback()
-        finally:
-            self._conn.close()
 
 
 def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactEventRecord],

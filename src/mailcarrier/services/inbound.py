@@ -50,7 +50,7 @@ from mailcarrier.services.bounce_matching import (
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.policies import status_policy
 from mailcarrier.storage import inbound_messages as store
-from mailcarrier.storage.engine import is_sqlite
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = [
     "BatchSummary",
@@ -165,14 +165,14 @@ def store_incoming(engine: Engine, emails: Sequence[IncomingEmail], now: datetim
     if not emails:
         return
     rows = [_row(e, now) for e in emails]
-    with _writer(engine) as conn:
+    with write_transaction(engine) as conn:
         store.insert_inbound(conn, rows)
     log.debug("stored %d inbound emails", len(rows), extra={"event": "inbound.stored"})
 
 
 def release_for_reprocess(engine: Engine, states: Sequence[str], ids: Sequence[int] = ()) -> int:
     """Send stored emails back to ``pending`` so the next processing run reads them again."""
-    with _writer(engine) as conn:
+    with write_transaction(engine) as conn:
         return store.release_to_pending(conn, states, ids)
 
 
@@ -240,7 +240,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     """Claim up to ``limit`` stored emails, read, match and act on them."""
     started = time.perf_counter()
     token = uuid.uuid4().hex
-    with _writer(engine) as conn:
+    with write_transaction(engine) as conn:
         claimed = store.claim_pending(conn, token, now, now - _CLAIM_STALE, limit)
         first = store.first_ids_by_digest(conn, (s.digest for s in claimed))
     summary = BatchSummary(claimed=len(claimed))
@@ -261,7 +261,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     summary.contact_events = len(transitions)
     delivery_rows = _delivery_rows(events, transitions, flips, now)
     results = [_result(r, now) for r in readings]
-    with _writer(engine) as conn:
+    with write_transaction(engine) as conn:
         summary.bounced_deliveries = store.flip_deliveries(conn, delivery_rows)
         store.save_results(conn, results)
     if events:
@@ -412,7 +412,7 @@ def _count_against_sending_ips(engine: Engine, events: list[tuple[ContactEventRe
     for delivery_id, (address, started) in sent_from.items():
         key = (address, started.date(), counted[delivery_id])
         tally[key] = tally.get(key, 0) + 1
-    with _writer(engine) as conn:
+    with write_transaction(engine) as conn:
         for (address, day, what), count in sorted(tally.items()):
             try:
                 pools.record_ip_outcome(conn, address, day, **{what: count})
@@ -443,23 +443,3 @@ def _result(reading: _Reading, now: datetime) -> dict[str, Any]:
             "account_id": match.attributions[0].delivery.account_id}
 
 
-class _writer:  # noqa: N801 - used like a function, as a context manager
-    """A write transaction: BEGIN IMMEDIATE on SQLite (one writer, no upgrade deadlock)."""
-
-    def __init__(self, engine: Engine) -> None:
-        options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
-        self._conn = engine.connect().execution_options(**options)
-
-    def __enter__(self) -> Any:
-        self._conn.begin()
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if self._conn.in_transaction():
-                if exc_type is None:
-                    self._conn.commit()
-                else:
-                    self._conn.rollback()
-        finally:
-            self._conn.close()

@@ -6,15 +6,17 @@ PostgreSQL (psycopg 3) is the scale-out backend. Nothing connects at import time
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from mailcarrier.config import Settings
 
-__all__ = ["is_sqlite", "make_engine"]
+__all__ = ["is_sqlite", "make_engine", "write_transaction"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -59,3 +61,27 @@ def _sqlite_engine(url_text: str, *, echo: bool) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-decide-write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain one elsewhere.
+
+    On SQLite a deferred transaction that reads and then writes can fail to upgrade its lock
+    when another writer got in between; taking the write lock first makes the cycle atomic.
+    Commits on normal exit (unless the body already rolled back), rolls back on error.
+    """
+    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+    conn = engine.connect().execution_options(**options)
+    try:
+        conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        if conn.in_transaction():
+            conn.commit()
+    finally:
+        conn.close()
