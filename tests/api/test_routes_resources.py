@@ -112,6 +112,9 @@ async def test_errors_are_problem_json(api: Ctx) -> None:
     r = await api.http.get("/api/v1/reports/bounces", params={"since": "2026-05-05", "until": "2026-05-01"},
                            headers=api.mine)
     assert r.status_code == 422
+    # the first day of the calendar: a clear 422, not an overflow computing the default period
+    r = await api.http.get("/api/v1/reports/bounces", params={"until": "0001-01-01"}, headers=api.mine)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     r = await api.http.get("/api/v1/contacts", params={"status": "bogus"}, headers=api.mine)
     assert r.status_code == 422
     r = await api.http.get("/api/v1/contacts")

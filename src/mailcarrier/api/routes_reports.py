@@ -29,6 +29,10 @@ def response_page(mailing_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     return reports.response_page(ctx.engine, who.account_id, mailing_id, thresholds(ctx))
 
 
+#: No mail predates this; it also keeps ``until - 30 days`` inside the date range.
+FIRST_REPORT_DAY = date(1970, 1, 1)
+
+
 @router.get("/bounces", response_model=reports.BounceReport)
 def bounce_report(since: Annotated[date | None, Query(description="First day (UTC); default -30 d")] = None,
                   until: Annotated[date | None, Query(description="Last day (UTC); default today")] = None,
@@ -36,6 +40,8 @@ def bounce_report(since: Annotated[date | None, Query(description="First day (UT
                   ctx: AppContext = Depends(app_context)) -> reports.BounceReport:
     """Seed 001's "Bounce House" for the period."""
     last = until or ctx.clock().date()
+    if last < FIRST_REPORT_DAY or (since is not None and since < FIRST_REPORT_DAY):
+        raise ProblemError(422, f"dates before {FIRST_REPORT_DAY.isoformat()} are not reported")
     first = since or last - timedelta(days=30)
     if last < first or (last - first).days > MAX_PERIOD_DAYS:
         raise ProblemError(422, "the period must start before it ends and span at most ten years")
