@@ -19,6 +19,8 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.dashboard import charts
 from mailcarrier.api.dashboard.session import COOKIE, Session, load_session, sign_session
 from mailcarrier.api.pagination import MAX_ID
+from mailcarrier.api.problems import ProblemError
+from mailcarrier.api.routes_reports import FIRST_REPORT_DAY
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services import evidence, reports
@@ -119,6 +121,8 @@ def bounce_page(days: Annotated[int, Query(ge=1, le=3660)] = 30,
                 session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The bounce report ("Bounce House")."""
     last = until or ctx.clock().date()
+    if last < FIRST_REPORT_DAY:
+        raise ProblemError(422, f"dates before {FIRST_REPORT_DAY.isoformat()} are not reported")
     report = reports.bounce_report(ctx.engine, session.account_id, since=last - timedelta(days=days - 1),
                                    until=last, thresholds=reports.report_thresholds(ctx.settings))
     chart = charts.stacked_by_day("Bounces per day by category", report.by_day)
