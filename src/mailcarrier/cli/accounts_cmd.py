@@ -1,4 +1,8 @@
-"""``mailcarrier accounts``: create and list accounts (ESP customers)."""
+"""``mailcarrier accounts``: create and list accounts (ESP customers) and issue their API keys.
+
+The REST API and the dashboard only accept hashed API keys; ``accounts keys create`` is how an
+operator hands one to a customer. The clear key is printed once and never stored.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,18 @@ from rich.table import Table
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage import accounts as repo
+from mailcarrier.storage import api_keys as keys_repo
 from mailcarrier.storage.engine import make_engine
 
 app = typer.Typer(help="Accounts (one per customer).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of an account (for the REST API and the dashboard).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
+SCOPE_OPTION = typer.Option(
+    ["*"], "--scope",
+    help="A scope such as contacts:read, mailings:write or reports:read (repeatable); "
+         "'*' grants every scope, 'RESOURCE:*' every action on one resource.")
 
 
 @app.command("create")
@@ -46,3 +58,64 @@ def list_command(database_url: str | None = DB_OPTION) -> None:
     for account in accounts:
         table.add_row(str(account.id), account.slug, account.name, account.created_at.isoformat())
     Console().print(table)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@keys_app.command("create")
+def keys_create_command(account: str, name: str = typer.Option(..., "--name", help="What the key is for."),
+                        scope: list[str] = SCOPE_OPTION,
+                        database_url: str | None = DB_OPTION) -> None:
+    """Issue an API key for ACCOUNT (slug) and print it once."""
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        with engine.begin() as conn:
+            owner = repo.account_by_slug(conn, account)
+            key, plain = keys_repo.create_api_key(conn, owner.id, name, scope, datetime.now(UTC))
+    except (MailcarrierError, ValueError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    console = Console()
+    console.print(f"API key {key.prefix} for account {owner.slug}, scopes {', '.join(sorted(key.scopes))}")
+    console.print("It is shown only now; store it safely:", style="bold")
+    # Printed bare, without Rich markup or wrapping, so it can be copied or captured by a script.
+    print(plain)
+
+
+@keys_app.command("list")
+def keys_list_command(account: str, database_url: str | None = DB_OPTION) -> None:
+    """List ACCOUNT's API keys (prefix, scopes, last use; never the secret)."""
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        with engine.connect() as conn:
+            owner = repo.account_by_slug(conn, account)
+            found = keys_repo.list_api_keys(conn, owner.id)
+    except MailcarrierError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    table = Table("prefix", "name", "scopes", "created (UTC)", "last used", "revoked")
+    for key in found:
+        table.add_row(key.prefix, key.name, " ".join(sorted(key.scopes)), key.created_at.isoformat(),
+                      key.last_used_at.isoformat() if key.last_used_at else "-",
+                      key.revoked_at.isoformat() if key.revoked_at else "-")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke_command(account: str, prefix: str, database_url: str | None = DB_OPTION) -> None:
+    """Revoke ACCOUNT's key PREFIX; the API refuses it once its few seconds of cache have passed."""
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        with engine.begin() as conn:
+            owner = repo.account_by_slug(conn, account)
+            keys_repo.revoke_api_key(conn, owner.id, prefix, datetime.now(UTC))
+    except MailcarrierError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"revoked API key {prefix} of account {owner.slug}")
