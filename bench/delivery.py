@@ -4,7 +4,7 @@
 
 Runs inside a private network namespace with only ``lo`` (created here; needs root and
 ``ip``), so sinks can listen on every loopback address and nothing leaves the machine.
-World (see ``delivery_peer.py``): 1,000 domains, each its own loopback MX; 5% of recipients
+World (see ``support/delivery_peer.py``): 1,000 domains, each its own loopback MX; 5% of recipients
 get 4xx at RCPT, 3% get 5xx; ~30 KB HTML with personalisation.
 
 - **mailcarrier**: a fresh SQLite store, an audience of N contacts, one mailing sent
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import delivery_peer as peer
 from delivery_ours import run_ours
