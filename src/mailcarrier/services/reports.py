@@ -25,6 +25,7 @@ from mailcarrier.config import Settings
 from mailcarrier.domain.errors import ConfigurationError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.domain.vocabulary import DeliveryState
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
 from mailcarrier.storage.tracking_tables import tracking_hits
@@ -366,13 +367,11 @@ def refresh_rollups(engine: Engine) -> int:
     """
     folded = 0
     while True:
-        with engine.connect().execution_options(
-                **({"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {})) as conn:
-            with conn.begin():
-                done = _fold_chunk(conn)
-            if done == 0:
-                return folded
-            folded += done
+        with write_transaction(engine) as conn:
+            done = _fold_chunk(conn)
+        if done == 0:
+            return folded
+        folded += done
 
 
 def _fold_chunk(conn: Connection) -> int:

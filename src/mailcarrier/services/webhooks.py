@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services.tracking import settled_events
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.report_tables import report_watermarks
 from mailcarrier.storage.tables import activities, attempts, contacts, deliveries
 from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
@@ -204,16 +205,15 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
     derived from the activity id, so a crash can neither skip nor duplicate an event.
     """
     queued = 0
-    options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
     while True:
-        with engine.connect().execution_options(**options) as conn, conn.begin():
+        with write_transaction(engine) as conn:
             more, count = _pump_chunk(conn, now, chunk)
         queued += count
         if not more:
             break
     for pump in (_pump_deferrals, _pump_hits):
         while True:
-            with engine.connect().execution_options(**options) as conn, conn.begin():
+            with write_transaction(engine) as conn:
                 more, count = pump(engine, conn, now, chunk)
             queued += count
             if not more:
@@ -334,8 +334,7 @@ def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
     o, w = webhook_outbox.c, webhook_endpoints.c
     due = and_(o.delivered_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now,
                or_(o.lease_until.is_(None), o.lease_until < now))
-    options = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         query = select(o.id).where(due).order_by(o.next_attempt_at, o.id).limit(batch)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

@@ -35,8 +35,7 @@ Contact events
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +44,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.vocabulary import DeliveryState
-from mailcarrier.storage.engine import is_sqlite
+from mailcarrier.storage.engine import is_sqlite, write_transaction
 from mailcarrier.storage.tables import (
     attempts,
     contacts,
@@ -169,14 +168,6 @@ class PendingContactEvent:
     enhanced_status: str | None
     diagnostic: str | None
     occurred_at: datetime
-
-
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that writes: ``BEGIN IMMEDIATE`` on SQLite (the single-writer lock up front)."""
-    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
-        yield conn
 
 
 def _due_condition(now: datetime) -> Any:
