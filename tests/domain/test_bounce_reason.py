@@ -94,3 +94,31 @@ def test_provider_wording_explains_what_the_generic_tables_do_not() -> None:
         "[TS03] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT succeed.",
         None, SMTPStage.UNKNOWN, ""))
     assert (reason, rule) == (Reason.BLOCKED, "yahoo.ts01-ts03")
+
+
+def test_a_rate_limit_worded_under_a_filtered_status_is_speeding() -> None:
+    # Gmail answers a per-recipient receiving rate with 5.2.1, the "mailbox refuses" code.
+    text = ("550-5.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+            "additional messages from being delivered. Please resend your message later.")
+    assert _reason(text, "5.2.1") is Reason.SPEEDING
+    assert _reason("550 5.2.1 Mailbox refuses mail from your domain", "5.2.1") is Reason.FILTERED
+
+
+def test_5_7_9_is_a_weak_authentication_mechanism() -> None:
+    # RFC 4954: 5.7.9 "Authentication mechanism is too weak"; classify maps it the same way.
+    assert _reason("535 5.7.9 Authentication mechanism is too weak", "5.7.9") is Reason.SECURITYERROR
+
+
+@pytest.mark.parametrize(("text", "status", "reason", "rule"), [
+    ("550 5.7.1 Mail rejete. Mail rejected. OFR003_506 [506] - contact postmaster", "5.7.1",
+     Reason.SPAMDETECTED, "orange.ofr-506"),
+    ("421 4.2.0 Service refuse. Veuillez essayer plus tard. Service refused, please try later. "
+     "OFR004_505 [505]", "4.2.0", Reason.SYSTEMERROR, "orange.ofr-505"),
+    # Yahoo's "dd" template says the mailbox does not exist even where the stage is unknown
+    # (a bounce that does not say which command was answered would otherwise be "filtered").
+    ("554 delivery error: dd This user doesn't have a aol.com account (pat@aol.com) [-5] - "
+     "mta4421.aol.mail.gq1.yahoo.com", "5.0.0", Reason.USERUNKNOWN, "yahoo.user-unknown"),
+])
+def test_a_provider_error_code_outranks_the_status_it_comes_with(
+        text: str, status: str, reason: Reason, rule: str) -> None:
+    assert bounce_reason(BounceEvidence(text, status, SMTPStage.UNKNOWN, "smtp")) == (reason, rule)

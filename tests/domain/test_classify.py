@@ -35,6 +35,8 @@ PROVIDER_REPLIES = [
     ("rcpt", "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.10", Reason.BLOCKED, 1, False),
     ("rcpt", "450 4.2.0 <a@example.org>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", Reason.BLOCKED, 1, True),
     ("rcpt", "451 Temporary local problem - please try later", Reason.SYSTEMERROR, 4, True),
+    ("eod", "550 5.7.1 Mail rejete. Mail rejected. OFR003_506 [506] - contact postmaster", Reason.SPAMDETECTED, 1, False),
+    ("connect", "421 mwinf5c41 ME Service refuse. Veuillez essayer plus tard. Service refused, please try later. OFR004_505 [505]", Reason.SYSTEMERROR, 4, True),
 ]
 
 

@@ -8,14 +8,16 @@ reasons compare with its vocabulary:
 1. a reason an MTA detector read from its own fixed wording wins (Exim's "retry timeout
    exceeded" is ``expired`` whatever the status says);
 2. a ``2.x.x`` status is a delivery report;
-3. first pass: each reason in ``first_pass`` order tests its own evidence: the status
+3. a provider's documented error code or fixed template (``codes.toml``: Yahoo's [TSS04]
+   and "dd" template, Orange's OFR_506) names the reason more exactly than the status;
+4. first pass: each reason in ``first_pass`` order tests its own evidence: the status
    names it, or its wording occurs where the command allows it. "User unknown" answered
    to RCPT is a missing mailbox; the same words after DATA come from a content filter
    (``filtered``); a refusal after MAIL FROM is the sender being ``rejected``;
-4. a refusal at connect or EHLO is ``blocked`` (the sending host was refused);
-5. second pass: wording of ``second_pass`` reasons, then the status alone, then the
+5. a refusal at connect or EHLO is ``blocked`` (the sending host was refused);
+6. second pass: wording of ``second_pass`` reasons, then the status alone, then the
    provider rules the reply classifier uses (``providers.toml``);
-6. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
+7. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
 
 The wording and the status table are data (``rules/reasons.toml``), loaded once.
 """
@@ -147,9 +149,15 @@ def _userunknown(table: ReasonTable, named: Reason | None, text: str, command: S
     return command is SMTPStage.RCPT and table.match(Reason.USERUNKNOWN, text)
 
 
+# Reasons whose wording, when a 5.2.x status says "filtered" (mailbox refuses), shows the
+# server meant something else: Gmail's 5.2.1 "receiving mail at a rate that prevents
+# additional messages" is a per-recipient rate limit.
+_NOT_REALLY_FILTERED = (Reason.SPEEDING,)
+
+
 def _filtered(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
     if named is Reason.FILTERED:
-        return True
+        return not any(table.match(other, text) for other in _NOT_REALLY_FILTERED)
     if named is Reason.SUSPEND or command is SMTPStage.RCPT:
         return False
     return table.match(Reason.FILTERED, text) or table.match(Reason.USERUNKNOWN, text)
@@ -219,6 +227,12 @@ def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | N
 
 
 @lru_cache(maxsize=1)
+def _code_rules() -> RuleSet:
+    """Provider error codes and fixed templates (``codes.toml``), shared with replies."""
+    return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("codes.toml")))
+
+
+@lru_cache(maxsize=1)
 def _provider_rules() -> RuleSet:
     """The provider rules shared with reply classification (``providers.toml``)."""
     return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("providers.toml")))
@@ -250,6 +264,11 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
     if status and status.startswith("2."):
         return Reason.DELIVERED, f"bounce:status:{status}"
     text = " ".join(evidence.diagnostic.split()).lower()
+    code = _code_rules().first_match(None, status or "", evidence.command, normalise_text(text))
+    if code is not None:
+        # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason
+        # more exactly than the RFC 3463 status it comes with or the stage.
+        return code.reason, code.id
     named = table.status_reason(status)
     temporary = status is not None and status.startswith("4.")
     local = evidence.diagnostic_type == "x-unix"

@@ -36,7 +36,8 @@ from mailcarrier.domain.vocabulary import Reason
 __all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "default_rules", "load_rules", "validate_rule_file"]
 
 #: The shipped rule files, most specific first.
-RULE_FILES: tuple[str, ...] = ("stage.toml", "providers.toml", "text.toml", "status.toml", "fallback.toml")
+RULE_FILES: tuple[str, ...] = ("stage.toml", "codes.toml", "providers.toml", "text.toml", "status.toml",
+                               "fallback.toml")
 
 _KEYS = frozenset({"id", "reason", "codes", "status", "stages", "text", "retry", "scope", "source"})
 
