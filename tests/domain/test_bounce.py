@@ -81,3 +81,48 @@ def test_generated_dsn_round_trips_recipient_and_status(local: str, status: str,
     assert report is not None
     (record,) = report.records
     assert (record.recipient, record.status, record.action) == (rcpt, status, action)
+
+
+def _dsn(notice: str, *blocks: tuple[str, str, str]) -> bytes:
+    """A multipart/report DSN: a notification text, then one block per (rcpt, status, reply)."""
+    fields = "\r\n".join(
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {reply}\r\n" for rcpt, status, reply in blocks)
+    return (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@relay.sample-sender.test>\r\n"
+        "To: news@sample-sender.test\r\nSubject: Returned mail: see transcript for details\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
+        f"\r\n--b1\r\nContent-Type: text/plain\r\n\r\n{notice}\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; relay.sample-sender.test\r\n\r\n{fields}\r\n--b1--\r\n").encode()
+
+
+def test_the_notification_of_a_one_recipient_dsn_may_name_the_mailbox_state() -> None:
+    # The relay reduced a quota refusal to "5.1.1 user unknown"; its own notice says why.
+    raw = _dsn("Your message to ivo could not be delivered:\r\n"
+               "   the recipient's mailbox is full and cannot take more mail.",
+               ("ivo.petrov@sample-receiver.test", "5.1.1", "550 5.1.1 <ivo.petrov@sample-receiver.test>... User unknown"))
+    report = parse_bounce(raw)
+    assert report is not None
+    (record,) = report.records
+    assert (record.reason, record.hard_bounce, record.rule) == (Reason.MAILBOXFULL, False, "bounce:notice:mailboxfull")
+    # Without that sentence the same DSN is a missing mailbox.
+    plain = parse_bounce(_dsn("Your message could not be delivered.",
+                              ("ivo.petrov@sample-receiver.test", "5.1.1", "550 5.1.1 User unknown")))
+    assert plain is not None and plain.records[0].reason is Reason.USERUNKNOWN
+
+
+def test_a_notification_about_several_recipients_does_not_decide_for_each() -> None:
+    raw = _dsn("One of the recipients' mailbox is full.",
+               ("ana@sample-receiver.test", "5.1.1", "550 5.1.1 User unknown"),
+               ("bo@sample-receiver.test", "5.2.2", "552 5.2.2 Mailbox full"))
+    report = parse_bounce(raw)
+    assert report is not None
+    assert [r.reason for r in report.records] == [Reason.USERUNKNOWN, Reason.MAILBOXFULL]
+
+
+def test_a_disabled_account_told_in_the_notice_is_suspend() -> None:
+    raw = _dsn("The recipient's account has been suspended by its provider.",
+               ("kai@sample-carrier.test", "5.0.0", "550 user unknown"))
+    report = parse_bounce(raw)
+    assert report is not None and report.records[0].reason is Reason.SUSPEND

@@ -138,7 +138,8 @@ def _from_found(found: Found) -> BounceRecord:
         in_text = find_enhanced_status(diagnostic)
         status = str(in_text) if in_text and not str(in_text).endswith(".0.0") else status
     dtype = found.diagnostic_type
-    evidence = BounceEvidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint)
+    evidence = BounceEvidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint,
+                             found.context)
     reason, rule = bounce_reason(evidence)
     if dtype:  # shown as the bounce wrote it ("smtp; 550 ...")
         diagnostic = f"{dtype}; {diagnostic}"

@@ -54,6 +54,9 @@ class BounceEvidence:
     action: str = "failed"
     #: A reason the MTA detector read from its own fixed wording.
     hint: Reason | None = None
+    #: The notification's human-readable explanation (one recipient's DSN): its wording of
+    #: the ``notice`` reasons of ``reasons.toml`` decides before the status.
+    context: str = ""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -63,6 +66,8 @@ class ReasonTable:
     first_pass: tuple[Reason, ...]
     second_pass: tuple[Reason, ...]
     vague: frozenset[Reason]
+    #: Reasons whose wording in the notification's prose decides (see BounceEvidence.context).
+    notice: tuple[Reason, ...]
     status: dict[str, Reason]
     patterns: dict[Reason, re.Pattern[str]]
 
@@ -110,6 +115,7 @@ def _compile(data: str) -> ReasonTable:
         first_pass=_reasons(doc.get("first_pass"), "first_pass"),
         second_pass=_reasons(doc.get("second_pass"), "second_pass"),
         vague=frozenset(_reasons(doc.get("vague_reasons"), "vague_reasons")),
+        notice=_reasons(doc.get("notice_reasons", []), "notice_reasons"),
         status=status,
         patterns=compiled,
     )
@@ -264,6 +270,14 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
     if status and status.startswith("2."):
         return Reason.DELIVERED, f"bounce:status:{status}"
     text = " ".join(evidence.diagnostic.split()).lower()
+    if evidence.context:
+        # The notification's own words ("was automatically rejected: Not enough disk
+        # space", "The user(s) account is disabled.") state the mailbox's or message's
+        # condition, which the status and the quoted reply often reduce to "user unknown".
+        notice = " ".join(evidence.context.split()).lower()
+        for reason in table.notice:
+            if table.match(reason, notice):
+                return reason, f"bounce:notice:{reason.value}"
     code = _code_rules().first_match(None, status or "", evidence.command, normalise_text(text))
     if code is not None:
         # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason

@@ -41,6 +41,8 @@ class Found:
     hint: Reason | None = None
     diagnostic_type: str = ""
     reply_code: int | None = None
+    #: The notification's own explanation, when it may say more than the diagnostic.
+    context: str = ""
 
 
 class Detector(Protocol):

@@ -10,6 +10,7 @@ block has no ``Diagnostic-Code``.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from mailcarrier.domain.detectors.base import BounceMail, Found, addresses, split_diagnostic_type, wording
 from mailcarrier.domain.detectors.mime import MimePart
@@ -20,6 +21,8 @@ __all__ = ["DSNDetector", "field_blocks"]
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _BLANK = re.compile(r"\n[ \t]*\n")
+# MTAs explain a failure near the top of the notification; the rest is boilerplate.
+_NOTICE_LIMIT = 4000
 
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -146,4 +149,8 @@ class DSNDetector:
                 command = _transcript_command(mail.body, recipient)
             hint = None if dtype.lower() == "smtp" and diagnostic else words.hint_in(prose)
             found.append(Found(recipient, diagnostic, status, command, action, remote, hint, dtype))
+        if len(found) == 1 and part is not None:
+            # With one recipient, the notification's prose is about that recipient: pass it
+            # on, its explanation may be more specific than the Diagnostic-Code.
+            found[0] = replace(found[0], context=mail.body[:_NOTICE_LIMIT])
         return tuple(found) or None
