@@ -6,7 +6,9 @@ the pool caps both per destination: a semaphore bounds open connections,
 and a session is retired after ``messages_per_connection`` messages or as
 soon as it becomes unusable (421, timeout, dropped). The limits passed with each
 borrow apply from then on, so a worker can shrink its share of a destination's
-connections when other workers start (see ``mailcarrier.delivery.worker``).
+connections when other workers start, or when the deferral automation slows a provider
+down to one connection from a source IP (see ``mailcarrier.delivery.worker``); idle
+sessions beyond a lowered cap are closed at the next borrow.
 
 Idle sessions are not kept forever: like Postfix's connection cache, a session idle for
 more than ``idle_seconds`` is closed instead of reused, and at most ``max_idle`` sessions
@@ -73,6 +75,7 @@ class SmtpPool:
         if destination is None:
             destination = self._destinations[key] = _Destination(limits)
         destination.limits = limits
+        await self._shrink(destination)
         async with destination.turn:
             await destination.turn.wait_for(lambda: destination.lent < destination.limits.connections)
             destination.lent += 1
@@ -101,6 +104,17 @@ class SmtpPool:
             async with destination.turn:
                 destination.lent -= 1
                 destination.turn.notify()
+
+    async def _shrink(self, destination: _Destination) -> None:
+        """Close idle sessions (oldest first) that no longer fit under a lowered connection cap.
+
+        A slow-down to one connection must mean one open connection, not one in use plus
+        the idle ones kept from before the cap dropped.
+        """
+        while destination.idle and destination.lent + len(destination.idle) > destination.limits.connections:
+            session, _used, _since = destination.idle.pop(0)
+            self._idle_count -= 1
+            await session.close()
 
     async def _take_idle(self, destination: _Destination) -> tuple[SmtpSession | None, int]:
         """The most recently idled usable session of the destination; stale ones are closed."""

@@ -23,7 +23,8 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, select
 
 from mailcarrier.config import Settings
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import ConfigurationError, NotFoundError
+from mailcarrier.domain.pools import PoolKind
 from mailcarrier.domain.smtp_reply import SMTPReply
 from mailcarrier.domain.throttle_rules import ThrottleRules, load_throttle_rules
 from mailcarrier.domain.warmup import WarmupLimits
@@ -143,15 +144,19 @@ class PoolRouting:
     async def observe(self, account_id: int, address: str, domain: str, mx_host: str, now: datetime,
                       reply: SMTPReply) -> None:
         destination = self._destination(domain, mx_host)
-        provider = (self.rules or load_throttle_rules()).provider_for(destination).provider
+        normal = (self.rules or load_throttle_rules()).provider_for(destination)
+        provider = normal.provider
         if reply.is_positive and (address, provider) not in self._throttled:
             return  # a clean delivery with nothing to relax: no trip to the store
         dropped: list[_Credit] = []
         if reply.is_transient:  # the provider pushes back: stop handing out this IP's reservations
             self._throttled.add((address, provider))
-            for key, credit in list(self._credits.items()):
-                if key[1] == provider and credit.pick.address == address:
-                    dropped.append(self._credits.pop(key))
+        for key, credit in list(self._credits.items()):
+            # Reservations carry the limits in force when they were made: a deferral may start
+            # a slow-down; a clean delivery may end one, so those made under it are chosen afresh.
+            slowed = credit.pick.connections < normal.connections
+            if key[1] == provider and credit.pick.address == address and (reply.is_transient or slowed):
+                dropped.append(self._credits.pop(key))
         await asyncio.to_thread(self._observe, account_id, address, destination, now, reply, dropped)
 
     def _flush(self, credits: list[_Credit]) -> None:
@@ -173,9 +178,25 @@ class PoolRouting:
 
 def routing_for(engine: Engine, settings: Settings, *,
                 overflow_pool: str | None = None) -> PoolRouting | None:
-    """Pool routing when the store knows at least one sending IP; None (no routing) otherwise."""
+    """Pool routing when the store knows at least one sending IP; None (no routing) otherwise.
+
+    Overflow goes to ``overflow_pool``, by default the ``pool_overflow`` setting (empty:
+    what the account's pool may not carry now waits). A named pool that does not exist
+    is a ConfigurationError at start, not a surprise at the first full warm-up day.
+    """
+    overflow = (overflow_pool if overflow_pool is not None else settings.pool_overflow).strip() or None
     with engine.connect() as conn:
         if conn.execute(select(sending_ips.c.id).limit(1)).first() is None:
             return None
-    return PoolRouting(engine, warmup_limits(settings), overflow_pool=overflow_pool,
+        if overflow is not None:
+            try:
+                kind = pools.pool_by_name(conn, overflow).kind
+            except NotFoundError as exc:
+                raise ConfigurationError(f"overflow pool {overflow!r} (MAILCARRIER_POOL_OVERFLOW) does not "
+                                         "exist: create it with `mailcarrier pools create` or clear the "
+                                         "setting") from exc
+            if kind is not PoolKind.SHARED:
+                raise ConfigurationError(f"overflow pool {overflow!r} is {kind.value}: overflow goes to a "
+                                         "warm shared pool, not another tenant's trusted or dedicated IPs")
+    return PoolRouting(engine, warmup_limits(settings), overflow_pool=overflow,
                        default_source=settings.source_ip)

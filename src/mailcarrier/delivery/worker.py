@@ -53,6 +53,7 @@ from mailcarrier.domain.vocabulary import INTERNAL_CODES, Category, DeliveryStat
 from mailcarrier.services import contacts as contact_service
 from mailcarrier.services.mailings import LinkHook, MailingRenderer, RecipientData, TemplateRenderError
 from mailcarrier.services.policies import status_policy
+from mailcarrier.services.pools import SourcePick
 from mailcarrier.storage import outbox
 from mailcarrier.storage.tables import mailings
 
@@ -430,6 +431,7 @@ class _Worker:
                 return self._postponed(item, renderer, self.routing.retry_at(started),
                                        "waiting for a source IP: " + "; ".join(pick.reasons))
             source_ip = pick.address
+            limits = _provider_limits(limits, pick)
         try:
             for index, host in enumerate(hosts):
                 try:
@@ -535,6 +537,20 @@ class _Worker:
             contact_event_pending=final and not outcome_unknown,
         )
         return _Outcome(attempt, update, None if delivered else classification, item.domain)
+
+
+def _provider_limits(limits: ConnectionLimits, pick: SourcePick) -> ConnectionLimits:
+    """The destination's limits narrowed by the pick's: per-provider rules and, while a
+    deferral-automation slow-down is in force, its connection cap (e.g. 1) for this IP.
+
+    The SMTP pool keys sessions by (MX host, port, source IP), so the narrowed cap bounds
+    the connections this worker holds open (in use or idle) from that IP to that host.
+    A pick of an account on no pool (no provider limits: ``connections`` 0) changes nothing.
+    """
+    if pick.pool is None or pick.connections < 1:
+        return limits
+    return ConnectionLimits(min(limits.connections, pick.connections),
+                            min(limits.messages_per_connection, max(1, pick.messages_per_connection)))
 
 
 async def _wait_for_work(worker: _Worker, *, until_idle: bool, stop: asyncio.Event,
