@@ -261,3 +261,27 @@ def test_a_huge_prose_body_is_read_from_its_top_only() -> None:
            + b"ann@example.org: 550 5.1.1 user unknown (in reply to RCPT TO command)\n" * 100_000)
     (record,) = (parse_bounce(raw) or _fail()).records
     assert (record.recipient, record.reason) == ("ann@example.org", Reason.USERUNKNOWN)
+
+
+SENDMAIL_TRANSCRIPT = (
+    "From: MAILER-DAEMON@gw.sample-sender.test (Mail Delivery Subsystem)\n"
+    "To: lists@sample-sender.test\nSubject: Returned mail: Remote protocol error\n\n"
+    "   ----- Transcript of session follows -----\n"
+    "... while talking to mx2.sample-receiver.test.:\n"
+    ">>> MAIL From:<lists@sample-sender.test> SIZE=2048\n"
+    "<<< 553 5.7.1 Sorry, we do not relay for your domain\n"
+    "554 <omar@sample-receiver.test>... Remote protocol error\n"
+    "451 sample-receiver.test (smtp)... Deferred: Connection reset by peer\n\n"
+    "   ----- Unsent message follows -----\n"
+    "To: omar@sample-receiver.test\nSubject: hello\n\nhi\n"
+)
+
+
+def test_sendmail_transcript_reply_before_the_summary_line_is_the_evidence() -> None:
+    report = parse_bounce(SENDMAIL_TRANSCRIPT.encode())
+    assert report is not None
+    (record,) = report.records
+    assert record.recipient == "omar@sample-receiver.test"
+    # The server's own reply to MAIL FROM says why; Sendmail's summary only "protocol error".
+    assert "<<< 553 5.7.1 Sorry, we do not relay" in record.diagnostic
+    assert (record.reason, record.reply_code) == (Reason.NORELAYING, 553)

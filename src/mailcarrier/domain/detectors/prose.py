@@ -103,6 +103,31 @@ def _before(body: str, address: str) -> str:
     return " ".join(lines[-4:])
 
 
+def _transcript_before(body: str, address: str) -> str:
+    """The dialogue a Sendmail transcript shows just before the line naming ``address``.
+
+    Sendmail writes the server's own reply (``<<< 550 Insecure Mail Relay``) after the
+    command it answered (``>>> MAIL From:<...>``), then its summary for the recipient
+    (``554 <user@example.net>... Remote protocol error``): the reply says why, the summary
+    often does not. Empty when no ``<<<`` reply directly precedes that line.
+    """
+    at = body.lower().find(address)
+    if at < 0:
+        return ""
+    start = body.rfind("\n", 0, at) + 1
+    if body[start:at].lstrip().startswith(("<<<", ">>>")):
+        return ""  # the address is named in the dialogue itself
+    taken: list[str] = []
+    for raw in reversed(body[max(0, start - 800): start].split("\n")[:-1]):
+        line = raw.strip()
+        if not line.startswith(("<<<", ">>>")) and "while talking to" not in line.lower():
+            break
+        taken.append(line)
+    if not any(line.startswith("<<<") for line in taken):
+        return ""
+    return " ".join(reversed(taken))
+
+
 class ProseDetector:
     """Bounces as paragraphs of prose, one per failed recipient."""
 
@@ -151,6 +176,9 @@ class ProseDetector:
                 # "Could not be delivered because of 550 5.1.1 User unknown. The following
                 # recipients were affected: x": the reason comes before the list.
                 text = (_before(body, address) + " " + text).strip()
+            if "<<<" not in text:
+                dialogue = _transcript_before(body, address)
+                text = f"{dialogue} {text}" if dialogue else text
             command = words.command_in(text)
             if command is SMTPStage.UNKNOWN and address in rcpt_lines:
                 command = SMTPStage.RCPT
