@@ -126,3 +126,28 @@ def test_a_disabled_account_told_in_the_notice_is_suspend() -> None:
                ("kai@sample-carrier.test", "5.0.0", "550 user unknown"))
     report = parse_bounce(raw)
     assert report is not None and report.records[0].reason is Reason.SUSPEND
+
+
+def test_a_gateway_notice_is_explained_by_the_bounce_it_forwards() -> None:
+    forwarded = (
+        "From: MAILER-DAEMON@mx.sample-receiver.test\r\nTo: eva@sample-sender.test\r\n"
+        "Subject: Returned mail: see transcript for details\r\n\r\n"
+        "----- The following addresses had permanent fatal errors -----\r\n"
+        "<tom.weber@sample-receiver.test>\r\n\r\n"
+        "----- Transcript of session follows -----\r\n"
+        ">>> RCPT To:<tom.weber@sample-receiver.test>\r\n"
+        "<<< 550 5.1.1 <tom.weber@sample-receiver.test>... Mailbox unavailable\r\n")
+    raw = (
+        "From: postmaster@gw.sample-receiver.test\r\nTo: eva@sample-sender.test\r\n"
+        "Subject: Mail could not be delivered\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="gw"\r\n\r\n'
+        "--gw\r\nContent-Type: text/plain\r\n\r\n"
+        "****** Message from the mail security gateway ******\r\n"
+        "The following mail could not be delivered.\r\n"
+        "Reason: Unable to deliver message to <tom.weber@sample-receiver.test>.\r\n"
+        f"--gw\r\nContent-Type: message/rfc822\r\n\r\n{forwarded}--gw--\r\n").encode()
+    report = parse_bounce(raw)
+    assert report is not None
+    (record,) = report.records
+    assert (record.recipient, record.reason, record.hard_bounce) == (
+        "tom.weber@sample-receiver.test", Reason.USERUNKNOWN, True)

@@ -285,3 +285,20 @@ def test_sendmail_transcript_reply_before_the_summary_line_is_the_evidence() -> 
     # The server's own reply to MAIL FROM says why; Sendmail's summary only "protocol error".
     assert "<<< 553 5.7.1 Sorry, we do not relay" in record.diagnostic
     assert (record.reason, record.reply_code) == (Reason.NORELAYING, 553)
+
+
+def test_of_two_accounts_of_a_recipient_the_one_quoting_the_reply_wins() -> None:
+    raw = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@gw.sample-sender.test>\n"
+        "To: lists@sample-sender.test\nSubject: Returned mail: User unknown\n\n"
+        "----- The following addresses had permanent fatal errors -----\n"
+        "<zoe.lambert@sample-receiver.test>\n\n"
+        "----- Transcript of session follows -----\n"
+        "... while talking to inbound-smtp.sample-receiver.test.:\n"
+        ">>> RCPT To:<zoe.lambert@sample-receiver.test>\n"
+        "<<< 550 5.1.1 <zoe.lambert@sample-receiver.test>... User unknown\n"
+    )
+    report = parse_bounce(raw.encode())
+    assert report is not None
+    (record,) = report.records
+    assert (record.reason, record.reply_code, record.status) == (Reason.USERUNKNOWN, 550, "5.1.1")

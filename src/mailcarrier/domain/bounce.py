@@ -149,6 +149,31 @@ def _from_found(found: Found) -> BounceRecord:
                         reason, category_of(reason), is_hard_bounce(reason, permanent=permanent), rule)
 
 
+# Reasons that say the bounce did not tell why.
+_UNEXPLAINED = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
+
+
+def _explained_by_forwarded_bounce(mail: BounceMail,
+                                   records: tuple[BounceRecord, ...]) -> tuple[BounceRecord, ...]:
+    """Records left unexplained, read again from the bounce the notice carries.
+
+    Security gateways (Trend Micro InterScan, some Exchange and Domino relays) send their
+    own short notice ("Unable to deliver message to <x>") and attach the bounce they got
+    from the next hop as the "original message"; that attached bounce says why.
+    """
+    original = mail.original
+    if original is None or not original.headers():
+        return records
+    inner = detect(BounceMail(original))
+    if inner is None:
+        return records
+    by_recipient = {f.recipient: f for f in inner[1]}
+    return tuple(
+        _from_found(by_recipient[r.recipient])
+        if r.reason in _UNEXPLAINED and r.recipient in by_recipient else r
+        for r in records)
+
+
 def parse_bounce(raw: bytes) -> BounceReport | None:
     """Parse one email; ``None`` when it is neither a bounce, a complaint nor an auto-reply."""
     if not isinstance(raw, (bytes, bytearray)):
@@ -168,6 +193,8 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
     if detected is not None:
         kind, found = detected
         records = tuple(_from_found(f) for f in found)
+        if any(r.reason in _UNEXPLAINED for r in records):
+            records = _explained_by_forwarded_bounce(mail, records)
         if kind == "prose":
             # Prose from a person, or an auto-replied notice (RFC 3834) in none of the
             # known MTA wordings, is a bounce only where it carries an MTA's evidence: a

@@ -149,7 +149,10 @@ class ProseDetector:
             paragraphs = [(a, t) for a, t in paragraphs if a not in own]
         by_address: dict[str, str] = {}
         for address, text in paragraphs:
-            if len(text) > len(by_address.get(address, "")):
+            # Of several accounts of one recipient (an address alone, then the transcript
+            # line ">>> RCPT To:<it>" with the reply), the one quoting a reply wins, then
+            # the longest.
+            if _rank(text) > _rank(by_address.get(address, "")):
                 by_address[address] = text
         rcpt_lines = [a for a in addresses(" ".join(m.group(1) for m in _RCPT_LINE.finditer(body)))
                       if a not in own]
@@ -193,6 +196,10 @@ class ProseDetector:
 
 # Failure evidence: a 4xx/5xx reply code or an RFC 3463 status (not a dotted IP address).
 _REPLY = re.compile(r"(?<![\d.])(?:[45][0-5]\d(?:[ \-]|$)|[45]\.\d{1,3}\.\d{1,3}(?![\d.]*\d))")
+
+
+def _rank(text: str) -> tuple[bool, int]:
+    return _REPLY.search(text) is not None, len(text)
 
 
 def _has_reply(text: str) -> bool:
