@@ -15,7 +15,7 @@ from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL, Address
 from mailcarrier.services import account_views as views
 from mailcarrier.services import mailings as mailing_service
-from mailcarrier.services import reports
+from mailcarrier.services import pools, reports
 from mailcarrier.services.contact_import import normalise_address
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
@@ -99,8 +99,10 @@ def get_mailing(mailing_id: MailingId, who: Principal = Depends(require_scopes("
 @router.post("/{mailing_id}/send", response_model=Mailing)
 def send(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
          ctx: AppContext = Depends(app_context)) -> Mailing:
-    """Queue the mailing for its audience's active contacts; 409 unless it is a draft."""
-    return _out(mailing_service.send_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock()))
+    """Queue the mailing for its audience's active contacts; 409 unless it is a draft, or when
+    the account's pool fails sender hygiene for the From domain (the detail says what to fix)."""
+    return _out(mailing_service.send_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock(),
+                                             sender_check=pools.sender_hygiene_gate(ctx.settings)))
 
 
 @router.post("/{mailing_id}/pause", response_model=Mailing)

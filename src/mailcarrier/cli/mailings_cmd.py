@@ -15,6 +15,7 @@ from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.vocabulary import Category
 from mailcarrier.services import mailings as service
+from mailcarrier.services.pools import sender_hygiene_gate
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 
@@ -113,7 +114,12 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
     try:
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
-        summary = operations[action](engine, owner.id, mailing_id, datetime.now(UTC))
+        if action == "send":  # marketing mail from a pool failing sender hygiene is refused
+            settings = load_settings(**({"database_url": database_url} if database_url else {}))
+            gate = sender_hygiene_gate(settings)
+            summary = service.send_mailing(engine, owner.id, mailing_id, datetime.now(UTC), sender_check=gate)
+        else:
+            summary = operations[action](engine, owner.id, mailing_id, datetime.now(UTC))
     except (MailcarrierError, ValueError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:

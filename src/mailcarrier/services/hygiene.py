@@ -30,12 +30,27 @@ from mailcarrier.domain.dns_checks import (
     dnsbl_query_name,
     interpret_dnsbl,
 )
-from mailcarrier.domain.errors import ConflictError
+from mailcarrier.domain.errors import ConfigurationError, ConflictError
 
 __all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendableError", "assert_sendable",
-           "failures"]
+           "failures", "resolver_for"]
 
 _SPF_LOCK = threading.Lock()
+
+
+def resolver_for(nameserver: str) -> dns.resolver.Resolver:
+    """The system resolver for "", else one asking only HOST[:PORT] (split-horizon or test DNS)."""
+    if not nameserver.strip():
+        return dns.resolver.Resolver()
+    host, _, port = nameserver.strip().rpartition(":") if nameserver.count(":") == 1 else (
+        nameserver.strip(), "", "")
+    if not port.isdigit() and port:
+        raise ConfigurationError(f"nameserver must be HOST or HOST:PORT, got {nameserver!r}")
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = int(port or 53)
+    resolver.use_edns(0, 0, 4096)
+    return resolver
 
 
 class DnsQueryError(Exception):

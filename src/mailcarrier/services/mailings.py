@@ -41,6 +41,7 @@ from mailcarrier.storage.tables import audience_members, audiences, contacts, de
 
 __all__ = [
     "KINDS",
+    "MARKETING_KINDS",
     "TRACKING_KEY_ID",
     "LinkHook",
     "MailingDraft",
@@ -283,12 +284,24 @@ def _audience_filter(row: Any) -> list[ColumnElement[bool]]:
     return conditions
 
 
+#: Marketing mail: the kinds a sender check (sender hygiene, issue 8) applies to; tests are exempt.
+MARKETING_KINDS = ("regular", "automated")
+
+
 def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime,
-                 *, id_range: int = ENQUEUE_ID_RANGE) -> MailingSummary:
-    """Enqueue the mailing's deliveries and start it; safe to re-run after an interruption."""
+                 *, id_range: int = ENQUEUE_ID_RANGE,
+                 sender_check: Callable[[Engine, int, str], None] | None = None) -> MailingSummary:
+    """Enqueue the mailing's deliveries and start it; safe to re-run after an interruption.
+
+    ``sender_check(engine, account_id, sending_domain)`` runs first for marketing kinds and
+    raises to refuse the send (``services.pools.sender_hygiene_gate`` builds the hygiene one);
+    nothing is enqueued then, and the mailing stays a draft to send again once fixed.
+    """
     row = _row(engine, account_id, mailing_id)
     if row.state not in ("draft",):
         raise ConflictError(f"mailing {mailing_id} is {row.state}; only a draft can be sent")
+    if sender_check is not None and row.kind in MARKETING_KINDS:
+        sender_check(engine, account_id, row.sending_domain)
     conditions = _audience_filter(row)
     with engine.connect() as conn:
         low, high = conn.execute(select(func.min(contacts.c.id), func.max(contacts.c.id))

@@ -11,14 +11,15 @@ owns the transaction. Time is always passed in.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailcarrier.config import Settings
 from mailcarrier.domain.consent import ConsentTable, unconsented
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.errors import ConflictError, NotFoundError
@@ -48,7 +49,13 @@ from mailcarrier.domain.warmup import (
     hourly_allowance,
     load_schedules,
 )
-from mailcarrier.services.hygiene import DnsHygiene, DnsQueryError, DomainCheckRequest, assert_sendable
+from mailcarrier.services.hygiene import (
+    DnsHygiene,
+    DnsQueryError,
+    DomainCheckRequest,
+    assert_sendable,
+    resolver_for,
+)
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
     ip_daily_volume,
@@ -70,6 +77,7 @@ __all__ = [
     "Pool",
     "PoolView",
     "ReputationEvent",
+    "SenderCheck",
     "SendingIp",
     "SourcePick",
     "ThrottleLogEntry",
@@ -90,6 +98,7 @@ __all__ = [
     "ip_by_address",
     "list_applications",
     "list_pools",
+    "open_dnsbl_listings",
     "pool_by_name",
     "pool_ips",
     "record_dnsbl_results",
@@ -100,6 +109,7 @@ __all__ = [
     "record_send",
     "release_reserved",
     "reputation_history",
+    "sender_hygiene_gate",
     "throttle_log",
 ]
 
@@ -894,3 +904,50 @@ def assert_domain_sendable(conn: Connection, hygiene: DnsHygiene, account_id: in
                                    bounce_domain=bounce_domain, inbound_host=inbound_host,
                                    dnsbl_zones=dnsbl_zones)
     assert_sendable(request.domain, hygiene.check_domain(request))
+
+
+def open_dnsbl_listings(conn: Connection, addresses: Sequence[str]) -> list[Check]:
+    """Listings the scheduled DNSBL look-ups found on these IPs and have not seen cleared, as failed checks.
+
+    Only look-up results count: they close themselves at the next clean answer. Manual
+    and API reports are history for the operator, not a switch that could stay on forever.
+    """
+    if not addresses:
+        return []
+    e = reputation_events.c
+    rows = conn.execute(select(e.ip_address, e.blocklist, e.occurred_at, e.evidence).where(
+        e.kind == SignalKind.LISTING.value, e.source == "dnsbl", e.resolved_at.is_(None),
+        e.ip_address.in_(list(addresses))).order_by(e.ip_address, e.blocklist)).all()
+    return [Check(f"DNSBL {r.blocklist} for {r.ip_address}", CheckStatus.FAIL,
+                  f"listed since {r.occurred_at.isoformat(timespec='minutes')}: {r.evidence}"[:500],
+                  f"request delisting from {r.blocklist} (see its lookup page for {r.ip_address}), then run "
+                  "`mailcarrier pools dnsbl-check` to record the clean answer") for r in rows]
+
+
+SenderCheck = Callable[[Engine, int, str], None]
+
+
+def sender_hygiene_gate(settings: Settings, hygiene: DnsHygiene | None = None) -> SenderCheck | None:
+    """The check ``send_mailing`` runs before enqueuing marketing mail, or None when switched off.
+
+    Applies to accounts assigned to a pool (the IPs it checks SPF and FCrDNS for are the
+    pool's); an account on no pool sends from the default source, outside pool
+    management, and is not gated. DKIM uses the ``dkim_selector`` setting, the bounce
+    domain's MX must point at ``hostname``; open DNSBL listings of the pool's IPs block too.
+    Raises :class:`~mailcarrier.services.hygiene.DomainNotSendableError` saying what to fix.
+    """
+    if not settings.enforce_sender_hygiene:
+        return None
+    checker = hygiene or DnsHygiene(resolver_for(settings.hygiene_nameserver))
+
+    def gate(engine: Engine, account_id: int, domain: str) -> None:
+        with engine.connect() as conn:
+            if current_pool(conn, account_id) is None:
+                return
+            request = domain_check_request(conn, account_id, domain, dkim_selector=settings.dkim_selector,
+                                           bounce_domain=settings.bounce_domain,
+                                           inbound_host=settings.hostname)
+            listings = open_dnsbl_listings(conn, request.sending_ips)
+        assert_sendable(request.domain, (*checker.check_domain(request), *listings))
+
+    return gate
