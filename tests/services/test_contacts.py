@@ -186,3 +186,40 @@ def test_concurrent_updates_lose_nothing(db: tuple[Engine, int, int, int]) -> No
     assert stored["total_bounces"] == threads * per_thread
     assert stored["version"] == 1 + threads * per_thread
     assert len(history(engine, account, contact)) == threads * per_thread
+
+
+def test_mixed_batch_writes_every_change_and_indexes_follow(db: tuple[Engine, int, int, int]) -> None:
+    """One batch where contacts change different indexed columns (status, soft count) or none.
+
+    The writer leaves unchanged indexed columns out of its UPDATE on SQLite; reading back
+    through the (account, status) and (account, consecutive_soft_bounces) indexes must still
+    find every contact with its new values.
+    """
+    engine, account, first, _ = db
+    with engine.begin() as conn:
+        ids = [first] + [contact_repo.add_contact(conn, account, f"c{i}@example.com", T0)
+                         for i in range(4)]
+    soft = [bounce(account, cid, EventKind.SOFT_BOUNCE, Reason.MAILBOXFULL, Category.TEMPORARY, T0)
+            for cid in ids[:3]]
+    apply_events(engine, POLICY, soft + soft[:1], T0)
+    later = T0 + timedelta(hours=1)
+    batch = [
+        bounce(account, ids[0], EventKind.SOFT_BOUNCE, Reason.MAILBOXFULL, Category.TEMPORARY, later),
+        ContactEventRecord(account, ids[1], ContactEvent(EventKind.DELIVERED, later)),
+        bounce(account, ids[2], EventKind.HARD_BOUNCE, Reason.USERUNKNOWN, Category.INVALID_ADDRESS,
+               later),
+        ContactEventRecord(account, ids[3], ContactEvent(EventKind.DELIVERED, later)),
+        ContactEventRecord(account, ids[4], ContactEvent(EventKind.OPEN, later)),
+    ]
+    apply_events(engine, POLICY, batch, later)
+    c = contacts.c
+    with engine.connect() as conn:
+        by_status = dict(conn.execute(select(c.id, c.status).where(
+            c.account_id == account, c.status == "error")).all())
+        soft_counts = dict(conn.execute(select(c.id, c.consecutive_soft_bounces).where(
+            c.account_id == account, c.consecutive_soft_bounces > 0)).all())
+    assert by_status == {ids[0]: "error", ids[2]: "error"}
+    assert soft_counts == {ids[0]: 3, ids[2]: 1}
+    assert row(engine, ids[1])["last_delivered_at"] == later
+    assert row(engine, ids[3])["version"] == 2 and row(engine, ids[4])["last_engaged_at"] == later
+    assert [row(engine, cid)["version"] for cid in ids] == [3, 3, 3, 2, 2]  # one write per batch

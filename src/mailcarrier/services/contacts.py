@@ -139,6 +139,7 @@ def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactE
 def _row_from(versioned: repo.VersionedState, now: datetime) -> dict[str, Any]:
     row: dict[str, Any] = {"contact_id": versioned.contact_id,
                            "expected_version": versioned.version, "now": now,
+                           "before": versioned.state,
                            "status_changed_at": None, "keep_bounce": True}
     row.update(dict.fromkeys(repo.BOUNCE_FIELDS))
     return row
