@@ -83,8 +83,9 @@ def test_generated_dsn_round_trips_recipient_and_status(local: str, status: str,
     assert (record.recipient, record.status, record.action) == (rcpt, status, action)
 
 
-def _dsn(notice: str, *blocks: tuple[str, str, str]) -> bytes:
-    """A multipart/report DSN: a notification text, then one block per (rcpt, status, reply)."""
+def _dsn(notice: str, *blocks: tuple[str, str, str], headers: str = "") -> bytes:
+    """A multipart/report DSN: a notification text, one block per (rcpt, status, reply), and
+    the returned header section when ``headers`` is given."""
     fields = "\r\n".join(
         f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\n"
         f"Diagnostic-Code: smtp; {reply}\r\n" for rcpt, status, reply in blocks)
@@ -94,7 +95,9 @@ def _dsn(notice: str, *blocks: tuple[str, str, str]) -> bytes:
         'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
         f"\r\n--b1\r\nContent-Type: text/plain\r\n\r\n{notice}\r\n"
         "--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
-        f"Reporting-MTA: dns; relay.sample-sender.test\r\n\r\n{fields}\r\n--b1--\r\n").encode()
+        f"Reporting-MTA: dns; relay.sample-sender.test\r\n\r\n{fields}\r\n"
+        + (f"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n" if headers else "")
+        + "--b1--\r\n").encode()
 
 
 def test_the_notification_of_a_one_recipient_dsn_may_name_the_mailbox_state() -> None:
@@ -151,3 +154,15 @@ def test_a_gateway_notice_is_explained_by_the_bounce_it_forwards() -> None:
     (record,) = report.records
     assert (record.recipient, record.reason, record.hard_bounce) == (
         "tom.weber@sample-receiver.test", Reason.USERUNKNOWN, True)
+
+
+def test_a_content_filter_notice_below_quoted_headers_still_explains_the_refusal() -> None:
+    # A content filter quotes the offending header lines in its notice, then says what is
+    # wrong with them; the returned headers travel in their own part.
+    notice = ("Your message to <lin@sample-receiver.test> was stopped by the content filter.\r\n\r\n"
+              "Return-Path: <news@sample-sender.test>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
+              "Date: Mon, 2 Nov 2026 10:00:01 +0000\r\n\r\nDuplicate header field: \"Date\"\r\n")
+    raw = _dsn(notice, ("lin@sample-receiver.test", "5.7.0", "554 5.7.0 Reject, id=31337-04 - BAD HEADER"),
+               headers="From: news@sample-sender.test\r\nTo: lin@sample-receiver.test\r\nSubject: hi")
+    report = parse_bounce(raw)
+    assert report is not None and report.records[0].reason is Reason.NOTCOMPLIANTRFC

@@ -21,6 +21,8 @@ __all__ = ["DSNDetector", "field_blocks"]
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _BLANK = re.compile(r"\n[ \t]*\n")
+_ORIGINAL_PARTS = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global",
+                   "message/global-headers")
 # MTAs explain a failure near the top of the notification; the rest is boilerplate.
 _NOTICE_LIMIT = 4000
 
@@ -152,5 +154,9 @@ class DSNDetector:
         if len(found) == 1 and part is not None:
             # With one recipient, the notification's prose is about that recipient: pass it
             # on, its explanation may be more specific than the Diagnostic-Code.
-            found[0] = replace(found[0], context=mail.body[:_NOTICE_LIMIT])
+            # When the returned message travels in a part of its own, the whole text part
+            # is the notice, even below a quoted "Return-Path:" (amavis quotes the
+            # offending header lines there, then says what is wrong with them).
+            notice = mail.text if mail.part(*_ORIGINAL_PARTS) is not None else mail.body
+            found[0] = replace(found[0], context=notice[:_NOTICE_LIMIT])
         return tuple(found) or None
