@@ -130,3 +130,19 @@ def test_yahoo_tss04_refuses_the_sender_at_mail_from_and_blocks_the_ip_elsewhere
     assert _reason(text, "4.7.0", command=SMTPStage.MAIL) is Reason.REJECTED
     assert _reason(text, "4.7.0", command=SMTPStage.RCPT) is Reason.BLOCKED
     assert _reason(text, "4.7.0") is Reason.BLOCKED
+
+
+def test_an_unexplained_permanent_refusal_after_data_is_filtered() -> None:
+    assert _reason("554 5.7.0 Message refused", "5.7.0", command=SMTPStage.EOD) is Reason.FILTERED
+    # Wording still decides, a temporary refusal is not a filter, nor is the same before DATA.
+    assert _reason("554 5.7.0 Message content rejected as spam", "5.7.0",
+                   command=SMTPStage.EOD) is Reason.SPAMDETECTED
+    assert _reason("451 4.7.0 Message refused", "4.7.0", command=SMTPStage.EOD) is not Reason.FILTERED
+    assert _reason("554 5.7.0 Message refused", "5.7.0", command=SMTPStage.RCPT) is not Reason.FILTERED
+
+
+def test_x_3_0_names_no_reason_so_the_wording_decides() -> None:
+    # RFC 3463 X.3.0 is "other or undefined mail system status".
+    assert _reason("451 4.3.0 Your message could not be processed, please try again later",
+                   "4.3.0") is Reason.ONHOLD
+    assert _reason("451 4.3.0 Internal error, please try again later", "4.3.0") is Reason.SYSTEMERROR

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mailcarrier.domain.bounce import parse_bounce
 from mailcarrier.domain.detectors import DETECTORS, BounceMail, detect
-from mailcarrier.domain.detectors.base import addresses, split_diagnostic_type
+from mailcarrier.domain.detectors.base import addresses, split_diagnostic_type, wording
 from mailcarrier.domain.detectors.dsn import parse_fields
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import address_paragraphs
@@ -302,3 +302,9 @@ def test_of_two_accounts_of_a_recipient_the_one_quoting_the_reply_wins() -> None
     assert report is not None
     (record,) = report.records
     assert (record.reason, record.reply_code, record.status) == (Reason.USERUNKNOWN, 550, "5.1.1")
+
+
+
+def test_gmail_dialogue_state_gives_the_command_a_reply_answered() -> None:
+    assert wording().command_in("550 550 5.1.1 <x@example.net>... User Unknown (state 14).") is SMTPStage.RCPT
+    assert wording().command_in("554 554 5.7.0 Message refused (state 18).") is SMTPStage.EOD

@@ -15,8 +15,10 @@ reasons compare with its vocabulary:
    to RCPT is a missing mailbox; the same words after DATA come from a content filter
    (``filtered``); a refusal after MAIL FROM is the sender being ``rejected``;
 5. a refusal at connect or EHLO is ``blocked`` (the sending host was refused);
-6. second pass: wording of ``second_pass`` reasons, then the status alone, then the
-   provider rules the reply classifier uses (``providers.toml``);
+6. second pass: wording of ``second_pass`` reasons; a permanent refusal after DATA that
+   no wording explains and no specific status names is ``filtered`` (Sisimai: rejected
+   for the content's header); then the status alone, then the provider rules the reply
+   classifier uses (``providers.toml``);
 7. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
 
 The wording and the status table are data (``rules/reasons.toml``), loaded once.
@@ -227,6 +229,11 @@ def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | N
             continue
         if table.match(reason, text):
             return reason, f"bounce:words:{reason.value}"
+    if (evidence.command in _DATA_COMMANDS and (named is None or named in table.vague)
+            and evidence.action != "delayed" and not (evidence.status or "").startswith("4.")):
+        # Refused for good once the content was seen, and neither wording nor status says
+        # why: the content (its header) was filtered, Sisimai's definition of "filtered".
+        return Reason.FILTERED, "bounce:refused-after-data"
     if named is not None:
         return named, f"bounce:status:{evidence.status}"
     return None
