@@ -17,6 +17,7 @@ from mailcarrier.api import (  # resources, reports and evidence (issue 7)
     routes_health,
     routes_imports,
     routes_mailings,
+    routes_pools,
     routes_reports,
     routes_tracking,
     routes_webhooks,
@@ -36,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     routes_deliveries.router,
     routes_reports.router,
     routes_evidence.router,
+    routes_pools.router,
     routes_webhooks.router,
     dashboard_routes.router,
 ]
