@@ -108,10 +108,12 @@ def load_states(conn: Connection, account_id: int,
     wanted = sorted(set(contact_ids))
     found: dict[int, VersionedState] = {}
     c = contacts.c
-    # On SQLite ``account_id + 0`` keeps the planner on the primary key: with a plain
-    # ``account_id = ?`` it walks an (account_id, ...) index over every contact of the account
-    # for each chunk, which cost more than the rest of an event batch with 1M contacts.
-    account = c.account_id + 0 if conn.dialect.name == "sqlite" else c.account_id
+    # ``account_id + 0`` keeps both planners on the primary key: with a plain
+    # ``account_id = ?`` SQLite walks an (account_id, ...) index over every contact of the
+    # account for each chunk, and PostgreSQL (before ANALYZE has run on a fresh import)
+    # ANDs a bitmap of that whole index with the ids; either cost more than the rest of an
+    # event batch with 1M contacts. The id list is the selective condition.
+    account = c.account_id + 0
     for start in range(0, len(wanted), 900):
         chunk = wanted[start:start + 900]
         query = (select(c.id, c.version, c.status, c.email_invalid, c.consecutive_soft_bounces,
@@ -136,39 +138,63 @@ def write_states(conn: Connection, account_id: int, rows: Sequence[dict[str, Any
     :class:`ContactState` as read). A result lower than ``len(rows)`` means another writer got
     there first: the caller rolls back and retries.
 
-    The batch is one JSON document expanded by the database (one UPDATE ... FROM per batch):
-    this path carries every delivery outcome, and per-row statements cost more than the work.
-    On SQLite, rows are grouped by which *indexed* state columns really change (compared with
-    ``before``) and those columns are left out of the SET list otherwise: SQLite rewrites an
-    index entry for every SET column, even when the value is the same, and with a million
-    contacts those random index writes were a large share of each batch. PostgreSQL compares
-    values itself (HOT updates), so it gets one statement.
+    This path carries every delivery outcome, so it avoids per-row round trips. PostgreSQL:
+    the batch is one JSON document expanded by the database (one UPDATE ... FROM
+    jsonb_to_recordset). SQLite is in-process, so a prepared UPDATE run by the driver's
+    ``executemany`` (a C loop, no JSON built or parsed) is the cheapest form; rows are grouped
+    by which *indexed* state columns really change (compared with ``before``) and whether the
+    latest-bounce fields change, and only those columns are SET: SQLite rewrites an index entry
+    for every SET column even when the value is the same, and with a million contacts those
+    random index writes were a large share of each batch. PostgreSQL compares values itself
+    (HOT updates), so it gets one statement.
     """
     if not rows:
         return 0
     stamp = _time_text(conn)
-    sqlite = conn.dialect.name == "sqlite"
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    if conn.dialect.name == "sqlite":
+        return _write_states_sqlite(conn, account_id, rows, stamp)
+    payload = json.dumps([{
+        **{name: row[name] for name in _STATE_INTS},
+        "contact_id": row["contact_id"], "expected_version": row["expected_version"],
+        "status": row["status"], "email_invalid": bool(row["email_invalid"]),
+        "keep_bounce": bool(row["keep_bounce"]),
+        "last_bounce_reason": row["last_bounce_reason"],
+        "last_bounce_enhanced_status": row["last_bounce_enhanced_status"],
+        "last_bounce_diagnostic": row["last_bounce_diagnostic"],
+        "last_bounce_remote_mta": row["last_bounce_remote_mta"],
+        **{name: stamp(row[name]) for name in _STATE_TIMES},
+    } for row in rows], ensure_ascii=False, separators=(",", ":"))
+    params = {"rows": payload, "account_id": account_id, "now": stamp(rows[0]["now"])}
+    return int(conn.exec_driver_sql(_PG_WRITE_STATES, params).rowcount)
+
+
+def _write_states_sqlite(conn: Connection, account_id: int, rows: Sequence[dict[str, Any]],
+                         stamp: Callable[[datetime | None], str | None]) -> int:
+    groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = {}
     for row in rows:
-        keep = _unchanged_indexed(row) if sqlite else frozenset()
-        groups.setdefault(keep, []).append(row)
+        groups.setdefault((_unchanged_indexed(row), bool(row["keep_bounce"])), []).append(row)
+    now = stamp(rows[0]["now"])
     written = 0
-    for keep, members in groups.items():
-        payload = json.dumps([{
-            **{name: row[name] for name in _STATE_INTS},
-            "contact_id": row["contact_id"], "expected_version": row["expected_version"],
-            "status": row["status"], "email_invalid": bool(row["email_invalid"]),
-            "keep_bounce": bool(row["keep_bounce"]),
-            "last_bounce_reason": row["last_bounce_reason"],
-            "last_bounce_enhanced_status": row["last_bounce_enhanced_status"],
-            "last_bounce_diagnostic": row["last_bounce_diagnostic"],
-            "last_bounce_remote_mta": row["last_bounce_remote_mta"],
-            **{name: stamp(row[name]) for name in _STATE_TIMES},
-        } for row in members], ensure_ascii=False, separators=(",", ":"))
-        params = {"rows": payload, "account_id": account_id, "now": stamp(members[0]["now"])}
-        statement = _sqlite_write_states(keep) if sqlite else _PG_WRITE_STATES
-        written += int(conn.exec_driver_sql(statement, params).rowcount)
+    for (keep, keep_bounce), members in groups.items():
+        columns = _sqlite_set_columns(keep, keep_bounce)
+        params = [(*[stamp(row[name]) if name in _STATE_TIMES else _sqlite_value(row[name])
+                     for name in columns],
+                   stamp(row["status_changed_at"]), now, row["contact_id"], account_id,
+                   row["expected_version"]) for row in members]
+        cursor = conn.exec_driver_sql(_sqlite_write_states(columns), params)
+        written += int(cursor.rowcount)
     return written
+
+
+def _sqlite_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+@functools.cache
+def _sqlite_set_columns(keep: frozenset[str], keep_bounce: bool) -> tuple[str, ...]:
+    """The columns an UPDATE must SET: state columns not in ``keep``, bounce fields if new."""
+    state = tuple(name for name in _STATE_COLUMNS if name not in keep)
+    return state if keep_bounce else (*state, *BOUNCE_FIELDS)
 
 
 def _unchanged_indexed(row: dict[str, Any]) -> frozenset[str]:
@@ -201,23 +227,12 @@ _BOUNCE_TEXTS = ("last_bounce_reason", "last_bounce_enhanced_status", "last_boun
 
 
 @functools.cache
-def _sqlite_write_states(keep: frozenset[str]) -> str:
-    """The SQLite UPDATE for rows whose indexed columns in ``keep`` are unchanged (not SET)."""
-    def get(name: str) -> str:
-        return f"json_extract(b.value, '$.{name}')"
-    state = ",\n    ".join(f"{name} = {get(name)}" for name in _STATE_COLUMNS if name not in keep)
-    bounce = ",\n    ".join(
-        f"{name} = CASE WHEN {get('keep_bounce')} THEN contacts.{name} ELSE {get(name)} END"
-        for name in BOUNCE_FIELDS)
-    return f"""
-UPDATE contacts SET {state},
-    {bounce},
-    status_changed_at = COALESCE({get('status_changed_at')}, contacts.status_changed_at),
-    updated_at = :now, version = contacts.version + 1
-FROM json_each(:rows) AS b
-WHERE contacts.id = {get('contact_id')} AND +contacts.account_id = :account_id
-  AND contacts.version = {get('expected_version')}
-"""
+def _sqlite_write_states(columns: tuple[str, ...]) -> str:
+    """The per-row SQLite UPDATE setting ``columns`` (then status_changed_at, updated_at)."""
+    assignments = "".join(f"{name} = ?, " for name in columns)
+    return (f"UPDATE contacts SET {assignments}"
+            "status_changed_at = COALESCE(?, status_changed_at), updated_at = ?, "
+            "version = version + 1 WHERE id = ? AND account_id = ? AND version = ?")
 
 
 def _pg_write_states() -> str:
@@ -251,20 +266,28 @@ _ACTIVITY_COLUMNS = (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "occurred_at", "details"
 
 
 def insert_activities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (dicts keyed by the ``activities`` column names), one statement."""
+    """Append history entries (dicts keyed by the ``activities`` column names).
+
+    SQLite: one prepared INSERT run by the driver's ``executemany``. PostgreSQL: one
+    statement expanding the batch as JSON (a single round trip).
+    """
     if not rows:
         return
     stamp = _time_text(conn)
+    names = ", ".join(_ACTIVITY_COLUMNS)
+    if conn.dialect.name == "sqlite":
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+        params = [(*[row.get(name) for name in _ACTIVITY_INTS],
+                   *[row.get(name) for name in _ACTIVITY_TEXTS], stamp(row["occurred_at"]),
+                   None if row.get("details") is None else dumps(row["details"]))
+                  for row in rows]
+        marks = ", ".join("?" for _ in _ACTIVITY_COLUMNS)
+        conn.exec_driver_sql(f"INSERT INTO activities ({names}) VALUES ({marks})", params)
+        return
     payload = json.dumps([
         {**{name: row.get(name) for name in (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "details")},
          "occurred_at": stamp(row["occurred_at"])} for row in rows],
         ensure_ascii=False, separators=(",", ":"), default=str)
-    names = ", ".join(_ACTIVITY_COLUMNS)
-    if conn.dialect.name == "sqlite":
-        values = ", ".join(f"json_extract(value, '$.{n}')" for n in _ACTIVITY_COLUMNS)
-        conn.exec_driver_sql(f"INSERT INTO activities ({names}) SELECT {values} "
-                             "FROM json_each(:rows)", {"rows": payload})
-        return
     columns = ", ".join([f"{n} bigint" for n in _ACTIVITY_INTS] + [f"{n} text" for n in _ACTIVITY_TEXTS]
                         + ["occurred_at timestamptz", "details json"])
     conn.exec_driver_sql(f"INSERT INTO activities ({names}) SELECT {names} "
