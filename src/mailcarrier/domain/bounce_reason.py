@@ -246,6 +246,15 @@ def _code_rules() -> RuleSet:
 
 
 @lru_cache(maxsize=1)
+def _code_gate() -> re.Pattern[str]:
+    """Any code rule's text, in one pattern: most replies carry no provider code at all."""
+    texts = [r.text.pattern for r in _code_rules().rules if r.text is not None]
+    if len(texts) < len(_code_rules().rules):
+        return re.compile("")  # a rule without text: every reply must be tried
+    return lowercase_pattern("|".join(f"(?:{t})" for t in texts))  # searched in lowercased text
+
+
+@lru_cache(maxsize=1)
 def _provider_rules() -> RuleSet:
     """The provider rules shared with reply classification (``providers.toml``)."""
     return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("providers.toml")))
@@ -260,36 +269,65 @@ def _provider_rule(text: str, status: str | None, command: SMTPStage) -> Rule | 
 def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) -> tuple[Reason, str]:
     """The reason for one recipient and the id of what decided it (for tracing)."""
     table = table or reason_table()
-    return _decide(table, evidence)
+    if not evidence.context:
+        return _decide(table, evidence)
+    # The notice differs from bounce to bounce while the rest of the evidence repeats: it
+    # is weighed apart, so decisions on the same reply stay shared in the cache.
+    core = BounceEvidence(evidence.diagnostic, evidence.status, evidence.command, evidence.diagnostic_type,
+                          evidence.action, evidence.hint)
+    early = _early(core)
+    if early is not None:
+        return early
+    return _notice(table, evidence.context) or _decide(table, core)
 
 
 def clear_cache() -> None:
     """Forget decided evidence (benchmarks measure cold decisions; tests swap tables)."""
     _decide.cache_clear()
+    _early.cache_clear()
+    _notice.cache_clear()
+
+
+@lru_cache(maxsize=4096)
+def _notice(table: ReasonTable, context: str) -> tuple[Reason, str] | None:
+    # The notification's own words ("was automatically rejected: Not enough disk space",
+    # "The user(s) account is disabled.") state the mailbox's or message's condition,
+    # which the status and the quoted reply often reduce to "user unknown".
+    notice = " ".join(context.split()).lower()
+    for reason in table.notice:
+        if table.match(reason, notice):
+            return reason, f"bounce:notice:{reason.value}"
+    return None
 
 
 @lru_cache(maxsize=16384)
-def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
+def _early(evidence: BounceEvidence) -> tuple[Reason, str] | None:
+    """What decides before anything else: an MTA's own wording, a delivery, a provider code."""
     hint = evidence.hint
     if hint is not None and hint not in _WEAK_HINTS:
         return hint, f"bounce:detector:{hint.value}"
     status = evidence.status
     if status and status.startswith("2."):
         return Reason.DELIVERED, f"bounce:status:{status}"
-    text = " ".join(evidence.diagnostic.split()).lower()
-    if evidence.context:
-        # The notification's own words ("was automatically rejected: Not enough disk
-        # space", "The user(s) account is disabled.") state the mailbox's or message's
-        # condition, which the status and the quoted reply often reduce to "user unknown".
-        notice = " ".join(evidence.context.split()).lower()
-        for reason in table.notice:
-            if table.match(reason, notice):
-                return reason, f"bounce:notice:{reason.value}"
-    code = _code_rules().first_match(None, status or "", evidence.command, normalise_text(text))
+    text = normalise_text(evidence.diagnostic).lower()
+    if _code_gate().search(text) is None:
+        return None
+    code = _code_rules().first_match(None, status or "", evidence.command, text)
     if code is not None:
         # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason
         # more exactly than the RFC 3463 status it comes with or the stage.
         return code.reason, code.id
+    return None
+
+
+@lru_cache(maxsize=16384)
+def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
+    early = _early(evidence)
+    if early is not None:
+        return early
+    hint = evidence.hint
+    status = evidence.status
+    text = " ".join(evidence.diagnostic.split()).lower()
     named = table.status_reason(status)
     temporary = status is not None and status.startswith("4.")
     local = evidence.diagnostic_type == "x-unix"
