@@ -120,7 +120,7 @@ class ApplicationIn(BaseModel):
     kind: Literal["trusted", "dedicated"]
 
 
-def _event(e: pools.AccountEvent) -> EventOut:
+def event_out(e: pools.AccountEvent) -> EventOut:
     return EventOut.model_validate({
         "id": e.id, "kind": e.kind.value, "ip_address": e.ip_address, "blocklist": e.blocklist,
         "source": e.source, "occurred_at": e.occurred_at, "resolved_at": e.resolved_at,
@@ -207,7 +207,7 @@ def get_events(limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     """Trap hits and blocklist listings that touched the account, newest first: its own, and
     those of IPs it shared when they happened (the neighbours effect)."""
     with ctx.engine.connect() as conn:
-        return [_event(e) for e in pools.account_events(conn, who.account_id, limit=limit)]
+        return [event_out(e) for e in pools.account_events(conn, who.account_id, limit=limit)]
 
 
 @router.post("/events", response_model=EventOut, status_code=201)
@@ -224,4 +224,4 @@ def report_event(body: EventIn, who: Principal = Depends(require_scopes("pools:w
                                        occurred_at=body.occurred_at)
     except ValueError as exc:  # a listing without IP or list, a time outside the assignment
         raise ProblemError(422, str(exc)) from exc
-    return _event(event)
+    return event_out(event)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from mailcarrier.api import routes_pools
 from mailcarrier.api.auth import has_scope
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.dashboard import charts
@@ -23,7 +24,9 @@ from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.routes_reports import FIRST_REPORT_DAY
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.services import evidence, reports
+from mailcarrier.services import evidence, pools, reports
+from mailcarrier.services.hygiene import DnsHygiene, failures, resolver_for
+from mailcarrier.services.policies import pool_policy, warmup_limits
 from mailcarrier.storage.api_keys import authenticate_key
 
 __all__ = ["router"]
@@ -154,3 +157,42 @@ def evidence_download(fmt: str, email: Annotated[str, Query(min_length=1, max_le
         return Response(evidence.to_pdf(report), media_type="application/pdf",
                         headers={"Content-Disposition": f'attachment; filename="evidence-{name}.pdf"'})
     return Response(evidence.to_text(report), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/pool", response_class=HTMLResponse)
+def pool_page(session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
+    """The account's pool, IP warm-up, eligibility, throttling actions and reputation events
+    (the same service calls and shapes as ``/api/v1/pools``)."""
+    now = ctx.clock()
+    with ctx.engine.connect() as conn:
+        view = pools.account_pool(conn, session.account_id, now, warmup_limits(ctx.settings))
+        verdict = pools.evaluate_account(conn, session.account_id, pool_policy(ctx.settings), now)
+        applications = list(reversed(pools.list_applications(conn, account_id=session.account_id)))
+        throttle = [routes_pools.throttle_out(e, now)
+                    for e in pools.account_throttle_log(conn, session.account_id, now, limit=50)]
+        events = [routes_pools.event_out(e)
+                  for e in pools.account_events(conn, session.account_id, limit=100)]
+    return _render("pool.html", pool=view, verdict=verdict, applications=applications, throttle=throttle,
+                   events=events)
+
+
+DOMAIN_PATTERN = r"^[A-Za-z0-9.-]+$"
+
+
+@router.get("/pool/domain", response_class=HTMLResponse)
+def domain_check_page(domain: Annotated[str, Query(min_length=1, max_length=253, pattern=DOMAIN_PATTERN)],
+                      session: Session = Depends(_session),
+                      ctx: AppContext = Depends(app_context)) -> HTMLResponse:
+    """``mailcarrier domains check`` for the account's pool IPs: what sending from DOMAIN needs."""
+    settings = ctx.settings
+    with ctx.engine.connect() as conn:
+        request = pools.domain_check_request(conn, session.account_id, domain,
+                                             dkim_selector=settings.dkim_selector,
+                                             bounce_domain=settings.bounce_domain,
+                                             inbound_host=settings.hostname)
+        listings = pools.open_dnsbl_listings(conn, request.sending_ips)
+    checks = [*DnsHygiene(resolver_for(settings.hygiene_nameserver), lifetime=5.0).check_domain(request),
+              *listings]
+    return _render("domain_check.html", domain=request.domain, ips=request.sending_ips, checks=checks,
+                   failed=bool(failures(checks)))
+
