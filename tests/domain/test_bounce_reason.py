@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason, reason_table
-from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.classify import classify_reply
+from mailcarrier.domain.smtp_reply import SMTPStage, parse_reply
 from mailcarrier.domain.vocabulary import Reason
 
 
@@ -146,3 +147,23 @@ def test_x_3_0_names_no_reason_so_the_wording_decides() -> None:
     assert _reason("451 4.3.0 Your message could not be processed, please try again later",
                    "4.3.0") is Reason.ONHOLD
     assert _reason("451 4.3.0 Internal error, please try again later", "4.3.0") is Reason.SYSTEMERROR
+
+
+@pytest.mark.parametrize(("raw", "stage"), [
+    ("421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected volume "
+     "or user complaints - 4.16.56.1", SMTPStage.MAIL),
+    ("421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected volume "
+     "or user complaints - 4.16.56.1", SMTPStage.RCPT),
+    ("550 5.2.0 Mail rejete. Mail rejected. OFR004_506 [506]", SMTPStage.EOD),
+    ("421 4.2.0 Service refuse. Veuillez essayer plus tard. Service refused, please try later. "
+     "OFR005_505 [505]", SMTPStage.RCPT),
+    ("554 delivery error: dd This user doesn't have a ymail.com account (pat@ymail.com) [0]", SMTPStage.RCPT),
+    ("550-5.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+     "additional messages from being delivered.", SMTPStage.RCPT),
+    ("535 5.7.9 Authentication mechanism is too weak", SMTPStage.UNKNOWN),
+])
+def test_a_reply_and_the_bounce_quoting_it_give_the_same_reason(raw: str, stage: SMTPStage) -> None:
+    reply = parse_reply(raw, stage)
+    live = classify_reply(reply).reason
+    status = str(reply.enhanced) if reply.enhanced else None
+    assert _reason(raw, status, command=stage) is live
