@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -44,3 +45,26 @@ def test_bad_nameserver_option_is_a_usage_error() -> None:
     result = runner.invoke(app, ["domains", "check", "good.test", "--nameserver", "127.0.0.1:dns"])
     assert result.exit_code == 2
     assert "HOST:PORT" in result.output
+
+
+def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> None:
+    url = ["--database-url", f"sqlite:///{tmp_path / 'mc.db'}"]
+    for step in (["db", "upgrade"], ["accounts", "create", "acme"], ["accounts", "create", "loner"],
+                 ["pools", "create", "house", "dedicated"], ["pools", "add-ip", "house", "127.0.0.2", "--warm"],
+                 ["pools", "add-ip", "house", "127.0.0.3", "--warm"], ["pools", "assign", "acme", "house"]):
+        assert runner.invoke(app, [*step, *url]).exit_code == 0, step
+    args = ["--selector", "s1", "--bounce-domain", "bounces.good.test", "--inbound-host", "mx.mailcarrier.test"]
+    code, checks = run("good.test", "--account", "acme", *args, *url)
+    assert code == 1
+    by_name = {c["check"]: c for c in checks}
+    assert by_name["SPF good.test for 127.0.0.3"]["status"] == "pass"
+    assert by_name["FCrDNS 127.0.0.2"]["status"] == "pass"
+    assert by_name["FCrDNS 127.0.0.3"]["status"] == "fail"  # mta3 resolves elsewhere
+    with local_dns(ZONE) as resolver:  # the scheduled look-up finds 127.0.0.2 listed
+        listed = runner.invoke(app, ["pools", "dnsbl-check", "--zone", "bl.test", "--nameserver",
+                                     f"127.0.0.1:{resolver.port}", *url])
+    assert listed.exit_code == 1
+    _, checks = run("good.test", "--account", "acme", *args, *url)
+    assert {c["check"]: c["status"] for c in checks}["DNSBL bl.test for 127.0.0.2"] == "fail"
+    result = runner.invoke(app, ["domains", "check", "good.test", "--account", "loner", *url])
+    assert result.exit_code == 1 and "on no pool" in result.output

@@ -9,9 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailcarrier.config import load_settings
-from mailcarrier.domain.dns_checks import CheckStatus
+from mailcarrier.config import Settings, load_settings
+from mailcarrier.domain.dns_checks import Check, CheckStatus
+from mailcarrier.domain.errors import ConflictError, MailcarrierError
+from mailcarrier.services import pools
 from mailcarrier.services.hygiene import DnsHygiene, DomainCheckRequest, failures
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import make_engine
 
 app = typer.Typer(help="Sender hygiene of sending domains: SPF, DKIM, DMARC, FCrDNS, MX, blocklists.",
                   no_args_is_help=True)
@@ -33,10 +37,33 @@ def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
     return resolver
 
 
+def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[Check]]:
+    """The enabled IPs of the account's pool and their open DNSBL listings; exit 1 if unknown."""
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            account_id = account_repo.account_by_slug(conn, slug).id
+            pool = pools.current_pool(conn, account_id)
+            if pool is None:
+                raise ConflictError(f"account {slug} is on no pool; assign one with "
+                                    "`mailcarrier pools assign`")
+            addresses = tuple(ip.address for ip in pools.pool_ips(conn, pool.id) if ip.enabled)
+            return addresses, pools.open_dnsbl_listings(conn, addresses)
+    except MailcarrierError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
 @app.command("check")
 def check(
     domain: str = typer.Argument(..., help="The From domain to check."),
     ips: list[str] = typer.Option([], "--ip", help="Sending IP of the account's pool (repeatable)."),
+    account: str | None = typer.Option(None, "--account", help=(
+        "Check for the IPs of this account's pool (added to --ip), and its open DNSBL listings.")),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="Overrides MAILCARRIER_DATABASE_URL."),
     selector: str = typer.Option("mailcarrier", "--selector", help="DKIM selector."),
     bounce_domain: str | None = typer.Option(None, help="Envelope/bounce domain (default: setting)."),
     inbound_host: str | None = typer.Option(None, help="Our inbound MX host (default: hostname setting)."),
@@ -46,16 +73,17 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Run every hygiene check; exit 1 when any fails (marketing mail would be refused)."""
-    settings = load_settings()
+    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    pool_ips, listings = _account_pool(settings, account) if account else ((), [])
     request = DomainCheckRequest(
         domain=domain.strip().rstrip(".").lower(),
-        sending_ips=tuple(ips),
+        sending_ips=tuple(dict.fromkeys([*ips, *pool_ips])),
         dkim_selector=selector,
         bounce_domain=bounce_domain or settings.bounce_domain,
         inbound_host=inbound_host or settings.hostname,
         dnsbl_zones=tuple(dnsbl),
     )
-    checks = DnsHygiene(_resolver(nameserver), lifetime=timeout).check_domain(request)
+    checks = (*DnsHygiene(_resolver(nameserver), lifetime=timeout).check_domain(request), *listings)
     if as_json:
         typer.echo(json.dumps([
             {"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks
