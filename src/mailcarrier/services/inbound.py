@@ -266,6 +266,8 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         store.save_results(conn, results)
     if events:
         _count_against_sending_ips(engine, events, transitions)
+        pools.record_bounce_signals(engine, [(a.delivery.id, e.account_id, e.diagnostic or "")
+                                             for e, a in events], now)  # trap hits, listings (issue 8)
     summary.other_seconds = time.perf_counter() - started - summary.read_seconds - summary.contact_seconds
     for result in results:
         summary.states[result["state"]] = summary.states.get(result["state"], 0) + 1

@@ -57,6 +57,7 @@ from mailcarrier.services.hygiene import (
     assert_sendable,
     resolver_for,
 )
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
     ip_daily_volume,
@@ -70,7 +71,7 @@ from mailcarrier.storage.pool_tables import (
     throttle_actions,
     throttle_states,
 )
-from mailcarrier.storage.tables import accounts, activities, contacts, deliveries
+from mailcarrier.storage.tables import accounts, activities, attempts, contacts, deliveries
 
 __all__ = [
     "AccountEvent",
@@ -108,6 +109,7 @@ __all__ = [
     "open_dnsbl_listings",
     "pool_by_name",
     "pool_ips",
+    "record_bounce_signals",
     "record_dnsbl_results",
     "record_ip_outcome",
     "record_reply_for_throttling",
@@ -1134,4 +1136,34 @@ def report_event(conn: Connection, account_id: int, kind: SignalKind | str, now:
         account_id=account_id if event_kind is SignalKind.TRAP else None,
         blocklist=blocklist.strip(), evidence=evidence, occurred_at=when)
     return next(e for e in account_events(conn, account_id, limit=1_000_000) if e.id == event_id)
+
+
+def record_bounce_signals(engine: Engine, bounces: Sequence[tuple[int, int, str]], now: datetime) -> int:
+    """Trap hits and listings named by asynchronous bounce texts (DSNs, feedback): the inbound side.
+
+    ``bounces`` are (delivery id, account id, diagnostic text). A text that names a trap or
+    a blocklist (``reputation_signals.toml``) is recorded against the account and the pool
+    IP that carried the message (its accepted attempt), whose accounts then become the
+    event's neighbours; a message sent from outside every pool records the account only.
+    Returns how many events were recorded.
+    """
+    named = [(delivery_id, account_id, text, signal) for delivery_id, account_id, text in bounces
+             if text and (signal := find_signal(text)) is not None]
+    if not named:
+        return 0
+    a = attempts.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(a.delivery_id, a.local_ip).where(
+            a.delivery_id.in_(sorted({d for d, _, _, _ in named})), a.outcome == "delivered",
+            a.local_ip.is_not(None)))
+        carried = {int(d): str(ip) for d, ip in rows}
+        ours = set(conn.execute(select(sending_ips.c.address).where(
+            sending_ips.c.address.in_(sorted(set(carried.values()))))).scalars())
+    with write_transaction(engine) as conn:
+        for delivery_id, account_id, text, signal in named:
+            address = carried.get(delivery_id)
+            record_reputation_event(conn, signal.kind, now, source="bounce",
+                                    ip_address=address if address in ours else None, account_id=account_id,
+                                    blocklist=signal.blocklist, evidence=text.strip()[:2000])
+    return len(named)
 
