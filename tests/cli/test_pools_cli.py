@@ -87,3 +87,19 @@ def test_dnsbl_check_and_throttle_log(tmp_path: Path) -> None:
     assert "bl.test" in events.output and "dnsbl" in events.output
     assert "bl.test" not in RUN(app, ["pools", "events", "--ip", "127.0.0.3", *url]).output
     assert RUN(app, ["pools", "throttle", "--active", *url]).exit_code == 0
+
+
+def test_dnsbl_check_on_a_schedule_records_each_round(tmp_path: Path) -> None:
+    url = setup(tmp_path)
+    zone = {("2.0.0.127.bl.test", "A"): ["127.0.0.2"], ("3.0.0.127.bl.test", "A"): ["127.255.255.254"]}
+    with local_dns(zone) as resolver:
+        scheduled = RUN(app, ["pools", "dnsbl-check", "--zone", "bl.test", "--nameserver",
+                              f"127.0.0.1:{resolver.port}", "--timeout", "2", "--every", "0.001", "--rounds", "3",
+                              *url])
+    assert scheduled.exit_code == 1, scheduled.output  # the last round still sees the listing
+    assert scheduled.output.count("DNSBL look-ups") == 3
+    assert scheduled.output.count("(new)") == 1  # one listing event, not one per round
+    assert scheduled.output.count("LISTED") == 3 and scheduled.output.count("error") == 3
+    events = RUN(app, ["pools", "events", *url]).output
+    assert events.count("bl.test") == 1 and "127.0.0.3" not in events  # 127.255.255.x is no listing
+

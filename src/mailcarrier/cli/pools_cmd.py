@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.errors import MailcarrierError
@@ -279,19 +280,34 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
                         timeout: float = typer.Option(5.0, min=0.1, help="Seconds per query."),
                         every: float = typer.Option(0.0, "--every", min=0.0, help=(
                             "Repeat every this many minutes until interrupted (0: once, e.g. from cron).")),
+                        rounds: int = typer.Option(0, "--rounds", min=0, help=(
+                            "With --every: stop after this many look-up rounds (0: until interrupted).")),
                         database_url: str | None = DB_OPTION) -> None:
     """Look up every sending IP in the blocklists and record the answers.
 
     127.255.255.x answers mean the list refused the query: shown as errors, never as
-    listings. Run once (cron) or with --every; exit 1 when a single run finds a listing.
+    listings. Run once (cron) or with --every (a round that fails, e.g. the database is
+    briefly unreachable, is reported and the schedule goes on; Ctrl-C stops it). Exit 1
+    when the last round found a listing.
     """
     hygiene = DnsHygiene(_resolver(nameserver), lifetime=timeout)
-    while True:
-        results = _run(database_url, lambda conn, _: svc.dnsbl_check(conn, hygiene, zone, _now()))
-        _print_dnsbl(results)
-        if every <= 0:
-            break
-        time.sleep(every * 60)
+    results: list[svc.DnsblResult] = []
+    done = 0
+    try:
+        while True:
+            try:
+                results = _run(database_url, lambda conn, _: svc.dnsbl_check(conn, hygiene, zone, _now()))
+                _print_dnsbl(results)
+            except (typer.Exit, SQLAlchemyError) as exc:
+                if every <= 0:
+                    raise
+                Console(stderr=True).print(f"[yellow]round failed, next in {every:g} min:[/yellow] {exc!r}")
+            done += 1
+            if every <= 0 or (rounds and done >= rounds):
+                break
+            time.sleep(every * 60)
+    except KeyboardInterrupt:
+        return
     if any(r.check.status.value == "fail" for r in results):
         raise typer.Exit(1)
 
