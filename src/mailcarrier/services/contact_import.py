@@ -20,10 +20,12 @@ from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.errors import ConflictError, NotFoundError, ParseError
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["BadRow", "ImportReport", "import_csv", "normalise_address"]
 
@@ -34,6 +36,7 @@ NAME_COLUMNS = {"first_name": "first_name", "firstname": "first_name",
                 "last_name": "last_name", "lastname": "last_name"}
 CONSENT_COLUMN = "consent_source"
 MAX_BAD_ROWS_KEPT = 10_000
+MAX_BATCH_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +101,47 @@ def import_csv(engine: Engine, account_id: int, audience_name: str, path: Path, 
                *, on_progress: Callable[[int], None] | None = None,
                batch_rows: int = BATCH_ROWS) -> ImportReport:
     """Import ``path`` into the account's audience (created if missing)."""
-    with engine.begin() as conn:
-        try:
-            audience = account_repo.audience_by_name(conn, account_id, audience_name)
-        except LookupError:
-            audience = account_repo.create_audience(conn, account_id, audience_name, now)
+    audience = _audience(engine, account_id, audience_name, now)
     report = ImportReport()
     with path.open("r", encoding="utf-8-sig", newline="") as handle:
         for batch in _batches(handle, report, batch_rows, on_progress):
-            with engine.begin() as conn:
-                contact_repo.upsert_contacts(conn, account_id, audience.id, batch, now)
+            _write_batch(engine, account_id, audience.id, batch, now)
             report.rows_imported += len(batch)
     return report
+
+
+def _write_batch(engine: Engine, account_id: int, audience_id: int, batch: list[dict[str, Any]],
+                 now: datetime) -> None:
+    """One batch in one transaction, run again if PostgreSQL aborted it to break a deadlock
+    (a concurrent event batch locks the same contacts in id order, the import in address order).
+    """
+    for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
+        try:
+            with write_transaction(engine) as conn:
+                contact_repo.upsert_contacts(conn, account_id, audience_id, batch, now)
+            return
+        except DBAPIError as exc:
+            if attempt == MAX_BATCH_ATTEMPTS or not contact_repo.is_transient_conflict(exc):
+                raise
+
+
+def _audience(engine: Engine, account_id: int, name: str, now: datetime) -> account_repo.Audience:
+    """The account's audience by name, created if missing.
+
+    Two imports into a new audience race to create it: on SQLite the write transaction
+    (BEGIN IMMEDIATE) makes read-then-create atomic; on PostgreSQL the loser's insert waits
+    for the winner's commit, fails on the unique name, and reads the winner's row (a new
+    statement under READ COMMITTED sees it).
+    """
+    with write_transaction(engine) as conn:
+        try:
+            return account_repo.audience_by_name(conn, account_id, name)
+        except NotFoundError:
+            pass
+        try:
+            return account_repo.create_audience(conn, account_id, name, now)
+        except ConflictError:
+            return account_repo.audience_by_name(conn, account_id, name)
 
 
 def _batches(handle: TextIO, report: ImportReport, size: int,

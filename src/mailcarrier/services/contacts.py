@@ -8,7 +8,9 @@ status moves — all in one transaction.
 
 Concurrency: no update is lost. On SQLite the transaction starts with ``BEGIN IMMEDIATE``
 (one writer at a time, so the read-decide-write cycle cannot interleave); on PostgreSQL each
-row is written only if its ``version`` is unchanged, and the whole batch is retried otherwise.
+row is written only if its ``version`` is unchanged, and the whole batch is retried otherwise
+(also when the server aborted it to break a deadlock, e.g. with an import locking the same
+contacts in another order).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from mailcarrier.domain.contact_status import (
     ContactEvent,
@@ -77,11 +80,15 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     if not records:
         return []
     for _ in range(MAX_RETRIES):
-        with write_transaction(engine) as conn:
-            outcome = _apply_in(conn, policy, records, now)
-            if outcome is not None:
-                return outcome
-            conn.rollback()
+        try:
+            with write_transaction(engine) as conn:
+                outcome = _apply_in(conn, policy, records, now)
+                if outcome is not None:
+                    return outcome
+                conn.rollback()
+        except DBAPIError as exc:
+            if not repo.is_transient_conflict(exc):
+                raise
     raise ConflictError(f"contact updates kept conflicting after {MAX_RETRIES} attempts; retry later")
 
 

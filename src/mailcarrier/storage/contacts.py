@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 
 from mailcarrier.domain.contact_status import ContactState
 from mailcarrier.domain.vocabulary import Category, ContactStatus
@@ -30,6 +31,7 @@ __all__ = [
     "add_contact",
     "contact_id_by_email",
     "insert_activities",
+    "is_transient_conflict",
     "load_states",
     "upsert_contacts",
     "write_states",
@@ -76,6 +78,16 @@ class ActivityRow:
     remote_mta: str | None
     cause: str | None
     details: dict[str, Any] | None
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """True when the database rolled the transaction back to break a deadlock or a
+    serialization conflict (PostgreSQL 40P01 / 40001): running it again is the remedy.
+
+    Imports lock existing contacts in address order and event batches in id order, so on
+    PostgreSQL the two can deadlock; the server aborts one, which retries.
+    """
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 def add_contact(conn: Connection, account_id: int, email: str, now: datetime, *,
@@ -376,6 +388,8 @@ def upsert_contacts(conn: Connection, account_id: int, audience_id: int,
     # The whole batch travels as one JSON array and is expanded by the database itself
     # (SQLite json_each, PostgreSQL jsonb_array_elements): one statement per batch instead
     # of one per row, which is what makes a million-row import fast on both backends.
+    # PostgreSQL inserts in address order: two imports sharing rows then take their row
+    # locks in the same order instead of deadlocking (tests/services/test_contacts_concurrency).
     payload = json.dumps([[row["email"], row["domain"], row["first_name"], row["last_name"],
                            row["fields"], row["consent_source"]] for row in rows],
                          ensure_ascii=False, separators=(",", ":"))
@@ -416,6 +430,7 @@ INSERT INTO contacts (account_id, email, domain, first_name, last_name, fields, 
 SELECT %(account_id)s, v ->> 0, v ->> 1, v ->> 2, v ->> 3, (v -> 4)::json, v ->> 5,
        %(now)s, %(now)s
 FROM jsonb_array_elements(%(rows)s::jsonb) AS batch(v)
+ORDER BY v ->> 0
 ON CONFLICT (account_id, email) DO UPDATE SET first_name = excluded.first_name,
     last_name = excluded.last_name, fields = excluded.fields
 """
