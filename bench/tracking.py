@@ -2,14 +2,20 @@
 
 Builds a SQLite database with one mailing delivered to ``--recipients`` contacts, three
 tracked links each (so ``3 x recipients`` distinct signed click URLs), starts the real
-``mailcarrier serve`` (uvicorn) on loopback, and drives it with wrk rotating through every
-URL. Each request verifies the HMAC token, resolves the destination (link cache), queues
-the hit and answers 302; the background writer stores the hits with verdicts meanwhile,
-and the run checks that every hit reached the database.
+``mailcarrier serve`` (uvicorn plus its hit-writer process) on loopback, and drives it with
+wrk rotating through every URL. Each request verifies the HMAC token, resolves the
+destination (link cache), spools the hit and answers 302; the writer process stores the
+hits with verdicts meanwhile. After the load the run waits, server still up, until every
+answered redirect is a stored hit with a verdict, and prints how long that took and the
+count after shutdown.
 
-Peer: a bare Starlette app answering 302 on the same route, under the same uvicorn and wrk
-settings, measured in the same run: the framework ceiling, so the ratio is the share of it
-that tracking keeps. wrk and the server share this machine's cores, and the figures are noisy.
+Peer: a bare Starlette app answering 302 on the same route (bench/support/tracking_peer.py),
+under the same uvicorn and wrk settings, measured in the same run: the framework ceiling, so
+the ratio is the share of it that tracking keeps. wrk and the server share this machine's
+cores, and the figures are noisy.
+
+The server runs this checkout's code (``src`` first on PYTHONPATH), whatever the
+virtualenv's editable install points at.
 
 Usage: python bench/tracking.py [--seconds 10] [--connections 64] [--workers 1]
 Needs wrk (apt install wrk).
@@ -28,21 +34,26 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
-from sqlalchemy import func, select
+BENCH_DIR = Path(__file__).resolve().parent
+SUPPORT_DIR = BENCH_DIR / "support"
+SRC_DIR = BENCH_DIR.parent / "src"
+# Measure this checkout's code, whatever the virtualenv's editable install points at.
+sys.path.insert(0, str(SRC_DIR))
 
-from mailcarrier.config import Settings
-from mailcarrier.services.tracking import prepare_message_links
-from mailcarrier.storage import accounts as account_repo
-from mailcarrier.storage import contacts as contact_repo
-from mailcarrier.storage.engine import make_engine
-from mailcarrier.storage.migrate import upgrade
-from mailcarrier.storage.tables import deliveries, mailings
-from mailcarrier.storage.tracking_tables import tracking_hits
+import httpx  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from mailcarrier.config import Settings  # noqa: E402
+from mailcarrier.services.tracking import prepare_message_links  # noqa: E402
+from mailcarrier.storage import accounts as account_repo  # noqa: E402
+from mailcarrier.storage import contacts as contact_repo  # noqa: E402
+from mailcarrier.storage.engine import make_engine  # noqa: E402
+from mailcarrier.storage.migrate import upgrade  # noqa: E402
+from mailcarrier.storage.tables import deliveries, mailings  # noqa: E402
+from mailcarrier.storage.tracking_tables import tracking_hits  # noqa: E402
 
 HTML = ('<html><body><a href="https://shop.example/sale">Sale</a> <a href="https://shop.example/new">New</a> '
         '<a href="https://blog.example/post">Blog</a></body></html>')
-BENCH_DIR = Path(__file__).resolve().parent
 
 
 def build(settings: Settings, recipients: int) -> list[str]:
@@ -113,21 +124,49 @@ def run_wrk(base: str, script: Path, seconds: int, connections: int) -> tuple[fl
     return rate, p99, total, int(bad.group(1)) if bad else 0
 
 
+def stored_hits(settings: Settings) -> int:
+    """Hits stored with a verdict (valid tokens only: the readiness probes have none)."""
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(tracking_hits).where(
+                tracking_hits.c.verdict.is_not(None))).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def measure(name: str, command: list[str], env: dict[str, str], base: str, script: Path,
-            args: argparse.Namespace) -> tuple[float, float, int, int]:
+            args: argparse.Namespace,
+            settings: Settings | None = None) -> tuple[float, float, int, int]:
+    """One server under wrk; with ``settings``, also checks every redirect became a stored hit."""
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_ready(f"{base}/c/warmup", proc)
-        run_wrk(base, script, 2, args.connections)  # warm-up: caches, JIT-free but lazy imports
+        warm = run_wrk(base, script, 2, args.connections)  # warm-up: caches, lazy imports
         rate, p99, total, bad = run_wrk(base, script, args.seconds, args.connections)
         print(f"  {name:<22} {rate:>9,.0f} req/s   p99 {p99:6.1f} ms   {total:,} requests, {bad} non-3xx")
-        return rate, p99, total, bad
+        answered = warm[2] - warm[3] + total - bad
+        if settings is not None:
+            started = time.perf_counter()
+            stored = stored_hits(settings)
+            while stored < answered and time.perf_counter() - started < 120:
+                time.sleep(0.1)
+                stored = stored_hits(settings)
+            print(f"  redirects answered (warm-up + run): {answered:,}; stored with a verdict "
+                  f"{time.perf_counter() - started:.1f} s after the load ended: {stored:,}")
     finally:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+    if settings is not None:
+        stored = stored_hits(settings)
+        print(f"  stored after shutdown: {stored:,} of {answered:,} answered"
+              f"{'' if stored >= answered else '  MISSING HITS'} (any excess: requests in flight "
+              f"when wrk stopped, at most {2 * args.connections})")
+    return rate, p99, total, bad
 
 
 def main() -> None:
@@ -142,7 +181,8 @@ def main() -> None:
         sys.exit("wrk is not installed (apt install wrk)")
     with tempfile.TemporaryDirectory(prefix="mc-bench-tracking-") as tmp:
         base = f"http://127.0.0.1:{args.port}"
-        env = {**os.environ, "MAILCARRIER_DATA_DIR": tmp, "MAILCARRIER_SECRET_KEY": "bench-secret-" + "k" * 32,
+        python_path = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": python_path, "MAILCARRIER_DATA_DIR": tmp, "MAILCARRIER_SECRET_KEY": "bench-secret-" + "k" * 32,
                "MAILCARRIER_PUBLIC_URL": base, "MAILCARRIER_DATABASE_URL": f"sqlite:///{tmp}/bench.db"}
         settings = Settings(_env_file=None, data_dir=Path(tmp),  # type: ignore[call-arg]
                             secret_key=env["MAILCARRIER_SECRET_KEY"], public_url=base,
@@ -155,15 +195,8 @@ def main() -> None:
               f"-d{args.seconds}s; {args.workers} server worker(s); {os.cpu_count()} cores")
         ours = measure("mailcarrier serve", [sys.executable, "-m", "mailcarrier.cli.main", "serve", "--port",
                                              str(args.port), "--workers", str(args.workers),
-                                             "--log-level", "warning"], env, base, script, args)
-        engine = make_engine(settings)
-        with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(tracking_hits).where(
-                tracking_hits.c.verdict.is_not(None))).scalar_one()
-        engine.dispose()
-        print(f"  hits stored with a verdict after shutdown: {stored:,} "
-              f"(requests incl. warm-up and readiness probe are a little more)")
-        peer = measure("bare Starlette 302", [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR),
+                                             "--log-level", "warning"], env, base, script, args, settings)
+        peer = measure("bare Starlette 302", [sys.executable, "-m", "uvicorn", "--app-dir", str(SUPPORT_DIR),
                                               "tracking_peer:app", "--port", str(args.port),
                                               "--workers", str(args.workers), "--log-level", "warning",
                                               "--no-access-log"], env, base, script, args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -137,8 +138,12 @@ class Settings(BaseSettings):
     tracking_hold_seconds: float = Field(60.0, ge=0, description=(
         "Webhooks and automation see an open or click only after this hold, so a burst is "
         "recognised as a machine before anyone is notified."))
-    tracking_queue_size: int = Field(100_000, ge=1, description=(
-        "Hits buffered in memory while the database is slow; beyond it the oldest are dropped."))
+    tracking_spool_dir: Path | None = Field(None, description=(
+        "Directory where accepted opens and clicks wait for the writer (one file per server "
+        "process; survives a crash). Unset: data_dir/tracking-spool."))
+    tracking_writer: Literal["thread", "external"] = Field("thread", description=(
+        "Who writes spooled hits to the database: 'thread' (a thread of the app; embedded use) or "
+        "'external' (a writer process; `mailcarrier serve` sets this and starts it)."))
     tracking_batch_size: int = Field(500, ge=1, description="Hits written per database transaction.")
     subscribe_confirm_hours: int = Field(48, ge=1, description=(
         "A double opt-in confirmation link expires after this many hours."))

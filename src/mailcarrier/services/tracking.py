@@ -5,8 +5,10 @@ Send time: :func:`prepare_message_links` registers a message's links in the link
 URLs, adds the open pixel and returns the RFC 8058 ``List-Unsubscribe`` headers.
 
 Request time: the HTTP endpoints only verify the token, answer, and hand a :class:`RawHit`
-to a :class:`HitRecorder`; a background thread writes hits in batches
-(:func:`record_hits`), so a slow database never slows a redirect. Each hit gets a verdict
+to a :class:`HitRecorder`, which appends it to an on-disk spool (:mod:`.hit_spool`). A
+:class:`HitWriter` - a thread, or a process of its own under ``mailcarrier serve`` - drains
+the spool in batches (:func:`record_hits`), so neither a slow database nor the work of
+classifying slows a redirect, and an accepted hit survives a crash. Each hit gets a verdict
 from the pure rules (:mod:`mailcarrier.domain.engagement`), which may also revise earlier
 hits: a burst recognised late turns its first hits into machines, and a person's later hit
 upgrades the earlier machine verdicts on the same message.
@@ -21,17 +23,19 @@ from __future__ import annotations
 import hashlib
 import html as html_lib
 import ipaddress
+import json
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, case, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
@@ -55,6 +59,7 @@ from mailcarrier.domain.machine_activity import (
 )
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
+from mailcarrier.services.hit_spool import SpoolProducer, SpoolReader, caught_up, spool_marks
 from mailcarrier.storage.engine import is_sqlite
 from mailcarrier.storage.tables import deliveries
 from mailcarrier.storage.tracking_tables import tracking_hits, tracking_links
@@ -64,6 +69,7 @@ __all__ = [
     "Counts",
     "EngagementEvent",
     "HitRecorder",
+    "HitWriter",
     "LinkDirectory",
     "LinkEngagement",
     "MailingEngagement",
@@ -71,6 +77,8 @@ __all__ = [
     "PreparedMessage",
     "RawHit",
     "TrackingKeys",
+    "decode_hit",
+    "encode_hit",
     "mailing_engagement",
     "make_link_hook",
     "prepare_message_links",
@@ -78,6 +86,7 @@ __all__ = [
     "register_links",
     "settle_hits",
     "settled_events",
+    "spool_directory",
     "stored_headers",
     "thresholds",
     "tracking_keys",
@@ -749,6 +758,39 @@ class LinkDirectory:
         return found[2]
 
 
+def encode_hit(hit: RawHit) -> bytes:
+    """One hit as a spool record: a line of ASCII JSON (newlines inside values are escaped)."""
+    token = hit.token
+    record = {
+        "k": hit.kind, "t": hit.at.isoformat(), "m": hit.method, "ip": hit.ip, "ua": hit.user_agent,
+        "h": dict(hit.headers),
+        "tok": None if token is None else [token.purpose.value, token.account_id, token.mailing_id,
+                                           token.delivery_id, token.link_id, token.expires_at],
+    }
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def decode_hit(record: bytes) -> RawHit:
+    """The hit a spool record holds; ValueError (or KeyError/TypeError) if it is not one."""
+    data = json.loads(record)
+    token = None
+    if data["tok"] is not None:
+        purpose, account_id, mailing_id, delivery_id, link_id, expires_at = data["tok"]
+        token = TrackingToken(TokenPurpose(purpose), int(account_id), int(mailing_id),
+                              int(delivery_id), int(link_id), int(expires_at))
+    at = datetime.fromisoformat(data["t"])
+    if at.tzinfo is None:
+        raise ValueError(f"spool record without a time zone: {data['t']!r}")
+    return RawHit(kind=str(data["k"]), at=at, method=str(data["m"]), ip=str(data["ip"]),
+                  user_agent=str(data["ua"]), headers={str(k): str(v) for k, v in data["h"].items()},
+                  token=token)
+
+
+def spool_directory(settings: Settings) -> Path:
+    """Where accepted hits wait for the writer (``tracking_spool_dir`` or ``data_dir/tracking-spool``)."""
+    return settings.tracking_spool_dir or settings.data_dir / "tracking-spool"
+
+
 @dataclass
 class RecorderStats:
     submitted: int = 0
@@ -759,13 +801,139 @@ class RecorderStats:
     last_error: str = ""
 
 
+class HitWriter:
+    """Drains the hit spool into the database: verdicts in batches, then settling.
+
+    It runs wherever the operator wants it: in a thread of the serving process
+    (``tracking_writer = "thread"``, embedded use and tests) or in a process of its own
+    (``"external"``, what ``mailcarrier serve`` starts), so classifying thousands of hits a
+    second never holds the GIL the endpoints need. Only one writer drains a spool at a time
+    (the spool's reader lock); a second one waits for the lock.
+
+    A batch's spool position moves only after its transaction commits, so a database that
+    is slow, locked or down delays hits but loses none: they wait on disk and are retried.
+    A hit the database rejects for what it contains is written alone and dropped (logged)
+    so it cannot block the ones behind it.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, policy: StatusPolicy, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 networks: Sequence[Network] | None = None, settle_interval: float = 1.0,
+                 poll_interval: float = 0.02, stats: RecorderStats | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.policy = policy
+        self.clock = clock
+        self.stats = stats or RecorderStats()
+        self.settle_interval = settle_interval
+        self.poll_interval = poll_interval
+        self.reader = SpoolReader(spool_directory(settings))
+        self._limits = thresholds(settings)
+        self._networks = NetworkIndex(load_networks() if networks is None else networks)
+        self._hold = timedelta(seconds=settings.tracking_hold_seconds)
+
+    def run(self, stop: threading.Event, *, give_up_after: float = 30.0,
+            still_wanted: Callable[[], bool] = lambda: True) -> None:
+        """Drain until ``stop`` is set, then drain what is spooled and return.
+
+        ``give_up_after``: once stopping, seconds to keep retrying a failing database before
+        leaving the rest in the spool for the next writer. ``still_wanted`` is polled too;
+        False (e.g. the parent process died) counts as a stop.
+        """
+        if not self.reader.acquire(stop=stop):
+            return
+        try:
+            last_settle = 0.0
+            stopping_since: float | None = None
+            while True:
+                if stopping_since is None and (stop.is_set() or not still_wanted()):
+                    stopping_since = time.monotonic()
+                try:
+                    handled = self.drain_once()
+                except OperationalError as exc:  # database unavailable: the hits wait on disk
+                    self._note_failure(exc)
+                    if stopping_since is not None and time.monotonic() - stopping_since > give_up_after:
+                        _log.error("stopping with %d bytes of hits left in the spool: %r",
+                                   self.reader.backlog_bytes(), exc)
+                        return
+                    time.sleep(min(2.0, 0.05 * 2 ** min(self.stats.failed_batches, 6)))
+                    continue
+                now = time.monotonic()
+                if now - last_settle >= self.settle_interval or (handled == 0 and stopping_since):
+                    self._settle_quietly()
+                    last_settle = now
+                if handled == 0:
+                    if stopping_since is not None:
+                        self.reader.retire()
+                        return
+                    stop.wait(self.poll_interval)
+        finally:
+            self.reader.release()
+
+    def drain_once(self) -> int:
+        """Write one batch from the spool; returns the number of records handled (0: none waiting)."""
+        batch = self.reader.read(self.settings.tracking_batch_size)
+        if not batch.records:
+            self.reader.retire()
+            return 0
+        hits: list[RawHit] = []
+        for record in batch.records:
+            try:
+                hits.append(decode_hit(record))
+            except (ValueError, KeyError, TypeError) as exc:
+                self.stats.dropped += 1
+                _log.error("skipping an unreadable spool record %r: %r", record[:200], exc)
+        self._write(hits)
+        self.reader.commit(batch)
+        return len(batch.records)
+
+    def settle(self) -> int:
+        """Settle what is due now (also run periodically by ``run``)."""
+        count = settle_hits(self.engine, self.policy, now=self.clock(), hold=self._hold)
+        self.stats.settled += count
+        return count
+
+    def _write(self, batch: Sequence[RawHit]) -> None:
+        """Write a batch; OperationalError propagates (retry later), other failures go hit by hit."""
+        try:
+            self.stats.written += record_hits(self.engine, batch, limits=self._limits,
+                                              networks=self._networks, now=self.clock())
+            return
+        except OperationalError:
+            raise
+        except Exception as exc:  # something in the batch itself: find it hit by hit
+            self._note_failure(exc)
+        for hit in batch:
+            try:
+                self.stats.written += record_hits(self.engine, [hit], limits=self._limits,
+                                                  networks=self._networks, now=self.clock())
+            except OperationalError:
+                raise
+            except Exception as exc:
+                self.stats.dropped += 1
+                _log.error("dropping tracking hit %r: %r", replace(hit, headers={}), exc)
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.stats.failed_batches += 1
+        self.stats.last_error = repr(exc)
+        _log.warning("writing tracking hits failed: %r", exc)
+
+    def _settle_quietly(self) -> None:
+        try:
+            self.settle()
+        except Exception as exc:  # settling is retried on the next round
+            self.stats.last_error = repr(exc)
+            _log.warning("settling tracking hits failed: %r", exc)
+
+
 @dataclass
 class HitRecorder:
-    """Buffers hits in memory and writes them in batches from a background thread.
+    """What the endpoints hand hits to: appends each to the on-disk spool, never blocking on the database.
 
-    ``submit`` never blocks: when the database falls behind by ``queue_size`` hits, the
-    oldest buffered hit is dropped (and counted) rather than slowing the endpoints. The
-    same thread settles hits once the hold has passed.
+    ``submit`` costs one ``write(2)``; a hit it accepted survives a crash of this process
+    and is written by the next writer. With ``tracking_writer = "thread"`` ``start`` runs a
+    :class:`HitWriter` in a background thread; with ``"external"`` another process does
+    (``mailcarrier serve`` starts it), and this process only appends.
     """
 
     engine: Engine
@@ -777,108 +945,51 @@ class HitRecorder:
     stats: RecorderStats = field(default_factory=RecorderStats)
 
     def __post_init__(self) -> None:
-        self._queue: queue.Queue[RawHit | None] = queue.Queue(maxsize=self.settings.tracking_queue_size)
-        self._limits = thresholds(self.settings)
-        self._networks = NetworkIndex(self.networks)
-        self._hold = timedelta(seconds=self.settings.tracking_hold_seconds)
+        self.spool_dir = spool_directory(self.settings)
+        self._producer = SpoolProducer(self.spool_dir)
+        self._writer = HitWriter(self.engine, self.settings, self.policy, clock=self.clock,
+                                 networks=self.networks, settle_interval=self.settle_interval,
+                                 stats=self.stats)
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="mailcarrier-hit-writer",
-                                            daemon=True)
+        """Start the writer thread, unless an external writer process drains the spool."""
+        if self.settings.tracking_writer == "thread" and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._writer.run, args=(self._stop,),
+                                            name="mailcarrier-hit-writer", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Write what is buffered, then end the thread."""
+        """Close this process's spool segment; a writer thread writes what is spooled, then ends."""
+        self._producer.close()
         if self._thread is None:
             return
-        self._queue.put(None)
+        self._stop.set()
         self._thread.join(timeout)
         self._thread = None
 
     def submit(self, hit: RawHit) -> None:
+        """Spool a hit; if the disk refuses it, count and log it rather than fail the request."""
         self.stats.submitted += 1
-        while True:
-            try:
-                self._queue.put_nowait(hit)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self._queue.task_done()
-                    self.stats.dropped += 1
-                except queue.Empty:
-                    pass
+        try:
+            self._producer.append(encode_hit(hit))
+        except OSError as exc:
+            self.stats.dropped += 1
+            self.stats.last_error = repr(exc)
+            _log.error("could not spool a tracking hit in %s: %r", self.spool_dir, exc)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every submitted hit is written; False on timeout."""
-        with self._queue.all_tasks_done:
-            return self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0,
-                                                       timeout)
+        """Wait until every hit spooled so far is in the database (whichever writer drains it)."""
+        marks = spool_marks(self.spool_dir)
+        deadline = time.monotonic() + timeout
+        while not caught_up(self.spool_dir, marks):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def settle(self) -> int:
-        """Settle what is due now (also run periodically by the thread)."""
-        count = settle_hits(self.engine, self.policy, now=self.clock(), hold=self._hold)
-        self.stats.settled += count
-        return count
-
-    def _run(self) -> None:
-        batch_size = self.settings.tracking_batch_size
-        while True:
-            try:
-                first = self._queue.get(timeout=self.settle_interval)
-            except queue.Empty:
-                self._settle_quietly()
-                continue
-            batch: list[RawHit] = []
-            stop = first is None
-            if first is not None:
-                batch.append(first)
-            taken = 1
-            while len(batch) < batch_size and not stop:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                taken += 1
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-            try:
-                self._write(batch)
-            finally:
-                for _ in range(taken):
-                    self._queue.task_done()
-            self._settle_quietly()
-            if stop:
-                return
-
-    def _write(self, batch: Sequence[RawHit]) -> None:
-        """Write a batch; on failure retry, then one by one so one bad hit loses only itself."""
-        for attempt in range(3):
-            try:
-                self.stats.written += record_hits(self.engine, batch, limits=self._limits,
-                                                  networks=self._networks, now=self.clock())
-                return
-            except Exception as exc:  # the writer must survive anything the database says
-                self.stats.failed_batches += 1
-                self.stats.last_error = repr(exc)
-                _log.warning("writing %d tracking hits failed (attempt %d): %r", len(batch),
-                             attempt + 1, exc)
-                threading.Event().wait(0.05 * 2**attempt)
-        for hit in batch:
-            try:
-                self.stats.written += record_hits(self.engine, [hit], limits=self._limits,
-                                                  networks=self._networks, now=self.clock())
-            except Exception as exc:
-                self.stats.dropped += 1
-                _log.error("dropping tracking hit %r: %r", replace(hit, headers={}), exc)
-
-    def _settle_quietly(self) -> None:
-        try:
-            self.settle()
-        except Exception as exc:  # settling is retried on the next round
-            self.stats.last_error = repr(exc)
-            _log.warning("settling tracking hits failed: %r", exc)
+        """Settle what is due now (a running writer also does it periodically)."""
+        return self._writer.settle()

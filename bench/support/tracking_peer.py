@@ -1,7 +1,7 @@
 """The benchmark peer: a bare Starlette app whose only route answers 302 (the framework ceiling).
 
 Served by the same uvicorn as ``mailcarrier serve``, it measures what HTTP parsing, the ASGI
-server and routing cost before any tracking work. Run: uvicorn --app-dir bench tracking_peer:app
+server and routing cost before any tracking work. Run: uvicorn --app-dir bench/support tracking_peer:app
 """
 
 from __future__ import annotations
