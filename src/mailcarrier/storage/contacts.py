@@ -298,30 +298,28 @@ _ACTIVITY_COLUMNS = (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "occurred_at", "details"
 def insert_activities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Append history entries (dicts keyed by the ``activities`` column names).
 
-    SQLite: one prepared INSERT run by the driver's ``executemany``. PostgreSQL: one
-    statement expanding the batch as JSON (a single round trip).
+    SQLite: one prepared INSERT run by the driver's ``executemany`` (in-process, no round
+    trips). PostgreSQL: ``COPY ... FROM STDIN`` in the open transaction, the server's bulk
+    path (one stream per batch, no per-row statement or JSON document to parse).
     """
     if not rows:
         return
     stamp = _time_text(conn)
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+    values = [(*[row.get(name) for name in _ACTIVITY_INTS],
+               *[row.get(name) for name in _ACTIVITY_TEXTS], stamp(row["occurred_at"]),
+               None if row.get("details") is None else dumps(row["details"]))
+              for row in rows]
     names = ", ".join(_ACTIVITY_COLUMNS)
     if conn.dialect.name == "sqlite":
-        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-        params = [(*[row.get(name) for name in _ACTIVITY_INTS],
-                   *[row.get(name) for name in _ACTIVITY_TEXTS], stamp(row["occurred_at"]),
-                   None if row.get("details") is None else dumps(row["details"]))
-                  for row in rows]
         marks = ", ".join("?" for _ in _ACTIVITY_COLUMNS)
-        conn.exec_driver_sql(f"INSERT INTO activities ({names}) VALUES ({marks})", params)
+        conn.exec_driver_sql(f"INSERT INTO activities ({names}) VALUES ({marks})", values)
         return
-    payload = json.dumps([
-        {**{name: row.get(name) for name in (*_ACTIVITY_INTS, *_ACTIVITY_TEXTS, "details")},
-         "occurred_at": stamp(row["occurred_at"])} for row in rows],
-        ensure_ascii=False, separators=(",", ":"), default=str)
-    columns = ", ".join([f"{n} bigint" for n in _ACTIVITY_INTS] + [f"{n} text" for n in _ACTIVITY_TEXTS]
-                        + ["occurred_at timestamptz", "details json"])
-    conn.exec_driver_sql(f"INSERT INTO activities ({names}) SELECT {names} "
-                         f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({columns})", {"rows": payload})
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(f"COPY activities ({names}) FROM STDIN") as copy:
+        for value in values:
+            copy.write_row(value)
 
 
 def _time_text(conn: Connection) -> Callable[[datetime | None], str | None]:
