@@ -6,21 +6,31 @@ seconds, ~40 s after delivery); the person's click comes ten minutes later.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 
+import mailcarrier
 from mailcarrier.config import Settings
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
-from mailcarrier.services.tracking import mailing_engagement, settled_events
+from mailcarrier.services.hit_spool import spool_marks
+from mailcarrier.services.tracking import mailing_engagement, settled_events, spool_directory
 from mailcarrier.storage.tables import activities, contacts
 from mailcarrier.storage.tracking_tables import consent_records, tracking_hits, tracking_links
 from tests.api.conftest import T0, Clock
+from tests.api.live import free_port
 from tests.api.world import make_mailing
 
 SCANNER_IP = "203.0.113.9"  # not in any known network: only behaviour gives it away
@@ -310,3 +320,116 @@ async def test_endpoints_answer_while_database_is_locked(
     assert elapsed < 5, f"100 requests took {elapsed:.1f}s with the database locked"
     flush(app)
     assert len(hits(db)) == 101
+
+
+# --- the real server: a writer process, the spool surviving kill -9, draining on SIGTERM ----
+
+
+@contextmanager
+def write_locked(db: Engine) -> Iterator[None]:
+    """Hold the database's write lock (the writer can neither write nor, on PostgreSQL, read hits)."""
+    with db.connect() as conn:
+        if db.dialect.name == "sqlite":
+            conn.exec_driver_sql("COMMIT")  # leave the engine's implicit BEGIN
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql("COMMIT")
+        else:
+            with conn.begin():
+                conn.exec_driver_sql("LOCK TABLE tracking_hits IN ACCESS EXCLUSIVE MODE")
+                yield
+
+
+def start_server(db: Engine, settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    """``mailcarrier serve`` in a session of its own (so kill -9 reaches its writer too)."""
+    source = str(Path(mailcarrier.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": source, "MAILCARRIER_DATA_DIR": str(settings.data_dir),
+           "MAILCARRIER_SECRET_KEY": settings.secret_key or "",
+           "MAILCARRIER_PUBLIC_URL": settings.public_url,
+           "MAILCARRIER_DATABASE_URL": db.url.render_as_string(hide_password=False)}
+    proc = subprocess.Popen([sys.executable, "-m", "mailcarrier.cli.main", "serve", "--port", str(port),
+                             "--log-level", "warning"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (proc.stderr.read() if proc.stderr else b"").decode()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/c/ready", timeout=1).status_code == 404:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("mailcarrier serve did not start")
+
+
+def stored_verdicts(db: Engine) -> list[tuple[str, str | None, int | None]]:
+    with db.connect() as conn:
+        return [(r.kind, r.verdict, r.contact_id) for r in conn.execute(
+            select(tracking_hits.c.kind, tracking_hits.c.verdict, tracking_hits.c.contact_id)
+            .where(tracking_hits.c.token_valid.is_(True)).order_by(tracking_hits.c.id))]
+
+
+def wait_for_rows(db: Engine, count: int, timeout: float = 30) -> list[tuple[str, str | None, int | None]]:
+    deadline = time.monotonic() + timeout
+    rows = stored_verdicts(db)
+    while len(rows) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = stored_verdicts(db)
+    return rows
+
+
+def test_serve_hits_survive_kill_9_and_are_written_after_restart(
+        db: Engine, settings: Settings, account_id: int) -> None:
+    _m, (ann, bob) = make_mailing(db, settings, account_id, ["ann@a.example", "bob@b.example"],
+                                  datetime.now(UTC) - timedelta(hours=1))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    paths = [ann.click_url(1), ann.click_url(2), bob.click_url(3), bob.open_url] * 5
+    proc = start_server(db, settings, port)
+    try:
+        with write_locked(db):
+            for url in paths:
+                response = httpx.get(url.replace("http://mc.test", base), headers={"User-Agent": UA})
+                assert response.status_code in (200, 302)
+            spooled = spool_marks(spool_directory(settings))
+            assert sum(spooled.values()) > 0  # accepted, on disk, not in the database
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        assert stored_verdicts(db) == []  # nothing was written before the crash
+        proc = start_server(db, settings, port)
+        rows = wait_for_rows(db, len(paths))
+        assert len(rows) == len(paths)
+        assert sorted(r[0] for r in rows) == ["click"] * 15 + ["open"] * 5
+        assert all(r[1] is not None for r in rows)
+        assert {r[2] for r in rows} == {ann.contact_id, bob.contact_id}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+    assert proc.returncode == 0
+    assert spool_marks(spool_directory(settings)) == {}  # every segment drained and deleted
+
+
+def test_serve_drains_the_spool_on_clean_shutdown(db: Engine, settings: Settings, account_id: int) -> None:
+    _m, (ann,) = make_mailing(db, settings, account_id, ["ann@a.example"], datetime.now(UTC) - timedelta(hours=1))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(db, settings, port)
+    try:
+        with write_locked(db):
+            for number in (1, 2, 3) * 10:
+                assert httpx.get(ann.click_url(number).replace("http://mc.test", base)).status_code == 302
+            proc.send_signal(signal.SIGTERM)  # stop while every hit still waits for the database
+            time.sleep(1.0)
+            assert proc.poll() is None  # the writer is still retrying, not giving up
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0
+    rows = stored_verdicts(db)
+    assert len(rows) == 30 and {r[2] for r in rows} == {ann.contact_id}
+    assert spool_marks(spool_directory(settings)) == {}

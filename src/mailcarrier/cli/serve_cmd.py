@@ -89,6 +89,12 @@ def serve_command(
     writer = context.Process(target=run_hit_writer, args=(stop, os.getpid()),
                              name="mailcarrier-hit-writer")
     writer.start()
+    # uvicorn restores the handlers it found and re-raises SIGINT/SIGTERM after its graceful
+    # shutdown; with the default handlers that would kill this process before the writer has
+    # drained the spool. These only note the signal: the shutdown below then runs.
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda sig, _frame: received.append(sig))
     try:
         uvicorn.run("mailcarrier.cli.serve_cmd:serving_app", factory=True, host=host, port=port,
                     workers=workers, access_log=access_log, log_level=log_level,
@@ -97,3 +103,5 @@ def serve_command(
         # The servers have closed their spool segments: the writer drains them and exits.
         stop.set()
         writer.join()
+        if writer.exitcode != 0:
+            raise typer.Exit(1)

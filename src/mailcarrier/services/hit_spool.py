@@ -9,7 +9,7 @@ process turns the lines into rows at its own pace.
 
 Layout of the spool directory:
 
-- ``<nanoseconds>-<pid>.seg``: one segment per producer (one per serving process, a new one
+- ``<nanoseconds>-<pid>-<n>.seg``: one segment per producer (one per serving process, a new one
   every ``segment_bytes``). The producer holds an exclusive ``flock`` on it while it is
   open. A segment is created under a temporary name, locked, then renamed, so the reader
   never finds a live segment unlocked. Each record is one line, written with one
@@ -59,6 +59,7 @@ class SpoolProducer:
         self._fd: int | None = None
         self._size = 0
         self._lock = threading.Lock()
+        self._opened = 0
 
     def append(self, record: bytes) -> None:
         """Append one record (no newline inside); raises OSError if the disk refuses it."""
@@ -87,7 +88,8 @@ class SpoolProducer:
 
     def _rotate(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}"
+        self._opened += 1
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._opened:06d}"
         temporary = self.directory / (name + _NEW_SUFFIX)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:

@@ -832,21 +832,19 @@ class HitWriter:
         self._networks = NetworkIndex(load_networks() if networks is None else networks)
         self._hold = timedelta(seconds=settings.tracking_hold_seconds)
 
-    def run(self, stop: threading.Event, *, give_up_after: float = 30.0,
-            still_wanted: Callable[[], bool] = lambda: True) -> None:
+    def run(self, stop: threading.Event, *, give_up_after: float = 30.0) -> None:
         """Drain until ``stop`` is set, then drain what is spooled and return.
 
         ``give_up_after``: once stopping, seconds to keep retrying a failing database before
-        leaving the rest in the spool for the next writer. ``still_wanted`` is polled too;
-        False (e.g. the parent process died) counts as a stop.
+        leaving the rest in the spool for the next writer (nothing is lost either way).
         """
         if not self.reader.acquire(stop=stop):
             return
         try:
-            last_settle = 0.0
+            last_settle = time.monotonic()  # as before: the first settle after one interval
             stopping_since: float | None = None
             while True:
-                if stopping_since is None and (stop.is_set() or not still_wanted()):
+                if stopping_since is None and stop.is_set():
                     stopping_since = time.monotonic()
                 try:
                     handled = self.drain_once()
