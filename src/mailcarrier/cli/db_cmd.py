@@ -25,8 +25,9 @@ def upgrade_command(
         reached = current_revision(engine)
     finally:
         engine.dispose()
+    # soft_wrap: the revision list (one head per feature) must stay one copyable line
     Console().print(f"[green]database at revision {reached}[/green]: "
-                    f"{engine.url.render_as_string(hide_password=True)}")
+                    f"{engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
 
 
 @app.command("current")

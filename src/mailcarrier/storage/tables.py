@@ -120,6 +120,8 @@ audiences = Table(
     UniqueConstraint("account_id", "name"),
 )
 
+# On PostgreSQL the table has fillfactor 85 (revision 0007_contacts_fillfactor) so that the
+# contact event writer's updates can be HOT; a storage parameter, not part of this metadata.
 contacts = Table(
     "contacts", metadata, _id(), _account_fk(),
     Column("email", String(320), nullable=False),
