@@ -45,8 +45,10 @@ def serving_app() -> FastAPI:
 def run_hit_writer(stop: multiprocessing.synchronize.Event, parent_pid: int) -> None:
     """Body of the writer process: drain the spool until told to stop or the server dies.
 
-    Ignores SIGINT (a Ctrl-C reaches the whole process group; the server stops first and
-    then sets ``stop``, so nothing spooled is left behind); SIGTERM stops it the same way.
+    Runs at a lower priority (``tracking_writer_nice``): on a busy machine the endpoints'
+    latency matters now, the writer only has to catch up within seconds. Ignores SIGINT (a
+    Ctrl-C reaches the whole process group; the server stops first and then sets ``stop``,
+    so nothing spooled is left behind); SIGTERM stops it the same way.
     If the server is killed, the writer notices its parent is gone, writes what is spooled
     and exits; the next ``mailcarrier serve`` picks up anything left.
     """
@@ -54,6 +56,7 @@ def run_hit_writer(stop: multiprocessing.synchronize.Event, parent_pid: int) -> 
     local_stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: local_stop.set())
     settings = load_settings()
+    os.nice(settings.tracking_writer_nice)
     engine = make_engine(settings)
     writer = HitWriter(engine, settings, status_policy(settings))
 
