@@ -843,19 +843,22 @@ class HitWriter:
         try:
             last_settle = time.monotonic()  # as before: the first settle after one interval
             stopping_since: float | None = None
+            failures = 0  # in a row, for the back-off
             while True:
                 if stopping_since is None and stop.is_set():
                     stopping_since = time.monotonic()
                 try:
                     handled = self.drain_once()
-                except OperationalError as exc:  # database unavailable: the hits wait on disk
+                except (OperationalError, OSError) as exc:  # database or disk unavailable: hits wait
                     self._note_failure(exc)
                     if stopping_since is not None and time.monotonic() - stopping_since > give_up_after:
                         _log.error("stopping with %d bytes of hits left in the spool: %r",
                                    self.reader.backlog_bytes(), exc)
                         return
-                    time.sleep(min(2.0, 0.05 * 2 ** min(self.stats.failed_batches, 6)))
+                    failures += 1
+                    time.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
                     continue
+                failures = 0
                 now = time.monotonic()
                 if now - last_settle >= self.settle_interval or (handled == 0 and stopping_since):
                     self._settle_quietly()
