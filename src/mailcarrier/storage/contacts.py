@@ -180,6 +180,7 @@ def write_states(conn: Connection, account_id: int, rows: Sequence[dict[str, Any
     """
     if not rows:
         return 0
+    rows = sorted(rows, key=_by_contact)  # one sweep through the table's pages, in id order
     stamp = _time_text(conn)
     if conn.dialect.name == "sqlite":
         return _write_states_sqlite(conn, account_id, rows, stamp)
@@ -301,6 +302,10 @@ def insert_activities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """
     if not rows:
         return
+    # In contact order (stable: one contact's entries keep their order), so the per-contact
+    # index is filled in one sweep rather than at random places; ids order nothing across
+    # contacts, and the batch commits as a whole.
+    rows = sorted(rows, key=_by_contact)
     stamp = _time_text(conn)
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
     values = [(*[row.get(name) for name in _ACTIVITY_INTS],
@@ -317,6 +322,10 @@ def insert_activities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     with driver.cursor() as cursor, cursor.copy(f"COPY activities ({names}) FROM STDIN") as copy:
         for value in values:
             copy.write_row(value)
+
+
+def _by_contact(row: dict[str, Any]) -> int:
+    return int(row["contact_id"])
 
 
 def _time_text(conn: Connection) -> Callable[[datetime | None], str | None]:
