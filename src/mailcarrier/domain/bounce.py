@@ -26,6 +26,7 @@ from mailcarrier.domain.detectors.dsn import field_blocks
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import BOUNCE_SENDER
 from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.remote_hosts import host_of
 from mailcarrier.domain.smtp_reply import find_enhanced_status
 from mailcarrier.domain.vocabulary import Category, Reason, category_of, is_hard_bounce
 
@@ -139,7 +140,7 @@ def _from_found(found: Found) -> BounceRecord:
         status = str(in_text) if in_text and not str(in_text).endswith(".0.0") else status
     dtype = found.diagnostic_type
     evidence = BounceEvidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint,
-                             found.context)
+                             found.context, host_of(found.remote_mta))
     reason, rule = bounce_reason(evidence)
     if dtype:  # shown as the bounce wrote it ("smtp; 550 ...")
         diagnostic = f"{dtype}; {diagnostic}"

@@ -36,6 +36,7 @@ from importlib import resources
 from mailcarrier.domain.classify import normalise_text
 from mailcarrier.domain.detectors.base import lowercase_pattern
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.remote_hosts import remote_host_rules
 from mailcarrier.domain.rules_engine import Rule, RuleSet, default_rules
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
@@ -59,6 +60,9 @@ class BounceEvidence:
     #: The notification's human-readable explanation (one recipient's DSN): its wording of
     #: the ``notice`` reasons of ``reasons.toml`` decides before the status.
     context: str = ""
+    #: The host that answered (from ``Remote-MTA``), lowercased: a few providers' replies
+    #: read differently from theirs (``rules/remote_hosts.toml``).
+    remote_host: str = ""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -274,7 +278,7 @@ def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) ->
     # The notice differs from bounce to bounce while the rest of the evidence repeats: it
     # is weighed apart, so decisions on the same reply stay shared in the cache.
     core = BounceEvidence(evidence.diagnostic, evidence.status, evidence.command, evidence.diagnostic_type,
-                          evidence.action, evidence.hint)
+                          evidence.action, evidence.hint, remote_host=evidence.remote_host)
     early = _early(core)
     if early is not None:
         return early
@@ -329,6 +333,10 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
     status = evidence.status
     text = " ".join(evidence.diagnostic.split()).lower()
     named = table.status_reason(status)
+    if evidence.remote_host and (named is None or named in table.vague):
+        by_host = remote_host_rules().match(evidence.remote_host, status, evidence.command, text)
+        if by_host is not None:
+            return by_host.reason, by_host.id
     temporary = status is not None and status.startswith("4.")
     local = evidence.diagnostic_type == "x-unix"
     if not local:

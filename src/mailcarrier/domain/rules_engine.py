@@ -33,7 +33,8 @@ from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "default_rules", "load_rules", "validate_rule_file"]
+__all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "compile_rule", "default_rules", "load_rules",
+           "validate_rule_file"]
 
 #: The shipped rule files, most specific first.
 RULE_FILES: tuple[str, ...] = ("stage.toml", "codes.toml", "providers.toml", "text.toml", "status.toml",
@@ -97,7 +98,8 @@ def _as_list(value: object, key: str, where: str) -> list[object]:
     return value
 
 
-def _compile_rule(raw: dict[str, object], where: str) -> Rule:
+def compile_rule(raw: dict[str, object], where: str) -> Rule:
+    """One ``[[rule]]`` table compiled; ``where`` names it in error messages."""
     unknown = set(raw) - _KEYS
     if unknown:
         raise RuleFileError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
@@ -151,7 +153,7 @@ def _parse(data: str, where: str) -> list[Rule]:
     raws = doc.get("rule", [])
     if not isinstance(raws, list):
         raise RuleFileError(f"{where}: rules are written as [[rule]] tables")
-    return [_compile_rule(r, f"{where}#{i + 1}") for i, r in enumerate(raws)]
+    return [compile_rule(r, f"{where}#{i + 1}") for i, r in enumerate(raws)]
 
 
 def _check_unique(rules: Iterable[Rule]) -> None:
