@@ -433,3 +433,40 @@ def test_serve_drains_the_spool_on_clean_shutdown(db: Engine, settings: Settings
     rows = stored_verdicts(db)
     assert len(rows) == 30 and {r[2] for r in rows} == {ann.contact_id}
     assert spool_marks(spool_directory(settings)) == {}
+
+
+def writer_pids(server_pid: int) -> set[int]:
+    """Processes the server spawned to run the hit writer (not multiprocessing's resource tracker)."""
+    found = set()
+    for children in Path(f"/proc/{server_pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"spawn_main" in command:
+                found.add(int(pid))
+    return found
+
+
+def test_serve_replaces_a_writer_that_dies(db: Engine, settings: Settings, account_id: int) -> None:
+    _m, (ann,) = make_mailing(db, settings, account_id, ["ann@a.example"], datetime.now(UTC) - timedelta(hours=1))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(db, settings, port)
+    try:
+        for number in (1, 2, 3) * 3:
+            assert httpx.get(ann.click_url(number).replace("http://mc.test", base)).status_code == 302
+        assert len(wait_for_rows(db, 9)) == 9
+        (first,) = writer_pids(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        for number in (1, 2, 3) * 3:  # accepted while no writer runs
+            assert httpx.get(ann.click_url(number).replace("http://mc.test", base)).status_code == 302
+        assert len(wait_for_rows(db, 18)) == 18
+        (second,) = writer_pids(proc.pid)
+        assert second != first
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+    assert proc.returncode == 0

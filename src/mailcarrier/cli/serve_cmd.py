@@ -10,11 +10,13 @@ in its own process it costs the endpoints nothing but a ``write(2)`` per hit.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
-import multiprocessing.synchronize
+import multiprocessing.process
 import os
 import signal
 import threading
+from multiprocessing.connection import Connection
 
 import typer
 import uvicorn
@@ -26,7 +28,9 @@ from mailcarrier.services.policies import status_policy
 from mailcarrier.services.tracking import HitWriter
 from mailcarrier.storage.engine import make_engine
 
-__all__ = ["run_hit_writer", "serve_command", "serving_app"]
+__all__ = ["WriterSupervisor", "run_hit_writer", "serve_command", "serving_app"]
+
+_log = logging.getLogger("mailcarrier.serve")
 
 
 def serving_app() -> FastAPI:
@@ -42,27 +46,31 @@ def serving_app() -> FastAPI:
     return app
 
 
-def run_hit_writer(stop: multiprocessing.synchronize.Event, parent_pid: int) -> None:
-    """Body of the writer process: drain the spool until told to stop or the server dies.
+def run_hit_writer(parent_pid: int, ready: Connection) -> None:
+    """Body of the writer process: drain the spool until SIGTERM or the server dies.
 
     Runs at a lower priority (``tracking_writer_nice``): on a busy machine the endpoints'
     latency matters now, the writer only has to catch up within seconds. Ignores SIGINT (a
-    Ctrl-C reaches the whole process group; the server stops first and then sets ``stop``,
-    so nothing spooled is left behind); SIGTERM stops it the same way.
+    Ctrl-C reaches the whole process group; the server stops first and then sends SIGTERM,
+    so nothing spooled is left behind). A signal, not a ``multiprocessing.Event``: a writer
+    killed while waiting on such an event leaves it unusable and the server's shutdown hangs.
+    ``ready`` gets one message once SIGTERM is handled.
     If the server is killed, the writer notices its parent is gone, writes what is spooled
     and exits; the next ``mailcarrier serve`` picks up anything left.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     local_stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: local_stop.set())
+    ready.send_bytes(b"ready")  # from now on SIGTERM means "drain, then exit"
+    ready.close()
     settings = load_settings()
     os.nice(settings.tracking_writer_nice)
     engine = make_engine(settings)
     writer = HitWriter(engine, settings, status_policy(settings))
 
     def watch() -> None:
-        while not local_stop.is_set():
-            if stop.wait(0.2) or os.getppid() != parent_pid:
+        while not local_stop.wait(0.2):
+            if os.getppid() != parent_pid:
                 local_stop.set()
 
     threading.Thread(target=watch, name="mailcarrier-writer-watch", daemon=True).start()
@@ -70,6 +78,56 @@ def run_hit_writer(stop: multiprocessing.synchronize.Event, parent_pid: int) -> 
         writer.run(local_stop)
     finally:
         engine.dispose()
+
+
+class WriterSupervisor:
+    """Keeps one hit-writer process running while the server runs, and stops it last.
+
+    A writer that dies (killed, out of memory, a bug) is replaced within a second: the hits
+    meanwhile wait in the spool, so none is lost, but without a writer none would be stored
+    until the next restart of the server.
+    """
+
+    def __init__(self, check_interval: float = 1.0, startup_timeout: float = 60.0) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._startup_timeout = startup_timeout
+        self._ready: Connection
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._interval = check_interval
+        self.process = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="mailcarrier-writer-supervisor",
+                                         daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> int | None:
+        """Tell the writer to drain the spool and exit; wait for it; its exit code."""
+        with self._lock:
+            self._stopping.set()
+        # A SIGTERM before the writer has installed its handler (it imports for a second or
+        # two) would kill it undrained: wait for its word (or its end: EOF) first.
+        self._ready.poll(self._startup_timeout)
+        self.process.terminate()  # SIGTERM: drain, then exit
+        self.process.join()
+        return self.process.exitcode
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=run_hit_writer, args=(os.getpid(), sender),
+                                        name="mailcarrier-hit-writer")
+        process.start()
+        sender.close()
+        self._ready = receiver
+        return process
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._interval):
+            with self._lock:
+                if self._stopping.is_set() or self.process.is_alive():
+                    continue
+                _log.error("the tracking hit writer exited with %s; starting another",
+                           self.process.exitcode)
+                self.process = self._spawn()
 
 
 def serve_command(
@@ -87,11 +145,7 @@ def serve_command(
         os.environ["MAILCARRIER_DATABASE_URL"] = database_url
     os.environ["MAILCARRIER_TRACKING_WRITER"] = "external"
     load_settings()  # a configuration error shows here, before any process starts
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    writer = context.Process(target=run_hit_writer, args=(stop, os.getpid()),
-                             name="mailcarrier-hit-writer")
-    writer.start()
+    writer = WriterSupervisor()
     # uvicorn restores the handlers it found and re-raises SIGINT/SIGTERM after its graceful
     # shutdown; with the default handlers that would kill this process before the writer has
     # drained the spool. These only note the signal: the shutdown below then runs.
@@ -104,7 +158,7 @@ def serve_command(
                     proxy_headers=True, server_header=False)
     finally:
         # The servers have closed their spool segments: the writer drains them and exits.
-        stop.set()
-        writer.join()
-        if writer.exitcode != 0:
+        code = writer.stop()
+        if code != 0:
+            typer.echo(f"the tracking hit writer ended with exit code {code}", err=True)
             raise typer.Exit(1)
