@@ -177,3 +177,20 @@ def test_hit_records_round_trip(token: TrackingToken | None) -> None:
 def test_reading_needs_the_lock(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="acquire"):
         SpoolReader(tmp_path).read(1)
+
+
+def test_each_producer_gets_a_share_of_a_batch(tmp_path: Path) -> None:
+    busy, quiet = SpoolProducer(tmp_path, segment_bytes=200), SpoolProducer(tmp_path)
+    for i in range(300):
+        busy.append(b"busy %03d" % i)
+    for i in range(5):
+        quiet.append(b"quiet %d" % i)
+    reader = SpoolReader(tmp_path)
+    reader.acquire(wait=False)
+    first = read_all(reader, 40)
+    assert [r for r in first if r.startswith(b"quiet")] == [b"quiet %d" % i for i in range(5)]
+    assert [r for r in first if r.startswith(b"busy")] == [b"busy %03d" % i for i in range(20)]
+    rest: list[bytes] = []
+    while batch := read_all(reader, 40):
+        rest += batch
+    assert rest == [b"busy %03d" % i for i in range(20, 300)]  # in order across its segments

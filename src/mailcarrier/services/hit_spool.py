@@ -9,7 +9,7 @@ process turns the lines into rows at its own pace.
 
 Layout of the spool directory:
 
-- ``<nanoseconds>-<pid>-<n>.seg``: one segment per producer (one per serving process, a new one
+- ``<nanoseconds>-<pid>.<producer>-<n>.seg``: one segment per producer (one per serving process, a new one
   every ``segment_bytes``). The producer holds an exclusive ``flock`` on it while it is
   open. A segment is created under a temporary name, locked, then renamed, so the reader
   never finds a live segment unlocked. Each record is one line, written with one
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -53,8 +54,11 @@ _STALE_NEW_SECONDS = 60.0
 class SpoolProducer:
     """Appends records to this process's segment; thread-safe, one ``write(2)`` per record."""
 
+    _instances = itertools.count(1)
+
     def __init__(self, directory: Path, *, segment_bytes: int = 16 << 20) -> None:
         self.directory = directory
+        self._instance = next(self._instances)
         self._max = segment_bytes
         self._fd: int | None = None
         self._size = 0
@@ -89,7 +93,7 @@ class SpoolProducer:
     def _rotate(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._opened += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._opened:06d}"
+        name = f"{time.time_ns():020d}-{os.getpid()}.{self._instance}-{self._opened:06d}"
         temporary = self.directory / (name + _NEW_SUFFIX)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
@@ -170,31 +174,47 @@ class SpoolReader:
             self._lock_fd = None
 
     def read(self, max_records: int) -> SpoolBatch:
-        """Up to ``max_records`` complete records, oldest segment first, not yet committed."""
+        """Up to ``max_records`` complete records not yet committed, a share from each producer.
+
+        Each producer (process id and instance) with records waiting gets an equal share of the batch, so
+        a busy server process cannot starve the hits of another behind its own; a producer's
+        records come in the order it wrote them (its segments in name order).
+        """
         if self._lock_fd is None:
             raise RuntimeError("SpoolReader.read needs the reader lock: call acquire() first")
         batch = SpoolBatch()
+        waiting: dict[str, list[tuple[Path, int, int]]] = {}
         for segment in _segments(self.directory):
-            if len(batch.records) >= max_records:
-                break
             start = self._position(segment)
             size = _size(segment)
-            if size is None or size <= start:
-                continue
-            with open(segment, "rb") as handle:
-                handle.seek(start)
-                chunk = handle.read(min(self._read_bytes, size - start))
-            complete = chunk.rfind(b"\n")
-            if complete < 0:
-                continue  # a record still being written, or a torn one (see ``retire``)
-            offset = start
-            for line in chunk[:complete].split(b"\n"):
-                if len(batch.records) >= max_records:
-                    break
-                offset += len(line) + 1
-                batch.records.append(line)
-            batch.ends[segment.name] = offset
+            if size is not None and size > start:
+                producer = segment.name.split("-")[1]
+                waiting.setdefault(producer, []).append((segment, start, size))
+        share = -(-max_records // max(1, len(waiting)))
+        for segments in waiting.values():
+            limit = min(max_records, len(batch.records) + share)
+            for segment, start, size in segments:
+                if not self._read_segment(segment, start, size, limit, batch):
+                    break  # the rest of this producer's records come after this segment's
         return batch
+
+    def _read_segment(self, segment: Path, start: int, size: int, limit: int,
+                      batch: SpoolBatch) -> bool:
+        """Add the segment's records up to ``limit``; True if it was read to its current end."""
+        with open(segment, "rb") as handle:
+            handle.seek(start)
+            chunk = handle.read(min(self._read_bytes, size - start))
+        complete = chunk.rfind(b"\n")
+        if complete < 0:
+            return True  # a record still being written, or a torn one (see ``retire``)
+        offset = start
+        for line in chunk[:complete].split(b"\n"):
+            if len(batch.records) >= limit:
+                break
+            offset += len(line) + 1
+            batch.records.append(line)
+        batch.ends[segment.name] = offset
+        return offset >= size
 
     def commit(self, batch: SpoolBatch) -> None:
         """Record that the batch is stored downstream; then delete finished segments."""
