@@ -23,11 +23,13 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 
 import mailcarrier
+from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.services.hit_spool import spool_marks
-from mailcarrier.services.tracking import mailing_engagement, settled_events, spool_directory
+from mailcarrier.services.tracking import HitWriter, mailing_engagement, settled_events, spool_directory
 from mailcarrier.storage.tables import activities, contacts
+from mailcarrier.storage.tracking_spool_tables import tracking_spool_positions
 from mailcarrier.storage.tracking_tables import consent_records, tracking_hits, tracking_links
 from tests.api.conftest import T0, Clock
 from tests.api.live import free_port
@@ -470,3 +472,37 @@ def test_serve_replaces_a_writer_that_dies(db: Engine, settings: Settings, accou
             proc.terminate()
             proc.wait(30)
     assert proc.returncode == 0
+
+
+async def test_writer_killed_after_a_commit_stores_nothing_twice(
+        db: Engine, settings: Settings, clock: Clock, account_id: int) -> None:
+    external = settings.model_copy(update={"tracking_writer": "external"})  # no writer thread
+    app = create_app(external, db, clock=clock)
+    _m, (ann,) = make_mailing(db, external, account_id, ["ann@a.example"], T0)
+    clock.now = T0 + timedelta(minutes=10)
+    policy = app.state.tracking.policy
+    second = HitWriter(db, external, policy, clock=clock)
+    async with app.router.lifespan_context(app):
+        for number in (1, 2, 3):
+            assert (await hit(app, ann.click_url(number))).status_code == 302
+        assert hits(db) == []  # spooled; nobody drains in this process
+        first = HitWriter(db, external, policy, clock=clock)
+        assert first.reader.acquire(wait=False)
+        first.adopt_stored_positions()
+        assert first.drain_once() == 3
+        first.reader.release()
+        # What a kill -9 right after the database commit leaves: position files not yet moved.
+        for position_file in spool_directory(external).glob("*.pos"):
+            position_file.write_text("0", encoding="ascii")
+        assert second.reader.acquire(wait=False)
+        second.adopt_stored_positions()
+        assert second.drain_once() == 0
+        assert len(hits(db)) == 3
+        assert (await hit(app, ann.click_url(1))).status_code == 302
+        assert second.drain_once() == 1
+    assert second.drain_once() == 0  # the server closed its segment: deleted, with its position
+    second.reader.release()
+    assert len(hits(db)) == 4 and all(r["verdict"] is not None for r in hits(db))
+    assert spool_marks(spool_directory(external)) == {}
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tracking_spool_positions)).scalar_one() == 0

@@ -17,8 +17,8 @@ Layout of the spool directory:
   ``kill -9`` loses nothing it accepted (a power cut can; that needs fsync per hit).
 - ``<segment>.pos``: how far the reader has handed records downstream *and* had them
   committed (replaced atomically after each commit). A reader killed between a commit and
-  this update hands its last batch again on restart (at least once); a clean stop never
-  does.
+  this update would hand its last batch again, so a consumer that can store positions with
+  its records (the hit writer does, in the database) passes them to ``adopt`` on start.
 - ``reader.lock``: one reader at a time, across processes.
 
 A segment whose producer is gone (its lock can be taken) and that has been read to the end
@@ -216,19 +216,31 @@ class SpoolReader:
         batch.ends[segment.name] = offset
         return offset >= size
 
-    def commit(self, batch: SpoolBatch) -> None:
-        """Record that the batch is stored downstream; then delete finished segments."""
+    def adopt(self, positions: dict[str, int]) -> None:
+        """Positions known downstream (e.g. stored with the records): each segment resumes
+        from the larger of that and its position file."""
+        for segment in _segments(self.directory):
+            known = positions.get(segment.name, 0)
+            if known > self._position(segment):
+                self._positions[segment.name] = known
+
+    def segment_names(self) -> list[str]:
+        """The segments in the spool now."""
+        return [segment.name for segment in _segments(self.directory)]
+
+    def commit(self, batch: SpoolBatch) -> list[str]:
+        """Record that the batch is stored downstream; delete finished segments (their names)."""
         for name, end in batch.ends.items():
             segment = self.directory / name
             temporary = segment.with_name(name + POSITION_SUFFIX + _NEW_SUFFIX)
             temporary.write_text(str(end), encoding="ascii")
             os.replace(temporary, _position_path(segment))
             self._positions[name] = end
-        self.retire()
+        return self.retire()
 
-    def retire(self) -> int:
-        """Delete segments read to the end whose producer is gone; returns torn records skipped."""
-        torn = 0
+    def retire(self) -> list[str]:
+        """Delete segments read to the end whose producer is gone; returns their names."""
+        removed = []
         for segment in _segments(self.directory):
             start = self._position(segment)
             size = _size(segment)
@@ -248,13 +260,13 @@ class SpoolReader:
                         continue  # complete records left: read them first
                     _log.error("skipping a torn record at the end of spool segment %s (%d bytes)",
                                segment.name, len(rest))
-                    torn += 1
                 _position_path(segment).unlink(missing_ok=True)
                 segment.unlink()
                 self._positions.pop(segment.name, None)
+                removed.append(segment.name)
         for leftover in self.directory.glob("*" + _NEW_SUFFIX):
             self._remove_stale_new(leftover)
-        return torn
+        return removed
 
     def backlog_bytes(self) -> int:
         """Bytes appended but not yet committed, across segments."""

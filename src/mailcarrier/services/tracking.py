@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mailcarrier.config import Settings
@@ -62,6 +62,7 @@ from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.hit_spool import SpoolProducer, SpoolReader, caught_up, spool_marks
 from mailcarrier.storage.engine import is_sqlite
 from mailcarrier.storage.tables import deliveries
+from mailcarrier.storage.tracking_spool_tables import tracking_spool_positions
 from mailcarrier.storage.tracking_tables import tracking_hits, tracking_links
 
 __all__ = [
@@ -353,13 +354,24 @@ def _write_connection(engine: Engine) -> Connection:
 
 
 def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
-                networks: Sequence[Network] | NetworkIndex, now: datetime) -> int:
-    """Store a batch of hits with their verdicts, revising earlier verdicts; returns rows written."""
-    if not hits:
+                networks: Sequence[Network] | NetworkIndex, now: datetime,
+                spool_positions: Mapping[str, int] | None = None) -> int:
+    """Store a batch of hits with their verdicts, revising earlier verdicts; returns rows written.
+
+    ``spool_positions`` (segment name -> byte offset) are stored in the same transaction, so
+    the writer resumes exactly after what it stored, whenever it is killed.
+    """
+    if not hits and not spool_positions:
         return 0
     ordered = sorted(hits, key=lambda h: h.at)
     with _write_connection(engine) as conn, conn.begin():
-        written = _record_in(conn, ordered, limits, networks, now)
+        written = _record_in(conn, ordered, limits, networks, now) if ordered else 0
+        for segment, position in (spool_positions or {}).items():
+            updated = conn.execute(update(tracking_spool_positions).where(
+                tracking_spool_positions.c.segment == segment).values(position=position)).rowcount
+            if not updated:
+                conn.execute(tracking_spool_positions.insert().values(segment=segment,
+                                                                      position=position))
     return written
 
 
@@ -810,7 +822,9 @@ class HitWriter:
     second never holds the GIL the endpoints need. Only one writer drains a spool at a time
     (the spool's reader lock); a second one waits for the lock.
 
-    A batch's spool position moves only after its transaction commits, so a database that
+    A batch's spool position is stored in the database in the batch's own transaction
+    (``tracking_spool_positions``), so a writer killed at any moment is resumed by the next
+    one exactly after the last stored hit: none lost, none stored twice. A database that
     is slow, locked or down delays hits but loses none: they wait on disk and are retried.
     A hit the database rejects for what it contains is written alone and dropped (logged)
     so it cannot block the ones behind it.
@@ -844,10 +858,14 @@ class HitWriter:
             last_settle = time.monotonic()  # as before: the first settle after one interval
             stopping_since: float | None = None
             failures = 0  # in a row, for the back-off
+            adopted = False
             while True:
                 if stopping_since is None and stop.is_set():
                     stopping_since = time.monotonic()
                 try:
+                    if not adopted:
+                        self.adopt_stored_positions()
+                        adopted = True
                     handled = self.drain_once()
                 except (OperationalError, OSError) as exc:  # database or disk unavailable: hits wait
                     self._note_failure(exc)
@@ -865,7 +883,7 @@ class HitWriter:
                     last_settle = now
                 if handled == 0:
                     if stopping_since is not None:
-                        self.reader.retire()
+                        self._forget(self.reader.retire())
                         return
                     stop.wait(self.poll_interval)
         finally:
@@ -875,7 +893,7 @@ class HitWriter:
         """Write one batch from the spool; returns the number of records handled (0: none waiting)."""
         batch = self.reader.read(self.settings.tracking_batch_size)
         if not batch.records:
-            self.reader.retire()
+            self._forget(self.reader.retire())
             return 0
         hits: list[RawHit] = []
         for record in batch.records:
@@ -884,8 +902,8 @@ class HitWriter:
             except (ValueError, KeyError, TypeError) as exc:
                 self.stats.dropped += 1
                 _log.error("skipping an unreadable spool record %r: %r", record[:200], exc)
-        self._write(hits)
-        self.reader.commit(batch)
+        self._write(hits, batch.ends)
+        self._forget(self.reader.commit(batch))
         return len(batch.records)
 
     def settle(self) -> int:
@@ -894,25 +912,47 @@ class HitWriter:
         self.stats.settled += count
         return count
 
-    def _write(self, batch: Sequence[RawHit]) -> None:
-        """Write a batch; OperationalError propagates (retry later), other failures go hit by hit."""
+    def adopt_stored_positions(self) -> None:
+        """Resume each segment after the last hit stored from it (the database knows best)."""
+        with self.engine.connect() as conn:
+            stored = {str(r.segment): int(r.position) for r in conn.execute(
+                select(tracking_spool_positions.c.segment, tracking_spool_positions.c.position))}
+        self.reader.adopt(stored)
+        self._forget(sorted(set(stored) - set(self.reader.segment_names())))
+
+    def _forget(self, removed: Sequence[str]) -> None:
+        """Drop the stored positions of segments deleted from the spool."""
+        if removed:
+            with _write_connection(self.engine) as conn, conn.begin():
+                conn.execute(delete(tracking_spool_positions).where(
+                    tracking_spool_positions.c.segment.in_(list(removed))))
+
+    def _write(self, batch: Sequence[RawHit], positions: Mapping[str, int]) -> None:
+        """Write a batch and its spool positions; OperationalError propagates (retry later),
+        other failures go hit by hit (the positions then with the last one)."""
         try:
             self.stats.written += record_hits(self.engine, batch, limits=self._limits,
-                                              networks=self._networks, now=self.clock())
+                                              networks=self._networks, now=self.clock(),
+                                              spool_positions=positions)
             return
         except OperationalError:
             raise
         except Exception as exc:  # something in the batch itself: find it hit by hit
             self._note_failure(exc)
-        for hit in batch:
+        for index, hit in enumerate(batch):
+            last = index == len(batch) - 1
             try:
                 self.stats.written += record_hits(self.engine, [hit], limits=self._limits,
-                                                  networks=self._networks, now=self.clock())
+                                                  networks=self._networks, now=self.clock(),
+                                                  spool_positions=positions if last else None)
             except OperationalError:
                 raise
             except Exception as exc:
                 self.stats.dropped += 1
                 _log.error("dropping tracking hit %r: %r", replace(hit, headers={}), exc)
+                if last:
+                    record_hits(self.engine, [], limits=self._limits, networks=self._networks,
+                                now=self.clock(), spool_positions=positions)
 
     def _note_failure(self, exc: Exception) -> None:
         self.stats.failed_batches += 1

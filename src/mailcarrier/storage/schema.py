@@ -15,6 +15,7 @@ from mailcarrier.storage import (
     pool_tables,  # noqa: F401
     report_tables,  # noqa: F401
     tables,
+    tracking_spool_tables,  # noqa: F401
     tracking_tables,  # noqa: F401
     webhook_tables,  # noqa: F401
 )
