@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import random
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -208,14 +210,31 @@ def child(backend: str, url: str, csv_path: Path, args: argparse.Namespace) -> d
         events_s += time.perf_counter() - start
         batch.clear()
 
-    for record in events(account.id, report.rows_imported, args.rows, rng, first_id, STRIDES[args.order]):
-        batch.append(record)
-        if len(batch) >= args.batch:
+    stream = events(account.id, report.rows_imported, args.rows, rng, first_id, STRIDES[args.order])
+    if args.writers == 1:
+        for record in stream:
+            batch.append(record)
+            if len(batch) >= args.batch:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+    else:
+        # Several writers (worker processes and inbound processors each apply their own
+        # events): batches go to a pool of threads, at most one waiting per writer. Timed as
+        # the whole loop, generating the records included.
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.writers) as pool:
+            pending: set[Future[Any]] = set()
+            for chunk in iter(lambda: list(itertools.islice(stream, args.batch)), []):
+                if len(pending) >= args.writers * 2:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    applied += sum(len(f.result()) for f in done)
+                pending.add(pool.submit(apply_events, engine, policy, chunk, NOW))
+            applied += sum(len(f.result()) for f in pending)
+        events_s = time.perf_counter() - start
     print(f"{backend}: applied {applied:,} events in {events_s:.1f} s = "
-          f"{applied / events_s:,.0f} events/s ({args.order} order, batches of {args.batch:,}); "
+          f"{applied / events_s:,.0f} events/s ({args.order} order, batches of {args.batch:,}, "
+          f"{args.writers} writer(s)); "
           f"peak RSS {peak_rss_mb():.0f} MB", file=sys.stderr, flush=True)
     sample = list(events(account.id, report.rows_imported, args.peer_events,
                          random.Random(11), first_id, STRIDES[args.order]))
@@ -237,6 +256,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    parser.add_argument("--writers", type=int, default=1,
+                        help="threads applying event batches at once (default 1)")
     parser.add_argument("--order", choices=sorted(STRIDES), default="scattered",
                         help="event order over the contacts (default: scattered, the harder case)")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "URL", "CSV"), help=argparse.SUPPRESS)
@@ -255,7 +276,7 @@ def main() -> None:
         for backend, url in targets:
             command = [sys.executable, __file__, "--rows", str(args.rows), "--batch", str(args.batch),
                        "--peer-rows", str(args.peer_rows), "--peer-events", str(args.peer_events),
-                       "--order", args.order,
+                       "--order", args.order, "--writers", str(args.writers),
                        "--child", backend, url, str(csv_path)]
             out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
             results[backend] = json.loads(out.strip().splitlines()[-1])
