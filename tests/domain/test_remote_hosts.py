@@ -75,6 +75,7 @@ def test_a_whole_dsn_from_kddi_reads_user_unknown() -> None:
     "[[provider]]\nid = 'x'\nhosts = ['(']\n[[provider.rule]]\nid = 'r'\nreason = 'filtered'\n",
     "[[provider]]\nid = 'x'\nhosts = ['a']\n[[provider.rule]]\nid = 'r'\nreason = 'nonsense'\n",
     "provider = 3\n",
+    "provider = [1, 2]\n",
     "not toml [",
 ])
 def test_a_broken_table_is_a_rule_file_error(bad: str) -> None:

@@ -67,6 +67,8 @@ def _compile(data: str, where: str) -> RemoteHostRules:
         raise RuleFileError(f"{where}: providers are written as [[provider]] tables")
     providers = []
     for number, raw in enumerate(raws, 1):
+        if not isinstance(raw, dict):
+            raise RuleFileError(f"{where}#{number}: a provider is a [[provider]] table")
         pid, hosts, rules = raw.get("id"), raw.get("hosts"), raw.get("rule")
         here = f"{where}#{number} ({pid!r})"
         if not isinstance(pid, str) or not isinstance(hosts, list) or not hosts:
