@@ -151,3 +151,15 @@ def test_opted_out_cannot_be_reactivated() -> None:
 def test_status_changed_flag() -> None:
     assert unknown_user(None).status_changed
     assert not decide(POLICY, ContactState(), ContactEvent(K.SENT, T0), T0).status_changed
+
+
+def test_a_delivery_explains_itself_only_when_it_resets_a_counter() -> None:
+    """The history of a routine delivery carries no policy note; one after bounces says why."""
+    plain = decide(POLICY, ContactState(), ContactEvent(K.DELIVERED, T0), T0)
+    assert plain.because == ()
+    assert plain.after.last_delivered_at == T0
+    bounced = run([SOFT, BLOCK])
+    reset = decide(POLICY, bounced, ContactEvent(K.DELIVERED, T0), T0)
+    assert reset.because == ("delivery resets bounce counters",)
+    assert (reset.after.consecutive_soft_bounces, reset.after.consecutive_blocks) == (0, 0)
+    assert reset.after.total_bounces == bounced.total_bounces == 2
