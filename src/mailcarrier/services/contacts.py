@@ -32,6 +32,7 @@ from mailcarrier.domain.contact_status import (
     decide,
 )
 from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.storage import contact_state as state_repo
 from mailcarrier.storage import contacts as repo
 from mailcarrier.storage.engine import write_transaction
 
@@ -116,92 +117,69 @@ def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactE
     by_account: dict[int, set[int]] = {}
     for record in records:
         by_account.setdefault(record.account_id, set()).add(record.contact_id)
-    loaded: dict[tuple[int, int], repo.VersionedState] = {}
+    loaded: dict[tuple[int, int], state_repo.VersionedState] = {}
     for account_id, ids in by_account.items():
-        for cid, versioned in repo.load_states(conn, account_id, ids).items():
+        for cid, versioned in state_repo.load_states(conn, account_id, ids).items():
             loaded[(account_id, cid)] = versioned
     current: dict[tuple[int, int], ContactState] = {k: v.state for k, v in loaded.items()}
-    pending: dict[tuple[int, int], dict[str, Any]] = {}
-    activity_rows: list[dict[str, Any]] = []
+    moved: set[tuple[int, int]] = set()
+    bounces: dict[tuple[int, int], state_repo.LatestBounce] = {}
+    activity_rows: list[state_repo.NewActivity] = []
     transitions: list[Transition] = []
     for record in records:
         key = (record.account_id, record.contact_id)
-        if key not in current:
+        state = current.get(key)
+        if state is None:
             raise NotFoundError(f"contact {record.contact_id} not found in account {record.account_id}")
-        transition = decide(policy, current[key], record.event, now)
+        transition = decide(policy, state, record.event, now)
         current[key] = transition.after
         transitions.append(transition)
-        _collect(pending.setdefault(key, _row_from(loaded[key], now)), record, transition, now)
-        activity_rows.extend(_activities(record, transition))
-    by_account_rows: dict[int, list[dict[str, Any]]] = {}
-    for (account_id, _cid), row in pending.items():
-        by_account_rows.setdefault(account_id, []).append(row)
-    for account_id, rows in by_account_rows.items():
-        if repo.write_states(conn, account_id, rows) != len(rows):
+        if transition.status_changed:
+            moved.add(key)
+        if record.event.kind in BOUNCE_KINDS:
+            bounces[key] = _latest_bounce(record, transition)
+        _append_activities(activity_rows, record, transition)
+    writes: dict[int, list[state_repo.StateWrite]] = {}
+    for key, versioned in loaded.items():
+        writes.setdefault(key[0], []).append(state_repo.StateWrite(
+            versioned.contact_id, versioned.version, versioned.state, current[key],
+            key in moved, bounces.get(key)))
+    for account_id, account_writes in writes.items():
+        if not state_repo.write_states(conn, account_id, account_writes, now):
             return None
-    repo.insert_activities(conn, activity_rows)
+    state_repo.append_activities(conn, activity_rows)
     return transitions
 
 
-def _row_from(versioned: repo.VersionedState, now: datetime) -> dict[str, Any]:
-    row: dict[str, Any] = {"contact_id": versioned.contact_id,
-                           "expected_version": versioned.version, "now": now,
-                           "before": versioned.state,
-                           "status_changed_at": None, "keep_bounce": True}
-    row.update(dict.fromkeys(repo.BOUNCE_FIELDS))
-    return row
+def _latest_bounce(record: ContactEventRecord, transition: Transition) -> state_repo.LatestBounce:
+    return state_repo.LatestBounce(
+        record.event.occurred_at,
+        int(transition.category) if transition.category is not None else None,
+        transition.reason.value if transition.reason is not None else None,
+        record.reply_code, record.enhanced_status, record.diagnostic, record.remote_mta,
+        record.mailing_id)
 
 
-def _collect(row: dict[str, Any], record: ContactEventRecord, transition: Transition,
-             now: datetime) -> None:
-    after = transition.after
-    row.update(status=after.status.value, email_invalid=after.email_invalid,
-               consecutive_soft_bounces=after.consecutive_soft_bounces,
-               consecutive_blocks=after.consecutive_blocks, total_bounces=after.total_bounces,
-               last_delivered_at=after.last_delivered_at, last_engaged_at=after.last_engaged_at)
-    if transition.status_changed:
-        row["status_changed_at"] = now
-    if record.event.kind in BOUNCE_KINDS:
-        row["keep_bounce"] = False
-        row.update(
-            last_bounce_at=record.event.occurred_at,
-            last_bounce_category=int(transition.category) if transition.category is not None else None,
-            last_bounce_reason=transition.reason.value if transition.reason is not None else None,
-            last_bounce_reply_code=record.reply_code,
-            last_bounce_enhanced_status=record.enhanced_status,
-            last_bounce_diagnostic=record.diagnostic,
-            last_bounce_remote_mta=record.remote_mta,
-            last_bounce_mailing_id=record.mailing_id,
-        )
-
-
-def _activities(record: ContactEventRecord, transition: Transition) -> list[dict[str, Any]]:
+def _append_activities(rows: list[state_repo.NewActivity], record: ContactEventRecord,
+                       transition: Transition) -> None:
+    """The event's history entry, and a ``status_changed`` entry when the status moved."""
     event = record.event
-    details = dict(record.details)
+    details = dict(record.details) if record.details else {}
     if transition.suspected_filtering:
         details["suspected_filtering"] = True
     if transition.because:
         details["policy"] = list(transition.because)
-    base = {
-        "account_id": record.account_id, "contact_id": record.contact_id,
-        "mailing_id": record.mailing_id, "delivery_id": record.delivery_id,
-    }
-    rows = [{
-        **base, "type": event.kind.value, "occurred_at": event.occurred_at,
-        "reason": transition.reason.value if transition.reason is not None else None,
-        "category": int(transition.category) if transition.category is not None else None,
-        "reply_code": record.reply_code, "enhanced_status": record.enhanced_status,
-        "diagnostic": record.diagnostic, "remote_mta": record.remote_mta,
-        "cause": record.cause, "details": details or None,
-    }]
+    reason = transition.reason.value if transition.reason is not None else None
+    category = int(transition.category) if transition.category is not None else None
+    rows.append(state_repo.NewActivity(
+        record.account_id, record.contact_id, record.mailing_id, record.delivery_id, category,
+        record.reply_code, event.kind.value, reason, record.enhanced_status, record.diagnostic,
+        record.remote_mta, record.cause, event.occurred_at, details or None))
     if transition.status_changed:
         before, after = transition.before, transition.after
-        rows.append({
-            **base, "type": "status_changed", "occurred_at": event.occurred_at,
-            "reason": rows[0]["reason"], "category": rows[0]["category"], "reply_code": None,
-            "enhanced_status": None, "diagnostic": None, "remote_mta": None,
-            "cause": "; ".join(transition.because) or record.cause,
-            "details": {"from": before.status.value, "to": after.status.value,
-                        "email_invalid": after.email_invalid, "by": record.cause},
-        })
-    return rows
+        rows.append(state_repo.NewActivity(
+            record.account_id, record.contact_id, record.mailing_id, record.delivery_id, category,
+            None, "status_changed", reason, None, None, None,
+            "; ".join(transition.because) or record.cause, event.occurred_at,
+            {"from": before.status.value, "to": after.status.value,
+             "email_invalid": after.email_invalid, "by": record.cause}))
