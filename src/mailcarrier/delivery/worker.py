@@ -38,19 +38,18 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
+from mailcarrier.delivery import contact_outcomes
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.source_routing import SourceRouting
 from mailcarrier.delivery.transport import RejectedError, SendResult, TransportError
 from mailcarrier.domain.classify import Classification, classify, classify_internal, classify_reply
-from mailcarrier.domain.contact_status import ContactEvent, EventKind
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
 from mailcarrier.domain.rules_engine import Scope
 from mailcarrier.domain.smtp_reply import SMTPStage
-from mailcarrier.domain.vocabulary import INTERNAL_CODES, Category, DeliveryState, Reason
-from mailcarrier.services import contacts as contact_service
+from mailcarrier.domain.vocabulary import INTERNAL_CODES, DeliveryState, Reason
 from mailcarrier.services.mailings import LinkHook, MailingRenderer, RecipientData, TemplateRenderError
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.pools import SourcePick
@@ -222,28 +221,7 @@ class _Worker:
                 tracking_key_id=self.settings.tracking_key_id)
 
     def _apply_contact_events(self) -> int:
-        pending = outbox.pending_contact_events(self.engine)
-        if not pending:
-            return 0
-        records = []
-        for event in pending:
-            reason = Reason(event.reason) if event.reason else None
-            category = Category(event.category) if event.category is not None else None
-            if event.state == DeliveryState.DELIVERED.value:
-                kind = EventKind.DELIVERED
-            elif event.state == DeliveryState.BOUNCED_HARD.value:
-                kind = EventKind.HARD_BOUNCE
-            else:
-                kind = EventKind.SOFT_BOUNCE
-            records.append(contact_service.ContactEventRecord(
-                event.account_id, event.contact_id,
-                ContactEvent(kind, event.occurred_at, reason, category),
-                mailing_id=event.mailing_id, delivery_id=event.delivery_id, reply_code=event.reply_code,
-                enhanced_status=event.enhanced_status, diagnostic=event.diagnostic,
-                cause="delivery engine"))
-        contact_service.apply_events(self.engine, self.status_policy, records, self.clock.now())
-        outbox.clear_contact_events(self.engine, [e.delivery_id for e in pending])
-        return len(pending)
+        return contact_outcomes.apply_pending(self.engine, self.status_policy, self.clock.now())
 
     def beat(self) -> None:
         """Renew leases, say we are alive, and learn how many workers share the destinations."""

@@ -15,7 +15,7 @@ contacts in another order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,14 +76,25 @@ def apply_event(engine: Engine, policy: StatusPolicy, record: ContactEventRecord
 
 
 def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[ContactEventRecord],
-                 now: datetime) -> list[Transition]:
-    """Apply a batch in order (several events for one contact chain), in one transaction."""
+                 now: datetime, *,
+                 take: Callable[[Connection], Collection[int]] | None = None) -> list[Transition]:
+    """Apply a batch in order (several events for one contact chain), in one transaction.
+
+    ``take``, when given, runs first in that transaction and returns the delivery ids it
+    claimed for this writer (e.g. by clearing their pending flag): only records of those
+    deliveries are applied, so events another writer already applied are skipped rather
+    than counted twice. The transitions returned are those of the applied records.
+    """
     if not records:
         return []
     for _ in range(MAX_RETRIES):
         try:
             with write_transaction(engine) as conn:
-                outcome = _apply_in(conn, policy, records, now)
+                batch = records
+                if take is not None:
+                    taken = set(take(conn))
+                    batch = [record for record in records if record.delivery_id in taken]
+                outcome = _apply_in(conn, policy, batch, now) if batch else []
                 if outcome is not None:
                     return outcome
                 conn.rollback()

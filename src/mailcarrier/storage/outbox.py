@@ -28,8 +28,8 @@ The in-flight rule (crash safety)
 
 Contact events
     Final states also set ``contact_event_pending``; the worker applies the contact status
-    rules afterwards and clears the flag (:func:`pending_contact_events`,
-    :func:`clear_contact_events`), so a crash between the two only delays the event.
+    rules afterwards, clearing the flag in the same transaction (:func:`pending_contact_events`,
+    :func:`take_contact_events`), so each event is applied once, crash or not.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ __all__ = [
     "PendingContactEvent",
     "beat",
     "claim_due",
-    "clear_contact_events",
     "has_open_work",
     "leave",
     "next_wake_up",
@@ -71,6 +70,7 @@ __all__ = [
     "record_results",
     "recover_expired",
     "renew_leases",
+    "take_contact_events",
     "write_transaction",
 ]
 
@@ -406,12 +406,21 @@ def pending_contact_events(engine: Engine, *, limit: int = 5_000) -> list[Pendin
                                 r.last_diagnostic, r.final_at) for r in rows]
 
 
-def clear_contact_events(engine: Engine, delivery_ids: Sequence[int]) -> None:
-    if not delivery_ids:
-        return
-    with write_transaction(engine) as conn:
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(list(delivery_ids)))
-                     .values(contact_event_pending=False))
+def take_contact_events(conn: Connection, delivery_ids: Sequence[int]) -> set[int]:
+    """Clear the pending flag of those of ``delivery_ids`` that still have it, in the caller's
+    transaction, and return their ids: the caller applies exactly these events.
+
+    A concurrent writer that cleared some first (PostgreSQL: this UPDATE waits for its
+    commit, then finds them cleared; SQLite: writers are serialised) gets them left out.
+    """
+    taken: set[int] = set()
+    d = deliveries.c
+    for start in range(0, len(delivery_ids), 900):
+        chunk = list(delivery_ids[start:start + 900])
+        taken.update(conn.execute(update(deliveries).where(
+            d.id.in_(chunk), d.contact_event_pending.is_(True),
+        ).values(contact_event_pending=False).returning(d.id)).scalars())
+    return taken
 
 
 def has_open_work(engine: Engine) -> bool:
