@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
-from mailcarrier.domain.contact_status import ContactEvent, DomainEvidence, EventKind, StatusPolicy
+from mailcarrier.domain.contact_status import (
+    ContactEvent,
+    DomainEvidence,
+    EventKind,
+    StatusPolicy,
+    Transition,
+)
 from mailcarrier.domain.errors import ConflictError, NotFoundError
 from mailcarrier.domain.vocabulary import Category, ContactStatus, Reason
 from mailcarrier.services.contacts import (
@@ -223,3 +229,31 @@ def test_mixed_batch_writes_every_change_and_indexes_follow(db: tuple[Engine, in
     assert row(engine, ids[1])["last_delivered_at"] == later
     assert row(engine, ids[3])["version"] == 2 and row(engine, ids[4])["last_engaged_at"] == later
     assert [row(engine, cid)["version"] for cid in ids] == [3, 3, 3, 2, 2]  # one write per batch
+
+
+def test_finish_commits_with_the_events_or_nothing_does(db: tuple[Engine, int, int, int]) -> None:
+    """A caller's bookkeeping (``finish``) shares the events' transaction: when it fails, the
+    events are not applied either, so the caller can run the batch again without counting
+    anything twice; when it succeeds it sees the transitions and its writes stay."""
+    engine, account, mine, _ = db
+    soft = bounce(account, mine, EventKind.SOFT_BOUNCE, Reason.MAILBOXFULL, Category.TEMPORARY, T0)
+
+    def failing(_conn: object, _transitions: object) -> None:
+        raise RuntimeError("bookkeeping failed")
+
+    with pytest.raises(RuntimeError, match="bookkeeping failed"):
+        apply_events(engine, POLICY, [soft], T0, finish=failing)
+    assert row(engine, mine)["total_bounces"] == 0
+    assert history(engine, account, mine) == []
+
+    seen: list[int] = []
+
+    def renaming(conn: Connection, transitions: list[Transition]) -> None:
+        seen.append(len(transitions))
+        conn.execute(update(contacts).where(contacts.c.id == mine).values(first_name="Ann"))
+
+    apply_events(engine, POLICY, [soft], T0, finish=renaming)
+    after = row(engine, mine)
+    assert (after["total_bounces"], after["first_name"], seen) == (1, "Ann", [1])
+    assert [entry.type for entry in history(engine, account, mine)] == ["soft_bounce"]
+

@@ -77,13 +77,19 @@ def apply_event(engine: Engine, policy: StatusPolicy, record: ContactEventRecord
 
 def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[ContactEventRecord],
                  now: datetime, *,
-                 take: Callable[[Connection], Collection[int]] | None = None) -> list[Transition]:
+                 take: Callable[[Connection], Collection[int]] | None = None,
+                 finish: Callable[[Connection, list[Transition]], None] | None = None,
+                 ) -> list[Transition]:
     """Apply a batch in order (several events for one contact chain), in one transaction.
 
     ``take``, when given, runs first in that transaction and returns the delivery ids it
     claimed for this writer (e.g. by clearing their pending flag): only records of those
     deliveries are applied, so events another writer already applied are skipped rather
     than counted twice. The transitions returned are those of the applied records.
+    ``finish``, when given, runs last in the same transaction with those transitions: the
+    caller's own bookkeeping (marking its source rows done) commits with the events or not
+    at all, so a crash can neither apply an event twice nor lose it. An exception it raises
+    rolls everything back and propagates.
     """
     if not records:
         return []
@@ -96,6 +102,8 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
                     batch = [record for record in records if record.delivery_id in taken]
                 outcome = _apply_in(conn, policy, batch, now) if batch else []
                 if outcome is not None:
+                    if finish is not None:
+                        finish(conn, outcome)
                     return outcome
                 conn.rollback()
         except DBAPIError as exc:

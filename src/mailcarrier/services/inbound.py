@@ -31,11 +31,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.bounce import BounceRecord, BounceReport, parse_bounce
-from mailcarrier.domain.contact_status import ContactEvent, DomainEvidence, EventKind, StatusPolicy
+from mailcarrier.domain.contact_status import (
+    ContactEvent,
+    DomainEvidence,
+    EventKind,
+    StatusPolicy,
+    Transition,
+)
 from mailcarrier.domain.errors import NotFoundError, ParseError
 from mailcarrier.domain.vocabulary import Category, Reason
 from mailcarrier.services import pools
@@ -255,15 +261,24 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     with engine.connect() as conn:
         _match(conn, live, ctx, now)
     events, flips = _plan(engine, live, ctx, now)
+    results = [_result(r, now) for r in readings]
+
+    def finish(conn: Connection, transitions: list[Transition]) -> None:
+        # In the contact events' transaction: a crash cannot leave the events applied with
+        # the emails still claimed (re-read after the claim expires: bounces counted twice).
+        summary.bounced_deliveries = store.flip_deliveries(
+            conn, _delivery_rows(events, transitions, flips, now))
+        store.save_results(conn, results)
+
     mark = time.perf_counter()
-    transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now) if events else []
+    transitions: list[Transition] = []
+    if events:
+        transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now, finish=finish)
+    else:
+        with write_transaction(engine) as conn:
+            finish(conn, [])
     summary.contact_seconds = time.perf_counter() - mark
     summary.contact_events = len(transitions)
-    delivery_rows = _delivery_rows(events, transitions, flips, now)
-    results = [_result(r, now) for r in readings]
-    with write_transaction(engine) as conn:
-        summary.bounced_deliveries = store.flip_deliveries(conn, delivery_rows)
-        store.save_results(conn, results)
     if events:
         _count_against_sending_ips(engine, events, transitions)
         pools.record_bounce_signals(engine, [(a.delivery.id, e.account_id, e.diagnostic or "")

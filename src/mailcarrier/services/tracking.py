@@ -582,26 +582,30 @@ def settle_hits(engine: Engine, policy: StatusPolicy, *, now: datetime, hold: ti
     id cursor. When another process is settling the same rows, this call settles nothing.
     """
     cutoff = now - hold
-    with _write_connection(engine) as conn, conn.begin():
+    with engine.connect() as conn:
         rows = conn.execute(select(tracking_hits.c.id, tracking_hits.c.occurred_at,
                                    tracking_hits.c.kind, tracking_hits.c.verdict,
                                    tracking_hits.c.account_id, tracking_hits.c.contact_id,
                                    tracking_hits.c.mailing_id, tracking_hits.c.delivery_id)
                             .where(tracking_hits.c.settled_at.is_(None))
                             .order_by(tracking_hits.c.id).limit(limit)).all()
-        due = []
-        for row in rows:
-            if row.occurred_at > cutoff:
-                break
-            due.append(row)
-        if not due:
-            return 0
+    due = []
+    for row in rows:
+        if row.occurred_at > cutoff:
+            break
+        due.append(row)
+    if not due:
+        return 0
+
+    def settle(conn: Connection, _transitions: object = None) -> None:
+        # In the contact events' transaction: a crash cannot leave hits settled whose
+        # engagement never reached the contact, nor the reverse.
         claimed = conn.execute(update(tracking_hits).where(
             tracking_hits.c.id.in_([r.id for r in due]), tracking_hits.c.settled_at.is_(None))
             .values(settled_at=now)).rowcount
         if claimed != len(due):
-            conn.rollback()
-            return 0
+            raise _SettledElsewhereError
+
     records = [
         ContactEventRecord(
             account_id=r.account_id, contact_id=r.contact_id,
@@ -611,9 +615,19 @@ def settle_hits(engine: Engine, policy: StatusPolicy, *, now: datetime, hold: ti
         for r in due
         if r.verdict == VerdictKind.HUMAN.value and r.contact_id is not None and r.account_id is not None
     ]
-    if records:
-        apply_events(engine, policy, records, now)
+    try:
+        if records:
+            apply_events(engine, policy, records, now, finish=settle)
+        else:
+            with _write_connection(engine) as conn, conn.begin():
+                settle(conn)
+    except _SettledElsewhereError:
+        return 0
     return len(due)
+
+
+class _SettledElsewhereError(Exception):
+    """Another settler took some of these hits first: this one rolls back and settles none."""
 
 
 @dataclass(frozen=True, slots=True)
