@@ -5,8 +5,15 @@ For each backend (SQLite file, then PostgreSQL in a fresh schema) a child proces
 1. imports a generated CSV of ``--rows`` contacts with the real streaming importer
    (rows/s, and the child's peak RSS, which is the import's: nothing else ran before it);
 2. applies ``--rows`` delivery/bounce events through ``apply_events`` in batches of
-   ``--batch`` (events/s). The event mix is 80% delivered, 10% soft, 5% invalid-address
-   hard bounces, 5% blocks, over contacts spread across the whole list;
+   ``--batch`` (events/s), once per event order (``--order``, default both, on the same
+   contacts one after the other):
+   - ``send``: a mailing's outcomes in send order (contact order), as the delivery engine
+     records them;
+   - ``scattered``: events in no order (late bounces and clicks), every event on another
+     page of the contact table (a prime stride through the ids).
+   The event mix is 80% delivered, 10% soft, 5% invalid-address hard bounces, 5% blocks,
+   each carrying its mailing's id as the engine's do. On PostgreSQL the tables are first
+   vacuumed and analysed, as autovacuum does shortly after a bulk load (not timed);
 3. measures the peers on the same database, on samples (they are linear, so a sample
    gives their rate without making the run hours long):
    - import peer: one INSERT per row through SQLAlchemy in one transaction (a hand-written
@@ -16,10 +23,11 @@ For each backend (SQLite file, then PostgreSQL in a fresh schema) a child proces
      on ``--peer-events`` events.
 
 Each child runs on a fresh database, so the figures of one backend never include the other's
-work. The last line compares events/s on the slower backend with the naive loop on that
-backend (the issue's target is >= 20,000 events/s on both).
+work. The last line gives the slowest (backend, order) events/s against the naive loop on
+that backend (the issue's target is >= 20,000 events/s on both backends).
 
-Usage: python bench/store.py [--rows 1000000] [--pg-url postgresql+psycopg://...] [--no-pg]
+Usage: python bench/store.py [--rows 1000000] [--order send|scattered|both] [--writers N]
+                             [--pg-url postgresql+psycopg://...] [--no-pg]
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from mailcarrier.domain.contact_status import (
 from mailcarrier.domain.vocabulary import Category, ContactStatus, Reason
 from mailcarrier.services.contact_import import import_csv
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
+from mailcarrier.services.mailings import MailingDraft, create_mailing
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
@@ -94,7 +103,8 @@ STRIDES = {"scattered": 7919, "send": 1}
 
 
 def events(account_id: int, contacts_count: int, count: int, rng: random.Random,
-           first_contact: int = 1, stride: int = STRIDES["scattered"]) -> Iterator[ContactEventRecord]:
+           first_contact: int = 1, stride: int = STRIDES["scattered"],
+           mailing_id: int | None = None) -> Iterator[ContactEventRecord]:
     kinds = ((0.80, EventKind.DELIVERED, None, None),
              (0.90, EventKind.SOFT_BOUNCE, Reason.MAILBOXFULL, Category.TEMPORARY),
              (0.95, EventKind.HARD_BOUNCE, Reason.USERUNKNOWN, Category.INVALID_ADDRESS),
@@ -106,6 +116,7 @@ def events(account_id: int, contacts_count: int, count: int, rng: random.Random,
         evidence = DomainEvidence(1, 20) if kind is EventKind.HARD_BOUNCE else None
         yield ContactEventRecord(account_id, first_contact + (i * stride) % contacts_count,
                                  ContactEvent(kind, when, reason, category, evidence),
+                                 mailing_id=mailing_id,
                                  reply_code=550 if kind is EventKind.HARD_BOUNCE else None,
                                  cause="bench")
 
@@ -182,7 +193,7 @@ def naive_events_rate(engine: Engine, records: list[ContactEventRecord], batch: 
 
 
 def child(backend: str, url: str, csv_path: Path, args: argparse.Namespace) -> dict[str, float]:
-    """One backend, in its own process: import, events, then the peers on samples."""
+    """One backend, in its own process: import, events in each order, then the peers on samples."""
     engine = make_engine(url)
     upgrade(engine)
     with engine.begin() as conn:
@@ -194,58 +205,64 @@ def child(backend: str, url: str, csv_path: Path, args: argparse.Namespace) -> d
     import_rss = peak_rss_mb()
     with engine.connect() as conn:
         first_id = conn.execute(text("SELECT min(id) FROM contacts")).scalar_one()
+        audience_id = conn.execute(text("SELECT min(id) FROM audiences")).scalar_one()
     print(f"{backend}: imported {report.rows_imported:,} rows in {import_s:.1f} s = "
           f"{report.rows_imported / import_s:,.0f} rows/s; peak RSS {import_rss:.0f} MB "
           f"(before import {rss_before:.0f} MB)", file=sys.stderr, flush=True)
-    policy = StatusPolicy()
-    rng = random.Random(7)
-    batch: list[ContactEventRecord] = []
-    applied = 0
-    events_s = 0.0  # time inside apply_events only: generating the records is not the store's work
-
-    def flush() -> None:
-        nonlocal applied, events_s
-        start = time.perf_counter()
-        applied += len(apply_events(engine, policy, batch, NOW))
-        events_s += time.perf_counter() - start
-        batch.clear()
-
-    stream = events(account.id, report.rows_imported, args.rows, rng, first_id, STRIDES[args.order])
-    if args.writers == 1:
-        for record in stream:
-            batch.append(record)
-            if len(batch) >= args.batch:
-                flush()
-        if batch:
-            flush()
-    else:
-        # Several writers (worker processes and inbound processors each apply their own
-        # events): batches go to a pool of threads, at most one waiting per writer. Timed as
-        # the whole loop, generating the records included.
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.writers) as pool:
-            pending: set[Future[Any]] = set()
-            for chunk in iter(lambda: list(itertools.islice(stream, args.batch)), []):
-                if len(pending) >= args.writers * 2:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    applied += sum(len(f.result()) for f in done)
-                pending.add(pool.submit(apply_events, engine, policy, chunk, NOW))
-            applied += sum(len(f.result()) for f in pending)
-        events_s = time.perf_counter() - start
-    print(f"{backend}: applied {applied:,} events in {events_s:.1f} s = "
-          f"{applied / events_s:,.0f} events/s ({args.order} order, batches of {args.batch:,}, "
-          f"{args.writers} writer(s)); "
-          f"peak RSS {peak_rss_mb():.0f} MB", file=sys.stderr, flush=True)
+    if backend == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM (ANALYZE)"))
+    mailing_id = create_mailing(engine, MailingDraft(
+        account_id=account.id, from_address="news@bench.example", subject="Bench",
+        text="Hello", audience_id=audience_id), NOW)
+    results: dict[str, float] = {"import": report.rows_imported / import_s,
+                                 "import_rss_mb": import_rss}
+    orders = sorted(STRIDES) if args.order == "both" else [args.order]
+    for order in sorted(orders, reverse=True):  # send, then scattered
+        stream = events(account.id, report.rows_imported, args.rows, random.Random(7), first_id,
+                        STRIDES[order], mailing_id)
+        applied, seconds = apply_stream(engine, stream, args)
+        results[f"events_{order}"] = applied / seconds
+        print(f"{backend}: applied {applied:,} events in {seconds:.1f} s = "
+              f"{applied / seconds:,.0f} events/s ({order} order, batches of {args.batch:,}, "
+              f"{args.writers} writer(s)); peak RSS {peak_rss_mb():.0f} MB",
+              file=sys.stderr, flush=True)
     sample = list(events(account.id, report.rows_imported, args.peer_events,
-                         random.Random(11), first_id, STRIDES[args.order]))
-    peer_events = naive_events_rate(engine, sample, args.batch)
-    peer_import = naive_import_rate(engine, csv_path, args.peer_rows)
-    print(f"{backend}: naive per-event loop {peer_events:,.0f} events/s (on {args.peer_events:,}); "
-          f"naive one-INSERT-per-row loader {peer_import:,.0f} rows/s (on {args.peer_rows:,})",
-          file=sys.stderr, flush=True)
+                         random.Random(11), first_id, STRIDES["scattered"], mailing_id))
+    results["peer_events"] = naive_events_rate(engine, sample, args.batch)
+    results["peer_import"] = naive_import_rate(engine, csv_path, args.peer_rows)
+    print(f"{backend}: naive per-event loop {results['peer_events']:,.0f} events/s "
+          f"(on {args.peer_events:,}); naive one-INSERT-per-row loader "
+          f"{results['peer_import']:,.0f} rows/s (on {args.peer_rows:,})", file=sys.stderr, flush=True)
     engine.dispose()
-    return {"import": report.rows_imported / import_s, "import_rss_mb": import_rss,
-            "events": applied / events_s, "peer_events": peer_events, "peer_import": peer_import}
+    return results
+
+
+def apply_stream(engine: Engine, stream: Iterator[ContactEventRecord],
+                 args: argparse.Namespace) -> tuple[int, float]:
+    """Apply the stream in batches; (events applied, seconds spent in the store)."""
+    policy = StatusPolicy()
+    applied = 0
+    if args.writers == 1:
+        seconds = 0.0  # time inside apply_events only: generating the records is not the store's
+        for chunk in iter(lambda: list(itertools.islice(stream, args.batch)), []):
+            start = time.perf_counter()
+            applied += len(apply_events(engine, policy, chunk, NOW))
+            seconds += time.perf_counter() - start
+        return applied, seconds
+    # Several writers (worker processes and inbound processors each apply their own events):
+    # batches go to a pool of threads, at most two waiting per writer. Timed as the whole
+    # loop, generating the records included.
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.writers) as pool:
+        pending: set[Future[Any]] = set()
+        for chunk in iter(lambda: list(itertools.islice(stream, args.batch)), []):
+            if len(pending) >= args.writers * 2:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                applied += sum(len(f.result()) for f in done)
+            pending.add(pool.submit(apply_events, engine, policy, chunk, NOW))
+        applied += sum(len(f.result()) for f in pending)
+    return applied, time.perf_counter() - start
 
 
 def main() -> None:
@@ -258,8 +275,8 @@ def main() -> None:
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     parser.add_argument("--writers", type=int, default=1,
                         help="threads applying event batches at once (default 1)")
-    parser.add_argument("--order", choices=sorted(STRIDES), default="scattered",
-                        help="event order over the contacts (default: scattered, the harder case)")
+    parser.add_argument("--order", choices=[*sorted(STRIDES), "both"], default="both",
+                        help="event order over the contacts (default: both, one after the other)")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "URL", "CSV"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -280,14 +297,18 @@ def main() -> None:
                        "--child", backend, url, str(csv_path)]
             out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
             results[backend] = json.loads(out.strip().splitlines()[-1])
+    figures: list[tuple[float, str, str]] = []
     for backend, r in results.items():
+        orders = " | ".join(f"events {name[7:]} {value:8,.0f}/s"
+                            for name, value in r.items() if name.startswith("events_"))
         print(f"{backend:10s} import {r['import']:9,.0f} rows/s (RSS {r['import_rss_mb']:.0f} MB; "
-              f"naive {r['peer_import']:,.0f}) | events {r['events']:8,.0f}/s "
-              f"(naive loop {r['peer_events']:,.0f}/s, x{r['events'] / r['peer_events']:.1f})",
+              f"naive {r['peer_import']:,.0f}) | {orders} | naive loop {r['peer_events']:,.0f}/s",
               file=sys.stderr)
-    slow_backend, slow = min(results.items(), key=lambda item: item[1]["events"])
-    print(f"RESULT events_{slow_backend}={slow['events']:.0f} events/s "
-          f"naive_event_loop={slow['peer_events']:.0f} ratio={slow['events'] / slow['peer_events']:.2f}")
+        figures += [(value, backend, name[7:]) for name, value in r.items() if name.startswith("events_")]
+    slowest, backend, order = min(figures)
+    peer = results[backend]["peer_events"]
+    print(f"RESULT events_{backend}_{order}={slowest:.0f} events/s "
+          f"naive_event_loop={peer:.0f} ratio={slowest / peer:.2f}")
 
 
 if __name__ == "__main__":
