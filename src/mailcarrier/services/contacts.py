@@ -153,11 +153,12 @@ def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactE
         transition = decide(policy, state, record.event, now)
         current[key] = transition.after
         transitions.append(transition)
-        if transition.status_changed:
+        status_changed = transition.status_changed
+        if status_changed:
             moved.add(key)
         if record.event.kind in BOUNCE_KINDS:
             bounces[key] = _latest_bounce(record, transition)
-        _append_activities(activity_rows, record, transition)
+        _append_activities(activity_rows, record, transition, status_changed)
     writes: dict[int, list[state_repo.StateWrite]] = {}
     for key, versioned in loaded.items():
         writes.setdefault(key[0], []).append(state_repo.StateWrite(
@@ -180,21 +181,23 @@ def _latest_bounce(record: ContactEventRecord, transition: Transition) -> state_
 
 
 def _append_activities(rows: list[state_repo.NewActivity], record: ContactEventRecord,
-                       transition: Transition) -> None:
+                       transition: Transition, status_changed: bool) -> None:
     """The event's history entry, and a ``status_changed`` entry when the status moved."""
     event = record.event
-    details = dict(record.details) if record.details else {}
-    if transition.suspected_filtering:
-        details["suspected_filtering"] = True
-    if transition.because:
-        details["policy"] = list(transition.because)
+    details: dict[str, Any] | None = None
+    if record.details or transition.suspected_filtering or transition.because:
+        details = dict(record.details)
+        if transition.suspected_filtering:
+            details["suspected_filtering"] = True
+        if transition.because:
+            details["policy"] = list(transition.because)
     reason = transition.reason.value if transition.reason is not None else None
     category = int(transition.category) if transition.category is not None else None
     rows.append(state_repo.NewActivity(
         record.account_id, record.contact_id, record.mailing_id, record.delivery_id, category,
         record.reply_code, event.kind.value, reason, record.enhanced_status, record.diagnostic,
-        record.remote_mta, record.cause, event.occurred_at, details or None))
-    if transition.status_changed:
+        record.remote_mta, record.cause, event.occurred_at, details))
+    if status_changed:
         before, after = transition.before, transition.after
         rows.append(state_repo.NewActivity(
             record.account_id, record.contact_id, record.mailing_id, record.delivery_id, category,
