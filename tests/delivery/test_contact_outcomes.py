@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -13,22 +11,20 @@ from mailcarrier.delivery.contact_outcomes import apply_pending
 from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.domain.vocabulary import Category, DeliveryState, Reason
 from mailcarrier.storage import outbox
-from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import activities, contacts, deliveries
 from tests.delivery.world import T0, make_world, start_mailing
-from tests.storage.conftest import _pg_schema_engine
+from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 ADDRESSES = [f"r{i}@d{i % 3}.example" for i in range(30)]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        sqlite = make_engine(f"sqlite:///{tmp_path / 'outcomes.db'}")
-        yield sqlite
-        sqlite.dispose()
-    else:
-        yield from _pg_schema_engine()
+@pytest.fixture
+def engine(empty_engine: Engine) -> Engine:  # noqa: F811 - the shared fixture, both backends
+    """A mailing to ADDRESSES whose every delivery is final: one in three soft-bounced."""
+    world = make_world(empty_engine, ADDRESSES)
+    start_mailing(world)
+    _record_outcomes(empty_engine)
+    return empty_engine
 
 
 def _record_outcomes(engine: Engine) -> None:
@@ -54,9 +50,6 @@ def _counters(engine: Engine) -> int:
 
 
 def test_outcomes_read_by_two_writers_are_applied_once(engine: Engine) -> None:
-    world = make_world(engine, ADDRESSES)
-    start_mailing(world)
-    _record_outcomes(engine)
     policy = StatusPolicy()
     first = outbox.pending_contact_events(engine)
     second = outbox.pending_contact_events(engine)  # a second worker read the same rows
@@ -69,9 +62,6 @@ def test_outcomes_read_by_two_writers_are_applied_once(engine: Engine) -> None:
 
 
 def test_concurrent_writers_split_the_outcomes_without_double_counting(engine: Engine) -> None:
-    world = make_world(engine, ADDRESSES)
-    start_mailing(world)
-    _record_outcomes(engine)
     policy = StatusPolicy()
     pending = outbox.pending_contact_events(engine)
     barrier = threading.Barrier(3)
