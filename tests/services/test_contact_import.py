@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.services.contact_import import import_csv, normalise_address
 from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import audience_members, contacts
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
@@ -134,3 +135,27 @@ def test_fast_path_agrees_with_full_validator(raw: str) -> None:
     except ValueError:
         got = None
     assert got == expected
+
+
+def test_rows_before_a_malformed_line_are_imported_and_counted(
+        db: tuple[Engine, int, int], tmp_path: Path) -> None:
+    """Batches are written while the next is read: when reading fails, the batches already
+    read are in the database and in the count, and the error names the line."""
+    engine, one, _ = db
+    rows = "".join(f"user{i}@example.com,U{i}\n" for i in range(7))
+    path = write(tmp_path, f"email,first_name\n{rows}\"broken@example.com,B\n")
+    with pytest.raises(ParseError, match="line"):
+        import_csv(engine, one, "a", path, T0, batch_rows=3)
+    assert sorted(emails(engine, one)) == sorted(f"user{i}@example.com" for i in range(6))
+
+
+def test_import_into_an_in_memory_database(tmp_path: Path) -> None:
+    """An in-memory SQLite database is one per connection: the import writes in the caller's
+    thread there, so the rows land in the caller's database."""
+    engine = make_engine("sqlite:///:memory:")
+    upgrade(engine)
+    with engine.begin() as conn:
+        account = account_repo.create_account(conn, "mem", "Mem", T0).id
+    import_csv(engine, account, "a", write(tmp_path, GOOD), T0, batch_rows=2)
+    assert set(emails(engine, account)) == {"ann@example.com", "bob@example.com",
+                                            "carl@xn--bcher-kva.example"}

@@ -109,16 +109,32 @@ def import_csv(engine: Engine, account_id: int, audience_name: str, path: Path, 
     # The database writes a batch in a thread while this one reads and validates the next:
     # the drivers release the GIL while the database works, so parsing (most of the time
     # in Python) and writing overlap. At most one batch waits, so memory stays bounded.
+    # (Not for an in-memory SQLite database: each thread would get a database of its own.)
+    threads = 0 if _in_memory_sqlite(engine) else 1
     with path.open("r", encoding="utf-8-sig", newline="") as handle, \
-            ThreadPoolExecutor(1, thread_name_prefix="contact-import-writer") as writer:
+            ThreadPoolExecutor(max(1, threads), thread_name_prefix="contact-import-writer") as writer:
         writing: Future[int] | None = None
-        for batch in _batches(handle, report, batch_rows, on_progress):
+        try:
+            for batch in _batches(handle, report, batch_rows, on_progress):
+                if writing is not None:
+                    done, writing = writing, None
+                    report.rows_imported += done.result()
+                if threads:
+                    writing = writer.submit(_write_batch, engine, account_id, audience.id, batch, now)
+                else:
+                    report.rows_imported += _write_batch(engine, account_id, audience.id, batch, now)
+        finally:
+            # Also when reading failed: the batch in flight is counted, or its write error
+            # is raised (the reading error then shows as its context).
             if writing is not None:
                 report.rows_imported += writing.result()
-            writing = writer.submit(_write_batch, engine, account_id, audience.id, batch, now)
-        if writing is not None:
-            report.rows_imported += writing.result()
     return report
+
+
+def _in_memory_sqlite(engine: Engine) -> bool:
+    database = engine.url.database or ""
+    return engine.dialect.name == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in database or database.startswith("file::memory:"))
 
 
 def _write_batch(engine: Engine, account_id: int, audience_id: int, batch: list[dict[str, Any]],

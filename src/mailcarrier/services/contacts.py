@@ -89,7 +89,8 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     ``finish``, when given, runs last in the same transaction with those transitions: the
     caller's own bookkeeping (marking its source rows done) commits with the events or not
     at all, so a crash can neither apply an event twice nor lose it. An exception it raises
-    rolls everything back and propagates.
+    rolls everything back and propagates. With no records there is no transaction and
+    neither hook runs.
     """
     if not records:
         return []
