@@ -257,3 +257,14 @@ def test_finish_commits_with_the_events_or_nothing_does(db: tuple[Engine, int, i
     assert (after["total_bounces"], after["first_name"], seen) == (1, "Ann", [1])
     assert [entry.type for entry in history(engine, account, mine)] == ["soft_bounce"]
 
+
+
+def test_finish_runs_in_a_transaction_even_with_no_events(db: tuple[Engine, int, int, int]) -> None:
+    engine, _account, mine, _ = db
+
+    def renaming(conn: Connection, transitions: list[Transition]) -> None:
+        assert transitions == []
+        conn.execute(update(contacts).where(contacts.c.id == mine).values(first_name="Empty"))
+
+    assert apply_events(engine, POLICY, [], T0, finish=renaming) == []
+    assert row(engine, mine)["first_name"] == "Empty"

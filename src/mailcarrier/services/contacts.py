@@ -89,10 +89,10 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     ``finish``, when given, runs last in the same transaction with those transitions: the
     caller's own bookkeeping (marking its source rows done) commits with the events or not
     at all, so a crash can neither apply an event twice nor lose it. An exception it raises
-    rolls everything back and propagates. With no records there is no transaction and
-    neither hook runs.
+    rolls everything back and propagates. The hooks run even with no records, so a caller's
+    bookkeeping needs no separate transaction for an empty batch.
     """
-    if not records:
+    if not records and take is None and finish is None:
         return []
     for _ in range(MAX_RETRIES):
         try:

@@ -271,12 +271,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         store.save_results(conn, results)
 
     mark = time.perf_counter()
-    transitions: list[Transition] = []
-    if events:
-        transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now, finish=finish)
-    else:
-        with write_transaction(engine) as conn:
-            finish(conn, [])
+    transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now, finish=finish)
     summary.contact_seconds = time.perf_counter() - mark
     summary.contact_events = len(transitions)
     if events:

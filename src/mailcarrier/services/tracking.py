@@ -597,7 +597,7 @@ def settle_hits(engine: Engine, policy: StatusPolicy, *, now: datetime, hold: ti
     if not due:
         return 0
 
-    def settle(conn: Connection, _transitions: object = None) -> None:
+    def settle(conn: Connection, _transitions: object) -> None:
         # In the contact events' transaction: a crash cannot leave hits settled whose
         # engagement never reached the contact, nor the reverse.
         claimed = conn.execute(update(tracking_hits).where(
@@ -616,11 +616,7 @@ def settle_hits(engine: Engine, policy: StatusPolicy, *, now: datetime, hold: ti
         if r.verdict == VerdictKind.HUMAN.value and r.contact_id is not None and r.account_id is not None
     ]
     try:
-        if records:
-            apply_events(engine, policy, records, now, finish=settle)
-        else:
-            with _write_connection(engine) as conn, conn.begin():
-                settle(conn)
+        apply_events(engine, policy, records, now, finish=settle)
     except _SettledElsewhereError:
         return 0
     return len(due)
