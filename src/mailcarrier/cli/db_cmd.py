@@ -14,7 +14,7 @@ app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 
 @app.command("upgrade")
 def upgrade_command(
-    revision: str = typer.Argument("heads", help="Target revision (default: every head, i.e. the latest)."),
+    revision: str = typer.Argument("head", help="Target revision (default: the latest)."),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:
@@ -25,7 +25,7 @@ def upgrade_command(
         reached = current_revision(engine)
     finally:
         engine.dispose()
-    # soft_wrap: the revision list (one head per feature) must stay one copyable line
+    # soft_wrap: the revision name must stay one copyable line
     Console().print(f"[green]database at revision {reached}[/green]: "
                     f"{engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
 

@@ -7,30 +7,56 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "upgrade"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "downgrade", "script_heads", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(engine: Engine) -> Config:
-    """An Alembic config whose environment runs on ``engine``'s connections."""
+def _scripts_config() -> Config:
+    """An Alembic config that locates the packaged scripts (enough to read the history)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def alembic_config(engine: Engine) -> Config:
+    """An Alembic config whose environment runs on ``engine``'s connections."""
+    config = _scripts_config()
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False)
                            .replace("%", "%%"))
     config.attributes["engine"] = engine
     return config
 
 
-def upgrade(engine: Engine, revision: str = "heads") -> None:
-    """Migrate the database behind ``engine`` to ``revision`` (default: every feature's head)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` (default: the single head).
+
+    ``"head"`` rather than ``"heads"``: Alembic then refuses a history with two heads
+    instead of applying both in an order nobody chose (tests/storage/test_migrations.py
+    catches a second head before it ships).
+    """
     command.upgrade(alembic_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database behind ``engine`` down to ``revision`` (``"base"``: no tables)."""
+    command.downgrade(alembic_config(engine), revision)
+
+
+def script_heads() -> tuple[str, ...]:
+    """The head revisions of the packaged migration scripts: exactly one in a linear history."""
+    return tuple(ScriptDirectory.from_config(_scripts_config()).get_heads())
+
+
 def current_revision(engine: Engine) -> str | None:
-    """The revisions the database is at (comma-separated heads), or None if never migrated."""
+    """The revision the database is at, or None if never migrated.
+
+    A database part-way through the branches that revision 0011 joined holds several:
+    they are then comma-separated.
+    """
     with engine.connect() as conn:
         heads = MigrationContext.configure(conn).get_current_heads()
     return ",".join(sorted(heads)) or None

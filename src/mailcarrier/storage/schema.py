@@ -2,9 +2,9 @@
 
 Each feature keeps its tables in its own module (``*_tables.py``) that adds them to the
 shared :data:`metadata`; importing this module registers all of them. Migrations and the
-schema-drift test use this module, never ``tables.py`` alone. Each feature's Alembic
-revision branches from the base revision, and ``upgrade`` applies every head, so features
-land independently.
+schema-drift test use this module, never ``tables.py`` alone. Alembic revisions form one
+line: a new revision's ``down_revision`` is the current head (``mailcarrier db current`` on a
+fresh database, or ``storage.migrate.script_heads()``); a test fails on a second head.
 """
 
 from __future__ import annotations
