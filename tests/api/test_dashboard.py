@@ -27,6 +27,7 @@ from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.engine import make_engine
+from tests.api.dashboard_forms import login
 from tests.delivery.world import T0, make_world, settings_for, start_mailing
 
 CHROMIUM = os.environ.get("MAILCARRIER_CHROMIUM", "/usr/bin/chromium")
@@ -104,9 +105,9 @@ def test_dashboard_requires_login_and_isolates_accounts(live: Live) -> None:
     with httpx.Client(base_url=live.base, timeout=30) as http:
         r = http.get("/dashboard/")
         assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
-        r = http.post("/dashboard/login", data={"key": "mc_000000000000_nope"})
+        r = login(http, "mc_000000000000_nope")
         assert r.status_code == 401 and "unknown" in r.text
-        r = http.post("/dashboard/login", data={"key": live.other_key})
+        r = login(http, live.other_key)
         assert r.status_code == 303
         r = http.get(f"/dashboard/mailings/{live.mailing_id}")
         assert r.status_code == 404

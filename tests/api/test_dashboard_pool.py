@@ -21,6 +21,7 @@ from tests.services.local_dns import local_dns
 from tests.services.test_hygiene import ZONE
 
 from .conftest import T0
+from .dashboard_forms import login
 from .live import free_port, serving
 from .test_dashboard import CHROMIUM, CHROMIUM_ARGS
 from .test_pools_api import BEFORE, build
@@ -58,7 +59,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @contextmanager
 def _logged_in(site: Site) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=site.base, timeout=30) as http:
-        assert http.post("/dashboard/login", data={"key": site.dash_key}).status_code == 303
+        assert login(http, site.dash_key).status_code == 303
         yield http
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 import mailcarrier
 from mailcarrier.api.context import AppContext
+from mailcarrier.api.dashboard.security import DashboardSecurity
 from mailcarrier.api.problems import install_problem_handlers
 from mailcarrier.api.routers import ROUTERS
 from mailcarrier.api.tracking_state import build_tracking_state
@@ -53,6 +54,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     app.state.context = context
     app.state.tracking = tracking
     install_problem_handlers(app)
+    app.add_middleware(DashboardSecurity, secret=settings.resolved_secret)
     for router in ROUTERS:
         app.include_router(router)
     return app

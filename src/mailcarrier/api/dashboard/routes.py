@@ -18,6 +18,7 @@ from mailcarrier.api import routes_pools
 from mailcarrier.api.auth import has_scope
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.dashboard import charts
+from mailcarrier.api.dashboard.security import csrf_field, require_csrf
 from mailcarrier.api.dashboard.session import COOKIE, Session, load_session, sign_session
 from mailcarrier.api.pagination import MAX_ID
 from mailcarrier.api.problems import ProblemError
@@ -31,9 +32,11 @@ from mailcarrier.storage.api_keys import authenticate_key
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+#: Every unsafe-method route of this router checks the CSRF token (forms write ``{{ csrf_field() }}``).
+router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[Depends(require_csrf)])
 _env = Environment(loader=PackageLoader("mailcarrier.api.dashboard", "templates"),
                    autoescape=select_autoescape(["html"]))
+_env.globals["csrf_field"] = csrf_field
 LISTS = (("in_progress", "In progress"), ("sent", "Sent"), ("automated", "Automated"), ("test", "Test"))
 BUCKET_LABELS = {"queued": "Queued", "in_progress": "In progress (deferred)", "delivered": "Delivered",
                  "bounced_hard": "Hard bounced", "bounced_soft": "Soft bounced",
