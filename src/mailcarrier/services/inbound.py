@@ -11,7 +11,11 @@ its delivery (:mod:`mailcarrier.services.bounce_matching`) and acts:
   (:func:`mailcarrier.services.contacts.apply_events`, B2B suspected filtering included);
 * a complaint (ARF): the contact is opted out at once; its ``complaint`` activity is what the
   account's complaint rate counts;
-* a delay notification or an auto-reply: recorded on the inbound email, nothing changes.
+* a delay notification or an auto-reply: recorded on the inbound email, nothing changes;
+* a bounce (VERP- or Message-ID-matched) of a delivery a worker is still sending: a receiving
+  server may mail its DSN before the worker has committed the 250. The email stays
+  ``pending``, parked on that delivery, and is processed again once the worker's batch is
+  recorded (:func:`mailcarrier.storage.inbound_messages.claim_pending`).
 
 Nothing is counted twice: a second copy of the same email is marked ``duplicate``, and a
 delivery that already has a bounce (or complaint) activity gets no second one, whatever
@@ -213,6 +217,8 @@ class _Reading:
     error: str | None = None
     duplicate_of: int | None = None
     match: MatchResult | None = None
+    #: a delivery still being sent that this bounce is about: processed again once it is recorded
+    waiting_for: int | None = None
 
 
 def _read(stored: store.StoredInbound, ctx: InboundContext) -> _Reading:
@@ -261,7 +267,10 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     with engine.connect() as conn:
         _match(conn, live, ctx, now)
     events, flips = _plan(engine, live, ctx, now)
-    results = [_result(r, now) for r in readings]
+    parked = [(r.stored.id, r.waiting_for, f"waiting for the send of delivery {r.waiting_for} "
+               "to be recorded", r.kind) for r in readings if r.waiting_for is not None]
+    parked_ids = {row_id for row_id, *_rest in parked}
+    results = [_result(r, now) for r in readings if r.stored.id not in parked_ids]
 
     def finish(conn: Connection, transitions: list[Transition]) -> None:
         # In the contact events' transaction: a crash cannot leave the events applied with
@@ -269,6 +278,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         summary.bounced_deliveries = store.flip_deliveries(
             conn, _delivery_rows(events, transitions, flips, now))
         store.save_results(conn, results)
+        store.park_waiting(conn, parked, now)
 
     mark = time.perf_counter()
     transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now, finish=finish)
@@ -279,6 +289,11 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         pools.record_bounce_signals(engine, [(a.delivery.id, e.account_id, e.diagnostic or "")
                                              for e, a in events], now)  # trap hits, listings (issue 8)
     summary.other_seconds = time.perf_counter() - started - summary.read_seconds - summary.contact_seconds
+    if parked:
+        summary.states["waiting"] = len(parked)
+        for row_id, delivery_id, _why, _kind in parked:
+            log.info("inbound email %d waits for delivery %d's send to be recorded", row_id,
+                     delivery_id, extra={"event": "inbound.waiting_for_send"})
     for result in results:
         summary.states[result["state"]] = summary.states.get(result["state"], 0) + 1
         if result["kind"]:
@@ -310,6 +325,9 @@ def _match(conn: Any, readings: list[_Reading], ctx: InboundContext, now: dateti
 
 
 _Plan = tuple[list[tuple[ContactEventRecord, Attribution]], set[int]]
+_IN_FLIGHT_STATES = ("queued", "in_progress")
+#: Only these methods prove which message bounced; a bounce matched by them may wait for its send.
+_VERIFIED_METHODS = ("verp", "message_id")
 
 
 def _event_kind(kind: str, record: BounceRecord | None) -> EventKind | None:
@@ -329,8 +347,19 @@ def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: da
         assert reading.match is not None
         for attribution in reading.match.attributions:
             kind = _event_kind(reading.kind, attribution.record)
-            if kind is not None:
-                wanted.append((reading, attribution, kind))
+            if kind is None:
+                continue
+            delivery = attribution.delivery
+            if (kind is not EventKind.COMPLAINT and delivery.claimed
+                    and delivery.state in _IN_FLIGHT_STATES
+                    and reading.match.method in _VERIFIED_METHODS):
+                # A fast bounce: the receiving server answered 250 and mailed its DSN before
+                # the worker committed that 250. The email waits (pending) for the commit
+                # instead of being dropped as a bounce of a message never sent.
+                if reading.waiting_for is None:
+                    reading.waiting_for = delivery.id
+                continue
+            wanted.append((reading, attribution, kind))
     if not wanted:
         return [], set()
     with engine.connect() as conn:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, String, and_, bindparam, cast, exists, func, literal, or_, select, update
 
 from mailcarrier.storage.inbound_tables import inbound_messages
 from mailcarrier.storage.tables import activities, attempts, deliveries
@@ -32,6 +32,7 @@ __all__ = [
     "flip_deliveries",
     "insert_inbound",
     "list_inbound",
+    "park_waiting",
     "raw_message",
     "recent_deliveries_by_email",
     "release_to_pending",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit with room to spare
+#: Claim token of an email parked until the worker records the send of the delivery it bounces
+#: (``wait:<delivery id>``): the bounce outran the worker's commit of the 250.
+WAIT_PREFIX = "wait:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,14 @@ def claim_pending(conn: Connection, token: str, now: datetime, stale_before: dat
     A claim older than ``stale_before`` is taken over: its processor died mid-batch.
     """
     m = inbound_messages.c
-    free = and_(m.state == "pending", or_(m.claim_token.is_(None), m.claimed_at < stale_before))
+    d = deliveries.c
+    # A parked email is free again once its delivery is no longer claimed by a worker: the
+    # worker's batch commit (state and attempt) and the release of its claim are one write.
+    sent_recorded = exists().where(d.claim_token.is_(None),
+                                   literal(WAIT_PREFIX).concat(cast(d.id, String)) == m.claim_token)
+    free = and_(m.state == "pending",
+                or_(m.claim_token.is_(None), m.claimed_at < stale_before,
+                    and_(m.claim_token.startswith(WAIT_PREFIX, autoescape=True), sent_recorded)))
     # PostgreSQL: rows another processor is claiming are skipped, not waited for; SQLite has
     # one writer at a time (the caller's BEGIN IMMEDIATE) and ignores the clause.
     ids = (select(m.id).where(free).order_by(m.id).limit(limit)
@@ -150,6 +161,20 @@ def save_results(conn: Connection, results: Sequence[dict[str, Any]]) -> None:
                          processed_at=bindparam("processed_at", type_=m.processed_at.type),
                          claim_token=None, claimed_at=None))
     conn.execute(statement, [{**r, "row_id": r["id"]} for r in results])
+
+
+def park_waiting(conn: Connection, parked: Sequence[tuple[int, int, str, str | None]],
+                 now: datetime) -> None:
+    """Leave emails pending, parked until delivery ``(email id, delivery id, why, kind)``'s send
+    is recorded; :func:`claim_pending` hands them out again from then on."""
+    if not parked:
+        return
+    m = inbound_messages.c
+    statement = (update(inbound_messages).where(m.id == bindparam("row_id"))
+                 .values(state="pending", claim_token=bindparam("token"), claimed_at=now,
+                         error=bindparam("why"), kind=bindparam("kind")))
+    conn.execute(statement, [{"row_id": row_id, "token": f"{WAIT_PREFIX}{delivery_id}", "why": why,
+                              "kind": kind} for row_id, delivery_id, why, kind in parked])
 
 
 def release_to_pending(conn: Connection, states: Sequence[str], ids: Sequence[int] = ()) -> int:
