@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         "Window of the per-address subscription rate limit."))
     subscribe_from_address: str = Field("", description=(
         "Sender of double opt-in confirmations (empty: confirm@<hostname>)."))
+    webhook_allow_http: bool = Field(False, description=(
+        "Allow plain http webhook URLs (default: https only)."))
+    webhook_internal_hosts: str = Field("", description=(
+        "Comma-separated host names, addresses or CIDR networks that webhooks may reach although "
+        "they are internal (loopback, private, link-local...), over http or https; for self-hosted "
+        "receivers. Every other internal target is refused, at registration and at connect time."))
     report_hard_bounce_warn: float = Field(0.02, gt=0, le=1, description=(
         "Reports flag a mailing whose hard-bounce rate reaches this share as 'warn'."))
     report_hard_bounce_alert: float = Field(0.05, gt=0, le=1, description=(

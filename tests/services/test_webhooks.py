@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +19,9 @@ from sqlalchemy import Engine, select, update
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.outbound_targets import TargetPolicy
 from mailcarrier.services import webhooks
+from mailcarrier.services.webhook_http import webhook_client
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import activities
@@ -30,6 +31,9 @@ from tests.delivery.world import T0 as DELIVERY_T0
 from tests.delivery.world import make_world, settings_for, start_mailing
 from tests.services.report_world import HITS, RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
+
+#: The receivers of these tests listen on loopback, which an operator allows by name.
+LOCAL = TargetPolicy.from_setting(False, "127.0.0.1")
 
 
 class Receiver:
@@ -81,12 +85,12 @@ def _outbox(engine: Engine) -> list[Any]:
 
 def test_bounce_activity_becomes_signed_post(world: World, receiver: Receiver) -> None:
     endpoint = webhooks.create_endpoint(world.engine, world.account_id, receiver.url,
-                                        ["bounced", "unsubscribed"], T0)
+                                        ["bounced", "unsubscribed"], T0, policy=LOCAL)
     assert endpoint.secret
     queued = webhooks.pump_activities(world.engine, T0)
     assert queued == 5  # four bounces and one unsubscribe of account one; nothing of account two
     assert webhooks.pump_activities(world.engine, T0) == 0  # the watermark moved
-    with httpx.Client(timeout=5) as client:
+    with webhook_client(LOCAL, timeout=5) as client:
         stats = webhooks.send_due(world.engine, client, T0)
     assert stats.delivered == 5 and len(receiver.requests) == 5
     bodies = [json.loads(r["body"]) for r in receiver.requests]
@@ -103,11 +107,11 @@ def test_bounce_activity_becomes_signed_post(world: World, receiver: Receiver) -
 
 
 def test_failures_back_off_then_succeed(world: World, receiver: Receiver) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0)
+    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0, policy=LOCAL)
     with world.engine.begin() as conn:
         assert webhooks.enqueue_event(conn, world.account_id, "delivered", {"x": 1}, T0) == 1
     receiver.statuses = [500, 503]
-    with httpx.Client(timeout=5) as client:
+    with webhook_client(LOCAL, timeout=5) as client:
         assert webhooks.send_due(world.engine, client, T0).retried == 1
         assert webhooks.send_due(world.engine, client, T0).retried == 0  # not due yet
         (row,) = _outbox(world.engine)
@@ -123,11 +127,11 @@ def test_failures_back_off_then_succeed(world: World, receiver: Receiver) -> Non
 
 
 def test_unreachable_endpoint_is_retried_until_dead(world: World) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/nothing", ["*"], T0)
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/nothing", ["*"], T0, policy=LOCAL)
     with world.engine.begin() as conn:
         webhooks.enqueue_event(conn, world.account_id, "opened", {}, T0)
     now = T0
-    with httpx.Client(timeout=2) as client:
+    with webhook_client(LOCAL, timeout=2) as client:
         for attempt in range(1, webhooks.MAX_ATTEMPTS + 1):
             stats = webhooks.send_due(world.engine, client, now)
             now += webhooks.backoff(attempt)
@@ -137,12 +141,12 @@ def test_unreachable_endpoint_is_retried_until_dead(world: World) -> None:
 
 
 def test_crash_mid_send_only_delays_the_event(world: World, receiver: Receiver) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0)
+    webhooks.create_endpoint(world.engine, world.account_id, receiver.url, ["*"], T0, policy=LOCAL)
     with world.engine.begin() as conn:
         webhooks.enqueue_event(conn, world.account_id, "complained", {"contact_id": 1}, T0)
     claimed = webhooks._claim(world.engine, T0, 10)  # a sender claims it, then dies
     assert len(claimed) == 1
-    with httpx.Client(timeout=5) as client:
+    with webhook_client(LOCAL, timeout=5) as client:
         assert webhooks.send_due(world.engine, client, T0 + timedelta(seconds=5)).delivered == 0
         after = T0 + webhooks.LEASE + timedelta(seconds=1)
         assert webhooks.send_due(world.engine, client, after).delivered == 1
@@ -151,7 +155,7 @@ def test_crash_mid_send_only_delays_the_event(world: World, receiver: Receiver) 
 
 def test_settled_hits_become_opened_and_clicked_with_verdicts(world: World) -> None:
     webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x",
-                             ["opened", "clicked"], T0)
+                             ["opened", "clicked"], T0, policy=LOCAL)
     assert webhooks.pump_activities(world.engine, T0) == 0  # no hit has settled yet
     with world.engine.begin() as conn:
         conn.execute(update(tracking_hits).values(settled_at=T0 + timedelta(minutes=5)))
@@ -164,7 +168,7 @@ def test_settled_hits_become_opened_and_clicked_with_verdicts(world: World) -> N
 
 
 def test_new_activity_after_restart_is_pumped_once(world: World) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["complained"], T0)
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["complained"], T0, policy=LOCAL)
     assert webhooks.pump_activities(world.engine, T0) == 0  # the world has no complaint
     with world.engine.begin() as conn:
         conn.execute(activities.insert().values(
@@ -177,11 +181,11 @@ def test_new_activity_after_restart_is_pumped_once(world: World) -> None:
 
 
 def test_endpoint_validation_and_isolation(world: World) -> None:
-    with pytest.raises(ValueError, match="absolute http"):
-        webhooks.create_endpoint(world.engine, world.account_id, "ftp://x", ["*"], T0)
+    with pytest.raises(ValueError, match="absolute https"):
+        webhooks.create_endpoint(world.engine, world.account_id, "ftp://x", ["*"], T0, policy=LOCAL)
     with pytest.raises(ValueError, match="unknown"):
-        webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["nope"], T0)
-    mine = webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["*"], T0)
+        webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["nope"], T0, policy=LOCAL)
+    mine = webhooks.create_endpoint(world.engine, world.account_id, "https://x.example/h", ["*"], T0, policy=LOCAL)
     with pytest.raises(NotFoundError):
         webhooks.get_endpoint(world.engine, world.other_account_id, mine.id)
     with pytest.raises(NotFoundError):
@@ -205,12 +209,12 @@ def test_real_mailing_through_sandbox_posts_delivered_and_bounced(tmp_path: Path
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     world = make_world(engine, ["ann@example.com", "bob@example.com", "unknown1@gmail.com"])
     mailing_id = start_mailing(world)
-    endpoint = webhooks.create_endpoint(engine, world.account_id, receiver.url, ["*"], DELIVERY_T0)
+    endpoint = webhooks.create_endpoint(engine, world.account_id, receiver.url, ["*"], DELIVERY_T0, policy=LOCAL)
     with Sandbox() as sandbox:
         asyncio.run(run_worker(settings_for(tmp_path, sandbox.port), engine, until_idle=True,
                                clock=SimulatedClock(DELIVERY_T0)))
     assert webhooks.pump_activities(engine, DELIVERY_T0) >= 3
-    with httpx.Client(timeout=5) as client:
+    with webhook_client(LOCAL, timeout=5) as client:
         webhooks.send_due(engine, client, DELIVERY_T0)
     events = {(json.loads(r["body"])["type"], json.loads(r["body"])["data"]["email"])
               for r in receiver.requests if json.loads(r["body"])["type"] in ("delivered", "bounced")}
@@ -226,7 +230,7 @@ def test_real_mailing_through_sandbox_posts_delivered_and_bounced(tmp_path: Path
 
 
 def test_deferred_attempts_become_deferred_events_once(world: World) -> None:
-    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["deferred"], T0)
+    webhooks.create_endpoint(world.engine, world.account_id, "http://127.0.0.1:9/x", ["deferred"], T0, policy=LOCAL)
     deferred = sum(max(0, count - (1 if state in ("delivered", "bounced_hard") else 0))
                    for _l, _d, state, _r, _c, count in RECIPIENTS)
     assert webhooks.pump_activities(world.engine, T0, chunk=2) == deferred

@@ -13,6 +13,7 @@ from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import webhooks
+from mailcarrier.services.policies import webhook_target_policy
 
 __all__ = ["router"]
 
@@ -34,7 +35,8 @@ def create(body: NewEndpoint, who: Principal = Depends(require_scopes("webhooks:
     """Register an endpoint; keep the returned ``secret`` to verify signatures."""
     try:
         return webhooks.create_endpoint(ctx.engine, who.account_id, body.url, body.events,
-                                        ctx.clock(), description=body.description)
+                                        ctx.clock(), policy=webhook_target_policy(ctx.settings),
+                                        description=body.description)
     except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import httpx
 import typer
 from rich.console import Console
 
 from mailcarrier.config import load_settings
 from mailcarrier.services import webhooks
+from mailcarrier.services.policies import webhook_target_policy
+from mailcarrier.services.webhook_http import webhook_client
 from mailcarrier.storage.engine import make_engine
 
 app = typer.Typer(help="Webhooks: the sender loop.", no_args_is_help=True)
@@ -23,9 +24,10 @@ def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds betwe
                 database_url: str | None = typer.Option(None, "--database-url",
                                                         help="Overrides the database URL.")) -> None:
     """Pump the activity history into the outbox and POST due events; safe to restart any time."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    engine = make_engine(settings)
     try:
-        with httpx.Client(timeout=10) as client:
+        with webhook_client(webhook_target_policy(settings), timeout=10) as client:
             while True:
                 now = datetime.now(UTC)
                 queued = webhooks.pump_activities(engine, now)

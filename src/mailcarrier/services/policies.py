@@ -5,10 +5,11 @@ from __future__ import annotations
 from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.domain.outbound_targets import TargetPolicy
 from mailcarrier.domain.pools import PoolPolicy
 from mailcarrier.domain.warmup import WarmupLimits, WarmupSchedule, load_schedules
 
-__all__ = ["pool_policy", "status_policy", "warmup_limits", "warmup_schedule"]
+__all__ = ["pool_policy", "status_policy", "warmup_limits", "warmup_schedule", "webhook_target_policy"]
 
 
 def status_policy(settings: Settings) -> StatusPolicy:
@@ -50,3 +51,8 @@ def warmup_schedule(settings: Settings) -> WarmupSchedule:
         raise ConfigurationError(
             f"MAILCARRIER_WARMUP_SCHEDULE={settings.warmup_schedule!r} is unknown; choose one of {choices}"
         ) from None
+
+
+def webhook_target_policy(settings: Settings) -> TargetPolicy:
+    """Where webhooks may be sent: public https URLs, plus what the operator allows."""
+    return TargetPolicy.from_setting(settings.webhook_allow_http, settings.webhook_internal_hosts)

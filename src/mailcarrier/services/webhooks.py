@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
 from mailcarrier.services.tracking import settled_events
 from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.report_tables import report_watermarks
@@ -115,10 +115,8 @@ def verify_signature(secret: str, header: str, body: bytes, *, now: int,
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def _check(url: str, events: Sequence[str]) -> tuple[str, ...]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048 or "\x00" in url:
-        raise ValueError("a webhook URL must be an absolute http(s) URL of at most 2048 characters")
+def _check(url: str, events: Sequence[str], policy: TargetPolicy) -> tuple[str, ...]:
+    check_url(url, policy)  # UnsafeTargetError is a ValueError; checked again, resolved, at connect time
     unknown = [e for e in events if e not in EVENT_TYPES and e != "*"]
     if unknown or not events:
         raise ValueError(f"choose events among {', '.join(EVENT_TYPES)} or '*'"
@@ -132,9 +130,13 @@ def _endpoint(row: Any, secret: str | None = None) -> Endpoint:
 
 
 def create_endpoint(engine: Engine, account_id: int, url: str, events: Sequence[str],
-                    now: datetime, *, description: str = "") -> Endpoint:
-    """Register an endpoint; its secret is returned once, in the result."""
-    chosen = _check(url, events)
+                    now: datetime, *, policy: TargetPolicy, description: str = "") -> Endpoint:
+    """Register an endpoint; its secret is returned once, in the result.
+
+    ``policy`` says which targets are allowed (https to public addresses by default); the
+    sender checks the resolved address again on every connection.
+    """
+    chosen = _check(url, events, policy)
     if "\x00" in description:
         raise ValueError("the description contains a NUL character")
     secret = "whsec_" + secrets.token_urlsafe(32)
@@ -348,7 +350,11 @@ def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
 
 
 def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int = 100) -> SendStats:
-    """POST the due outbox rows once; record success, back-off or giving up."""
+    """POST the due outbox rows once; record success, back-off or giving up.
+
+    Pass a client from :func:`mailcarrier.services.webhook_http.webhook_client`: it checks and
+    pins every connection's address. Redirects are never followed (a 3xx is a failure).
+    """
     stats = SendStats()
     o = webhook_outbox.c
     for row in _claim(engine, now, batch):
@@ -359,7 +365,7 @@ def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int 
         status: int | None = None
         error: str | None = None
         try:
-            response = client.post(row.url, content=body, headers=headers)
+            response = client.post(row.url, content=body, headers=headers, follow_redirects=False)
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
