@@ -1,7 +1,8 @@
 """``mailcarrier inbound``: the SMTP server of the bounce domain (aiosmtpd).
 
-It takes mail only for this installation's signed VERP return-paths, ``postmaster`` and the
-configured feedback-loop addresses; every other recipient gets a 550 at RCPT, so it can never
+It takes mail only for this installation's signed VERP return-paths, ``postmaster``,
+``unsubscribe`` (the ``mailto:`` of every message's ``List-Unsubscribe``) and the configured
+feedback-loop addresses; every other recipient gets a 550 at RCPT, so it can never
 relay. DATA above the size limit gets 552 (aiosmtpd's ``data_size_limit``). STARTTLS is offered
 when a certificate is configured.
 
@@ -153,9 +154,9 @@ class InboundHandler:
         self._writing = False
 
     def accepts(self, address: str) -> bool:
-        """Ours: a signed VERP return-path of the bounce domain, or a fixed address."""
+        """Ours: a signed VERP return-path of the bounce domain, the unsubscribe address, or a fixed one."""
         address = address.strip().strip("<>").lower()
-        if address in self._accept:
+        if address in self._accept or address == self._ctx.unsubscribe_address:
             return True
         return address.endswith(self._suffix) and decode_return_path(address, key=self._ctx.key) is not None
 

@@ -12,6 +12,9 @@ its delivery (:mod:`mailcarrier.services.bounce_matching`) and acts:
 * a complaint (ARF): the contact is opted out at once; its ``complaint`` activity is what the
   account's complaint rate counts;
 * a delay notification or an auto-reply: recorded on the inbound email, nothing changes;
+* a mail to ``unsubscribe@<bounce domain>`` (the ``mailto:`` of ``List-Unsubscribe``) with a
+  valid unsubscribe token in its subject or body: the contact is opted out once, source
+  ``mailto`` (:func:`mailcarrier.services.consent.opt_out_by_token`);
 * a bounce (VERP- or Message-ID-matched) of a delivery a worker is still sending: a receiving
   server may mail its DSN before the worker has committed the 250. The email stays
   ``pending``, parked on that delivery, and is processed again once the worker's batch is
@@ -25,6 +28,8 @@ email claims it. Anything unreadable is marked ``failed`` with the error and kep
 
 from __future__ import annotations
 
+import contextlib
+import email.policy
 import hashlib
 import logging
 import re
@@ -33,6 +38,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from email.parser import BytesParser
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -47,8 +53,9 @@ from mailcarrier.domain.contact_status import (
     Transition,
 )
 from mailcarrier.domain.errors import NotFoundError, ParseError
+from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.domain.vocabulary import Category, Reason
-from mailcarrier.services import pools
+from mailcarrier.services import consent, pools
 from mailcarrier.services.bounce_matching import (
     Attribution,
     MatchKeys,
@@ -59,6 +66,7 @@ from mailcarrier.services.bounce_matching import (
 )
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.policies import status_policy
+from mailcarrier.services.tracking import TrackingKeys, tracking_keys
 from mailcarrier.storage import inbound_messages as store
 from mailcarrier.storage.engine import write_transaction
 
@@ -107,11 +115,22 @@ class InboundContext:
     bounce_domain: str
     policy: StatusPolicy
     recipient_window: timedelta
+    #: keys of the unsubscribe tokens (None: ``key`` under key id 1, the settings' default)
+    tracking: TrackingKeys | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InboundContext:
         return cls(settings.resolved_secret(), settings.bounce_domain, status_policy(settings),
-                   timedelta(days=settings.inbound_recipient_match_days))
+                   timedelta(days=settings.inbound_recipient_match_days), tracking_keys(settings))
+
+    @property
+    def unsubscribe_address(self) -> str:
+        """Where ``List-Unsubscribe``'s mailto points (see MailingRenderer.render)."""
+        return f"unsubscribe@{self.bounce_domain.lower()}"
+
+    @property
+    def keys(self) -> TrackingKeys:
+        return self.tracking if self.tracking is not None else TrackingKeys(1, {1: self.key})
 
 
 @dataclass
@@ -219,6 +238,56 @@ class _Reading:
     match: MatchResult | None = None
     #: a delivery still being sent that this bounce is about: processed again once it is recorded
     waiting_for: int | None = None
+    #: a mail to the unsubscribe address: (token text, account id, delivery id) of its valid token
+    unsubscribe: tuple[str, int, int] | None = None
+
+
+#: "unsubscribe-TOKEN" (our mailto subject), "unsubscribe TOKEN" or "unsubscribe: TOKEN";
+#: tokens are URL-safe base64, so a "-" may also start the token itself.
+_UNSUBSCRIBE_TOKEN = re.compile(r"unsubscribe(?:[ \t:]+|-)?([A-Za-z0-9_-]{16,})", re.I)
+_BODY_SCAN = 20_000  # characters of the body searched for a token
+
+
+def _addressed_to(stored: store.StoredInbound, address: str) -> bool:
+    """Whether ``address`` is an envelope recipient (SMTP) or, for imports, in To/Cc/Delivered-To."""
+    if any(a.strip().strip("<>").lower() == address for a in stored.envelope_to):
+        return True
+    if stored.envelope_to:
+        return False
+    head = stored.raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:65536]
+    pattern = rb"^(to|cc|delivered-to|x-original-to)\s*:[^\n]*(\n[ \t][^\n]*)*" + re.escape(address.encode())
+    return re.search(pattern, head, re.I | re.M) is not None
+
+
+def _unsubscribe_tokens(raw: bytes) -> list[str]:
+    """Candidate tokens: the subject first, then the text of the body (a client may put it there)."""
+    message = BytesParser(policy=email.policy.default).parsebytes(raw)
+    found: list[str] = []
+    texts = [str(message.get("subject", "") or "")]
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is not None:
+        with contextlib.suppress(LookupError, ValueError, AssertionError):  # undecodable body
+            texts.append(str(part.get_content())[:_BODY_SCAN])
+    for text in texts:
+        for match in _UNSUBSCRIBE_TOKEN.finditer(text):
+            found.append(match.group(1))
+    return found
+
+
+def _read_unsubscribe(reading: _Reading, ctx: InboundContext, now: datetime) -> None:
+    """Find the first valid unsubscribe token of a mail to the unsubscribe address."""
+    reading.kind = "unsubscribe"
+    try:
+        candidates = _unsubscribe_tokens(reading.stored.raw)
+    except Exception as exc:  # hostile MIME: keep the email, say why
+        reading.error = f"unreadable: {type(exc).__name__}: {exc}"
+        return
+    for candidate in candidates:
+        token = decode_token(candidate, secrets=ctx.keys.secrets, purpose=TokenPurpose.UNSUBSCRIBE,
+                             now=int(now.timestamp()))
+        if token is not None:
+            reading.unsubscribe = (candidate, token.account_id, token.delivery_id)
+            return
 
 
 def _read(stored: store.StoredInbound, ctx: InboundContext) -> _Reading:
@@ -257,13 +326,25 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         first = store.first_ids_by_digest(conn, (s.digest for s in claimed))
     summary = BatchSummary(claimed=len(claimed))
     mark = time.perf_counter()
-    readings = [_read(s, ctx) for s in claimed]
+    readings: list[_Reading] = []
+    for stored in claimed:
+        if _addressed_to(stored, ctx.unsubscribe_address):
+            readings.append(_Reading(stored))
+            _read_unsubscribe(readings[-1], ctx, now)
+        else:
+            readings.append(_read(stored, ctx))
     summary.read_seconds = time.perf_counter() - mark
     for reading in readings:
         original = first.get(reading.stored.digest, reading.stored.id)
         if original < reading.stored.id:
             reading.duplicate_of = original
-    live = [r for r in readings if r.error is None and r.duplicate_of is None and r.keys is not None]
+    for reading in readings:
+        if reading.kind == "unsubscribe" and reading.unsubscribe and reading.duplicate_of is None:
+            # Idempotent: a second mail (or a crash before the results are saved) changes nothing.
+            consent.opt_out_by_token(engine, ctx.policy, ctx.keys, reading.unsubscribe[0], now,
+                                     ip=None, user_agent=None, via="mailto")
+    live = [r for r in readings if r.error is None and r.duplicate_of is None and r.keys is not None
+            and r.kind != "unsubscribe"]
     with engine.connect() as conn:
         _match(conn, live, ctx, now)
     events, flips = _plan(engine, live, ctx, now)
@@ -470,11 +551,19 @@ def _result(reading: _Reading, now: datetime) -> dict[str, Any]:
         log.info("inbound email %d duplicates %d: nothing changed", stored.id, reading.duplicate_of,
                  extra={"event": "inbound.duplicate"})
         return {**base, "state": "duplicate", "duplicate_of": reading.duplicate_of}
-    if reading.error is not None or reading.match is None:
+    if reading.error is not None or (reading.match is None and reading.kind != "unsubscribe"):
         log.warning("inbound email %d not processed: %s", stored.id, reading.error,
                     extra={"event": "inbound.failed"})
         return {**base, "state": "failed", "kind": reading.kind if reading.report else None}
+    if reading.kind == "unsubscribe":
+        if reading.unsubscribe is None:
+            return {**base, "state": "unmatched",
+                    "error": "mail to the unsubscribe address without a valid unsubscribe token"}
+        _text, account_id, delivery_id = reading.unsubscribe
+        return {**base, "state": "processed", "match_method": "token",
+                "matched_delivery_ids": [delivery_id], "account_id": account_id}
     match = reading.match
+    assert match is not None
     if match.method is None:
         log.info("inbound email %d (%s) unmatched: %s", stored.id, reading.kind, match.note,
                  extra={"event": "inbound.unmatched"})

@@ -29,9 +29,10 @@ __all__ = ["INBOUND_KINDS", "INBOUND_SOURCES", "INBOUND_STATES", "MATCH_METHODS"
 #: (error says why); unmatched: read but attributable to no delivery; duplicate: the same
 #: email was already received (duplicate_of names the first copy).
 INBOUND_STATES = ("pending", "processed", "failed", "unmatched", "duplicate")
-INBOUND_KINDS = ("bounce", "delay", "autoreply", "complaint", "other")
+INBOUND_KINDS = ("bounce", "delay", "autoreply", "complaint", "unsubscribe", "other")
 INBOUND_SOURCES = ("smtp", "file", "imap")
-MATCH_METHODS = ("verp", "message_id", "recipient")
+#: token: the signed unsubscribe token of a mail to ``unsubscribe@<bounce domain>``
+MATCH_METHODS = ("verp", "message_id", "recipient", "token")
 
 inbound_messages = Table(
     "inbound_messages", metadata,
