@@ -19,7 +19,7 @@ from mailcarrier.services.pools import sender_hygiene_gate
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 
-app = typer.Typer(help="Mailings: create, send, pause, resume, cancel, figures.", no_args_is_help=True)
+app = typer.Typer(help="Mailings: create, check, send, pause, resume, cancel, figures.", no_args_is_help=True)
 DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
 ACCOUNT_OPTION = typer.Option("default", "--account", help="Account slug.")
 ERR = Console(stderr=True)
