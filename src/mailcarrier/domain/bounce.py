@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
 from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.base import wording
@@ -61,7 +62,6 @@ class BounceReport:
     feedback_type: str | None = None
 
 
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?:[ \-]|$)")
 # A reply code where MTAs quote one inside prose: "...after end of data: 553 ...",
 # "said: 550 ...", "<<< 554 ...", "reason: 550 ...".
@@ -77,11 +77,9 @@ _VACATION_SUBJECT = re.compile(
     r"r[ée]ponse automatique|risposta automatica|away from", re.I)
 _OUR_HEADER = re.compile(r"^(x-mailcarrier-[a-z-]+|feedback-id)$", re.I)
 def _addr(value: str | None) -> str:
-    if not value:
-        return ""
-    value = value.split(";", 1)[-1] if ";" in value else value
-    m = _ADDRESS.search(value)
-    return m.group(0).strip(".").lower() if m else ""
+    """The first valid address in a header or report field (``rfc822; <x@y>``, ``Name <x@y>``)."""
+    found = find_mailboxes(value) if value else []
+    return found[0] if found else ""
 
 
 def _permanent(code: int | None, status: str | None, hint: bool | None) -> bool:

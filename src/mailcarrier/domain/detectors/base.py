@@ -14,6 +14,7 @@ from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Protocol
 
+from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
@@ -22,7 +23,6 @@ from mailcarrier.domain.vocabulary import Reason
 __all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "lowercase_pattern",
            "split_diagnostic_type", "wording"]
 
-ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _TAG = re.compile(r"<[^<>]{0,2000}>")
 _DAEMONS = ("mailer-daemon", "postmaster", "root", "mail-daemon", "maildaemon", "no-reply",
             "noreply", "post_master", "mailer")
@@ -63,11 +63,8 @@ def split_diagnostic_type(text: str) -> tuple[str, str]:
 
 
 def addresses(text: str) -> list[str]:
-    """Addresses in ``text``, lowercased, in order, without repeats."""
-    seen: dict[str, None] = {}
-    for m in ADDRESS.finditer(text):
-        seen.setdefault(m.group(0).strip(".").lower(), None)
-    return list(seen)
+    """Valid addresses in ``text``, lowercased, in order, without repeats (see :mod:`addresses`)."""
+    return find_mailboxes(text)
 
 
 def is_daemon(address: str) -> bool:
@@ -123,15 +120,32 @@ class BounceMail:
         return MimePart(part.payload().lstrip(b"\n"), depth=1)
 
     @cached_property
+    def notice_parts(self) -> list[MimePart]:
+        """The parts of the notice itself: every part except those inside the returned message.
+
+        A returned message without a Content-Type of its own reads as text/plain; it is the
+        sender's text, never the notice (an HTML-only notice would otherwise be read from it).
+        """
+        found: list[MimePart] = []
+        stack = [self.msg]
+        while stack:
+            part = stack.pop()
+            found.append(part)
+            if part is not self.msg and part.content_type in _ORIGINAL_TYPES:
+                continue
+            stack.extend(reversed(part.children))
+        return found
+
+    @cached_property
     def text(self) -> str:
         """The human-readable part, line endings normalised to LF."""
         found = ""
-        for part in self.parts:
+        for part in self.notice_parts:
             if part.content_type == "text/plain" and not part.filename:
                 found = part.text()
                 break
         else:
-            for part in self.parts:
+            for part in self.notice_parts:
                 if part.content_type == "text/html":
                     found = _TAG.sub(" ", part.text()).replace("&nbsp;", " ")
                     break

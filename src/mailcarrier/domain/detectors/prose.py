@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
+from mailcarrier.domain.addresses import ADDRESS, mailbox
 from mailcarrier.domain.detectors.base import (
-    ADDRESS,
     BounceMail,
     Found,
     addresses,
@@ -35,8 +35,16 @@ _BOUNCE_SUBJECT = re.compile(
     r"not (?:a )?member|returned to sender|error", re.I)
 # A line that starts with an address, possibly bracketed or bulleted.
 _ADDRESS_LINE = re.compile(
-    r"^[ \t>*\-]*(?:(?:rcpt to|recipient(?: address)?|to|address|failed recipient|original-recipient)"
+    r"^[ \t>*\-]*(?:(?:rcpt to|recipient(?: address)?|address|failed recipient|original-recipient)"
     r":?[ \t]*)?[<\"'(\[]?(" + ADDRESS.pattern + r")[>\"')\]]?[:,;.]?(.*)$", re.I | re.M)
+# A line quoting a header of the returned message ("  To:      list@example.org",
+# "* From: sender@example.com"): Exchange ("Your message / To: / Subject: / Sent: / did not
+# reach the following recipient(s)"), PMDF ("This report relates to a message you sent
+# with the following header fields"), Notes and webmail templates summarise the original
+# this way. The addresses there are the message's own, not failed recipients.
+_SUMMARY_LINE = re.compile(
+    r"^[ \t>*\-]*(?:to|cc|bcc|from|sender|reply-to|return-path|errors-to|subject|date|sent|"
+    r"message-id|list-[a-z]+)[ \t]*:(?![ \t]*<?\s*$)", re.I | re.M)
 _RCPT_LINE = re.compile(r"^[ \t>]*rcpt to:[ \t]*<?(" + ADDRESS.pattern + r")>?", re.I | re.M)
 
 
@@ -55,7 +63,7 @@ def address_paragraphs(body: str) -> list[tuple[str, str]]:
     i = 0
     while i < len(lines):
         m = _ADDRESS_LINE.match(lines[i])
-        if m is None:
+        if m is None or _SUMMARY_LINE.match(lines[i]):
             i += 1
             continue
         parts = [m.group(2).strip()]
@@ -77,9 +85,20 @@ def address_paragraphs(body: str) -> list[tuple[str, str]]:
                 elif taken and k + 1 < len(lines) and not lines[k + 1].strip():
                     break  # two blank lines end the account of this recipient
                 k += 1
-        found.append((m.group(1).strip(".").lower(), " ".join(p for p in parts if p)))
+        address = mailbox(m.group(1))
+        if address:
+            found.append((address, " ".join(p for p in parts if p)))
         i = j
     return found
+
+
+def _summary_lines(body: str) -> list[str]:
+    """The lines of ``body`` that quote the returned message's headers."""
+    lines = []
+    for m in _SUMMARY_LINE.finditer(body):
+        end = body.find("\n", m.start())
+        lines.append(body[m.start(): end if end >= 0 else len(body)])
+    return lines
 
 
 def _window(body: str, address: str) -> str:
@@ -152,14 +171,16 @@ class ProseDetector:
             # Of several accounts of one recipient (an address alone, then the transcript
             # line ">>> RCPT To:<it>" with the reply), the one quoting a reply wins, then
             # the longest.
-            if _rank(text) > _rank(by_address.get(address, "")):
+            if address not in by_address or _rank(text) > _rank(by_address[address]):
                 by_address[address] = text
         rcpt_lines = [a for a in addresses(" ".join(m.group(1) for m in _RCPT_LINE.finditer(body)))
                       if a not in own]
         failed = addresses(mail.header("X-Failed-Recipients"))
         recipients = failed or list(by_address) or rcpt_lines
         if not recipients:
-            recipients = [a for a in addresses(body) if a not in own and not is_daemon(a)]
+            anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a)]
+            quoted = set(addresses(" ".join(_summary_lines(body))))
+            recipients = [a for a in anywhere if a not in quoted] or anywhere
         if not recipients and mail.original is not None:
             # Old Sendmail transcripts name no address: the returned message says who.
             to = [a for a in addresses(mail.original.get("To")) if a not in own]

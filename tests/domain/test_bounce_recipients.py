@@ -1,0 +1,119 @@
+"""Who failed: the recipients parse_bounce reports, whatever the report's format and decoration.
+
+The bounces here are written after the MTAs' own templates (Exchange 5.5's "did not reach
+the following recipient(s)", Sendmail's and Exim's recipient lists, RFC 3464 fields), with
+addresses of our own: they test the rules, not a sample file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mailcarrier.domain.addresses import find_mailboxes, mailbox
+from mailcarrier.domain.bounce import parse_bounce
+
+
+def _recipients(raw: str) -> list[str]:
+    report = parse_bounce(raw.encode())
+    return [r.recipient for r in report.records] if report else []
+
+
+# -- one address, however a report decorates it -----------------------------------------------
+
+@pytest.mark.parametrize("token", [
+    "nina@example.org", "<nina@example.org>", "NINA@Example.ORG", "'nina@example.org'",
+    '"nina@example.org"', "rfc822;nina@example.org", "RFC822; <nina@example.org>",
+    "SMTP=nina@example.org", "smtp:nina@example.org", "dda:SMTP=nina@example.org;",
+    "(nina@example.org)", "[nina@example.org]:", "nina@example.org.", "mailto:nina@example.org",
+    "<'nina@example.org'>",
+])
+def test_mailbox_strips_what_reports_put_around_an_address(token: str) -> None:
+    assert mailbox(token) == "nina@example.org"
+
+
+@pytest.mark.parametrize("token", [
+    "david...@gmail.com", ".nina@example.org@", "nina@localhost", "nina@example", "nina@-x.example.org",
+    "nina@example..org", "", "@example.org", "nina@", "a" * 70 + "@example.org",
+])
+def test_mailbox_refuses_what_is_not_a_valid_address(token: str) -> None:
+    assert mailbox(token) == ""
+
+
+def test_find_mailboxes_keeps_order_and_drops_repeats_and_invalid_ones() -> None:
+    text = "to 'b@example.org', SMTP=a@example.org; then <B@example.org> and x...@example.org"
+    assert find_mailboxes(text) == ["b@example.org", "a@example.org"]
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+DSN_INVALID_RECIPIENT = (
+    "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\nTo: news@shop.example\n"
+    "Subject: Mail delivery failed\nMIME-Version: 1.0\n"
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+    "--b\nContent-Type: text/plain\n\nThe following address(es) failed:\n\n  nina..x@example.org\n\n"
+    "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+    "Action: failed\nFinal-Recipient: rfc822;nina..x@example.org\nStatus: 5.0.0\n\n--b--\n")
+
+
+def test_a_syntactically_invalid_recipient_is_not_reported() -> None:
+    assert _recipients(DSN_INVALID_RECIPIENT) == []
+
+
+# Exchange 5.5 / 2000: the notice quotes the original's To, Cc and Subject, then lists the
+# recipients it could not reach; X.400 gateways prefix the SMTP address with "dda:SMTP=".
+EXCHANGE_SUMMARY = (
+    "From: System Administrator <postmaster@corp.example>\nTo: news-bounces@shop.example\n"
+    "Subject: Undeliverable: Spring sale\nMIME-Version: 1.0\n"
+    'Content-Type: multipart/mixed; boundary="p"\n\n'
+    "--p\nContent-Type: text/plain\n\nYour message\n\n"
+    "  To:      team@lists.example\n  Cc:      other@lists.example\n  Subject: Spring sale\n"
+    "  Sent:    Fri, 4 Oct 2002 17:10:56 -0400\n\n"
+    "did not reach the following recipient(s):\n\n"
+    "{line} on Fri, 4 Oct 2002 17:12:28 -0400\n"
+    "    The recipient name is not recognized\n"
+    "    MSEXCH:IMS:CORP:Site:SRV 0 (000C05A6) Unknown Recipient\n\n"
+    "--p\nContent-Type: message/rfc822\n\nMessage removed\n\n--p--\n")
+
+
+@pytest.mark.parametrize("line", [
+    "nina@example.org", "c=US;a= ;p=CORP;o=Site;dda:SMTP=nina@example.org;",
+])
+def test_exchange_header_summary_is_not_a_failed_recipient(line: str) -> None:
+    assert _recipients(EXCHANGE_SUMMARY.format(line=line)) == ["nina@example.org"]
+
+
+def test_an_html_only_notice_is_read_not_the_returned_message_without_content_type() -> None:
+    html = EXCHANGE_SUMMARY.format(line="nina@example.org").replace(
+        "Content-Type: text/plain\n\nYour message\n", "Content-Type: text/html\n\n<P>Your message<BR>\n")
+    html = html.replace("recipient(s):\n", "recipient(s):<BR>\n")
+    assert _recipients(html) == ["nina@example.org"]
+
+
+# Webmail and gateway notices summarise the original with bullets ("* To: ...").
+BULLET_SUMMARY = (
+    "From: MAILER-DAEMON <mailer-daemon@gw.example.net>\nTo: news-bounces@shop.example\n"
+    "Subject: Undeliverable: sale\nContent-Type: text/plain\n\n"
+    "Delivery has failed to these recipients or distribution lists:\n\n"
+    "\t* [nina@example.org]: 550 nina@example.org...User account is overquota\n\n\n"
+    "Original message details:\n\n\t* From: news@shop.example\n\t* To: someone@example.com\n"
+    "\t* Subject: sale\n")
+
+
+def test_bulleted_original_details_are_not_failed_recipients() -> None:
+    assert _recipients(BULLET_SUMMARY) == ["nina@example.org"]
+
+
+def test_each_of_two_recipients_listed_alone_on_its_line_is_reported() -> None:
+    raw = ("From: MAILER-DAEMON@mail.example.cn\nTo: news@shop.example\nSubject: failure notice\n"
+           "Content-Type: text/plain\n\nThe message could not be delivered.\n\n"
+           "<nina@example.org>:\n\n<omar@example.org>:\n\n--- the attachment is a copy of the message\n")
+    assert _recipients(raw) == ["nina@example.org", "omar@example.org"]
+
+
+def test_a_quoted_address_in_prose_loses_its_quotes() -> None:
+    raw = ("From: Mail Delivery System <Mailer-Daemon@mx.example.net>\nTo: news@shop.example\n"
+           "Subject: Mail delivery failure\n\nThis message was created automatically by mail delivery\n"
+           "software. A message that you sent could not be delivered to all of its recipients.\n\n"
+           "The following message, addressed to 'nina@example.org',\n"
+           "failed because it has not been collected after 30 days\n")
+    assert _recipients(raw) == ["nina@example.org"]
