@@ -119,10 +119,10 @@ def test_mailto_unsubscribe_over_smtp_opts_out_once(sent: tuple[Engine, bytes], 
 def test_unsubscribe_address_is_accepted_at_rcpt_and_others_still_refused(
         empty_engine: Engine, tmp_path: Path) -> None:  # noqa: F811
     settings = settings_for(tmp_path, 0)
-    with InboundServer(empty_engine, InboundContext.from_settings(settings),
-                       accept=accepted_addresses(settings), process=False) as inbound:
-        with smtplib.SMTP(inbound.host, inbound.port, timeout=10) as client:
-            client.ehlo()
-            client.mail("reader@example.com")
-            assert client.rcpt("Unsubscribe@Bounces.Shop.Example")[0] == 250
-            assert client.rcpt("unsubscribe@elsewhere.example")[0] == 550
+    server = InboundServer(empty_engine, InboundContext.from_settings(settings),
+                           accept=accepted_addresses(settings), process=False)
+    with server as inbound, smtplib.SMTP(inbound.host, inbound.port, timeout=10) as client:
+        client.ehlo()
+        client.mail("reader@example.com")
+        assert client.rcpt("Unsubscribe@Bounces.Shop.Example")[0] == 250
+        assert client.rcpt("unsubscribe@elsewhere.example")[0] == 550
