@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.storage.api_keys import ApiKey, authenticate_key, hash_key
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["KEY_CACHE_SECONDS", "Principal", "has_scope", "require_scopes"]
 
@@ -91,7 +92,7 @@ def _verified_key(request: Request, context: AppContext, presented: str) -> ApiK
     hit = cache.get(digest)
     if hit is not None and timedelta(0) <= now - hit[1] < timedelta(seconds=KEY_CACHE_SECONDS):
         return hit[0]
-    with context.engine.begin() as conn:
+    with write_transaction(context.engine) as conn:
         key = authenticate_key(conn, presented, now)
     if key is None:
         cache.pop(digest, None)

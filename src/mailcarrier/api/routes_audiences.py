@@ -14,6 +14,7 @@ from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import account_views as views
 from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["router"]
 
@@ -40,7 +41,7 @@ def create_audience(body: NewAudience, who: Principal = Depends(require_scopes("
                     ctx: AppContext = Depends(app_context)) -> views.AudienceView:
     """Create an audience; 409 if the name is taken in this account."""
     try:
-        with ctx.engine.begin() as conn:
+        with write_transaction(ctx.engine) as conn:
             made = account_repo.create_audience(conn, who.account_id, body.name.strip(), ctx.clock(),
                                                 body.description)
     except ValueError as exc:

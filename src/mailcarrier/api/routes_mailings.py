@@ -19,6 +19,7 @@ from mailcarrier.services import pools, reports
 from mailcarrier.services.contact_import import normalise_address
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["router"]
 
@@ -138,7 +139,7 @@ def test_send(mailing_id: MailingId, body: TestSend,
     except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
+    with write_transaction(ctx.engine) as conn:
         try:
             audience = account_repo.audience_by_name(conn, who.account_id, TEST_AUDIENCE)
         except LookupError:

@@ -16,7 +16,7 @@ from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage import accounts as repo
 from mailcarrier.storage import api_keys as keys_repo
-from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.engine import make_engine, write_transaction
 
 app = typer.Typer(help="Accounts (one per customer).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of an account (for the REST API and the dashboard).",
@@ -35,7 +35,7 @@ def create_command(slug: str, name: str = typer.Option("", help="Display name.")
     """Create an account identified by SLUG."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             account = repo.create_account(conn, slug, name, datetime.now(UTC))
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
@@ -72,7 +72,7 @@ def keys_create_command(account: str, name: str = typer.Option(..., "--name", he
     """Issue an API key for ACCOUNT (slug) and print it once."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
             key, plain = keys_repo.create_api_key(conn, owner.id, name, scope, datetime.now(UTC))
     except (MailcarrierError, ValueError) as exc:
@@ -111,7 +111,7 @@ def keys_revoke_command(account: str, prefix: str, database_url: str | None = DB
     """Revoke ACCOUNT's key PREFIX; the API refuses it once its few seconds of cache have passed."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
             keys_repo.revoke_api_key(conn, owner.id, prefix, datetime.now(UTC))
     except MailcarrierError as exc:

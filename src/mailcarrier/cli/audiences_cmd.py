@@ -11,7 +11,7 @@ from rich.table import Table
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage import accounts as repo
-from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.engine import make_engine, write_transaction
 
 app = typer.Typer(help="Audiences (lists of contacts).", no_args_is_help=True)
 DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
@@ -25,7 +25,7 @@ def create_command(name: str, account: str = ACCOUNT_OPTION,
     """Create an audience NAME in the account."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
             audience = repo.create_audience(conn, owner.id, name, datetime.now(UTC), description)
     except (MailcarrierError, ValueError, LookupError) as exc:

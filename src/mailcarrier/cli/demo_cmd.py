@@ -35,7 +35,7 @@ from mailcarrier.services.contact_import import import_csv
 from mailcarrier.services.policies import status_policy
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
-from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.engine import make_engine, write_transaction
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import attempts
 
@@ -94,7 +94,7 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
 
 
 def _prepare(settings: Settings, engine: Engine, console: Console, now: datetime) -> tuple[int, int]:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         try:
             account = account_repo.account_by_slug(conn, "demo")
         except LookupError:

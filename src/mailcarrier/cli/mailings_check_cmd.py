@@ -21,7 +21,7 @@ from mailcarrier.domain.dns_checks import CheckStatus
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services.content_check import DEFAULT_URI_ZONES, SpamdClient, check_mailing
 from mailcarrier.storage import accounts as account_repo
-from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.engine import make_engine, write_transaction
 
 app = typer.Typer(help="Pre-send content and consent checks.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ def check_command(
     spamd_host, spamd_port = _host_port(spamd, 783, "--spamd")
     engine = make_engine(settings)
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             account_id = account_repo.account_by_slug(conn, account).id
             report = check_mailing(conn, account_id, mailing_id, datetime.now(UTC),
                                    spamd=SpamdClient(spamd_host, spamd_port, timeout),

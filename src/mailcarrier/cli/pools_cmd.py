@@ -24,7 +24,7 @@ from mailcarrier.services import pools as svc
 from mailcarrier.services.hygiene import DnsHygiene
 from mailcarrier.services.policies import pool_policy, warmup_schedule
 from mailcarrier.storage import accounts as account_repo
-from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.engine import make_engine, write_transaction
 
 app = typer.Typer(help="Sending IPs and pools (shared, trusted, dedicated): eligibility, warm-up, "
                        "reputation events, throttling log.", no_args_is_help=True)
@@ -42,7 +42,7 @@ def _connection(settings: Settings) -> Iterator[Connection]:
     """One transaction; a MailcarrierError or ValueError becomes a red line and exit code 1."""
     engine = make_engine(settings)
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             yield conn
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")

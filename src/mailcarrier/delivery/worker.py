@@ -54,6 +54,7 @@ from mailcarrier.services.mailings import LinkHook, MailingRenderer, RecipientDa
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.pools import SourcePick
 from mailcarrier.storage import outbox
+from mailcarrier.storage.engine import is_transient
 from mailcarrier.storage.tables import mailings
 
 _LOG = logging.getLogger(__name__)
@@ -127,24 +128,30 @@ class WorkerStats:
 _DELIVERED = classify(code=250, stage=SMTPStage.EOD)
 
 
-def retrying(step: Callable[[], None], *, attempts: int = 6, pause: float = 0.5) -> Callable[[], None]:
+def retrying(step: Callable[[], None], *, attempts: int = 6, pause: float = 0.5,
+             transient_attempts: int = 60) -> Callable[[], None]:
     """Run a recording step again while the database is busy or briefly unreachable.
 
     Recording is all-or-nothing and idempotent (rows are written only under the batch's
     claim token), so a retry never writes twice; giving up too early would instead let the
-    leases expire and the batch be resent as in-flight. The last failure is raised.
+    leases expire and the batch be resent as in-flight. A lock held by other writers
+    (:func:`is_transient`) is waited out far longer (``transient_attempts``, each also
+    waiting the busy timeout) than an unreachable database (``attempts``). The last failure
+    is raised.
     """
 
     def run() -> None:
-        for attempt in range(attempts):
+        failures = 0
+        while True:
             try:
                 step()
                 return
             except OperationalError as error:
-                if attempt == attempts - 1:
+                failures += 1
+                if failures >= (transient_attempts if is_transient(error) else attempts):
                     raise
-                _LOG.warning("recording failed (attempt %d), retrying: %s", attempt + 1, error)
-                time.sleep(min(pause * 2**attempt, 10.0))
+                _LOG.warning("recording failed (attempt %d), retrying: %s", failures, error)
+                time.sleep(min(pause * 2 ** min(failures - 1, 5), 10.0))
 
     return run
 
@@ -236,7 +243,10 @@ class _Worker:
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:
-                await asyncio.to_thread(self.beat)
+                try:
+                    await asyncio.to_thread(self.beat)
+                except OperationalError as error:  # a busy database must not stop the heartbeat
+                    _LOG.warning("heartbeat failed, trying again next beat: %s", error)
 
     def share(self, limits: ConnectionLimits) -> ConnectionLimits:
         """This worker's part of a destination's connection cap (the cap holds across workers)."""
@@ -263,11 +273,39 @@ class _Worker:
             await asyncio.sleep(1.0)
             return outbox.Claim("", self.worker_id, ())
 
+    def _prepare_links(self, claim: outbox.Claim) -> None:
+        """Store what the link hook needs for this batch (its links), before anything is rendered.
+
+        Rendering itself never writes: this is the batch's one write for tracking, in a
+        transaction of its own (none at all once the mailings' links are known).
+        """
+        if self.link_hook is None:
+            return
+        by_mailing: dict[int, list[RecipientData]] = defaultdict(list)
+        for item in claim.deliveries:
+            by_mailing[item.mailing_id].append(RecipientData(
+                item.id, item.contact_id, item.email, item.first_name, item.last_name, item.fields))
+        for mailing_id, recipients in by_mailing.items():
+            renderer = self.renderers.get(mailing_id)
+            if renderer is not None:
+                self.link_hook.prepare(renderer, recipients)
+
     async def send_batch(self, claim: outbox.Claim) -> Callable[[], None]:
-        """Send a claimed batch; returns the (blocking) function that records its outcomes."""
+        """Send a claimed batch; returns the (blocking) function that records its outcomes.
+
+        When the database stays busy while the batch is being prepared (after the retries of
+        :func:`~mailcarrier.storage.engine.run_write`), nothing is sent: the batch is given
+        back untried and the loop goes on.
+        """
         self.stats.batches += 1
         self.stats.claimed += len(claim.deliveries)
-        await self._renderers_for(claim)
+        try:
+            await self._renderers_for(claim)
+            await asyncio.to_thread(self._prepare_links, claim)
+        except OperationalError as error:
+            _LOG.warning("preparing a batch failed, giving it back: %s", error)
+            await asyncio.sleep(1.0)
+            return retrying(lambda: self.release(claim))
         outcomes, released, backoffs = await self._send_all(claim)
         delivered_domains = {o.domain for o in outcomes if o.update.state == DeliveryState.DELIVERED.value}
         self.stats.released += len(released)
@@ -552,6 +590,24 @@ async def _wait_for_work(worker: _Worker, *, until_idle: bool, stop: asyncio.Eve
     return True
 
 
+async def _wait_or_retry(worker: _Worker, *, until_idle: bool, stop: asyncio.Event,
+                         poll_seconds: float) -> bool:
+    """:func:`_wait_for_work`, where a busy or unreachable database only means looking again later."""
+    try:
+        return await _wait_for_work(worker, until_idle=until_idle, stop=stop, poll_seconds=poll_seconds)
+    except OperationalError as error:
+        _LOG.warning("looking for work failed, trying again: %s", error)
+        await asyncio.sleep(1.0)
+        return True
+
+
+async def _apply_last_events(worker: _Worker) -> None:
+    try:
+        await asyncio.to_thread(worker._apply_contact_events)
+    except OperationalError as error:  # they stay flagged: the next worker applies them
+        _LOG.warning("applying the last contact events failed, left for the next run: %s", error)
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -610,7 +666,7 @@ async def run_worker(
             if recording is not None:
                 await recording
                 recording = None
-            if not await _wait_for_work(worker, until_idle=until_idle, stop=stop, poll_seconds=poll_seconds):
+            if not await _wait_or_retry(worker, until_idle=until_idle, stop=stop, poll_seconds=poll_seconds):
                 break
             upcoming = asyncio.create_task(worker.claim_next())
     finally:
@@ -626,6 +682,6 @@ async def run_worker(
         await asyncio.to_thread(outbox.leave, engine, worker.worker_id)
         if source_routing is not None:  # give back source-IP reservations not used
             await source_routing.flush()
-    await asyncio.to_thread(worker._apply_contact_events)
+    await _apply_last_events(worker)
     worker.stats.connections_opened = worker.pool.opened
     return worker.stats

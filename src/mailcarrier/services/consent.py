@@ -30,6 +30,7 @@ from mailcarrier.services.contacts import ContactEventRecord, apply_event
 from mailcarrier.services.tracking import TrackingKeys
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.tables import (
     activities,
     audience_members,
@@ -130,7 +131,7 @@ def request_subscription(engine: Engine, settings: Settings, keys: TrackingKeys,
     NotFoundError for an unknown account or audience, InvalidSubscriptionError for a bad address.
     """
     email = _normalise(request.email)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         account = account_repo.account_by_slug(conn, account_slug)
         audience_id = None
         if request.audience:
@@ -243,7 +244,7 @@ def confirm_subscription(engine: Engine, keys: TrackingKeys, text: str, now: dat
     token = _confirm_token(keys, text, now)
     if token is None:
         return None
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         sub = conn.execute(select(pending_subscriptions).where(
             pending_subscriptions.c.id == token.delivery_id,
             pending_subscriptions.c.account_id == token.account_id)).one_or_none()
@@ -329,7 +330,7 @@ def opt_out_by_token(engine: Engine, policy: StatusPolicy, keys: TrackingKeys, t
         apply_event(engine, policy, record, now)
     except NotFoundError:
         return None
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         _record(conn, token.account_id, int(row.id), None, "opted_out", now, ip, user_agent, via,
                 {"mailing_id": token.mailing_id, "delivery_id": token.delivery_id})
     return OptOutOutcome.OPTED_OUT

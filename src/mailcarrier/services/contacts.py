@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from mailcarrier.domain.contact_status import (
     ContactEvent,
@@ -34,7 +33,7 @@ from mailcarrier.domain.contact_status import (
 from mailcarrier.domain.errors import ConflictError, NotFoundError
 from mailcarrier.storage import contact_state as state_repo
 from mailcarrier.storage import contacts as repo
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import StaleWriteError, run_write
 
 __all__ = [
     "ContactEventRecord",
@@ -94,23 +93,24 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     """
     if not records and take is None and finish is None:
         return []
-    for _ in range(MAX_RETRIES):
-        try:
-            with write_transaction(engine) as conn:
-                batch = records
-                if take is not None:
-                    taken = set(take(conn))
-                    batch = [record for record in records if record.delivery_id in taken]
-                outcome = _apply_in(conn, policy, batch, now) if batch else []
-                if outcome is not None:
-                    if finish is not None:
-                        finish(conn, outcome)
-                    return outcome
-                conn.rollback()
-        except DBAPIError as exc:
-            if not repo.is_transient_conflict(exc):
-                raise
-    raise ConflictError(f"contact updates kept conflicting after {MAX_RETRIES} attempts; retry later")
+
+    def unit(conn: Connection) -> list[Transition]:
+        batch = records
+        if take is not None:
+            taken = set(take(conn))
+            batch = [record for record in records if record.delivery_id in taken]
+        outcome = _apply_in(conn, policy, batch, now) if batch else []
+        if outcome is None:  # a concurrent writer changed a contact (PostgreSQL): run it again
+            raise StaleWriteError("a contact changed under this batch")
+        if finish is not None:
+            finish(conn, outcome)
+        return outcome
+
+    try:
+        return run_write(engine, unit, what="applying contact events", attempts=MAX_RETRIES)
+    except StaleWriteError as exc:
+        raise ConflictError(
+            f"contact updates kept conflicting after {MAX_RETRIES} attempts; retry later") from exc
 
 
 def reactivate(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int, *,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formataddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -37,6 +37,7 @@ from mailcarrier.domain.message import MessageParts, compose_message
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.domain.verp import VerpAddress, encode_return_path
 from mailcarrier.domain.vocabulary import ContactStatus, DeliveryState
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.tables import audience_members, audiences, contacts, deliveries, mailings
 
 __all__ = [
@@ -205,7 +206,7 @@ def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {label} contains a line break")
     domain = _sending_domain(draft.from_address)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         if draft.audience_id is not None:
             owner = conn.execute(select(audiences.c.account_id).where(
                 audiences.c.id == draft.audience_id)).scalar_one_or_none()
@@ -311,7 +312,7 @@ def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime
         while start <= int(high):
             _enqueue_range(engine, row, conditions, start, start + id_range, now)
             start += id_range
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         by_state: dict[str, int] = dict(conn.execute(
             select(deliveries.c.state, func.count()).where(deliveries.c.mailing_id == mailing_id)
             .group_by(deliveries.c.state)).all())
@@ -337,7 +338,7 @@ def _enqueue_range(engine: Engine, row: Any, conditions: list[ColumnElement[bool
     ).where(*conditions, contacts.c.id >= start, contacts.c.id < stop, true())
     columns = ["account_id", "mailing_id", "contact_id", "email", "domain", "state",
                "next_attempt_at", "last_reason", "final_at"]
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         statement = insert(deliveries).from_select(columns, source).on_conflict_do_nothing(
             index_elements=["mailing_id", "contact_id"])
@@ -349,7 +350,7 @@ def _set_state(engine: Engine, account_id: int, mailing_id: int, allowed: Sequen
     row = _row(engine, account_id, mailing_id)
     if row.state not in allowed:
         raise ConflictError(f"mailing {mailing_id} is {row.state}; cannot become {state}")
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         values: dict[str, Any] = {"state": state}
         if state == "cancelled":
             values["finished_at"] = now
@@ -432,8 +433,19 @@ class RenderedBodies:
     text: str
 
 
-#: Rewrites the personalised bodies of one delivery (e.g. tracked links, open pixel).
-LinkHook = Callable[[RenderedBodies, "MailingRenderer", RecipientData], RenderedBodies]
+class LinkHook(Protocol):
+    """Rewrites the personalised bodies of one delivery (e.g. tracked links, open pixel).
+
+    Rendering never writes to the database: whatever the rewriting needs stored (the
+    mailing's link rows) is stored by :meth:`prepare`, which the worker calls once per
+    claimed batch, in a thread and in a write transaction of its own, before any message
+    of the batch is rendered for sending.
+    """
+
+    def __call__(self, bodies: RenderedBodies, renderer: MailingRenderer,
+                 recipient: RecipientData) -> RenderedBodies: ...
+
+    def prepare(self, renderer: MailingRenderer, recipients: Sequence[RecipientData]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,16 +494,20 @@ class MailingRenderer:
         """Stable per delivery, so a retry carries the same Message-ID as the first attempt."""
         return f"mc.{delivery_id}.{self.mailing_id}.{self.account_id}@{self.sending_domain}"
 
-    def personalise(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
-        """The recipient's subject and bodies; the link hook, when set, rewrites them."""
+    def bodies(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
+        """The recipient's subject and bodies as the templates render them (no link rewriting)."""
         context = {"email": recipient.email, "first_name": recipient.first_name,
                    "last_name": recipient.last_name, "fields": _Fields(recipient.fields),
                    "unsubscribe_url": unsubscribe_url or self._unsubscribe_url(recipient.delivery_id)}
         try:
-            bodies = RenderedBodies(self._subject.render(context), self._html.render(context),
-                                    self._text.render(context))
+            return RenderedBodies(self._subject.render(context), self._html.render(context),
+                                  self._text.render(context))
         except Exception as error:  # a contact's data broke the template
             raise TemplateRenderError(f"rendering for {recipient.email} failed: {error}") from error
+
+    def personalise(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
+        """The recipient's subject and bodies; the link hook, when set, rewrites them."""
+        bodies = self.bodies(recipient, unsubscribe_url)
         return self._hook(bodies, self, recipient) if self._hook else bodies
 
     def _unsubscribe_url(self, delivery_id: int) -> str:

@@ -60,7 +60,7 @@ from mailcarrier.domain.machine_activity import (
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.hit_spool import SpoolProducer, SpoolReader, caught_up, spool_marks
-from mailcarrier.storage.engine import is_sqlite
+from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.tables import deliveries
 from mailcarrier.storage.tracking_spool_tables import tracking_spool_positions
 from mailcarrier.storage.tracking_tables import tracking_hits, tracking_links
@@ -73,6 +73,7 @@ __all__ = [
     "HitWriter",
     "LinkDirectory",
     "LinkEngagement",
+    "LinkTracker",
     "MailingEngagement",
     "NetworkIndex",
     "PreparedMessage",
@@ -259,51 +260,104 @@ def prepare_message_links(
     return PreparedMessage(html, text, headers, unsubscribe_url, links)
 
 
-def make_link_hook(engine: Engine, settings: Settings, *,
-                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                   keys: TrackingKeys | None = None, track_opens: bool = True) -> Callable[..., Any]:
+class LinkTracker:
     """The delivery engine's ``link_hook``: tracked links and the open pixel for each message.
 
-    Pass it as ``run_worker(..., link_hook=make_link_hook(engine, settings))``. It receives
-    the personalised bodies, the mailing's renderer and the recipient, and returns the bodies
-    with links rewritten. Link ids are cached per mailing, so the database is asked once per
-    distinct URL, not once per message. The rendered unsubscribe URL is left untouched (it
-    must not become a click: scanners would follow it, and the page is safe to GET anyway).
+    Pass it as ``run_worker(..., link_hook=make_link_hook(engine, settings))``. Two steps,
+    so that rendering never writes: :meth:`prepare` (called by the worker once per claimed
+    batch, in a thread, before sending) renders the batch's bodies, finds the links not yet
+    known and registers them in one write transaction (:func:`run_write`: ``BEGIN
+    IMMEDIATE`` on SQLite, retried on a lock); calling the tracker then rewrites one
+    message's bodies from the ids in memory, without touching the database. Link ids are
+    kept per mailing, so once a mailing's links are known a batch costs no write at all.
+    The rendered unsubscribe URL is left untouched (it must not become a click: scanners
+    would follow it, and the page is safe to GET anyway). A link the batch's preparation
+    did not see (a template whose output changes from one render to the next) is sent
+    untracked rather than registered while rendering.
     """
-    keys = keys or tracking_keys(settings)
-    base = settings.public_url.rstrip("/")
-    known: dict[tuple[int, str], int] = {}
 
-    def hook(bodies: Any, renderer: Any, recipient: Any) -> Any:
-        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
-        delivery_id = int(recipient.delivery_id)
-        now = clock()
-        expires = 0
-        if settings.tracking_link_days:
-            expires = int((now + timedelta(days=settings.tracking_link_days)).timestamp())
-        protected = f"{base}/u/{renderer.unsubscribe_token(delivery_id)}"
+    def __init__(self, engine: Engine, settings: Settings, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 keys: TrackingKeys | None = None, track_opens: bool = True) -> None:
+        self.engine, self.clock, self.track_opens = engine, clock, track_opens
+        self.keys = keys or tracking_keys(settings)
+        self.base = settings.public_url.rstrip("/")
+        self.link_days = settings.tracking_link_days
+        self.known: dict[tuple[int, str], int] = {}
+        self._lock = threading.Lock()
+
+    def _protected(self, bodies: Any, renderer: Any, delivery_id: int) -> tuple[str, str, str]:
+        protected = f"{self.base}/u/{renderer.unsubscribe_token(delivery_id)}"
         html = bodies.html.replace(protected, _PROTECTED) if bodies.html else bodies.html
         text = bodies.text.replace(protected, _PROTECTED) if bodies.text else bodies.text
+        return protected, html, text
+
+    def prepare(self, renderer: Any, recipients: Sequence[Any]) -> None:
+        """Register the links these recipients' messages carry and the tracker does not know yet."""
+        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
+        missing: dict[str, None] = {}
+        for recipient in recipients:
+            try:
+                bodies = renderer.bodies(recipient)
+            except ValueError:  # this contact's data breaks the template: it fails at send time
+                continue
+            _protected, html, text = self._protected(bodies, renderer, int(recipient.delivery_id))
+            found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+            with self._lock:
+                missing.update((row.url, None) for row in found.links
+                               if (mailing_id, row.url) not in self.known)
+        if not missing:
+            return
+        now = self.clock()
+        ids = run_write(self.engine, lambda conn: register_links(conn, account_id, mailing_id,
+                                                                 list(missing), now),
+                        what=f"registering the links of mailing {mailing_id}")
+        with self._lock:
+            for url, link_id in ids.items():
+                self.known[(mailing_id, url)] = link_id
+
+    def __call__(self, bodies: Any, renderer: Any, recipient: Any) -> Any:
+        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
+        delivery_id = int(recipient.delivery_id)
+        expires = 0
+        if self.link_days:
+            expires = int((self.clock() + timedelta(days=self.link_days)).timestamp())
+        protected, html, text = self._protected(bodies, renderer, delivery_id)
         found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
-        missing = [row.url for row in found.links if (mailing_id, row.url) not in known]
-        if missing:
-            with engine.begin() as conn:
-                for url, link_id in register_links(conn, account_id, mailing_id, missing, now).items():
-                    known[(mailing_id, url)] = link_id
-        by_number = {row.number: known[(mailing_id, row.url)] for row in found.links}
+        by_number: dict[int, int] = {}
+        untracked: dict[int, str] = {}
+        for row in found.links:
+            link_id = self.known.get((mailing_id, row.url))
+            if link_id is None:
+                untracked[row.number] = row.url
+            else:
+                by_number[row.number] = link_id
+        if untracked:
+            _log.warning("mailing %d, delivery %d: %d link(s) not prepared for this batch, sent untracked",
+                         mailing_id, delivery_id, len(untracked), extra={"event": "tracking.untracked_link"})
 
         def mint(purpose: TokenPurpose, link_id: int = 0) -> str:
             token = TrackingToken(purpose, account_id, mailing_id, delivery_id, link_id, expires)
-            return encode_token(token, master_secret=keys.current, key_id=keys.key_id)
+            return encode_token(token, master_secret=self.keys.current, key_id=self.keys.key_id)
+
+        def click(number: int) -> str:
+            if number in untracked:
+                return untracked[number]
+            return f"{self.base}/c/{mint(TokenPurpose.CLICK, by_number[number])}"
 
         rewritten = rewrite_links(
-            html, text, click_url=lambda n: f"{base}/c/{mint(TokenPurpose.CLICK, by_number[n])}",
-            open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}" if track_opens and html else None)
+            html, text, click_url=click,
+            open_pixel_url=f"{self.base}/o/{mint(TokenPurpose.OPEN)}" if self.track_opens and html else None)
         new_html = rewritten.html.replace(_PROTECTED, protected) if rewritten.html else rewritten.html
         new_text = rewritten.text.replace(_PROTECTED, protected) if rewritten.text else rewritten.text
         return replace(bodies, html=new_html, text=new_text)
 
-    return hook
+
+def make_link_hook(engine: Engine, settings: Settings, *,
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   keys: TrackingKeys | None = None, track_opens: bool = True) -> LinkTracker:
+    """The delivery engine's ``link_hook`` (a :class:`LinkTracker`) for these settings."""
+    return LinkTracker(engine, settings, clock=clock, keys=keys, track_opens=track_opens)
 
 
 # --- request time ---------------------------------------------------------------------
@@ -348,11 +402,6 @@ def _verdict_of(row: Any) -> Verdict:
     return Verdict(VerdictKind(row.verdict), tuple(row.reasons or ()))
 
 
-def _write_connection(engine: Engine) -> Connection:
-    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
-    return engine.connect().execution_options(**options)
-
-
 def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
                 networks: Sequence[Network] | NetworkIndex, now: datetime,
                 spool_positions: Mapping[str, int] | None = None) -> int:
@@ -364,7 +413,8 @@ def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
     if not hits and not spool_positions:
         return 0
     ordered = sorted(hits, key=lambda h: h.at)
-    with _write_connection(engine) as conn, conn.begin():
+
+    def unit(conn: Connection) -> int:
         written = _record_in(conn, ordered, limits, networks, now) if ordered else 0
         for segment, position in (spool_positions or {}).items():
             updated = conn.execute(update(tracking_spool_positions).where(
@@ -372,7 +422,9 @@ def record_hits(engine: Engine, hits: Sequence[RawHit], *, limits: Thresholds,
             if not updated:
                 conn.execute(tracking_spool_positions.insert().values(segment=segment,
                                                                       position=position))
-    return written
+        return written
+
+    return run_write(engine, unit, what="recording tracking hits")
 
 
 class NetworkIndex:
@@ -933,9 +985,8 @@ class HitWriter:
     def _forget(self, removed: Sequence[str]) -> None:
         """Drop the stored positions of segments deleted from the spool."""
         if removed:
-            with _write_connection(self.engine) as conn, conn.begin():
-                conn.execute(delete(tracking_spool_positions).where(
-                    tracking_spool_positions.c.segment.in_(list(removed))))
+            run_write(self.engine, lambda conn: conn.execute(delete(tracking_spool_positions).where(
+                tracking_spool_positions.c.segment.in_(list(removed)))), what="forgetting spool positions")
 
     def _write(self, batch: Sequence[RawHit], positions: Mapping[str, int]) -> None:
         """Write a batch and its spool positions; OperationalError propagates (retry later),

@@ -140,7 +140,7 @@ def create_endpoint(engine: Engine, account_id: int, url: str, events: Sequence[
     if "\x00" in description:
         raise ValueError("the description contains a NUL character")
     secret = "whsec_" + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         key = conn.execute(webhook_endpoints.insert().values(
             account_id=account_id, url=url, secret=secret, events=list(chosen), active=True,
             description=description[:2000], created_at=now)).inserted_primary_key
@@ -169,7 +169,7 @@ def get_endpoint(engine: Engine, account_id: int, endpoint_id: int) -> Endpoint:
 
 def delete_endpoint(engine: Engine, account_id: int, endpoint_id: int) -> None:
     w = webhook_endpoints.c
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         gone = conn.execute(webhook_endpoints.delete().where(
             w.account_id == account_id, w.id == endpoint_id)).rowcount
     if not gone:
@@ -383,6 +383,6 @@ def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int 
         else:
             values["next_attempt_at"] = now + backoff(attempts_made)
             stats = SendStats(stats.delivered, stats.retried + 1, stats.dead)
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             conn.execute(update(webhook_outbox).where(o.id == row.id).values(**values))
     return stats

@@ -6,19 +6,44 @@ PostgreSQL (psycopg 3) is the scale-out backend. Nothing connects at import time
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from mailcarrier.config import Settings
 
-__all__ = ["is_sqlite", "make_engine", "write_transaction"]
+__all__ = [
+    "WRITE_ATTEMPTS",
+    "StaleWriteError",
+    "is_sqlite",
+    "is_transient",
+    "make_engine",
+    "run_write",
+    "write_transaction",
+]
+
+_log = logging.getLogger("mailcarrier.storage")
+_T = TypeVar("_T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: How many times :func:`run_write` runs a unit of work that met a lock or serialization failure.
+WRITE_ATTEMPTS = 8
+#: First pause between two runs (doubled each time, with jitter), and the longest one.
+WRITE_BACKOFF_SECONDS = 0.05
+WRITE_BACKOFF_MAX_SECONDS = 2.0
+#: SQLite primary result codes of a lock held by another connection (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_LOCK_CODES = (5, 6)
+#: PostgreSQL: serialization failure, deadlock detected, lock not available.
+_PG_TRANSIENT_STATES = ("40001", "40P01", "55P03")
 SQLITE_CHECKPOINT_PAGES = 100_000  # ~400 MB of WAL with 4 KiB pages
 SQLITE_WAL_KEEP_BYTES = 64 * 1024 * 1024
 
@@ -78,13 +103,71 @@ def _sqlite_engine(url_text: str, *, echo: bool) -> Engine:
     return engine
 
 
+class StaleWriteError(Exception):
+    """Raised inside a unit of work given to :func:`run_write` to have it rolled back and run again.
+
+    For optimistic checks that found a row changed by a concurrent writer (PostgreSQL
+    version columns): the remedy is the same as for a serialization failure.
+    """
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` says another writer was in the way and running the work again is the remedy.
+
+    SQLite: "database is locked" / "database table is locked" (SQLITE_BUSY, SQLITE_LOCKED and
+    their extended codes), which a deferred transaction meets when it tries to write after a
+    concurrent commit, or any transaction once the busy timeout ran out. PostgreSQL:
+    serialization failure (40001), deadlock (40P01), lock not available (55P03).
+    """
+    if isinstance(exc, StaleWriteError):
+        return True
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(original, sqlite3.OperationalError):
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is not None:
+            return (int(code) & 0xFF) in _SQLITE_LOCK_CODES
+        text = str(original).lower()
+        return "locked" in text or "busy" in text
+    return getattr(original, "sqlstate", None) in _PG_TRANSIENT_STATES
+
+
+def run_write(engine: Engine, unit: Callable[[Connection], _T], *, what: str = "write",
+              attempts: int = WRITE_ATTEMPTS, sleep: Callable[[float], None] = time.sleep) -> _T:
+    """Run ``unit(conn)`` in one write transaction, again from the start after a transient failure.
+
+    This is the one way a unit of work that writes reaches the database: on SQLite its
+    transaction starts with ``BEGIN IMMEDIATE`` (the write lock is taken before the first
+    read, waiting up to the busy timeout, so a read-decide-write cycle can neither interleave
+    with another writer nor fail to upgrade its lock half-way); on PostgreSQL it is a plain
+    transaction. A lock or serialization failure (:func:`is_transient`) rolls the whole unit
+    back and runs it again after a growing, jittered pause, at most ``attempts`` times; the
+    last failure is then raised unchanged, so long-running loops can log it and carry on.
+    ``unit`` must therefore have no effect outside the database before it returns.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with write_transaction(engine) as conn:
+                return unit(conn)
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            pause = min(WRITE_BACKOFF_MAX_SECONDS, WRITE_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            pause *= 0.5 + random.random()  # jitter, so writers that collided do not collide again
+            _log.warning("%s met a concurrent writer (attempt %d of %d), again in %.2f s: %s",
+                         what, attempt, attempts, pause, str(exc).splitlines()[0][:200],
+                         extra={"event": "storage.write_retry"})
+            sleep(pause)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-decide-write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain one elsewhere.
 
     On SQLite a deferred transaction that reads and then writes can fail to upgrade its lock
     when another writer got in between; taking the write lock first makes the cycle atomic.
-    Commits on normal exit (unless the body already rolled back), rolls back on error.
+    Commits on normal exit (unless the body already rolled back), rolls back on error. It
+    does not retry (a ``with`` body cannot be run again): prefer :func:`run_write`.
     """
     options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
     conn = engine.connect().execution_options(**options)

@@ -29,6 +29,7 @@ from mailcarrier.services import evidence, pools, reports
 from mailcarrier.services.hygiene import DnsHygiene, failures, resolver_for
 from mailcarrier.services.policies import pool_policy, warmup_limits
 from mailcarrier.storage.api_keys import authenticate_key
+from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["router"]
 
@@ -68,7 +69,7 @@ def login(request: Request, key: Annotated[str, Form(max_length=300)],
           ctx: AppContext = Depends(app_context)) -> Response:
     """Sign in with an API key of the account (it needs the reports:read scope)."""
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
+    with write_transaction(ctx.engine) as conn:
         found = authenticate_key(conn, key.strip(), now)
     if found is None or not has_scope(found.scopes, "reports:read"):
         return _render("login.html", status=401,
