@@ -117,3 +117,72 @@ def test_a_quoted_address_in_prose_loses_its_quotes() -> None:
            "The following message, addressed to 'nina@example.org',\n"
            "failed because it has not been collected after 30 days\n")
     assert _recipients(raw) == ["nina@example.org"]
+
+
+# -- notices without reply codes: gateways, webmail, mail stores ---------------------------------
+
+@pytest.mark.parametrize(("sender", "body"), [
+    ("Symantec_AntiVirus_for_SMTP_Gateways@gw.example.net",
+     "Your message with Subject: sale\ncould not be delivered to the following recipients:\n\n"
+     "nina@example.org\n\nPlease do not resend your original message.\n"),
+    ("gateway@corp.example",
+     "*****************\nVotre message n'a pas pu etre delivre a\nnina@example.org\n\n"
+     "*****************\nYour message could not be delivered to\nnina@example.org\n"),
+    ("E500_SMTP_Mail_Service@isp.example.net",
+     "------ Failed Recipients ------\n\n<nina@example.org>: Requested action not taken: "
+     "mailbox unavailable. [SMTP Error Code 550]\n-------- Returned Mail --------\n"),
+    ("postmaster@webmail.example.de",
+     "Ihre Nachricht konnte nicht zugestellt werden an:\n\n  nina@example.org\n"),
+])
+def test_a_gateway_notice_without_reply_code_names_its_recipient(sender: str, body: str) -> None:
+    raw = f"From: {sender}\nTo: news-bounces@shop.example\nSubject: Notification\n\n{body}"
+    assert _recipients(raw) == ["nina@example.org"]
+
+
+def test_a_persons_mail_that_mentions_an_address_is_not_a_bounce() -> None:
+    raw = ("From: Omar <omar@example.com>\nTo: news@shop.example\nSubject: Re: sale\n\n"
+           "Please send the offer to my colleague nina@example.org as well, thanks.\n")
+    assert parse_bounce(raw.encode()) is None
+
+
+SIEVE_REJECT = (
+    "From: Mail Delivery Subsystem <admin@mail.example.org>\nTo: <news@shop.example>\n"
+    "Subject: Automatically rejected mail\nMIME-Version: 1.0\n"
+    "Content-Type: multipart/report; report-type=disposition-notification; boundary=\"m\"\n\n"
+    "--m\nContent-Type: text/plain; charset=utf-8\n\n"
+    "Your message to <nina@example.org> was automatically rejected:\nQuota exceeded\n"
+    "--m\nContent-Type: message/disposition-notification\n\n"
+    "Reporting-UA: mail; Dovecot Mail Delivery Agent\nFinal-Recipient: rfc822; nina@example.org\n"
+    "Original-Message-ID: <1@shop.example>\nDisposition: automatic-action/MDN-sent-automatically; {d}\n\n"
+    "--m--\n")
+
+
+def test_a_sieve_reject_mdn_is_a_bounce_of_its_final_recipient() -> None:
+    report = parse_bounce(SIEVE_REJECT.format(d="deleted").encode())
+    assert report is not None and [r.recipient for r in report.records] == ["nina@example.org"]
+    assert report.records[0].action == "failed"
+
+
+def test_a_read_receipt_is_not_a_bounce() -> None:
+    raw = SIEVE_REJECT.format(d="displayed").replace("was automatically rejected:\nQuota exceeded",
+                                                     "was displayed")
+    assert parse_bounce(raw.replace("Mail Delivery Subsystem", "Nina").encode()) is None
+
+
+def test_local_names_take_the_reporting_domain_and_the_sender_is_not_a_recipient() -> None:
+    raw = ("From: \"Mail Delivery Subsystem\" <MAILER-DAEMON@Mail.Example.net>\n"
+           "To: <news-bounces@shop.example>\nSubject: Mail Delivery Problem\n\n"
+           "Your mail to the following recipients could not be delivered because\n"
+           "they are not accepting mail from news@shop.example:\n\tnina\n\tomar.k\n")
+    assert _recipients(raw) == ["nina@mail.example.net", "omar.k@mail.example.net"]
+
+
+def test_of_addresses_named_in_prose_the_envelope_recipient_is_the_failed_one() -> None:
+    raw = ("From: postmaster@corp.example\nTo: news-bounces@shop.example\nSubject: Returned mail\n\n"
+           "The standard form of address here is first.last@corp.example. The address to which\n"
+           "your message was addressed, nina@corp.example, did not exactly match one of ours.\n\n"
+           "Directory entries that may help: Nina Rossi   n.rossi@corp.example\n\n"
+           "Original message as received is as follows:\n"
+           ">Received: from mx.shop.example by mx.corp.example with ESMTP id 1 for <nina@corp.example>;"
+           " Sun, 27 May 2001 14:21:25 -0700\n>Subject: sale\n")
+    assert _recipients(raw) == ["nina@corp.example"]

@@ -25,7 +25,7 @@ from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.base import wording
 from mailcarrier.domain.detectors.dsn import field_blocks
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
-from mailcarrier.domain.detectors.prose import BOUNCE_SENDER
+from mailcarrier.domain.detectors.prose import BOUNCE_SENDER, says_failed
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.remote_hosts import host_of
 from mailcarrier.domain.smtp_reply import find_enhanced_status
@@ -204,7 +204,8 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
                        and wording().markers.search(mail.body[:4000]) is None)
             if replied or not from_daemon:
                 records = tuple(r for r in records if r.reply_code is not None or r.status is not None
-                                or r.rule.startswith("bounce:detector:"))
+                                or r.rule.startswith("bounce:detector:")
+                                or says_failed(mail.body, r.recipient))
         if records and all(r.reason is Reason.FEEDBACK for r in records):
             return BounceReport("feedback", records, mid, ours, records[0].diagnostic or "other")
         if records:

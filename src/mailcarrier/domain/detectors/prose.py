@@ -23,7 +23,7 @@ from mailcarrier.domain.detectors.base import (
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BOUNCE_SENDER", "ProseDetector", "address_paragraphs"]
+__all__ = ["BOUNCE_SENDER", "ProseDetector", "address_paragraphs", "says_failed"]
 
 BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|post_master|mail delivery (?:sub)?system|mdaemon|"
                             r"mailer@|mail-daemon|maildaemon", re.I)
@@ -46,6 +46,89 @@ _SUMMARY_LINE = re.compile(
     r"^[ \t>*\-]*(?:to|cc|bcc|from|sender|reply-to|return-path|errors-to|subject|date|sent|"
     r"message-id|list-[a-z]+)[ \t]*:(?![ \t]*<?\s*$)", re.I | re.M)
 _RCPT_LINE = re.compile(r"^[ \t>]*rcpt to:[ \t]*<?(" + ADDRESS.pattern + r")>?", re.I | re.M)
+
+
+# A sentence or heading that says delivery failed, as MTA, gateway and webmail templates
+# word it just before the recipients they list. Sources: Exchange 5.5-2019 NDR templates
+# ("did not reach the following recipient(s)", "Delivery has failed to these recipients"),
+# Exim's deliver.c/local_scan ("could not be delivered to", "rejected by the local scanning
+# code"), qmail-send ("I wasn't able to deliver your message"), Symantec/Trend/Sophos gateway
+# notices ("could not be delivered to the following recipients", "Failed Recipients"), and
+# the French, German, Spanish, Italian, Portuguese, Russian, Chinese and Japanese versions
+# carriers and webmail systems send.
+_FAILURE_STATEMENT = re.compile(
+    r"(?:could ?n[o']t|cannot|can't|could not) be (?:delivered|sent|forwarded)|"
+    r"(?:was|were|has|have been) ?n[o']t (?:be(?:en)? )?delivered|wasn't delivered|"
+    r"did not reach (?:the following|all|some|its)|delivery (?:has )?failed (?:to|for)|"
+    r"failed recipients?|undeliverable (?:to|message|mail)|"
+    r"(?:unable|not able|wasn't able|was not able|could not|couldn't) to deliver|"
+    r"rejected by the local scanning code|message was not accepted|"
+    r"n'a pas (?:pu )?(?:(?:é|e)t(?:é|e|re) |être )?(?:d(?:é|e)livr|remis|distribu|achemin)|non remis|"
+    r"(?:konnte|kann) nicht zugestellt|unzustellbar|"
+    r"no (?:se )?(?:ha )?(?:podido|pudo) (?:ser )?entregar|"
+    r"non (?:è|e') stato possibile (?:consegnare|recapitare)|impossibile recapitare|"
+    r"n(?:ã|a)o (?:p(?:ô|o)de|foi poss(?:í|i)vel) (?:ser )?entreg|"
+    r"не может быть доставлено|не (?:было )?доставлено|"
+    r"无法(?:发送|送达|投递)|退信|(?:配信|送信|配送)(?:でき|出来)ませんでした", re.I)
+# "... not accepting mail from <list@example.org>", "message from x@y": the sender of the
+# returned message, never a failed recipient ("expanded from" names the recipient's alias).
+_SENDER_MENTION = re.compile(
+    r"(?<!expanded )(?<!generated )(?:mail|messages?|e-?mail|sent) from:?[ \t]*<?(" + ADDRESS.pattern + ")",
+    re.I)
+# The FOR clause of a Received line (RFC 5321 4.4) in the returned message: the envelope
+# recipient that copy of the message was delivered to.
+_RECEIVED_FOR = re.compile(r"\bfor[ \t\n>]+<(" + ADDRESS.pattern + r")>", re.I)
+# A mailbox named without a domain on a line of its own, as AOL, Sendmail and other
+# systems list their local users ("\tscreenname").
+_BARE_NAME = re.compile(r"[ \t]*([A-Za-z0-9][A-Za-z0-9._+\-]{0,63})[ \t]*")
+# How far after the statement its list of recipients may run.
+_LIST_REACH = 600
+
+
+def says_failed(body: str, address: str) -> bool:
+    """Whether ``body`` states a delivery failure and names ``address`` right after it.
+
+    A notice without reply codes (security gateways, webmail systems) is still a bounce
+    when it says so and lists the recipient; a person's mail that merely mentions an
+    address is not.
+    """
+    lowered = body[:_BODY_SCAN].lower()
+    for m in _FAILURE_STATEMENT.finditer(lowered):
+        if address in lowered[m.start(): m.end() + _LIST_REACH]:
+            return True
+    return False
+
+
+_BODY_SCAN = 8000
+
+
+def _local_recipients(body: str, reporting_domain: str) -> list[str]:
+    """Mailboxes listed without a domain after a failure statement that ends in a colon.
+
+    "Your mail to the following recipients could not be delivered because ...:\n\tname":
+    the reporting system names its own users, so they take its domain.
+    """
+    if not reporting_domain:
+        return []
+    for m in _FAILURE_STATEMENT.finditer(body[:_BODY_SCAN]):
+        colon = body.find(":", m.end(), m.end() + 300)
+        if colon < 0 or body[colon + 1: colon + 2] not in ("\n", ""):
+            continue
+        names: list[str] = []
+        for line in body[colon + 1:].split("\n")[1:8]:
+            if not line.strip():
+                if names:
+                    break
+                continue
+            bare = _BARE_NAME.fullmatch(line)
+            if bare is None:
+                break
+            found = mailbox(f"{bare.group(1)}@{reporting_domain}")
+            if found:
+                names.append(found)
+        if names:
+            return names
+    return []
 
 
 def _indent(line: str) -> int:
@@ -155,7 +238,9 @@ class ProseDetector:
     def accepts(self, mail: BounceMail) -> bool:
         if BOUNCE_SENDER.search(mail.sender) or _BOUNCE_SUBJECT.search(mail.subject):
             return True
-        return bool(mail.header("X-Failed-Recipients")) or bool(wording().markers.search(mail.body[:4000]))
+        head = mail.body[:4000]
+        return (bool(mail.header("X-Failed-Recipients")) or bool(wording().markers.search(head))
+                or bool(_FAILURE_STATEMENT.search(head)))
 
     def detect(self, mail: BounceMail) -> tuple[Found, ...] | None:
         if not self.accepts(mail):
@@ -178,9 +263,19 @@ class ProseDetector:
         failed = addresses(mail.header("X-Failed-Recipients"))
         recipients = failed or list(by_address) or rcpt_lines
         if not recipients:
-            anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a)]
+            senders = {mailbox(m.group(1)) for m in _SENDER_MENTION.finditer(body)}
+            anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a) and a not in senders]
             quoted = set(addresses(" ".join(_summary_lines(body))))
             recipients = [a for a in anywhere if a not in quoted] or anywhere
+            if len(recipients) > 1:
+                # Addresses named in prose with no list to tell them apart ("The address to
+                # which your message was addressed, x, ..."; a directory's suggestions):
+                # those the returned message was delivered to are the ones that failed.
+                envelope = {mailbox(m.group(1)) for m in _RECEIVED_FOR.finditer(mail.text)}
+                recipients = [a for a in recipients if a in envelope] or recipients
+        if not recipients:
+            reporter = addresses(mail.header("From"))
+            recipients = _local_recipients(body, reporter[0].rpartition("@")[2] if reporter else "")
         if not recipients and mail.original is not None:
             # Old Sendmail transcripts name no address: the returned message says who.
             to = [a for a in addresses(mail.original.get("To")) if a not in own]
