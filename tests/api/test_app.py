@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
+import pytest
 from fastapi import APIRouter, Depends, FastAPI
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from mailcarrier.api.auth import KEY_CACHE_SECONDS, Principal, has_scope, require_scopes
 from mailcarrier.domain.errors import ConflictError
@@ -46,7 +50,7 @@ async def test_api_key_required_and_checked(client: httpx.AsyncClient, db: Engin
         assert response.status_code == 401, bad
 
 
-async def test_key_stored_hashed_and_last_use_recorded(client: httpx.AsyncClient, db: Engine,
+async def test_key_stored_hashed_and_last_use_recorded(app: FastAPI, client: httpx.AsyncClient, db: Engine,
         clock: Clock, account_id: int) -> None:
     plain = _issue(db, account_id, "*")
     with db.connect() as conn:
@@ -54,9 +58,60 @@ async def test_key_stored_hashed_and_last_use_recorded(client: httpx.AsyncClient
     assert plain not in (row.key_hash, row.prefix) and row.key_hash == key_repo.hash_key(plain)
     assert row.last_used_at is None
     clock.advance(minutes=5)
+    first_use = clock.now
     await client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {plain}"})
+    app.state.key_uses.wait(10)
+    with db.connect() as conn:
+        assert conn.execute(select(api_keys.c.last_used_at)).scalar_one() == first_use
+    # At most once a minute per key: uses within the minute write nothing, a later one does.
+    writes: list[str] = []
+    event.listen(db, "before_cursor_execute",
+                 lambda *args: writes.append(args[2]) if args[2].startswith("UPDATE api_keys") else None)
+    for _ in range(3):
+        clock.advance(seconds=KEY_CACHE_SECONDS + 10)
+        assert (await client.get("/api/v1/whoami", headers={"X-API-Key": plain})).status_code == 200
+        app.state.key_uses.wait(10)
+    assert writes == []
+    clock.advance(seconds=30)
+    await client.get("/api/v1/whoami", headers={"X-API-Key": plain})
+    app.state.key_uses.wait(10)
+    assert len(writes) == 1
     with db.connect() as conn:
         assert conn.execute(select(api_keys.c.last_used_at)).scalar_one() == clock.now
+
+
+async def test_reads_answer_while_the_write_lock_is_held(app: FastAPI, client: httpx.AsyncClient, db: Engine,
+        clock: Clock, account_id: int) -> None:
+    """Before, authentication wrote last_used_at in the request's own transaction: during a
+    worker's or an import's write every API call failed with 500 "database is locked" (18 of
+    20) or waited the busy timeout."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    keys = [_issue(db, account_id, "*") for _ in range(20)]
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.connect() as conn:
+            conn.exec_driver_sql("COMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(60)
+            conn.exec_driver_sql("COMMIT")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(5)
+        started = time.perf_counter()
+        statuses = [(await client.get("/api/v1/whoami", headers={"X-API-Key": k})).status_code for k in keys]
+        elapsed = time.perf_counter() - started
+    finally:
+        release.set()
+        holder.join()
+    assert statuses == [200] * 20 and elapsed < 5
+    app.state.key_uses.wait(60)
+    with db.connect() as conn:
+        assert set(conn.execute(select(api_keys.c.last_used_at)).scalars()) == {clock.now}
 
 
 async def test_revoked_key_refused(client: httpx.AsyncClient, db: Engine,

@@ -11,22 +11,38 @@ Scopes are ``<resource>:read`` / ``<resource>:write``; ``<resource>:*`` grants b
 A verified key is remembered per application for ``KEY_CACHE_SECONDS`` of the app's clock
 (by the hash of the presented key, never the key itself), so a burst of API calls does not
 cost one database round trip each; a revocation therefore takes effect within that time.
+
+Authentication only reads. A key's ``last_used_at`` is written at most once a minute per key,
+by :class:`KeyUses` in a thread of its own after the request was answered, so an API read
+never waits on (or fails for) the write lock that workers and imports hold.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.problems import ProblemError
-from mailcarrier.storage.api_keys import ApiKey, authenticate_key, hash_key
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.api_keys import (
+    LAST_USED_RESOLUTION,
+    ApiKey,
+    authenticate_key,
+    hash_key,
+    record_key_uses,
+)
+from mailcarrier.storage.engine import run_write
 
-__all__ = ["KEY_CACHE_SECONDS", "Principal", "has_scope", "require_scopes"]
+__all__ = ["KEY_CACHE_SECONDS", "KeyUses", "Principal", "has_scope", "key_uses", "require_scopes"]
+
+_log = logging.getLogger("mailcarrier.api")
 
 KEY_CACHE_SECONDS = 5
 _KEY_CACHE_LIMIT = 10_000
@@ -92,12 +108,83 @@ def _verified_key(request: Request, context: AppContext, presented: str) -> ApiK
     hit = cache.get(digest)
     if hit is not None and timedelta(0) <= now - hit[1] < timedelta(seconds=KEY_CACHE_SECONDS):
         return hit[0]
-    with write_transaction(context.engine) as conn:
+    with context.engine.connect() as conn:  # reads only: a GET never writes in its request
         key = authenticate_key(conn, presented, now)
     if key is None:
         cache.pop(digest, None)
         return None
+    key_uses(request, context).note(key, now)
     if len(cache) >= _KEY_CACHE_LIMIT:
         cache.clear()
     cache[digest] = (key, now)
     return key
+
+
+class KeyUses:
+    """Last uses of API keys, written in the background at most once a minute per key.
+
+    :meth:`note` only remembers; a single flusher thread (started when there is something
+    to write and none runs) writes everything noted so far in one ``run_write`` unit. A
+    write that still fails after its retries is logged and dropped: ``last_used_at`` is a
+    hint for operators, never worth failing or delaying a request.
+    """
+
+    def __init__(self, engine: Engine, *, resolution: timedelta = LAST_USED_RESOLUTION,
+                 limit: int = 10_000) -> None:
+        self.engine, self.resolution, self._limit = engine, resolution, limit
+        self._pending: dict[int, datetime] = {}
+        self._noted: dict[int, datetime] = {}
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+
+    def note(self, key: ApiKey, now: datetime) -> None:
+        """Remember that ``key`` was used at ``now``; a write is queued at most once per resolution."""
+        with self._lock:
+            last = self._noted.get(key.id, key.last_used_at)
+            if last is not None and timedelta(0) <= now - last < self.resolution:
+                return
+            if len(self._noted) >= self._limit:
+                self._noted.clear()
+            self._noted[key.id] = now
+            self._pending[key.id] = now
+            if self._flusher is not None:  # running: it takes this one before it stops
+                return
+            self._flusher = threading.Thread(target=self._drain, name="api-key-uses", daemon=True)
+            self._flusher.start()
+
+    def _drain(self) -> None:
+        while True:
+            self.flush()
+            with self._lock:
+                if not self._pending:
+                    self._flusher = None
+                    return
+
+    def flush(self) -> int:
+        """Write what was noted and not written yet; returns how many keys that was."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        try:
+            run_write(self.engine, lambda conn: record_key_uses(conn, batch), what="recording API key uses")
+        except SQLAlchemyError as error:
+            _log.warning("could not record the last use of %d API key(s): %s", len(batch), error,
+                         extra={"event": "api.key_use_dropped"})
+        return len(batch)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the background flusher (if any) is done (tests, shutdown)."""
+        with self._lock:
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join(timeout)
+
+
+def key_uses(request: Request, context: AppContext) -> KeyUses:
+    """The application's :class:`KeyUses` (made on first use)."""
+    found: KeyUses | None = getattr(request.app.state, "key_uses", None)
+    if found is None:
+        found = KeyUses(context.engine)
+        request.app.state.key_uses = found
+    return found

@@ -11,28 +11,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.storage.tables import api_keys
 
 __all__ = [
     "KEY_SCHEME",
+    "LAST_USED_RESOLUTION",
     "ApiKey",
     "authenticate_key",
     "create_api_key",
     "hash_key",
     "list_api_keys",
+    "record_key_uses",
     "revoke_api_key",
 ]
 
 KEY_SCHEME = "mc"
 _PREFIX_BYTES = 6  # 12 hex characters: collisions are retried at creation
-#: Touch ``last_used_at`` at most this often, so authentication is not a write per request.
+#: ``last_used_at`` is written at most this often per key, so authentication is not a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -115,9 +117,22 @@ def authenticate_key(conn: Connection, plain: str, now: datetime) -> ApiKey | No
         return None
     if not hmac.compare_digest(hash_key(plain), row.key_hash) or row.revoked_at is not None:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now))
     return _row_to_key(row)
+
+
+def record_key_uses(conn: Connection, uses: Mapping[int, datetime]) -> int:
+    """Set ``last_used_at`` of each key id to its time, never moving it back; returns rows changed.
+
+    Authentication only reads (:func:`authenticate_key`): the API batches these writes
+    (``api.auth.KeyUses``) so that a request never waits on the write lock.
+    """
+    changed = 0
+    for key_id, used_at in sorted(uses.items()):
+        changed += conn.execute(update(api_keys).where(
+            api_keys.c.id == key_id,
+            or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < used_at),
+        ).values(last_used_at=used_at)).rowcount
+    return changed
 
 
 def list_api_keys(conn: Connection, account_id: int) -> list[ApiKey]:

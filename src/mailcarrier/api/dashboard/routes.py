@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mailcarrier.api import routes_pools
-from mailcarrier.api.auth import has_scope
+from mailcarrier.api.auth import has_scope, key_uses
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.dashboard import charts
 from mailcarrier.api.dashboard.security import csrf_field, require_csrf
@@ -29,7 +29,6 @@ from mailcarrier.services import evidence, pools, reports
 from mailcarrier.services.hygiene import DnsHygiene, failures, resolver_for
 from mailcarrier.services.policies import pool_policy, warmup_limits
 from mailcarrier.storage.api_keys import authenticate_key
-from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["router"]
 
@@ -69,8 +68,10 @@ def login(request: Request, key: Annotated[str, Form(max_length=300)],
           ctx: AppContext = Depends(app_context)) -> Response:
     """Sign in with an API key of the account (it needs the reports:read scope)."""
     now = ctx.clock()
-    with write_transaction(ctx.engine) as conn:
+    with ctx.engine.connect() as conn:
         found = authenticate_key(conn, key.strip(), now)
+    if found is not None:
+        key_uses(request, ctx).note(found, now)
     if found is None or not has_scope(found.scopes, "reports:read"):
         return _render("login.html", status=401,
                        error="That key is unknown, revoked, or lacks the reports:read scope.")
