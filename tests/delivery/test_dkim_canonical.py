@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailcarrier.delivery.dkim_keys import dns_record, load_or_create_key
-from mailcarrier.delivery.dkim_signer import DkimSigner
+from mailcarrier.services.composition import DkimSigner
 
 KEY = load_or_create_key(Path(tempfile.mkdtemp()), "shop.example", "mc1", "rsa")
 RECORD = dns_record(KEY).encode()

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcarrier.delivery.dkim_signer import DkimKey, DkimSigner
 from mailcarrier.domain.message import MessageParts, compose_message
+from mailcarrier.services.composition import DkimKey, DkimSigner
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ED_KEY = ed25519.Ed25519PrivateKey.generate()

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
-from mailcarrier.delivery.dkim_signer import DkimSigner
 from mailcarrier.delivery.limits import load_limits, parse_overrides
 from mailcarrier.delivery.pool import ConnectionLimits
 from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.services.composition import DkimSigner
 
 
 def test_providers_by_domain_or_mx_and_default() -> None:

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, event, select
 
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
-from mailcarrier.services.mailings import MailingDraft, MailingRenderer, RecipientData, create_mailing
+from mailcarrier.services.composition import MailingRenderer, RecipientData
+from mailcarrier.services.mailings import MailingDraft, create_mailing
 from mailcarrier.services.tracking import LinkDirectory, make_link_hook
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import contacts, mailings
@@ -42,7 +43,7 @@ def _setup(db: Engine, tmp_path: Path) -> tuple[Any, MailingRenderer, list[Recip
         row = conn.execute(select(mailings).where(mailings.c.id == mailing_id)).one()
         people = conn.execute(select(contacts).order_by(contacts.c.id)).all()
     renderer = MailingRenderer(row, secret=settings.resolved_secret(), bounce_domain=settings.bounce_domain,
-                               public_url=settings.public_url, data_dir=None, sign=False, link_hook=tracker)
+                               public_url=settings.public_url, link_hook=tracker)
     recipients = [RecipientData(1000 + p.id, p.id, p.email, p.first_name, p.last_name, p.fields)
                   for p in people]
     return tracker, renderer, recipients

@@ -12,12 +12,10 @@ from sqlalchemy import Engine, func, select
 from mailcarrier.domain.errors import ConflictError, NotFoundError
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.domain.verp import decode_return_path
+from mailcarrier.services.composition import MailingRenderer, RecipientData, TemplateRenderError
 from mailcarrier.services.mailings import (
     MailingDraft,
-    MailingRenderer,
-    RecipientData,
     Segment,
-    TemplateRenderError,
     cancel_mailing,
     create_mailing,
     get_mailing,
@@ -118,7 +116,7 @@ def test_renderer_headers_decode_back_to_the_delivery(tmp_path: Path) -> None:
         row = conn.execute(select(mailings).where(mailings.c.id == mailing_id)).one()
         delivery_id = conn.execute(select(deliveries.c.id)).scalar_one()
     renderer = MailingRenderer(row, secret=SECRET, bounce_domain="b.shop.example",
-                               public_url="https://t.example/", data_dir=None, sign=False)
+                               public_url="https://t.example/")
     message = renderer.render(RecipientData(delivery_id, 1, "ann@example.com", "Ann", "", {"city": "Oslo"}), T0)
     verp = decode_return_path(message.envelope_from, key=SECRET)
     assert verp is not None and (verp.mailing_id, verp.delivery_id) == (mailing_id, delivery_id)
@@ -138,8 +136,7 @@ def test_any_contact_data_renders_or_fails_cleanly(tmp_path: Path, first: str, c
         subject, html_body, text_body = "Hi {{ first_name }}", "<p>{{ fields.city }}</p>", "{{ first_name }}"
         from_name, from_address = "Shop", "news@shop.example"
 
-    renderer = MailingRenderer(Row(), secret=SECRET, bounce_domain="b.example", public_url="https://t.example",
-                               data_dir=None, sign=False)
+    renderer = MailingRenderer(Row(), secret=SECRET, bounce_domain="b.example", public_url="https://t.example")
     try:
         message = renderer.render(RecipientData(7, 1, "x@example.com", first, "", {"city": city}), T0)
     except (TemplateRenderError, ValueError):

@@ -16,8 +16,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailcarrier.delivery.dkim_signer import DkimKey
 from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.services.composition import DkimKey
 
 __all__ = ["dns_record", "generate_key", "load_or_create_key"]
 

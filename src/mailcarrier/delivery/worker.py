@@ -32,13 +32,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.delivery import contact_outcomes
+from mailcarrier.delivery.dkim_keys import load_or_create_key
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
@@ -50,7 +51,13 @@ from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
 from mailcarrier.domain.rules_engine import Scope
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import INTERNAL_CODES, DeliveryState, Reason
-from mailcarrier.services.mailings import LinkHook, MailingRenderer, RecipientData, TemplateRenderError
+from mailcarrier.services.composition import (
+    DkimKey,
+    LinkHook,
+    MailingRenderer,
+    RecipientData,
+    TemplateRenderError,
+)
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.pools import SourcePick
 from mailcarrier.storage import outbox
@@ -211,21 +218,30 @@ class _Worker:
 
     # --- database steps (run in a thread so sending never waits on them) -------------------
 
-    def _renderer_rows(self, ids: set[int]) -> list[Any]:
+    def _new_renderers(self, ids: set[int]) -> list[MailingRenderer]:
+        """Renderers for these mailings, each with its sending domain's DKIM key (read, or
+        generated on first use: file I/O and possibly an RSA key generation, so off the loop)."""
         with self.engine.connect() as conn:
-            return list(conn.execute(select(mailings).where(mailings.c.id.in_(sorted(ids)))).all())
+            rows = list(conn.execute(select(mailings).where(mailings.c.id.in_(sorted(ids)))).all())
+        settings = self.settings
+        built = []
+        for row in rows:
+            key: DkimKey | None = None
+            if settings.dkim_sign:
+                key = load_or_create_key(settings.data_dir, row.sending_domain, settings.dkim_selector,
+                                         settings.dkim_algorithm)
+            built.append(MailingRenderer(
+                row, secret=self.secret, bounce_domain=settings.bounce_domain,
+                public_url=settings.public_url, dkim_key=key, link_hook=self.link_hook,
+                tracking_key_id=settings.tracking_key_id))
+        return built
 
     async def _renderers_for(self, claim: outbox.Claim) -> None:
         missing = {d.mailing_id for d in claim.deliveries} - set(self.renderers)
         if not missing:
             return
-        for row in await asyncio.to_thread(self._renderer_rows, missing):
-            self.renderers[row.id] = MailingRenderer(
-                row, secret=self.secret, bounce_domain=self.settings.bounce_domain,
-                public_url=self.settings.public_url, data_dir=self.settings.data_dir,
-                dkim_selector=self.settings.dkim_selector, dkim_algorithm=self.settings.dkim_algorithm,
-                sign=self.settings.dkim_sign, link_hook=self.link_hook,
-                tracking_key_id=self.settings.tracking_key_id)
+        for renderer in await asyncio.to_thread(self._new_renderers, missing):
+            self.renderers[renderer.mailing_id] = renderer
 
     def _apply_contact_events(self) -> int:
         return contact_outcomes.apply_pending(self.engine, self.status_policy, self.clock.now())

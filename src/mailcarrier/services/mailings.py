@@ -9,50 +9,34 @@ million-recipient mailing never sits in memory; contacts that may not be mailed
 (``error``, ``opted_out``, ``pending``) get a ``suppressed`` delivery and are counted apart.
 Re-running ``send`` after an interruption resumes the enqueue (existing rows are skipped).
 
-:class:`MailingRenderer` turns a claimed delivery into signed message bytes; it is built
-once per mailing by the worker (templates compiled, constant headers and the DKIM key
-prepared once). Link rewriting for tracking plugs in through ``link_hook``.
+Templates are checked, and later rendered, composed and signed, by
+:mod:`mailcarrier.services.composition`.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import formataddr
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine, and_, case, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from mailcarrier.delivery.dkim_keys import load_or_create_key
-from mailcarrier.delivery.dkim_signer import DkimSigner
 from mailcarrier.domain.errors import ConflictError, NotFoundError
-from mailcarrier.domain.message import MessageParts, compose_message
-from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
-from mailcarrier.domain.verp import VerpAddress, encode_return_path
 from mailcarrier.domain.vocabulary import ContactStatus, DeliveryState
+from mailcarrier.services.composition import check_templates, template_context
 from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.tables import audience_members, audiences, contacts, deliveries, mailings
 
 __all__ = [
     "KINDS",
     "MARKETING_KINDS",
-    "TRACKING_KEY_ID",
-    "LinkHook",
     "MailingDraft",
     "MailingFigures",
-    "MailingRenderer",
     "MailingSummary",
-    "RecipientData",
-    "RenderedBodies",
     "Segment",
-    "TemplateRenderError",
     "cancel_mailing",
     "create_mailing",
     "get_mailing",
@@ -64,29 +48,12 @@ __all__ = [
 ]
 
 KINDS = ("test", "regular", "automated")
-#: Default key id of unsubscribe tokens (the tracking_key_id setting; decode_token looks secrets up by it).
-TRACKING_KEY_ID = 1
 #: Contacts enqueued per ``INSERT ... SELECT`` statement (by contact-id range).
 ENQUEUE_ID_RANGE = 50_000
-class _Fields(dict[str, Any]):
-    """Custom fields as templates see them: a field a contact lacks renders empty.
-
-    Top-level names stay strict (a misspelt ``{{ frist_name }}`` is an error at create
-    time), but custom fields vary per contact and must not fail a send.
-    """
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-_SAMPLE = {"email": "sample.contact@example.com", "first_name": "Sample", "last_name": "Contact",
-           "fields": _Fields(), "unsubscribe_url": "https://example.invalid/u/sample"}
+_SAMPLE = template_context("sample.contact@example.com", "Sample", "Contact", {},
+                           "https://example.invalid/u/sample")
 _FINAL = tuple(s.value for s in DeliveryState if s.is_final)
 _OPEN = (DeliveryState.QUEUED.value, DeliveryState.IN_PROGRESS.value)
-
-
-class TemplateRenderError(ValueError):
-    """A mailing template does not compile or render (wrong syntax, unknown variable, unsafe access)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,20 +138,6 @@ class MailingFigures:
         return self.delivered + self.bounced_hard + self.bounced_soft + self.failed
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    # Immutable sandbox: templates can neither read files (no loader) nor touch private
-    # attributes, nor mutate the context objects they are given.
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                         keep_trailing_newline=True)
-
-
-def _compile(env: ImmutableSandboxedEnvironment, label: str, source: str) -> Any:
-    try:
-        return env.from_string(source)
-    except TemplateError as error:
-        raise TemplateRenderError(f"{label} template: {error}") from error
-
-
 def _sending_domain(address: str) -> str:
     local, at, domain = address.strip().rpartition("@")
     if not at or not local or not domain or any(c in address for c in "\r\n <>"):
@@ -212,16 +165,7 @@ def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
                 audiences.c.id == draft.audience_id)).scalar_one_or_none()
             if owner != draft.account_id:
                 raise NotFoundError(f"audience {draft.audience_id} not found in account {draft.account_id}")
-        sample = _sample_context(conn, draft)
-        env = _environment()
-        for label, source in (("subject", draft.subject), ("html", draft.html), ("text", draft.text)):
-            try:
-                _compile(env, label, source).render(sample)
-            except TemplateRenderError:
-                raise
-            except Exception as error:  # any render failure is the template's fault
-                raise TemplateRenderError(
-                    f"{label} template fails for sample contact {sample['email']}: {error}") from error
+        check_templates(draft.subject, draft.html, draft.text, _sample_context(conn, draft))
         result = conn.execute(mailings.insert().values(
             account_id=draft.account_id, audience_id=draft.audience_id, name=draft.name,
             segment=draft.segment.to_json() if draft.segment else None, kind=draft.kind, state="draft",
@@ -241,8 +185,8 @@ def _sample_context(conn: Any, draft: MailingDraft) -> dict[str, Any]:
     row = conn.execute(query.order_by(contacts.c.id).limit(1)).first()
     if row is None:
         return dict(_SAMPLE)
-    return {"email": row.email, "first_name": row.first_name, "last_name": row.last_name,
-            "fields": _Fields(row.fields or {}), "unsubscribe_url": _SAMPLE["unsubscribe_url"]}
+    return template_context(row.email, row.first_name, row.last_name, row.fields or {},
+                            _SAMPLE["unsubscribe_url"])
 
 
 def _row(engine: Engine, account_id: int, mailing_id: int) -> Any:
@@ -409,127 +353,3 @@ def mailing_figures(engine: Engine, account_id: int, mailing_id: int) -> Mailing
         bounced_by_category={int(k if k is not None else 9): int(v) for k, v in by_category.items()},
         bounced_by_reason={str(k): int(v) for k, v in by_reason.items()},
     )
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientData:
-    """What the worker knows about one claimed delivery."""
-
-    delivery_id: int
-    contact_id: int
-    email: str
-    first_name: str
-    last_name: str
-    fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedBodies:
-    subject: str
-    html: str
-    text: str
-
-
-class LinkHook(Protocol):
-    """Rewrites the personalised bodies of one delivery (e.g. tracked links, open pixel).
-
-    Rendering never writes to the database: whatever the rewriting needs stored (the
-    mailing's link rows) is stored by :meth:`prepare`, which the worker calls once per
-    claimed batch, in a thread and in a write transaction of its own, before any message
-    of the batch is rendered for sending.
-    """
-
-    def __call__(self, bodies: RenderedBodies, renderer: MailingRenderer,
-                 recipient: RecipientData) -> RenderedBodies: ...
-
-    def prepare(self, renderer: MailingRenderer, recipients: Sequence[RecipientData]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedMessage:
-    envelope_from: str
-    recipient: str
-    message_id: str
-    data: bytes
-
-
-class MailingRenderer:
-    """Turns a delivery into signed message bytes; built once per mailing, reused per message."""
-
-    def __init__(self, row: Any, *, secret: bytes, bounce_domain: str, public_url: str,
-                 data_dir: Path | None, dkim_selector: str = "mc1", dkim_algorithm: str = "rsa",
-                 sign: bool = True, link_hook: LinkHook | None = None,
-                 tracking_key_id: int = TRACKING_KEY_ID) -> None:
-        env = _environment()
-        self.mailing_id: int = row.id
-        self.account_id: int = row.account_id
-        self.kind: str = row.kind
-        self.sending_domain: str = row.sending_domain
-        self._subject = _compile(env, "subject", row.subject)
-        self._html = _compile(env, "html", row.html_body)
-        self._text = _compile(env, "text", row.text_body)
-        self._from = formataddr((row.from_name, row.from_address)) if row.from_name else row.from_address
-        self._feedback_id = f"{row.id}:{row.account_id}:{row.kind}:mailcarrier"
-        self._secret, self._bounce_domain = secret, bounce_domain
-        self._public_url = public_url.rstrip("/")
-        self._hook = link_hook
-        self._key_id = tracking_key_id
-        self._signer: DkimSigner | None = None
-        if sign and data_dir is not None:
-            key = load_or_create_key(data_dir, row.sending_domain, dkim_selector, dkim_algorithm)
-            self._signer = DkimSigner(key)
-
-    def unsubscribe_token(self, delivery_id: int) -> str:
-        token = TrackingToken(TokenPurpose.UNSUBSCRIBE, self.account_id, self.mailing_id, delivery_id)
-        return encode_token(token, master_secret=self._secret, key_id=self._key_id)
-
-    def return_path(self, delivery_id: int) -> str:
-        return encode_return_path(VerpAddress(self.account_id, self.mailing_id, delivery_id),
-                                  key=self._secret, bounce_domain=self._bounce_domain)
-
-    def message_id(self, delivery_id: int) -> str:
-        """Stable per delivery, so a retry carries the same Message-ID as the first attempt."""
-        return f"mc.{delivery_id}.{self.mailing_id}.{self.account_id}@{self.sending_domain}"
-
-    def bodies(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
-        """The recipient's subject and bodies as the templates render them (no link rewriting)."""
-        context = {"email": recipient.email, "first_name": recipient.first_name,
-                   "last_name": recipient.last_name, "fields": _Fields(recipient.fields),
-                   "unsubscribe_url": unsubscribe_url or self._unsubscribe_url(recipient.delivery_id)}
-        try:
-            return RenderedBodies(self._subject.render(context), self._html.render(context),
-                                  self._text.render(context))
-        except Exception as error:  # a contact's data broke the template
-            raise TemplateRenderError(f"rendering for {recipient.email} failed: {error}") from error
-
-    def personalise(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
-        """The recipient's subject and bodies; the link hook, when set, rewrites them."""
-        bodies = self.bodies(recipient, unsubscribe_url)
-        return self._hook(bodies, self, recipient) if self._hook else bodies
-
-    def _unsubscribe_url(self, delivery_id: int) -> str:
-        return f"{self._public_url}/u/{self.unsubscribe_token(delivery_id)}"
-
-    def render(self, recipient: RecipientData, now: datetime) -> RenderedMessage:
-        """Personalise, compose and sign one message (ValueError/TemplateRenderError if impossible)."""
-        token = self.unsubscribe_token(recipient.delivery_id)
-        bodies = self.personalise(recipient, f"{self._public_url}/u/{token}")
-        message_id = self.message_id(recipient.delivery_id)
-        return_path = self.return_path(recipient.delivery_id)
-        subject = " ".join(bodies.subject.split())
-        parts = MessageParts(
-            from_header=self._from, to=recipient.email, subject=subject, text=bodies.text,
-            html=bodies.html, message_id=message_id, date=now, return_path=return_path,
-            unsubscribe_url=f"{self._public_url}/u/{token}",
-            unsubscribe_mailto=f"unsubscribe@{self._bounce_domain}?subject=unsubscribe-{token}",
-            feedback_id=self._feedback_id, delivery_token=str(recipient.delivery_id),
-            boundary=f"=_mc{recipient.delivery_id}_{secrets.token_hex(8)}",
-        )
-        composed = compose_message(parts)
-        data = composed.data
-        if self._signer is not None:
-            data = self._signer.sign(data, timestamp=int(now.timestamp()))
-        return RenderedMessage(composed.envelope_from, composed.envelope_to, message_id, data)

@@ -58,6 +58,7 @@ from mailcarrier.domain.machine_activity import (
     upgrade,
 )
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
+from mailcarrier.services.composition import MailingRenderer, RecipientData, RenderedBodies
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.hit_spool import SpoolProducer, SpoolReader, caught_up, spool_marks
 from mailcarrier.storage.engine import run_write
@@ -286,22 +287,23 @@ class LinkTracker:
         self.known: dict[tuple[int, str], int] = {}
         self._lock = threading.Lock()
 
-    def _protected(self, bodies: Any, renderer: Any, delivery_id: int) -> tuple[str, str, str]:
+    def _protected(self, bodies: RenderedBodies, renderer: MailingRenderer,
+                   delivery_id: int) -> tuple[str, str, str]:
         protected = f"{self.base}/u/{renderer.unsubscribe_token(delivery_id)}"
         html = bodies.html.replace(protected, _PROTECTED) if bodies.html else bodies.html
         text = bodies.text.replace(protected, _PROTECTED) if bodies.text else bodies.text
         return protected, html, text
 
-    def prepare(self, renderer: Any, recipients: Sequence[Any]) -> None:
+    def prepare(self, renderer: MailingRenderer, recipients: Sequence[RecipientData]) -> None:
         """Register the links these recipients' messages carry and the tracker does not know yet."""
-        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
+        account_id, mailing_id = renderer.account_id, renderer.mailing_id
         missing: dict[str, None] = {}
         for recipient in recipients:
             try:
                 bodies = renderer.bodies(recipient)
             except ValueError:  # this contact's data breaks the template: it fails at send time
                 continue
-            _protected, html, text = self._protected(bodies, renderer, int(recipient.delivery_id))
+            _protected, html, text = self._protected(bodies, renderer, recipient.delivery_id)
             found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
             with self._lock:
                 missing.update((row.url, None) for row in found.links
@@ -316,9 +318,10 @@ class LinkTracker:
             for url, link_id in ids.items():
                 self.known[(mailing_id, url)] = link_id
 
-    def __call__(self, bodies: Any, renderer: Any, recipient: Any) -> Any:
-        account_id, mailing_id = int(renderer.account_id), int(renderer.mailing_id)
-        delivery_id = int(recipient.delivery_id)
+    def __call__(self, bodies: RenderedBodies, renderer: MailingRenderer,
+                 recipient: RecipientData) -> RenderedBodies:
+        account_id, mailing_id = renderer.account_id, renderer.mailing_id
+        delivery_id = recipient.delivery_id
         expires = 0
         if self.link_days:
             expires = int((self.clock() + timedelta(days=self.link_days)).timestamp())
@@ -348,8 +351,9 @@ class LinkTracker:
         rewritten = rewrite_links(
             html, text, click_url=click,
             open_pixel_url=f"{self.base}/o/{mint(TokenPurpose.OPEN)}" if self.track_opens and html else None)
-        new_html = rewritten.html.replace(_PROTECTED, protected) if rewritten.html else rewritten.html
-        new_text = rewritten.text.replace(_PROTECTED, protected) if rewritten.text else rewritten.text
+        # rewrite_links gives back None only for a part it was given as None; bodies has both
+        new_html = (rewritten.html or "").replace(_PROTECTED, protected)
+        new_text = (rewritten.text or "").replace(_PROTECTED, protected)
         return replace(bodies, html=new_html, text=new_text)
 
 
