@@ -44,4 +44,4 @@ def test_rules_validate(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["rules", "validate", str(good)])
     assert ok.exit_code == 0 and "1 rules OK" in ok.output
     ko = runner.invoke(app, ["rules", "validate", str(bad)])
-    assert ko.exit_code == 1 and "unknown reason" in ko.output
+    assert ko.exit_code == 3 and "unknown reason" in ko.output

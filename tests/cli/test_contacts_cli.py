@@ -30,7 +30,7 @@ def test_full_flow(tmp_path: Path) -> None:
     csv_file.write_text("email,first_name\nann@example.com,Ann\nbroken,\n", encoding="utf-8")
     imported = run(app, ["contacts", "import", str(csv_file), "--audience", "news",
                          "--account", "acme", *url])
-    assert imported.exit_code == 2, imported.output
+    assert imported.exit_code == 4, imported.output
     assert "imported 1" in imported.output and "line 3" in imported.output
     shown = run(app, ["contacts", "show", "ANN@example.com", "--account", "acme", *url])
     assert shown.exit_code == 0 and "ann@example.com" in shown.output and "active" in shown.output

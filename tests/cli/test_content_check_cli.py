@@ -37,7 +37,7 @@ def test_content_check_reports_rules_and_consent(tmp_path: Path, spamd: SpamdCli
     with local_dns(ZONE) as resolver:
         args = ["content", "check", str(mailing), "--account", "acme", "--spamd", f"{spamd.host}:{spamd.port}",
                 "--uribl", "dbl.test", "--nameserver", f"127.0.0.1:{resolver.port}", "--database-url", url]
-        result = RUN(app, [*args, "--json"])
+        result = RUN(app, [*args, "--format", "json"])
         table = RUN(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

@@ -17,7 +17,7 @@ runner = CliRunner()
 def run(*args: str) -> tuple[int, list[dict[str, str]]]:
     with local_dns(ZONE) as resolver:
         server = f"127.0.0.1:{resolver.port}"
-        result = runner.invoke(app, ["domains", "check", *args, "--nameserver", server, "--timeout", "2", "--json"])
+        result = runner.invoke(app, ["domains", "check", *args, "--nameserver", server, "--timeout", "2", "--format", "json"])
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -28,11 +28,11 @@ def test_clean_domain_exits_zero() -> None:
     assert {c["status"] for c in checks} == {"pass"}
 
 
-def test_failing_domain_exits_one_and_says_what_to_fix() -> None:
+def test_failing_domain_exits_three_and_says_what_to_fix() -> None:
     code, checks = run("bad.test", "--ip", "127.0.0.2", "--selector", "s1",
                        "--bounce-domain", "bounces.bad.test", "--inbound-host", "mx.mailcarrier.test",
                        "--dnsbl", "bl.test")
-    assert code == 1
+    assert code == 3  # a check found a problem
     failed = {c["check"]: c for c in checks if c["status"] != "pass"}
     assert "SPF bad.test for 127.0.0.2" in failed
     assert "DMARC _dmarc.bad.test" in failed
@@ -55,7 +55,7 @@ def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> 
         assert runner.invoke(app, [*step, *url]).exit_code == 0, step
     args = ["--selector", "s1", "--bounce-domain", "bounces.good.test", "--inbound-host", "mx.mailcarrier.test"]
     code, checks = run("good.test", "--account", "acme", *args, *url)
-    assert code == 1
+    assert code == 3  # a check found a problem
     by_name = {c["check"]: c for c in checks}
     assert by_name["SPF good.test for 127.0.0.3"]["status"] == "pass"
     assert by_name["FCrDNS 127.0.0.2"]["status"] == "pass"
@@ -63,7 +63,7 @@ def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> 
     with local_dns(ZONE) as resolver:  # the scheduled look-up finds 127.0.0.2 listed
         listed = runner.invoke(app, ["pools", "dnsbl-check", "--zone", "bl.test", "--nameserver",
                                      f"127.0.0.1:{resolver.port}", *url])
-    assert listed.exit_code == 1
+    assert listed.exit_code == 3
     _, checks = run("good.test", "--account", "acme", *args, *url)
     assert {c["check"]: c["status"] for c in checks}["DNSBL bl.test for 127.0.0.2"] == "fail"
     result = runner.invoke(app, ["domains", "check", "good.test", "--account", "loner", *url])

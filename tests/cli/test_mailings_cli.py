@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -45,10 +46,15 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
                         "--name", "oslo", "--account", "acme", *url])
     assert created.exit_code == 0, created.output
     mailing_id = re.search(r"created mailing (\d+)", created.output)[1]  # type: ignore[index]
-    sent = run(app, ["mailings", "send", mailing_id, "--account", "acme", *url])
+    # The hint carries the flags the next command needs: run it as printed.
+    hint = created.output.split("send it with: ", 1)[1].strip()
+    assert hint == f"mailcarrier mailings send {mailing_id} --account acme {shlex.join(url)}"
+    sent = run(app, shlex.split(hint)[1:])
     assert sent.exit_code == 0 and "sending (2 recipients, 0 suppressed)" in sent.output
-    assert "paused" in run(app, ["mailings", "pause", mailing_id, "--account", "acme", *url]).output
-    assert "sending" in run(app, ["mailings", "resume", mailing_id, "--account", "acme", *url]).output
+    monkeypatch.setenv("MAILCARRIER_ACCOUNT", "acme")  # the default for --account
+    assert "paused" in run(app, ["mailings", "pause", mailing_id, *url]).output
+    assert "sending" in run(app, ["mailings", "resume", mailing_id, *url]).output
+    monkeypatch.delenv("MAILCARRIER_ACCOUNT")
     monkeypatch.setenv("MAILCARRIER_PUBLIC_URL", "https://t.shop.example")
     with Sandbox() as sandbox:
         bodies: list[bytes] = []
@@ -60,7 +66,7 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
         sandbox.handler.handle_DATA = keep  # type: ignore[method-assign]
         monkeypatch.setenv("MAILCARRIER_STATIC_ROUTES", f"*=127.0.0.1:{sandbox.port}")
-        worked = run(app, ["worker", "--until-idle", "--simulate-time", *url])
+        worked = run(app, ["worker", "--once", "--simulate-time", *url])
         assert worked.exit_code == 0, worked.output
         assert "2 delivered" in worked.output
         assert sorted(r.recipient for r in sandbox.received) == ["ann@example.com", "cat@example.org"]

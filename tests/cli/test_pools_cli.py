@@ -59,8 +59,8 @@ def test_apply_approve_trap_and_evaluate(tmp_path: Path) -> None:
     assert "zen.spamhaus.org" in events.output and "trap" not in events.output
 
     refused = RUN(app, ["pools", "apply", "bolt", "trusted", *url])
-    assert refused.exit_code == 2 and "spam-trap hit" in refused.output
-    evaluated = json.loads(RUN(app, ["pools", "evaluate", "--json", *url]).output)
+    assert refused.exit_code == 5 and "spam-trap hit" in refused.output
+    evaluated = json.loads(RUN(app, ["pools", "evaluate", "--format", "json", *url]).output)
     by_account = {row["account"]: row for row in evaluated}
     assert by_account["acme"]["trusted_eligible"] and by_account["acme"]["pool"] == "trusted-1"
     assert not by_account["bolt"]["trusted_eligible"]
@@ -81,7 +81,7 @@ def test_dnsbl_check_and_throttle_log(tmp_path: Path) -> None:
         nameserver = f"127.0.0.1:{resolver.port}"
         checked = RUN(app, ["pools", "dnsbl-check", "--zone", "bl.test", "--nameserver", nameserver,
                             "--timeout", "2", *url])
-    assert checked.exit_code == 1, checked.output
+    assert checked.exit_code == 3, checked.output
     assert "LISTED" in checked.output and "(new)" in checked.output and "error" in checked.output
     events = RUN(app, ["pools", "events", "--ip", "127.0.0.2", *url])
     assert "bl.test" in events.output and "dnsbl" in events.output
@@ -96,7 +96,7 @@ def test_dnsbl_check_on_a_schedule_records_each_round(tmp_path: Path) -> None:
         scheduled = RUN(app, ["pools", "dnsbl-check", "--zone", "bl.test", "--nameserver",
                               f"127.0.0.1:{resolver.port}", "--timeout", "2", "--every", "0.001", "--rounds", "3",
                               *url])
-    assert scheduled.exit_code == 1, scheduled.output  # the last round still sees the listing
+    assert scheduled.exit_code == 3, scheduled.output  # the last round still sees the listing
     assert scheduled.output.count("DNSBL look-ups") == 3
     assert scheduled.output.count("(new)") == 1  # one listing event, not one per round
     assert scheduled.output.count("LISTED") == 3 and scheduled.output.count("error") == 3

@@ -59,12 +59,12 @@ def test_import_eml_mbox_and_maildir_then_list_and_reprocess(tmp_path: Path, env
     engine.dispose()
 
 
-def test_missing_path_exits_1_but_imports_the_rest(tmp_path: Path, env: dict[str, str]) -> None:
+def test_missing_path_exits_4_partial_but_imports_the_rest(tmp_path: Path, env: dict[str, str]) -> None:
     engine = make_engine(env["MAILCARRIER_DATABASE_URL"])
     make_world(engine, ["ann@aol.test"])
     (tmp_path / "x.eml").write_bytes(b"garbage without headers")
     code, out = invoke(env, "import", str(tmp_path / "nope"), str(tmp_path / "x.eml"))
-    assert code == 1
+    assert code == 4  # partly done
     code, out = invoke(env, "list", "--failed", "--format", "jsonl")
     assert [json.loads(line)["state"] for line in out.splitlines()] == ["failed"]
     engine.dispose()

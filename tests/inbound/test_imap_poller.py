@@ -175,7 +175,7 @@ def test_cli_import_imap_polls_processes_and_reports_bad_login(tmp_path: Path) -
         assert "IMAP: stored 1, deleted 0" in result.output
         bad = CliRunner().invoke(bounces_cmd.app, ["import", "--imap"],
                                  env={**env, "MAILCARRIER_IMAP_PASSWORD": "wrong"})
-        assert bad.exit_code == 2 and "bad login" in bad.output
+        assert bad.exit_code == 1 and "bad login" in bad.output
         misuse = CliRunner().invoke(bounces_cmd.app, ["import", "x.eml", "--every", "5"], env=env)
         assert misuse.exit_code == 2
     assert delivery(engine, ann.delivery_id)["state"] == "bounced_hard"

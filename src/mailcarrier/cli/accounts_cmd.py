@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage import accounts as repo
@@ -39,7 +40,7 @@ def create_command(slug: str, name: str = typer.Option("", help="Display name.")
             account = repo.create_account(conn, slug, name, datetime.now(UTC))
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
     Console().print(f"created account {account.slug} (id {account.id})")
@@ -62,7 +63,7 @@ def list_command(database_url: str | None = DB_OPTION) -> None:
 
 def _fail(exc: Exception) -> typer.Exit:
     Console(stderr=True).print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.FAILED)
 
 
 @keys_app.command("create")

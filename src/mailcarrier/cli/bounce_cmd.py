@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.domain.bounce import BounceReport, parse_bounce
 from mailcarrier.domain.errors import ParseError
 
@@ -83,7 +84,7 @@ def _read(label: str, raw: bytes | str) -> dict[str, object]:
         return {"file": label, "error": str(exc)}
 
 
-@app.command("parse")
+@app.command("parse", epilog=epilog(ExitCode.PARTIAL))
 def parse_command(
     paths: list[Path] = typer.Argument(..., help="Email files (.eml), mbox files or directories "
                                        "(walked recursively, maildir included). Emails found in an "
@@ -93,8 +94,8 @@ def parse_command(
 ) -> None:
     """Say, for each email, which recipients bounced and why.
 
-    Exit 0 when every input could be read (a malformed email is reported, not fatal); exit 1
-    when a path could not be read.
+    Exit 0 when every input could be read (a malformed email is reported, not fatal); exit 4
+    when a path could not be read (the others are reported).
     """
     docs = (_read(label, raw) for label, raw in iter_inputs(paths))
     failed = False
@@ -109,7 +110,7 @@ def parse_command(
             _add_rows(table, doc)
         Console().print(table)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 def _add_rows(table: Table, doc: dict[str, object]) -> None:

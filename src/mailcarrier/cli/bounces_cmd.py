@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.inbound.imap_poller import ImapSettings, poll_imap
@@ -53,7 +54,7 @@ def _print_summary(summary: BatchSummary) -> None:
                     f"{summary.contact_events} contact events")
 
 
-@app.command("import")
+@app.command("import", epilog=epilog(ExitCode.PARTIAL))
 def import_command(
     paths: list[Path] = typer.Argument(None, help="Email files (.eml), mbox files, maildir folders or "
                                        "directories (walked recursively)."),
@@ -70,7 +71,7 @@ def import_command(
 ) -> None:
     """Store emails raw in the return path, then match and act on them.
 
-    Exit 1 when a path could not be read (the readable ones are still imported).
+    Exit 4 when a path could not be read (the readable ones are still imported).
     """
     settings = _settings(database_url)
     if not paths and not imap:
@@ -105,11 +106,11 @@ def import_command(
             _print_summary(process_all(engine, InboundContext.from_settings(settings), _now()))
     except (MailcarrierError, OSError, imaplib.IMAP4.error) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 def _poll_forever(settings: Settings, every: float, process: bool) -> None:
@@ -216,6 +217,6 @@ def show_command(message_id: int = typer.Argument(..., help="Stored email id (se
         engine.dispose()
     if raw is None:
         Console(stderr=True).print(f"[red]no stored email {message_id}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     sys.stdout.buffer.write(raw)
     sys.stdout.flush()

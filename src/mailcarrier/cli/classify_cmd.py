@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.domain.classify import Classification, classify_internal, classify_reply
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage, parse_reply
@@ -55,7 +56,7 @@ def classify_command(
             parsed = parse_reply(text, stage)
         except ParseError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(ExitCode.USAGE) from None
         result = classify_reply(parsed)
     doc = classification_json(parsed, result)
     if output is OutputFormat.JSON:

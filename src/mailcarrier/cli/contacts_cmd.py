@@ -12,6 +12,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from sqlalchemy import select
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
+from mailcarrier.cli.options import DB_OPTION, account_option
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import contacts as service
@@ -23,17 +25,16 @@ from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import contacts
 
 app = typer.Typer(help="Contacts: import, status, history, reactivation.", no_args_is_help=True)
-DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
-ACCOUNT_OPTION = typer.Option("default", "--account", help="Account slug.")
+ACCOUNT_OPTION = account_option()
 ERR = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.FAILED)
 
 
-@app.command("import")
+@app.command("import", epilog=epilog(ExitCode.PARTIAL))
 def import_command(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     audience: str = typer.Option(..., "--audience", help="Audience name (created if missing)."),
@@ -61,7 +62,7 @@ def import_command(
     for bad in report.bad_rows[:show_bad]:
         out.print(f"  line {bad.line}: {bad.reason}", markup=False)
     if report.bad_count:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 @app.command("show")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
 from mailcarrier.domain.errors import ConfigurationError
@@ -26,7 +27,7 @@ def generate_command(
                            algorithm or settings.dkim_algorithm, overwrite=force)
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     Console().print(f"{key.selector}._domainkey.{key.domain} IN TXT \"{dns_record(key)}\"", soft_wrap=True)
 
 
@@ -42,5 +43,5 @@ def show_command(
                                  settings.dkim_algorithm)
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     Console().print(f"{key.selector}._domainkey.{key.domain} IN TXT \"{dns_record(key)}\"", soft_wrap=True)

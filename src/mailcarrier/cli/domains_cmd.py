@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
+from mailcarrier.cli.options import TableFormat, format_option, next_step
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.errors import ConflictError, MailcarrierError
@@ -45,18 +47,18 @@ def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[
             account_id = account_repo.account_by_slug(conn, slug).id
             pool = pools.current_pool(conn, account_id)
             if pool is None:
-                raise ConflictError(f"account {slug} is on no pool; assign one with "
-                                    "`mailcarrier pools assign`")
+                hint = next_step("pools", "assign", slug, "POOL", database_url=settings.database_url)
+                raise ConflictError(f"account {slug} is on no pool; assign one with: {hint}")
             addresses = tuple(ip.address for ip in pools.pool_ips(conn, pool.id) if ip.enabled)
             return addresses, pools.open_dnsbl_listings(conn, addresses)
     except MailcarrierError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
 
 
-@app.command("check")
+@app.command("check", epilog=epilog(ExitCode.CHECK_FAILED))
 def check(
     domain: str = typer.Argument(..., help="The From domain to check."),
     ips: list[str] = typer.Option([], "--ip", help="Sending IP of the account's pool (repeatable)."),
@@ -70,9 +72,11 @@ def check(
     dnsbl: list[str] = typer.Option([], "--dnsbl", help="Blocklist zone to query (repeatable)."),
     nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
     timeout: float = typer.Option(5.0, min=0.1, help="Seconds per DNS query."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    output: TableFormat = format_option(TableFormat.TABLE),
+    as_json: bool = typer.Option(False, "--json", hidden=True,
+                                      help="Same as --format json (kept for old scripts)."),
 ) -> None:
-    """Run every hygiene check; exit 1 when any fails (marketing mail would be refused)."""
+    """Run every hygiene check; exit 3 when any fails (marketing mail would be refused)."""
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     pool_ips, listings = _account_pool(settings, account) if account else ((), [])
     request = DomainCheckRequest(
@@ -84,7 +88,7 @@ def check(
         dnsbl_zones=tuple(dnsbl),
     )
     checks = (*DnsHygiene(_resolver(nameserver), lifetime=timeout).check_domain(request), *listings)
-    if as_json:
+    if as_json or output is TableFormat.JSON:
         typer.echo(json.dumps([
             {"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks
         ], indent=2))
@@ -94,4 +98,4 @@ def check(
             table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
         Console().print(table)
     if failures(checks):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)

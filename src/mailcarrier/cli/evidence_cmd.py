@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.options import DB_OPTION, TextFormat, account_option, format_option
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import evidence
@@ -22,15 +24,12 @@ ERR = Console(stderr=True)
 def evidence_command(
     address: str = typer.Argument(..., help="The recipient's address."),
     mailing: int | None = typer.Option(None, "--mailing", help="Only this mailing."),
-    fmt: str = typer.Option("text", "--format", help="text, json or pdf."),
+    fmt: TextFormat = format_option(TextFormat.TEXT),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here (PDF: needed on a tty)."),
-    account: str = typer.Option("default", "--account", help="Account slug."),
-    database_url: str | None = typer.Option(None, "--database-url", help="Overrides the database URL."),
+    account: str = account_option(),
+    database_url: str | None = DB_OPTION,
 ) -> None:
     """Every attempt with timestamp, return-path, IPs, MX, TLS, reply, queue id and dialogue."""
-    if fmt not in ("text", "json", "pdf"):
-        ERR.print("[red]error:[/red] --format must be text, json or pdf")
-        raise typer.Exit(2)
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
     try:
         with engine.connect() as conn:
@@ -38,21 +37,21 @@ def evidence_command(
         report = evidence.collect_evidence(engine, owner.id, address, datetime.now(UTC), mailing_id=mailing)
     except (MailcarrierError, ValueError, LookupError) as exc:
         ERR.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
-    if fmt == "pdf":
+    if fmt is TextFormat.PDF:
         data = evidence.to_pdf(report)
-    elif fmt == "json":
+    elif fmt is TextFormat.JSON:
         data = (json.dumps(evidence.to_json(report), indent=2) + "\n").encode()
     else:
         data = evidence.to_text(report).encode()
     if output is not None:
         output.write_bytes(data)
         ERR.print(f"wrote {output}")
-    elif fmt == "pdf" and sys.stdout.isatty():
+    elif fmt is TextFormat.PDF and sys.stdout.isatty():
         ERR.print("[red]error:[/red] a PDF needs --output FILE (or a pipe)")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

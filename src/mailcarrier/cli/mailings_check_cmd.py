@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
+from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option
 from mailcarrier.config import load_settings
 from mailcarrier.domain.dns_checks import CheckStatus
 from mailcarrier.domain.errors import MailcarrierError
@@ -35,20 +37,21 @@ def _host_port(value: str, default_port: int, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@app.command("check")
+@app.command("check", epilog=epilog(ExitCode.CHECK_FAILED))
 def check_command(
     mailing_id: int = typer.Argument(..., help="The mailing to check."),
-    account: str = typer.Option(..., "--account", help="Account slug owning the mailing."),
+    account: str = account_option(..., "Account slug owning the mailing."),
     spamd: str = typer.Option("127.0.0.1:783", help="spamd HOST[:PORT]."),
     uribl: list[str] = typer.Option(list(DEFAULT_URI_ZONES), "--uribl",
                                     help="URI blocklist zone (repeatable)."),
     nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds for spamd and each DNS query."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    database_url: str | None = typer.Option(None, "--database-url",
-                                            help="Overrides MAILCARRIER_DATABASE_URL."),
+    output: TableFormat = format_option(TableFormat.TABLE),
+    as_json: bool = typer.Option(False, "--json", hidden=True,
+                                      help="Same as --format json (kept for old scripts)."),
+    database_url: str | None = DB_OPTION,
 ) -> None:
-    """Run every content and consent check; exit 1 when one fails or cannot run."""
+    """Run every content and consent check; exit 3 when one fails or cannot run."""
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     resolver = dns.resolver.Resolver(configure=nameserver is None)
     if nameserver is not None:
@@ -66,10 +69,10 @@ def check_command(
                                    resolver=resolver, uri_zones=uribl)
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
-    if as_json:
+    if as_json or output is TableFormat.JSON:
         typer.echo(json.dumps({
             "mailing": mailing_id,
             "spamassassin": None if report.spam is None else {
@@ -93,4 +96,4 @@ def check_command(
                 rules.add_row(f"{r.points:+.1f}", r.name, r.description)
             console.print(rules)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)

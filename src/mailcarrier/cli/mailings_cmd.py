@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.mailings_check_cmd import check_command
+from mailcarrier.cli.options import DB_OPTION, account_option, next_step
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.vocabulary import Category
@@ -20,8 +22,7 @@ from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 
 app = typer.Typer(help="Mailings: create, check, send, pause, resume, cancel, figures.", no_args_is_help=True)
-DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
-ACCOUNT_OPTION = typer.Option("default", "--account", help="Account slug.")
+ACCOUNT_OPTION = account_option()
 ERR = Console(stderr=True)
 _CATEGORY_NAMES = {1: "1 spam/block", 2: "2 invalid address", 3: "3 temporary", 4: "4 technical",
                    9: "9 unknown"}
@@ -33,7 +34,7 @@ def _engine(database_url: str | None) -> Engine:
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.FAILED)
 
 
 def figures_table(summary: service.MailingSummary, figures: service.MailingFigures) -> Table:
@@ -103,8 +104,9 @@ def create_command(
         raise _fail(exc) from exc
     finally:
         engine.dispose()
-    Console().print(f"created mailing {mailing_id} (draft); "
-                    f"send it with `mailcarrier mailings send {mailing_id}`")
+    hint = next_step("mailings", "send", str(mailing_id), account=account, database_url=database_url)
+    Console().print(f"created mailing {mailing_id} (draft); send it with: {hint}", highlight=False,
+                    soft_wrap=True)
 
 
 def _change(action: str, mailing_id: int, account: str, database_url: str | None) -> None:
@@ -193,4 +195,4 @@ def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
 
 
 # The content engineer's pre-send check, offered under the mailings group as well.
-app.command("check")(check_command)
+app.command("check", epilog=epilog(ExitCode.CHECK_FAILED))(check_command)

@@ -16,6 +16,8 @@ from rich.table import Table
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
+from mailcarrier.cli.options import TableFormat, format_option, next_step
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.pools import Eligibility
@@ -46,7 +48,7 @@ def _connection(settings: Settings) -> Iterator[Connection]:
             yield conn
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
 
@@ -116,7 +118,9 @@ def list_command(database_url: str | None = DB_OPTION) -> None:
 def evaluate_command(account: list[str] = typer.Option([], "--account", help="Only these accounts."),
                      enforce: bool = typer.Option(
                          False, "--enforce", help="Move accounts that lost trusted/dedicated to shared."),
-                     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+                     output: TableFormat = format_option(TableFormat.TABLE),
+                     as_json: bool = typer.Option(False, "--json", hidden=True,
+                                      help="Same as --format json (kept for old scripts)."),
                      database_url: str | None = DB_OPTION) -> None:
     """Print each account's eligibility (trusted, dedicated recommendation) with its reasons."""
     def job(conn: Connection, settings: Settings) -> list[tuple[str, str | None, Eligibility]]:
@@ -131,7 +135,7 @@ def evaluate_command(account: list[str] = typer.Option([], "--account", help="On
             out.append((acct.slug, pool.name if pool else None, verdict))
         return out
     rows = _run(database_url, job)
-    if as_json:
+    if as_json or output is TableFormat.JSON:
         typer.echo(json.dumps([{
             "account": slug, "pool": pool, "belongs_in": v.pool.value, "trusted_eligible": v.trusted_eligible,
             "demoted": v.demoted, "recommend_dedicated": v.recommend_dedicated, "reasons": list(v.reasons),
@@ -145,7 +149,7 @@ def evaluate_command(account: list[str] = typer.Option([], "--account", help="On
     Console().print(table)
 
 
-@app.command("apply")
+@app.command("apply", epilog=epilog(ExitCode.REFUSED))
 def apply_command(account: str, kind: str = typer.Argument(..., help="trusted or dedicated."),
                   database_url: str | None = DB_OPTION) -> None:
     """Apply for a pool kind: the eligibility engine runs now, an operator approves later."""
@@ -155,14 +159,15 @@ def apply_command(account: str, kind: str = typer.Argument(..., help="trusted or
     application = _run(database_url, job)
     console = Console()
     if application.state == "pending":
+        hint = next_step("pools", "approve", str(application.id), "--who", "NAME", database_url=database_url)
         console.print(f"application #{application.id} for {kind} recorded: eligible, waiting for approval "
-                      f"(`mailcarrier pools approve {application.id}`)")
+                      f"({hint})", highlight=False)
     else:
         console.print(f"application #{application.id} for {kind} [red]refused[/]: not eligible")
     for reason in application.reasons:
         console.print(f"  - {reason}")
     if application.state != "pending":
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 def _decide(application_id: int, approve: bool, who: str, pool: str | None, note: str,
@@ -273,7 +278,7 @@ def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
     return resolver
 
 
-@app.command("dnsbl-check")
+@app.command("dnsbl-check", epilog=epilog(ExitCode.CHECK_FAILED))
 def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--zone",
                                                        help="Blocklist zone (repeatable)."),
                         nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT]."),
@@ -287,7 +292,7 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
 
     127.255.255.x answers mean the list refused the query: shown as errors, never as
     listings. Run once (cron) or with --every (a round that fails, e.g. the database is
-    briefly unreachable, is reported and the schedule goes on; Ctrl-C stops it). Exit 1
+    briefly unreachable, is reported and the schedule goes on; Ctrl-C stops it). Exit 3
     when the last round found a listing.
     """
     hygiene = DnsHygiene(_resolver(nameserver), lifetime=timeout)
@@ -309,7 +314,7 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
     except KeyboardInterrupt:
         return
     if any(r.check.status.value == "fail" for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 def _print_dnsbl(results: list[svc.DnsblResult]) -> None:

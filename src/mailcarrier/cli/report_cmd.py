@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
+from mailcarrier.cli.options import DB_OPTION, account_option
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import reports
@@ -15,17 +17,16 @@ from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 
 app = typer.Typer(help="Reports: a mailing's response page, the bounce report.", no_args_is_help=True)
-DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
-ACCOUNT_OPTION = typer.Option("default", "--account", help="Account slug.")
+ACCOUNT_OPTION = account_option()
 ERR = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.FAILED)
 
 
-@app.command("mailing")
+@app.command("mailing", epilog=epilog(ExitCode.INCONSISTENT))
 def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
                     database_url: str | None = DB_OPTION) -> None:
     """The response page of a mailing: every recipient in one bucket, bounces by category."""
@@ -65,7 +66,7 @@ def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
               f"people, {e.clicks_machine} machines; unsubscribes {e.unsubscribes}; "
               f"complaints {e.complaints}", highlight=False)
     if not page.reconciles:
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.INCONSISTENT)
 
 
 @app.command("bounces")

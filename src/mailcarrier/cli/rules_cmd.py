@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.rules_engine import default_rules, validate_rule_file
 
@@ -15,9 +16,9 @@ app = typer.Typer(help="Classification rules: validate a rule file, list the shi
                   no_args_is_help=True)
 
 
-@app.command("validate")
+@app.command("validate", epilog=epilog(ExitCode.CHECK_FAILED))
 def validate(paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
-    """Compile rule files; exit 1 with the first error of each bad file."""
+    """Compile rule files; print the first error of each bad file (and exit 3)."""
     failed = False
     for path in paths:
         try:
@@ -28,7 +29,7 @@ def validate(paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False
         else:
             typer.echo(f"{path}: {count} rules OK")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command("list")

@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from mailcarrier.api.asgi import app_from_env
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.tracking import HitWriter
@@ -161,4 +162,4 @@ def serve_command(
         code = writer.stop()
         if code != 0:
             typer.echo(f"the tracking hit writer ended with exit code {code}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)

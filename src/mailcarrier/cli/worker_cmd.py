@@ -9,6 +9,7 @@ import signal
 import typer
 from rich.console import Console
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, run_worker
@@ -18,8 +19,11 @@ from mailcarrier.storage.engine import is_sqlite, make_engine
 
 
 def worker_command(
-    until_idle: bool = typer.Option(False, "--until-idle",
-                                    help="Stop once no delivery of a sending mailing is open."),
+    once: bool = typer.Option(False, "--once", help=(
+        "Deliver what is open now, waiting for its scheduled retries, and exit once no delivery "
+        "of a sending mailing is open.")),
+    until_idle: bool = typer.Option(False, "--until-idle", hidden=True,
+                                    help="Former name of --once, still accepted."),
     concurrency: int | None = typer.Option(None, "--concurrency", min=1,
                                            help="Messages in flight at once (default: setting)."),
     simulate_time: bool = typer.Option(False, "--simulate-time", help=(
@@ -39,6 +43,7 @@ def worker_command(
     IMMEDIATE), which is enough for a few processes on one machine. SIGTERM/SIGINT finish
     the current batch.
     """
+    until_idle = once or until_idle
     if processes > 1:
         if simulate_time:
             raise typer.BadParameter("--simulate-time needs a single process (one clock)")
@@ -58,7 +63,7 @@ def worker_command(
         for child in children:
             child.join()
         if any(child.exitcode for child in children):
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)
         return
     _run(until_idle, concurrency, database_url, worker_id, simulate_time, tracking)
 
@@ -95,6 +100,6 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         asyncio.run(main())
     except MailcarrierError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()

@@ -1,0 +1,101 @@
+"""Options and output formats shared by the ``mailcarrier`` commands.
+
+One spelling per idea across every command: ``--account`` (default from
+``MAILCARRIER_ACCOUNT``), ``--database-url``, ``--format``/``-f`` with the words
+text, json, jsonl, table and pdf, ``--once`` for "do what is due, then exit". Kept free of
+heavy imports: the top-level help and ``classify`` import this module.
+"""
+
+from __future__ import annotations
+
+import shlex
+from enum import StrEnum
+from typing import Any
+
+import typer
+
+__all__ = [
+    "ACCOUNT_ENV",
+    "DB_OPTION",
+    "JsonFormat",
+    "StreamFormat",
+    "TableFormat",
+    "TextFormat",
+    "account_option",
+    "format_option",
+    "next_step",
+]
+
+ACCOUNT_ENV = "MAILCARRIER_ACCOUNT"
+DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
+
+
+def account_option(default: Any = "default", help_text: str = "Account slug.") -> Any:
+    """``--account``, read from MAILCARRIER_ACCOUNT when the flag is not given.
+
+    Typed ``Any`` like ``typer.Option`` itself: it stands as a parameter's default value.
+    """
+    return typer.Option(default, "--account", envvar=ACCOUNT_ENV, show_envvar=True, help=help_text)
+
+
+# The vocabulary, one enumeration per set of formats a command supports: Typer shows and
+# checks the choices from the enumeration, so each command offers only what it can print.
+
+class TableFormat(StrEnum):
+    """A Rich table for people, JSON for programs."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+class StreamFormat(StrEnum):
+    """A Rich table for people, one JSON object per line for streams of records."""
+
+    TABLE = "table"
+    JSONL = "jsonl"
+
+
+class TextFormat(StrEnum):
+    """Plain text for people, JSON for programs, PDF for a document to hand on."""
+
+    TEXT = "text"
+    JSON = "json"
+    PDF = "pdf"
+
+
+class JsonFormat(StrEnum):
+    """Plain text for people, JSON for programs."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def format_option(default: StrEnum, help_text: str = "") -> Any:
+    """``--format``/``-f`` with the choices of ``default``'s enumeration."""
+    choices = ", ".join(member.value for member in type(default))
+    return typer.Option(default, "--format", "-f", help=help_text or f"Output format: {choices}.")
+
+
+def next_step(*words: str, account: str | None = None, database_url: str | None = None) -> str:
+    """A command line to run next, with the flags it needs to reach the same data.
+
+    A hint such as ``mailcarrier mailings send 3`` fails when the mailing was created with
+    ``--account shop`` or ``--database-url ...``: the hint carries them along, quoted for a
+    POSIX shell. A password in the database URL is masked: the hint is printed, and the
+    terminal or its log is no place for it.
+    """
+    parts = ["mailcarrier", *words]
+    if account is not None:
+        parts += ["--account", account]
+    if database_url:
+        parts += ["--database-url", _mask_password(database_url)]
+    return shlex.join(parts)
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not sep or not at or not colon:
+        return url
+    return f"{scheme}://{user}:***@{host}"
