@@ -186,3 +186,38 @@ def test_of_addresses_named_in_prose_the_envelope_recipient_is_the_failed_one() 
            ">Received: from mx.shop.example by mx.corp.example with ESMTP id 1 for <nina@corp.example>;"
            " Sun, 27 May 2001 14:21:25 -0700\n>Subject: sale\n")
     assert _recipients(raw) == ["nina@corp.example"]
+
+
+# -- feedback reports are complaints, never auto-replies -----------------------------------------
+
+ARF_HEAD = ("From: Feedback Loop <fbl@isp.example.net>\nTo: abuse@shop.example\n"
+            "Subject: Automatic reply: complaint about message from 192.0.2.1\n"
+            "Auto-Submitted: auto-replied\nMIME-Version: 1.0\n")
+ARF_FIELDS = ("Feedback-Type: abuse\nUser-Agent: ISP-FBL/1.0\nVersion: 1\n"
+              "Original-Mail-From: <news-bounces@shop.example>\nOriginal-Rcpt-To: <nina@example.org>\n")
+ORIGINAL = "From: news@shop.example\nTo: nina@example.org\nMessage-ID: <m1@shop.example>\nSubject: sale\n\nhi\n"
+
+
+@pytest.mark.parametrize("raw", [
+    # RFC 5965, the report part labelled as the RFC says
+    ARF_HEAD + 'Content-Type: multipart/report; report-type=feedback-report; boundary="f"\n\n'
+    "--f\nContent-Type: text/plain\n\nThis is an abuse report.\n"
+    f"--f\nContent-Type: message/feedback-report\n\n{ARF_FIELDS}\n"
+    f"--f\nContent-Type: message/rfc822\n\n{ORIGINAL}--f--\n",
+    # the same report with the report part labelled text/plain
+    ARF_HEAD + 'Content-Type: multipart/report; report-type=feedback-report; boundary="f"\n\n'
+    "--f\nContent-Type: text/plain\n\nThis is an abuse report.\n"
+    f"--f\nContent-Type: text/plain\n\n{ARF_FIELDS}\n"
+    f"--f\nContent-Type: message/rfc822\n\n{ORIGINAL}--f--\n",
+    # the fields written into a plain text mail
+    ARF_HEAD + f"Content-Type: text/plain\n\nThis is an abuse report.\n\n{ARF_FIELDS}\n",
+    # Microsoft JMRP: no report part, the returned message names the complaining recipient
+    ARF_HEAD + 'Content-Type: multipart/mixed; boundary="f"\n\n'
+    "--f\nContent-Type: text/plain\n\nThis is a complaint.\n"
+    "--f\nContent-Type: message/rfc822\n\nX-HmXmrOriginalRecipient: <nina@example.org>\n"
+    f"{ORIGINAL}--f--\n",
+])
+def test_a_feedback_report_is_a_complaint_not_an_autoreply(raw: str) -> None:
+    report = parse_bounce(raw.encode())
+    assert report is not None and report.kind == "feedback" and report.feedback_type == "abuse"
+    assert [r.recipient for r in report.records] == ["nina@example.org"]

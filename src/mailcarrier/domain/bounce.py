@@ -23,7 +23,7 @@ from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
 from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.base import wording
-from mailcarrier.domain.detectors.dsn import field_blocks
+from mailcarrier.domain.detectors.dsn import parse_fields
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import BOUNCE_SENDER, says_failed
 from mailcarrier.domain.errors import ParseError
@@ -99,12 +99,46 @@ def _original_info(mail: BounceMail) -> tuple[str | None, tuple[tuple[str, str],
     return (mid or None), ours
 
 
-def _parse_feedback(mail: BounceMail, part: MimePart) -> BounceReport:
-    fields: dict[str, str] = {}
-    for block in field_blocks(part):
-        for key, value in block.items():
-            fields.setdefault(key, value)
-    feedback_type = fields.get("feedback-type", "other").lower()
+_ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers")
+_FEEDBACK_FIELD = re.compile(r"^feedback-type[ \t]*:", re.I | re.M)
+_ARF_FIELDS = re.compile(r"^(?:user-agent|version|original-rcpt-to|original-mail-from|arrival-date)[ \t]*:",
+                         re.I | re.M)
+
+
+def _feedback_fields(mail: BounceMail) -> dict[str, str] | None:
+    """The fields of a feedback report (RFC 5965), wherever the report put them; else None.
+
+    The standard place is a ``message/feedback-report`` part. Some reporters label that
+    part otherwise inside a ``multipart/report; report-type=feedback-report``, or write the
+    fields into the text part; Microsoft's JMRP sends no report part at all and marks the
+    returned message with ``X-HmXmrOriginalRecipient``. All of them are complaints, never
+    auto-replies.
+    """
+    part = mail.part("message/feedback-report")
+    if part is not None:
+        texts = [part.text()]
+    elif mail.msg.content_type == "multipart/report" and \
+            mail.msg.param("report-type").lower() == "feedback-report":
+        texts = [p.text() for p in mail.notice_parts[1:]
+                 if not p.children and p.content_type not in _ORIGINAL_TYPES]
+    else:
+        texts = [mail.text[:8000]] if "feedback-type" in mail.text[:8000].lower() else []
+    for text in texts:
+        if not _FEEDBACK_FIELD.search(text) or (part is None and not _ARF_FIELDS.search(text)):
+            continue
+        fields: dict[str, str] = {}
+        for block in parse_fields(text):
+            for key, value in block.items():
+                fields.setdefault(key, value)
+        return fields
+    original = mail.original
+    if original is not None and original.get("X-HmXmrOriginalRecipient"):
+        return {"feedback-type": "abuse", "original-rcpt-to": original.get("X-HmXmrOriginalRecipient")}
+    return None
+
+
+def _parse_feedback(mail: BounceMail, fields: dict[str, str]) -> BounceReport:
+    feedback_type = (fields.get("feedback-type", "").split() or ["other"])[0].lower()
     recipient = _addr(fields.get("original-rcpt-to"))
     mid, ours = _original_info(mail)
     if not recipient and mail.original is not None:
@@ -115,6 +149,8 @@ def _parse_feedback(mail: BounceMail, part: MimePart) -> BounceReport:
 
 
 def _is_autoreply(mail: BounceMail) -> bool:
+    if mail.msg.param("report-type").lower() in ("feedback-report", "delivery-status"):
+        return False  # a report, whatever its subject says (RFC 6522)
     if mail.header("Auto-Submitted").lower().startswith("auto-replied"):
         return True
     if mail.header("X-Autoreply") or mail.header("X-Autorespond"):
@@ -183,9 +219,9 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
     if not msg.headers():
         raise ParseError("no header fields: not an email", excerpt=raw[:80].decode("latin-1"))
     mail = BounceMail(msg)
-    feedback_part = mail.part("message/feedback-report")
-    if feedback_part is not None:
-        return _parse_feedback(mail, feedback_part)
+    feedback = _feedback_fields(mail)
+    if feedback is not None:
+        return _parse_feedback(mail, feedback)
     mid, ours = _original_info(mail)
     detected = detect(mail)
     from_daemon = bool(BOUNCE_SENDER.search(mail.sender))
