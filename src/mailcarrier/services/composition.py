@@ -36,12 +36,12 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, TemplateError
 
 from mailcarrier.domain.message import MessageParts, compose_message
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.domain.verp import VerpAddress, encode_return_path
+from mailcarrier.services.template_sandbox import BoundedSandbox
 
 __all__ = [
     "SIGNED_HEADERS",
@@ -187,14 +187,14 @@ class TemplateFields(dict[str, Any]):
         return ""
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment() -> BoundedSandbox:
     # Immutable sandbox: templates can neither read files (no loader) nor touch private
-    # attributes, nor mutate the context objects they are given.
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                         keep_trailing_newline=True)
+    # attributes, nor mutate the context objects they are given; each render is bounded in
+    # output size, loop iterations and time (services/template_sandbox.py).
+    return BoundedSandbox(keep_trailing_newline=True)
 
 
-def _compile(env: ImmutableSandboxedEnvironment, label: str, source: str) -> Template:
+def _compile(env: BoundedSandbox, label: str, source: str) -> Template:
     try:
         return env.from_string(source)
     except TemplateError as error:
