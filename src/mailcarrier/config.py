@@ -97,10 +97,8 @@ class Settings(BaseSettings):
         "Delete messages from the IMAP folder once stored. Off: they are only flagged \\Seen and "
         "$MailcarrierStored, so nothing unread is ever destroyed."))
     dkim_selector: str = Field("mc1", description="DKIM selector of the generated sending-domain keys.")
-    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519|ed25519-only)$", description=(
-        "DKIM signing: rsa (2048 bits); ed25519 = an Ed25519 signature plus an RSA one under "
-        "the selector '<selector>-rsa' (RFC 8463 dual signing: verifiers without ed25519 still "
-        "pass); ed25519-only = Ed25519 alone."))
+    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519)$", description=(
+        "Algorithm of auto-generated DKIM keys: rsa (2048 bits) or ed25519."))
     dkim_sign: bool = Field(True, description="Sign every message with the sending domain's DKIM key.")
     delivery_batch_size: int = Field(500, ge=1, description="Deliveries claimed per worker batch.")
     delivery_concurrency: int = Field(200, ge=1, description=(
@@ -108,8 +106,9 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(120.0, gt=0, description=(
         "A claimed delivery whose worker stops renewing for this long is recovered by others."))
     smtp_timeout: float = Field(60.0, gt=0, description="Seconds to wait for each SMTP reply.")
-    retry_schedule_hours: str = Field("0,1,6,24", description=(
-        "Start of each delivery attempt, in hours after the first; its length is the attempt count."))
+    retry_schedule_hours: str = Field("0,1,6,30", description=(
+        "Start of each delivery attempt, in hours after the first; its length is the attempt count. "
+        "The default is seed 003's four attempts over 30 hours."))
     retry_max_age_hours: float = Field(30.0, gt=0, description=(
         "After this long a still-deferred recipient is a soft bounce (expired)."))
     retry_outcome_unknown: bool = Field(False, description=(

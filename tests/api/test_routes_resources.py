@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
 from mailcarrier.services import reports
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.migrate import upgrade
+from mailcarrier.storage.tables import contacts
 from tests.services.report_world import RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -165,6 +166,8 @@ async def test_other_accounts_key_gets_404_on_every_endpoint(api: Ctx) -> None:
                             json={"url": "https://hooks.example/in", "events": ["*"]})
     ids["endpoint_id"] = r.json()["id"]
     bodies: dict[str, Any] = {"reactivate": {"who": "mallory", "why": "x"},
+                              "confirm": {"who": "mallory", "why": "x"},
+                              "release": {"who": "mallory", "why": "x"},
                               "test-send": {"addresses": ["m@evil.example"]}}
     checked = 0
     for template, operations in api.app.openapi()["paths"].items():
@@ -202,3 +205,53 @@ async def test_other_accounts_key_gets_404_on_every_endpoint(api: Ctx) -> None:
     assert r.json()["status"] == "active" or r.json()["email_invalid"] is not None
     r = await api.http.get(f"/api/v1/mailings/{w.mailing_id}", headers=api.mine)
     assert r.json()["state"] == "sending"
+
+
+async def test_segments_export_and_suspected_filtering_decisions(api: Ctx) -> None:
+    """Seed 001's bounce filters on the contact list and its CSV export; a held contact is
+    confirmed or released by a user; the account's contact policy is read and changed."""
+    w = api.world
+    with w.engine.begin() as conn:
+        for email, cat, reason, held in (("cy@example.com", 2, "userunknown", False),
+                                         ("dee@corp.example", 1, "filtered", True),
+                                         ("eve@corp.example", 1, "blocked", False)):
+            conn.execute(update(contacts).where(contacts.c.email == email).values(
+                last_bounce_category=cat, last_bounce_reason=reason, last_bounce_at=T0,
+                suspected_filtering=held, consecutive_blocks=1 if cat == 1 else 0))
+    r = await api.http.get("/api/v1/contacts", params={"bounce_category": 1}, headers=api.mine)
+    assert sorted(c["email"] for c in r.json()["items"]) == ["dee@corp.example", "eve@corp.example"]
+    r = await api.http.get("/api/v1/contacts", params={"suspected_filtering": "true"}, headers=api.mine)
+    [held] = r.json()["items"]
+    assert held["email"] == "dee@corp.example" and held["suspected_filtering"] is True
+    r = await api.http.get("/api/v1/contacts", params={
+        "bounce_reason": "userunknown", "bounced_since": (T0 - timedelta(hours=1)).isoformat(),
+        "bounced_until": (T0 + timedelta(hours=1)).isoformat()}, headers=api.mine)
+    assert [c["email"] for c in r.json()["items"]] == ["cy@example.com"]
+    r = await api.http.get("/api/v1/contacts", params={"bounced_until": "2026-01-01T00:00:00"},
+                           headers=api.mine)
+    assert r.status_code == 422  # a naive time is refused, not guessed
+    r = await api.http.get("/api/v1/contacts/export.csv", params={"bounce_category": 1}, headers=api.mine)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("email,status,email_invalid,suspected_filtering,last_bounce_at")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["dee@corp.example", "eve@corp.example"]
+    # decisions on the hold
+    eve, dee = w.contacts["eve@corp.example"], w.contacts["dee@corp.example"]
+    decision = {"who": "alice", "why": "their IT whitelisted us"}
+    r = await api.http.post(f"/api/v1/contacts/{eve}/filtering/release", json=decision, headers=api.mine)
+    assert r.status_code == 409  # not held
+    r = await api.http.post(f"/api/v1/contacts/{dee}/filtering/release", json=decision, headers=api.mine)
+    assert r.status_code == 200, r.text
+    assert r.json()["contact"]["suspected_filtering"] is False and r.json()["after"] == "active"
+    r = await api.http.post(f"/api/v1/contacts/{dee}/filtering/confirm", json=decision, headers=api.mine)
+    assert r.status_code == 409  # released already
+    # the account's contact policy
+    r = await api.http.get("/api/v1/account/policy", headers=api.mine)
+    assert r.json() == {"contact_policy": "marketo", "thresholds": {}}
+    r = await api.http.put("/api/v1/account/policy", headers=api.mine,
+                           json={"contact_policy": "emma", "thresholds": {"max_bounce_rate": 0.11}})
+    assert r.json() == {"contact_policy": "emma", "thresholds": {"max_bounce_rate": 0.11}}
+    r = await api.http.put("/api/v1/account/policy", headers=api.mine, json={"contact_policy": "strict"})
+    assert r.status_code == 422 and "marketo, emma" in r.text
+    r = await api.http.get("/api/v1/account/policy", headers=api.theirs)
+    assert r.json()["contact_policy"] == "marketo"  # another account is not affected

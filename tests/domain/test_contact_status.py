@@ -8,6 +8,7 @@ import pytest
 
 from mailcarrier.domain.contact_status import (
     ContactEvent,
+    ContactPolicy,
     ContactState,
     DomainEvidence,
     EventKind,
@@ -163,3 +164,68 @@ def test_a_delivery_explains_itself_only_when_it_resets_a_counter() -> None:
     assert reset.because == ("delivery resets bounce counters",)
     assert (reset.after.consecutive_soft_bounces, reset.after.consecutive_blocks) == (0, 0)
     assert reset.after.total_bounces == bounced.total_bounces == 2
+
+
+# --- account contact policy presets (seed 001 vs seed 003) and the suspected-filtering hold ---
+
+EMMA = StatusPolicy(preset=ContactPolicy.EMMA)
+
+
+@pytest.mark.parametrize(("steps", "marketo", "emma"), [
+    ([BLOCK], (A, False), (E, False)),  # seed 003: every hard bounce -> Error at once
+    ([BLOCK, BLOCK], (A, False), (E, False)),
+    ([BLOCK, BLOCK, BLOCK], (E, False), (E, False)),
+    ([UNKNOWN_USER], (E, True), (E, True)),  # category 2: invalid at once in both
+    ([SOFT, SOFT], (A, False), (A, False)),  # soft bounces: three in a row in both
+    ([SOFT, SOFT, SOFT], (E, False), (E, False)),
+])
+def test_presets_differ_only_on_category_1(steps: list[tuple[EventKind, Reason | None, Category | None]],
+                                           marketo: tuple[ContactStatus, bool],
+                                           emma: tuple[ContactStatus, bool]) -> None:
+    for policy, expected in ((POLICY, marketo), (EMMA, emma)):
+        state = run(steps, policy=policy)
+        assert (state.status, state.email_invalid) == expected
+
+
+def _unknown(evidence: DomainEvidence | None, when: datetime = T0) -> ContactEvent:
+    return ContactEvent(K.HARD_BOUNCE, when, Reason.USERUNKNOWN, Category.INVALID_ADDRESS,
+                        domain_evidence=evidence)
+
+
+@pytest.mark.parametrize("policy", [POLICY, EMMA])
+def test_suspected_filtering_holds_the_contact_under_both_presets(policy: StatusPolicy) -> None:
+    held = decide(policy, ContactState(), _unknown(DomainEvidence(6, 10)), T0)
+    assert held.suspected_filtering and held.reason is Reason.FILTERED and held.category is Category.SPAM_BLOCK
+    assert (held.after.status, held.after.email_invalid, held.after.suspected_filtering) == (A, False, True)
+    state = held.after
+    for day in range(1, 6):  # refused again and again: still held, never moved by itself
+        when = T0 + timedelta(days=day)
+        again = ContactEvent(K.HARD_BOUNCE, when, Reason.FILTERED, Category.SPAM_BLOCK)
+        state = decide(policy, state, again, when).after
+    assert (state.status, state.suspected_filtering, state.consecutive_blocks) == (A, True, 6)
+
+
+def test_domain_refusing_addresses_it_accepted_before_is_suspected() -> None:
+    share_too_low = DomainEvidence(rejected=7, total=100, accepted_before=6)
+    transition = decide(POLICY, ContactState(), _unknown(share_too_low), T0)
+    assert transition.suspected_filtering
+    assert "suddenly rejects 6 addresses" in transition.because[0]
+    assert not decide(POLICY, ContactState(), _unknown(DomainEvidence(7, 100, 4)), T0).suspected_filtering
+
+
+def test_confirm_invalidates_and_release_reactivates_a_held_contact() -> None:
+    held = decide(POLICY, ContactState(), _unknown(DomainEvidence(6, 10)), T0).after
+    confirmed = decide(POLICY, held, ContactEvent(K.FILTERING_CONFIRMED, T0), T0)
+    assert (confirmed.after.status, confirmed.after.email_invalid, confirmed.after.suspected_filtering) == (E, True, False)
+    released = decide(POLICY, held, ContactEvent(K.FILTERING_RELEASED, T0), T0)
+    assert (released.after.status, released.after.email_invalid, released.after.suspected_filtering) == (A, False, False)
+    assert released.after.consecutive_blocks == 0
+    for kind in (K.FILTERING_CONFIRMED, K.FILTERING_RELEASED):
+        with pytest.raises(ConflictError, match="not held"):
+            decide(POLICY, ContactState(), ContactEvent(kind, T0), T0)
+
+
+def test_a_delivery_ends_the_suspicion() -> None:
+    held = decide(POLICY, ContactState(), _unknown(DomainEvidence(6, 10)), T0).after
+    after = decide(POLICY, held, ContactEvent(K.DELIVERED, T0 + timedelta(days=1)), T0).after
+    assert not after.suspected_filtering and after.consecutive_blocks == 0

@@ -23,8 +23,8 @@ def test_default_schedule_is_four_attempts_within_thirty_hours() -> None:
         decision = decide_retry(POLICY, MAILBOX_FULL, attempts_made=made, first_attempt_at=T0, now=T0)
         assert decision.state is DeliveryState.IN_PROGRESS
         times.append(decision.next_attempt_at)
-    assert times == [T0 + timedelta(hours=1), T0 + timedelta(hours=6), T0 + timedelta(hours=24)]
-    final = decide_retry(POLICY, MAILBOX_FULL, attempts_made=4, first_attempt_at=T0, now=T0 + timedelta(hours=24))
+    assert times == [T0 + timedelta(hours=1), T0 + timedelta(hours=6), T0 + timedelta(hours=30)]
+    final = decide_retry(POLICY, MAILBOX_FULL, attempts_made=4, first_attempt_at=T0, now=T0 + timedelta(hours=30))
     assert final.state is DeliveryState.BOUNCED_SOFT
     assert final.next_attempt_at is None
     assert final.reason is Reason.MAILBOXFULL

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mailcarrier.api import (  # resources, reports and evidence (issue 7)
+    routes_account,
     routes_audiences,
     routes_consent,
     routes_contacts,
@@ -30,6 +31,7 @@ ROUTERS: list[APIRouter] = [
     routes_health.router,
     routes_tracking.router,
     routes_consent.router,
+    routes_account.router,
     routes_audiences.router,
     routes_contacts.router,
     routes_imports.router,

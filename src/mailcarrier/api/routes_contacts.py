@@ -1,10 +1,16 @@
-"""Contacts: list and filter, status, activity history, reactivation."""
+"""Contacts: list and filter (seed 001's bounce segments, CSV export), status, activity
+history, reactivation, and decisions on contacts held as suspected B2B filtering."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from mailcarrier.api.auth import Principal, require_scopes
@@ -34,17 +40,56 @@ class StatusChange(BaseModel):
     after: str
 
 
+def segment(status: Annotated[str | None, Query(pattern="^(active|error|opted_out|pending)$")] = None,
+            audience_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+            email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
+            bounce_category: Annotated[int | None, Query(description="Latest bounce category.",
+                                                         ge=1, le=9)] = None,
+            bounce_reason: Annotated[str | None, Query(description="Latest bounce reason, e.g. userunknown.",
+                                                       max_length=64, pattern="^[a-z_]+$")] = None,
+            bounced_since: Annotated[datetime | None, Query(description="Latest bounce at or after.")] = None,
+            bounced_until: Annotated[datetime | None, Query(description="Latest bounce before.")] = None,
+            email_invalid: bool | None = None,
+            suspected_filtering: Annotated[bool | None, Query(
+                description="Held as suspected B2B filtering.")] = None) -> views.ContactSegment:
+    """Seed 001's filters on bounce data, shared by the list and the export."""
+    for when in (bounced_since, bounced_until):
+        if when is not None and when.tzinfo is None:
+            raise ProblemError(422, "bounced_since/bounced_until need a time zone (e.g. ...Z)")
+    return views.ContactSegment(status, audience_id, email, bounce_category, bounce_reason,
+                                bounced_since, bounced_until, email_invalid, suspected_filtering)
+
+
 @router.get("", response_model=Page[views.ContactView])
 def list_contacts(cursor: Cursor = 0, limit: Limit = 50,
-                  status: Annotated[str | None, Query(pattern="^(active|error|opted_out|pending)$")] = None,
-                  audience_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-                  email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
+                  seg: views.ContactSegment = Depends(segment),
                   who: Principal = Depends(require_scopes("contacts:read")),
                   ctx: AppContext = Depends(app_context)) -> Page[views.ContactView]:
-    """The account's contacts, optionally by status, audience or exact address."""
-    rows = views.list_contacts(ctx.engine, who.account_id, after_id=cursor, limit=limit,
-                               status=status, audience_id=audience_id, email=email)
+    """The account's contacts, by status, audience, address and latest-bounce data."""
+    rows = views.list_contacts(ctx.engine, who.account_id, after_id=cursor, limit=limit, segment=seg)
     return page_of(rows, limit, lambda c: c.id)
+
+
+@router.get("/export.csv", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def export_contacts(seg: views.ContactSegment = Depends(segment),
+                    who: Principal = Depends(require_scopes("contacts:read")),
+                    ctx: AppContext = Depends(app_context)) -> StreamingResponse:
+    """The whole segment as CSV (address, status, flags and latest-bounce fields), streamed."""
+    if seg.audience_id is not None:
+        views.get_audience(ctx.engine, who.account_id, seg.audience_id)  # 404 before streaming
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in views.export_rows(views.iter_contacts(ctx.engine, who.account_id, seg)):
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    return StreamingResponse(lines(), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="contacts.csv"'})
 
 
 @router.get("/{contact_id}", response_model=views.ContactView)
@@ -78,6 +123,42 @@ def reactivate(contact_id: ContactId, body: Reactivation,
         transition = contact_service.reactivate(ctx.engine, status_policy(ctx.settings), who.account_id,
                                                 contact_id, who=body.who, why=body.why, now=ctx.clock())
     except ValueError as exc:  # blank who/why
+        raise ProblemError(422, str(exc)) from exc
+    return StatusChange(contact=views.get_contact(ctx.engine, who.account_id, contact_id),
+                        before=transition.before.status.value, after=transition.after.status.value)
+
+
+class FilteringDecision(BaseModel):
+    who: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    why: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
+
+
+@router.post("/{contact_id}/filtering/confirm", response_model=StatusChange)
+def confirm_filtering(contact_id: ContactId, body: FilteringDecision,
+                      who: Principal = Depends(require_scopes("contacts:write")),
+                      ctx: AppContext = Depends(app_context)) -> StatusChange:
+    """A contact held as suspected filtering really is invalid: error + email_invalid;
+    409 when the contact is not held."""
+    return _decide(contact_id, body, who, ctx, confirm=True)
+
+
+@router.post("/{contact_id}/filtering/release", response_model=StatusChange)
+def release_filtering(contact_id: ContactId, body: FilteringDecision,
+                      who: Principal = Depends(require_scopes("contacts:write")),
+                      ctx: AppContext = Depends(app_context)) -> StatusChange:
+    """A contact held as suspected filtering is a real address: active, counters reset;
+    409 when the contact is not held."""
+    return _decide(contact_id, body, who, ctx, confirm=False)
+
+
+def _decide(contact_id: int, body: FilteringDecision, who: Principal, ctx: AppContext, *,
+            confirm: bool) -> StatusChange:
+    views.get_contact(ctx.engine, who.account_id, contact_id)
+    act = contact_service.confirm_filtering if confirm else contact_service.release_filtering
+    try:
+        transition = act(ctx.engine, status_policy(ctx.settings), who.account_id, contact_id,
+                         who=body.who, why=body.why, now=ctx.clock())
+    except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
     return StatusChange(contact=views.get_contact(ctx.engine, who.account_id, contact_id),
                         before=transition.before.status.value, after=transition.after.status.value)

@@ -15,6 +15,8 @@ from rich.table import Table
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.services import policies
+from mailcarrier.services.policies import ACCOUNT_THRESHOLDS
 from mailcarrier.storage import accounts as repo
 from mailcarrier.storage import api_keys as keys_repo
 from mailcarrier.storage.engine import make_engine, write_transaction
@@ -120,3 +122,43 @@ def keys_revoke_command(account: str, prefix: str, database_url: str | None = DB
     finally:
         engine.dispose()
     Console().print(f"revoked API key {prefix} of account {owner.slug}")
+
+
+@app.command("policy")
+def policy_command(
+    slug: str,
+    contact_policy: str | None = typer.Option(None, "--contact-policy", help=(
+        "marketo (default; seed 001: category 2 invalid at once, category 1 counted until it "
+        "repeats) or emma (seed 003: every hard bounce moves the contact to error).")),
+    threshold: list[str] = typer.Option([], "--threshold", help=(
+        "NAME=VALUE, the account's own value of a setting (repeatable; NAME= removes it), e.g. "
+        "max_bounce_rate=0.11. Names: " + ", ".join(ACCOUNT_THRESHOLDS))),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Show or change an account's contact policy preset and thresholds."""
+    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    try:
+        preset = policies.contact_policy(contact_policy).value if contact_policy else None
+        with write_transaction(engine) as conn:
+            account = repo.account_by_slug(conn, slug)
+            current = repo.account_policies(conn, [account.id])[account.id].thresholds
+            thresholds = None
+            if threshold:
+                changes: dict[str, object] = {}
+                for item in threshold:
+                    name, sep, value = item.partition("=")
+                    if not sep:
+                        raise ValueError(f"--threshold {item!r}: use NAME=VALUE")
+                    changes[name.strip()] = value.strip() or None
+                thresholds = policies.validate_thresholds({**current, **changes})
+            own = repo.set_account_policy(conn, account.id, contact_policy=preset, thresholds=thresholds)
+    except (MailcarrierError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    out = Console()
+    out.print(f"{slug}: contact policy {own.contact_policy}", highlight=False)
+    for name in ACCOUNT_THRESHOLDS:
+        if name in own.thresholds:
+            out.print(f"  {name} = {own.thresholds[name]} (account)", highlight=False)

@@ -7,19 +7,31 @@ event again on restart (a soft bounce counted twice), and two workers reading th
 pending rows both applied them. Now the transaction first clears the flags it still finds
 set (:func:`mailcarrier.storage.outbox.take_contact_events`) and applies only those events;
 a writer that finds them taken skips them.
+
+A refusal "user unknown" during the SMTP session gets the same B2B filtering evidence as a
+late bounce email (:mod:`mailcarrier.storage.filtering`): how the recipient's domain
+answered the rest of the mailing, and whether it refuses addresses it accepted in earlier
+mailings. A contact judged suspected is held rather than invalidated, and its delivery is
+marked ``suspected_filtering`` (reason ``filtered``, category 1) in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
+from mailcarrier.domain.contact_status import (
+    ContactEvent,
+    DomainEvidence,
+    EventKind,
+    StatusPolicy,
+    Transition,
+)
 from mailcarrier.domain.vocabulary import Category, DeliveryState, Reason
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
-from mailcarrier.storage import outbox
+from mailcarrier.storage import filtering, outbox
 
 __all__ = ["apply_pending", "records_for"]
 
@@ -27,16 +39,34 @@ _KINDS = {DeliveryState.DELIVERED.value: EventKind.DELIVERED,
           DeliveryState.BOUNCED_HARD.value: EventKind.HARD_BOUNCE}
 
 
-def records_for(pending: Sequence[outbox.PendingContactEvent]) -> list[ContactEventRecord]:
-    """The contact event each final outcome stands for (not delivered, not hard: soft)."""
-    return [ContactEventRecord(
-        event.account_id, event.contact_id,
-        ContactEvent(_KINDS.get(event.state, EventKind.SOFT_BOUNCE), event.occurred_at,
-                     Reason(event.reason) if event.reason else None,
-                     Category(event.category) if event.category is not None else None),
-        mailing_id=event.mailing_id, delivery_id=event.delivery_id, reply_code=event.reply_code,
-        enhanced_status=event.enhanced_status, diagnostic=event.diagnostic,
-        cause="delivery engine") for event in pending]
+_Evidence = dict[tuple[int, str], tuple[int, int, int]]
+
+
+def records_for(pending: Sequence[outbox.PendingContactEvent],
+                evidence: _Evidence | None = None) -> list[ContactEventRecord]:
+    """The contact event each final outcome stands for (not delivered, not hard: soft);
+    refusals as unknown carry their domain's evidence when ``evidence`` has it."""
+    evidence = evidence or {}
+    records = []
+    for event in pending:
+        domain_evidence = None
+        counts = evidence.get((event.mailing_id, event.domain))
+        if counts is not None and _refused_as_unknown(event):
+            domain_evidence = DomainEvidence(*counts)
+        records.append(ContactEventRecord(
+            event.account_id, event.contact_id,
+            ContactEvent(_KINDS.get(event.state, EventKind.SOFT_BOUNCE), event.occurred_at,
+                         Reason(event.reason) if event.reason else None,
+                         Category(event.category) if event.category is not None else None,
+                         domain_evidence=domain_evidence),
+            mailing_id=event.mailing_id, delivery_id=event.delivery_id, reply_code=event.reply_code,
+            enhanced_status=event.enhanced_status, diagnostic=event.diagnostic,
+            cause="delivery engine"))
+    return records
+
+
+def _refused_as_unknown(event: outbox.PendingContactEvent) -> bool:
+    return event.state == DeliveryState.BOUNCED_HARD.value and event.reason in filtering.REFUSED_AS_UNKNOWN
 
 
 def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
@@ -47,6 +77,28 @@ def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
     if not pending:
         return 0
     ids = [event.delivery_id for event in pending]
-    applied = apply_events(engine, policy, records_for(pending), now,
-                           take=lambda conn: outbox.take_contact_events(conn, ids))
+    pairs = {(e.mailing_id, e.domain) for e in pending if _refused_as_unknown(e)}
+    evidence: _Evidence = {}
+    if pairs:
+        since = now - timedelta(days=policy.filtering_recent_days)
+        with engine.connect() as conn:
+            evidence = filtering.domain_evidence(conn, pairs, since)
+    records = records_for(pending, evidence)
+
+    def mark(conn: Connection, transitions: list[Transition]) -> None:
+        # the applied records are those taken, in order: pair them by delivery id
+        taken = [r for r in records if r.delivery_id in applied_ids]
+        suspected = [r.delivery_id for r, t in zip(taken, transitions, strict=True)
+                     if t.suspected_filtering and r.delivery_id is not None]
+        if suspected:
+            filtering.mark_suspected(conn, suspected)
+
+    applied_ids: set[int] = set()
+
+    def take(conn: Connection) -> set[int]:
+        applied_ids.clear()
+        applied_ids.update(outbox.take_contact_events(conn, ids))
+        return applied_ids
+
+    applied = apply_events(engine, policy, records, now, take=take, finish=mark)
     return len(applied)

@@ -15,6 +15,12 @@ every case a real sending day brings:
                  ``dsn_target`` is set, an RFC 3464 ``multipart/report`` DSN is mailed
                  after ``dsn_delay`` seconds to the message's return-path (the VERP
                  address) at that host:port, e.g. ``mailcarrier inbound``
+* any address at a *filtering gateway* domain (one whose name starts with ``gateway``,
+  e.g. ``gateway.example``, or one listed in ``filtering_domains``) except local parts
+  starting with ``vip``: 550 5.1.1 user unknown, although the mailbox exists — the B2B
+  appliance of seeds 002 and 004 that fakes "user unknown" to refuse bulk mail. Adding a
+  domain to ``filtering_domains`` between two mailings plays a gateway that suddenly
+  refuses addresses it accepted before.
 * anything else  accepted
 
 Unknown-user texts follow the provider of the recipient domain. The sandbox
@@ -53,6 +59,8 @@ _UNKNOWN_TEXT = {
     "orange.fr": "550 5.1.1 <{address}>: Recipient address rejected: User unknown (in reply to RCPT TO)",
 }
 _DEFAULT_UNKNOWN = "550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
+#: What a filtering appliance answers for a real mailbox it refuses to deliver to.
+_GATEWAY_UNKNOWN = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,8 @@ class SandboxHandler:
     dsn_delay: float = 1.0
     dsns_sent: list[tuple[str, str]] = field(default_factory=list)
     dsn_errors: list[str] = field(default_factory=list)
+    #: Domains playing a B2B filtering gateway (besides those named ``gateway*``).
+    filtering_domains: set[str] = field(default_factory=set)
     _greylisted: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -88,6 +98,9 @@ class SandboxHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         local, _, domain = address.lower().partition("@")
+        if (domain.startswith("gateway") or domain in self.filtering_domains) \
+                and not local.startswith("vip"):
+            return _GATEWAY_UNKNOWN.format(address=address)
         if local.startswith("unknown"):
             return _UNKNOWN_TEXT.get(domain, _DEFAULT_UNKNOWN).format(address=address)
         if local.startswith("full"):

@@ -6,9 +6,7 @@ bounce email, decide a contact's status, compute a retry schedule.
 
 from mailcarrier.domain.classify import (
     Classification,
-    Evidence,
     classify,
-    classify_evidence,
     classify_internal,
     classify_reply,
 )
@@ -17,7 +15,6 @@ from mailcarrier.domain.rules_engine import RuleSet, Scope, default_rules, load_
 from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, parse_reply
 from mailcarrier.domain.vocabulary import (
     INTERNAL_CODES,
-    BounceType,
     Category,
     ContactStatus,
     DeliveryState,
@@ -26,13 +23,11 @@ from mailcarrier.domain.vocabulary import (
 
 __all__ = [
     "INTERNAL_CODES",
-    "BounceType",
     "Category",
     "Classification",
     "ContactStatus",
     "DeliveryState",
     "EnhancedStatus",
-    "Evidence",
     "MailcarrierError",
     "ParseError",
     "Reason",
@@ -42,7 +37,6 @@ __all__ = [
     "SMTPStage",
     "Scope",
     "classify",
-    "classify_evidence",
     "classify_internal",
     "classify_reply",
     "default_rules",

@@ -19,7 +19,7 @@ from mailcarrier.domain.vocabulary import Category, DeliveryState, Reason, categ
 
 __all__ = ["RetryDecision", "RetryPolicy", "decide_retry", "domain_backoff"]
 
-_DEFAULT_SCHEDULE = (timedelta(0), timedelta(hours=1), timedelta(hours=6), timedelta(hours=24))
+_DEFAULT_SCHEDULE = (timedelta(0), timedelta(hours=1), timedelta(hours=6), timedelta(hours=30))
 #: Reasons for which a domain-scoped failure pauses the whole domain.
 _BACKOFF_REASONS = frozenset({Reason.TOOMANYCONN, Reason.SPEEDING})
 
@@ -30,8 +30,9 @@ class RetryPolicy:
 
     ``schedule`` holds the start of each attempt as an offset from the first
     one; its length is the number of attempts. The default, 4 attempts at
-    0, +1 h, +6 h and +24 h, stays within ``max_age`` (30 hours), after which a
-    still-deferred recipient is a soft bounce.
+    0, +1 h, +6 h and +30 h, is seed 003's "four attempts over a 30-hour period"
+    (the last one a day after the third, seed 001's 24-hour retry); a recipient
+    still failing then, or deferred past ``max_age`` (30 hours), is a soft bounce.
     """
 
     schedule: tuple[timedelta, ...] = _DEFAULT_SCHEDULE

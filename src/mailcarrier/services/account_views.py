@@ -8,6 +8,7 @@ next page exists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,12 +32,15 @@ __all__ = [
     "AttemptView",
     "AudienceView",
     "BounceView",
+    "ContactSegment",
     "ContactView",
     "DeliveryView",
     "contact_history",
+    "export_rows",
     "get_audience",
     "get_contact",
     "get_delivery",
+    "iter_contacts",
     "list_audiences",
     "list_bounces",
     "list_contacts",
@@ -76,6 +80,24 @@ class ContactView:
     last_engaged_at: datetime | None
     status_changed_at: datetime | None
     created_at: datetime
+    #: held as suspected B2B filtering: a user confirms (invalid) or releases (real) it
+    suspected_filtering: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSegment:
+    """Seed 001's filters on bounce data: the contact's status and latest bounce (category,
+    reason, when) and the suspected-filtering hold. Unset fields do not filter."""
+
+    status: str | None = None
+    audience_id: int | None = None
+    email: str | None = None
+    bounce_category: int | None = None
+    bounce_reason: str | None = None
+    bounced_since: datetime | None = None
+    bounced_until: datetime | None = None
+    email_invalid: bool | None = None
+    suspected_filtering: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +165,7 @@ def _contact(r: Any) -> ContactView:
         r.last_bounce_category, r.last_bounce_reason,
         explain(r.last_bounce_reason) if r.last_bounce_reason else None, r.last_bounce_reply_code,
         r.last_bounce_diagnostic, r.last_delivered_at, r.last_engaged_at, r.status_changed_at,
-        r.created_at)
+        r.created_at, bool(r.suspected_filtering))
 
 
 def list_audiences(engine: Engine, account_id: int, *, after_id: int, limit: int) -> list[AudienceView]:
@@ -170,23 +192,69 @@ def get_audience(engine: Engine, account_id: int, audience_id: int) -> AudienceV
 
 def list_contacts(engine: Engine, account_id: int, *, after_id: int, limit: int,
                   status: str | None = None, audience_id: int | None = None,
-                  email: str | None = None) -> list[ContactView]:
+                  email: str | None = None, segment: ContactSegment | None = None) -> list[ContactView]:
+    """A page of the account's contacts matching ``segment`` (plus the older keyword filters)."""
+    seg = segment or ContactSegment()
+    seg = ContactSegment(**{**{f: getattr(seg, f) for f in ContactSegment.__dataclass_fields__},
+                            **{k: v for k, v in (("status", status), ("audience_id", audience_id),
+                                                 ("email", email)) if v is not None}})
     c = contacts.c
     query = select(contacts).where(c.account_id == account_id, c.id > after_id)
-    if status is not None:
-        if status not in CONTACT_STATUSES:
+    if seg.status is not None:
+        if seg.status not in CONTACT_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
-        query = query.where(c.status == status)
-    if email is not None:
-        if "\x00" in email:
+        query = query.where(c.status == seg.status)
+    if seg.email is not None:
+        if "\x00" in seg.email:
             return []
-        query = query.where(c.email == email.strip().lower())
-    if audience_id is not None:
-        get_audience(engine, account_id, audience_id)
+        query = query.where(c.email == seg.email.strip().lower())
+    if seg.audience_id is not None:
+        get_audience(engine, account_id, seg.audience_id)
         query = query.where(c.id.in_(select(audience_members.c.contact_id).where(
-            audience_members.c.audience_id == audience_id)))
+            audience_members.c.audience_id == seg.audience_id)))
+    if seg.bounce_category is not None:
+        query = query.where(c.last_bounce_category == seg.bounce_category)
+    if seg.bounce_reason is not None:
+        query = query.where(c.last_bounce_reason == seg.bounce_reason.strip().lower())
+    if seg.bounced_since is not None:
+        query = query.where(c.last_bounce_at >= seg.bounced_since)
+    if seg.bounced_until is not None:
+        query = query.where(c.last_bounce_at < seg.bounced_until)
+    if seg.email_invalid is not None:
+        query = query.where(c.email_invalid.is_(seg.email_invalid))
+    if seg.suspected_filtering is not None:
+        query = query.where(c.suspected_filtering.is_(seg.suspected_filtering))
     with engine.connect() as conn:
         return [_contact(r) for r in conn.execute(query.order_by(c.id).limit(limit + 1))]
+
+
+def iter_contacts(engine: Engine, account_id: int, segment: ContactSegment, *,
+                  page: int = 1000) -> Iterator[ContactView]:
+    """Every contact of the segment, streamed page by page (exports of any size)."""
+    after = 0
+    while True:
+        rows = list_contacts(engine, account_id, after_id=after, limit=page, segment=segment)
+        yield from rows[:page]
+        if len(rows) <= page:
+            return
+        after = rows[page - 1].id
+
+
+EXPORT_COLUMNS = ("email", "status", "email_invalid", "suspected_filtering", "last_bounce_at",
+                  "last_bounce_category", "last_bounce_reason", "last_bounce_reply_code",
+                  "last_bounce_diagnostic", "total_bounces", "first_name", "last_name")
+
+
+def export_rows(contacts_: Iterable[ContactView]) -> Iterator[list[str]]:
+    """CSV rows (header first) of an export: the seed-001 bounce fields per contact."""
+    yield list(EXPORT_COLUMNS)
+    for contact in contacts_:
+        row = []
+        for name in EXPORT_COLUMNS:
+            value = getattr(contact, name)
+            row.append("" if value is None else value.isoformat() if isinstance(value, datetime)
+                       else str(value).lower() if isinstance(value, bool) else str(value))
+        yield row
 
 
 def get_contact(engine: Engine, account_id: int, contact_id: int) -> ContactView:

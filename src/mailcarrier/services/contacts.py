@@ -31,6 +31,8 @@ from mailcarrier.domain.contact_status import (
     decide,
 )
 from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.services.policies import account_status_policy
+from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contact_state as state_repo
 from mailcarrier.storage import contacts as repo
 from mailcarrier.storage.engine import StaleWriteError, run_write
@@ -39,8 +41,10 @@ __all__ = [
     "ContactEventRecord",
     "apply_event",
     "apply_events",
+    "confirm_filtering",
     "history",
     "reactivate",
+    "release_filtering",
 ]
 
 MAX_RETRIES = 20
@@ -124,6 +128,38 @@ def reactivate(engine: Engine, policy: StatusPolicy, account_id: int, contact_id
     return apply_event(engine, policy, record, now)
 
 
+def confirm_filtering(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int, *,
+                      who: str, why: str, now: datetime) -> Transition:
+    """A user checked a contact held as suspected filtering: the address is invalid.
+
+    The contact moves to ``error`` with ``email_invalid``; ConflictError if it was not held.
+    """
+    return _user_decision(engine, policy, account_id, contact_id, EventKind.FILTERING_CONFIRMED,
+                          who=who, why=why, now=now)
+
+
+def release_filtering(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int, *,
+                      who: str, why: str, now: datetime) -> Transition:
+    """A user checked a contact held as suspected filtering: the address is real.
+
+    The hold ends, counters reset, the contact is ``active`` (unless opted out);
+    ConflictError if it was not held.
+    """
+    return _user_decision(engine, policy, account_id, contact_id, EventKind.FILTERING_RELEASED,
+                          who=who, why=why, now=now)
+
+
+def _user_decision(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int,
+                   kind: EventKind, *, who: str, why: str, now: datetime) -> Transition:
+    if not who.strip() or not why.strip():
+        raise ValueError("a decision on suspected filtering needs who made it and why")
+    verb = "confirmed invalid" if kind is EventKind.FILTERING_CONFIRMED else "released as real"
+    record = ContactEventRecord(account_id, contact_id, ContactEvent(kind, now),
+                                cause=f"suspected filtering {verb} by {who}: {why}",
+                                details={"who": who, "why": why})
+    return apply_event(engine, policy, record, now)
+
+
 def history(engine: Engine, account_id: int, contact_id: int | None,
             filters: repo.ActivityFilter = repo.ActivityFilter()) -> list[repo.ActivityRow]:
     """A contact's (or the account's) activity history, newest first."""
@@ -137,6 +173,10 @@ def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactE
     by_account: dict[int, set[int]] = {}
     for record in records:
         by_account.setdefault(record.account_id, set()).add(record.contact_id)
+    # Each account's preset and thresholds (one small read per batch): synchronous outcomes,
+    # late bounces, tracking and user decisions all pass here, so they all apply the same.
+    policies = {account_id: account_status_policy(policy, own.contact_policy, own.thresholds)
+                for account_id, own in account_repo.account_policies(conn, by_account).items()}
     loaded: dict[tuple[int, int], state_repo.VersionedState] = {}
     for account_id, ids in by_account.items():
         for cid, versioned in state_repo.load_states(conn, account_id, ids).items():
@@ -151,7 +191,7 @@ def _apply_in(conn: Connection, policy: StatusPolicy, records: Sequence[ContactE
         state = current.get(key)
         if state is None:
             raise NotFoundError(f"contact {record.contact_id} not found in account {record.account_id}")
-        transition = decide(policy, state, record.event, now)
+        transition = decide(policies.get(record.account_id, policy), state, record.event, now)
         current[key] = transition.after
         transitions.append(transition)
         status_changed = transition.status_changed

@@ -67,6 +67,7 @@ from mailcarrier.services.bounce_matching import (
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.tracking import TrackingKeys, tracking_keys
+from mailcarrier.storage import filtering
 from mailcarrier.storage import inbound_messages as store
 from mailcarrier.storage.engine import write_transaction
 
@@ -90,7 +91,6 @@ _TRACE = re.compile(rb"^(received|return-path|delivered-to|x-original-to|envelop
                     rb"x-envelope-from|arc-[a-z-]+|authentication-results|x-received|x-gm-[a-z-]+)\s*:",
                     re.I)
 _CLAIM_STALE = timedelta(minutes=10)
-_INVALID_REASONS = ("userunknown", "filtered")
 _COUNTED = ("hard_bounce", "soft_bounce", "complaint")
 _SENT_STATES = ("delivered", "in_progress", "bounced_hard", "bounced_soft")
 
@@ -447,7 +447,8 @@ def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: da
         seen = store.seen_activities(conn, (a.delivery for _, a, _k in wanted), _COUNTED)
         pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
                  if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
-        domain_counts = store.bounced_mailing_domains(conn, pairs, _INVALID_REASONS) if pairs else {}
+        since = now - timedelta(days=ctx.policy.filtering_recent_days)
+        domain_counts = filtering.domain_evidence(conn, pairs, since) if pairs else {}
     events: list[tuple[ContactEventRecord, Attribution]] = []
     flips: set[int] = set()
     for reading, attribution, kind in wanted:
@@ -464,9 +465,10 @@ def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: da
         evidence = None
         if kind is not EventKind.COMPLAINT and record.category == Category.INVALID_ADDRESS:
             pair = (delivery.mailing_id, delivery.domain)
-            bad, total = domain_counts.get(pair, (0, 1))
-            domain_counts[pair] = (bad + 1, total)
-            evidence = DomainEvidence(bad + 1, max(total, 1))
+            # this bounce's own delivery is not counted yet (it still reads delivered)
+            bad, total, before = domain_counts.get(pair, (0, 1, 0))
+            domain_counts[pair] = (bad + 1, total, before)
+            evidence = DomainEvidence(bad + 1, max(total, 1), before)
         if kind is not EventKind.COMPLAINT:
             flips.add(delivery.id)
         events.append((_contact_record(reading, attribution, kind, evidence), attribution))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailcarrier.domain.errors import ConflictError, NotFoundError
@@ -13,13 +15,16 @@ from mailcarrier.storage.tables import accounts, audiences
 
 __all__ = [
     "Account",
+    "AccountPolicy",
     "Audience",
     "account_by_slug",
+    "account_policies",
     "audience_by_name",
     "create_account",
     "create_audience",
     "list_accounts",
     "list_audiences",
+    "set_account_policy",
 ]
 
 
@@ -29,6 +34,14 @@ class Account:
     slug: str
     name: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPolicy:
+    """An account's contact policy preset and its own thresholds (setting name -> value)."""
+
+    contact_policy: str
+    thresholds: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +107,29 @@ def list_audiences(conn: Connection, account_id: int) -> list[Audience]:
     rows = conn.execute(select(audiences).where(audiences.c.account_id == account_id)
                         .order_by(audiences.c.name))
     return [Audience(r.id, r.account_id, r.name, r.description, r.created_at) for r in rows]
+
+
+def account_policies(conn: Connection, account_ids: Iterable[int]) -> dict[int, AccountPolicy]:
+    """The contact policy and thresholds of each of ``account_ids`` that exists."""
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(accounts.c.id, accounts.c.contact_policy, accounts.c.thresholds)
+                        .where(accounts.c.id.in_(wanted)))
+    return {r.id: AccountPolicy(r.contact_policy, dict(r.thresholds or {})) for r in rows}
+
+
+def set_account_policy(conn: Connection, account_id: int, *, contact_policy: str | None = None,
+                       thresholds: dict[str, Any] | None = None) -> AccountPolicy:
+    """Change an account's preset and/or replace its thresholds (already validated)."""
+    values: dict[str, Any] = {}
+    if contact_policy is not None:
+        values["contact_policy"] = contact_policy
+    if thresholds is not None:
+        values["thresholds"] = thresholds
+    if values:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+    found = account_policies(conn, [account_id]).get(account_id)
+    if found is None:
+        raise NotFoundError(f"no account with id {account_id}")
+    return found

@@ -137,10 +137,10 @@ def load_states(conn: Connection, account_id: int,
                 cursor.execute(f"{_LOAD_STATES} WHERE id = ANY(%s) AND account_id + 0 = %s "
                                "ORDER BY id FOR UPDATE", (chunk, account_id))
             for (cid, version, status, invalid, soft, blocks, total, delivered,
-                 engaged) in cursor.fetchall():
+                 engaged, suspected) in cursor.fetchall():
                 found[cid] = VersionedState(cid, version, ContactState(
                     _STATUSES[status], bool(invalid), soft, blocks, total,
-                    read_time(delivered), read_time(engaged)))
+                    read_time(delivered), read_time(engaged), bool(suspected)))
     finally:
         cursor.close()
     return found
@@ -148,7 +148,8 @@ def load_states(conn: Connection, account_id: int,
 
 _STATUSES = {status.value: status for status in ContactStatus}  # faster than ContactStatus(...)
 _LOAD_STATES = ("SELECT id, version, status, email_invalid, consecutive_soft_bounces, "
-                "consecutive_blocks, total_bounces, last_delivered_at, last_engaged_at FROM contacts")
+                "consecutive_blocks, total_bounces, last_delivered_at, last_engaged_at, suspected_filtering "
+                "FROM contacts")
 
 
 def write_states(conn: Connection, account_id: int, writes: Sequence[StateWrite],
@@ -177,7 +178,7 @@ def write_states(conn: Connection, account_id: int, writes: Sequence[StateWrite]
 
 
 _STATE_COLUMNS = ("status", "email_invalid", "consecutive_soft_bounces", "consecutive_blocks",
-                  "total_bounces", "last_delivered_at", "last_engaged_at")
+                  "total_bounces", "last_delivered_at", "last_engaged_at", "suspected_filtering")
 _state_values = attrgetter(*_STATE_COLUMNS)
 
 
@@ -231,7 +232,7 @@ def _sqlite_converters(columns: tuple[str, ...]) -> tuple[Callable[[Any], Any], 
             return _sqlite_text
         if name == "status":
             return attrgetter("value")
-        if name == "email_invalid":
+        if name in ("email_invalid", "suspected_filtering"):
             return int
         return _same
     return tuple(for_column(name) for name in columns)
@@ -266,6 +267,7 @@ _PG_TYPES = {
     "status": "text", "email_invalid": "boolean", "consecutive_soft_bounces": "int",
     "consecutive_blocks": "int", "total_bounces": "int", "last_delivered_at": "timestamptz",
     "last_engaged_at": "timestamptz", "last_bounce_at": "timestamptz",
+    "suspected_filtering": "boolean",
     "last_bounce_category": "int", "last_bounce_reason": "text", "last_bounce_reply_code": "int",
     "last_bounce_enhanced_status": "text", "last_bounce_diagnostic": "text",
     "last_bounce_remote_mta": "text", "last_bounce_mailing_id": "bigint",

@@ -22,7 +22,6 @@ __all__ = [
     "DeliveryRef",
     "InboundRow",
     "StoredInbound",
-    "bounced_mailing_domains",
     "claim_pending",
     "count_in_state",
     "delivered_attempts",
@@ -267,24 +266,6 @@ def seen_activities(conn: Connection, refs: Iterable[DeliveryRef],
                                                     a.delivery_id.in_([d for _, d in chunk]))
         seen.update((int(r[0]), str(r[1])) for r in conn.execute(query))
     return seen
-
-
-def bounced_mailing_domains(conn: Connection, pairs: Iterable[tuple[int, str]],
-                            reasons: Sequence[str]) -> dict[tuple[int, str], tuple[int, int]]:
-    """Per (mailing, domain): (deliveries hard-bounced for one of ``reasons``, all deliveries)."""
-    wanted = sorted(set(pairs))
-    d = deliveries.c
-    counts: dict[tuple[int, str], tuple[int, int]] = {}
-    for mailing_id in sorted({m for m, _ in wanted}):
-        domains = [dom for m, dom in wanted if m == mailing_id]
-        rejected = func.sum(func.cast(and_(d.state == "bounced_hard", d.last_reason.in_(list(reasons))),
-                                      deliveries.c.attempt_count.type))
-        query = (select(d.domain, rejected, func.count()).where(d.mailing_id == mailing_id,
-                                                                d.domain.in_(domains))
-                 .group_by(d.domain))
-        for domain, bad, total in conn.execute(query):
-            counts[(mailing_id, domain)] = (int(bad or 0), int(total))
-    return counts
 
 
 def flip_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:

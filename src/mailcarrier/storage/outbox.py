@@ -168,6 +168,7 @@ class PendingContactEvent:
     enhanced_status: str | None
     diagnostic: str | None
     occurred_at: datetime
+    domain: str = ""
 
 
 def _due_condition(now: datetime) -> Any:
@@ -399,11 +400,11 @@ def pending_contact_events(engine: Engine, *, limit: int = 5_000) -> list[Pendin
     with engine.connect() as conn:
         rows = conn.execute(select(
             d.id, d.account_id, d.mailing_id, d.contact_id, d.state, d.last_reason, d.last_category,
-            d.last_reply_code, d.last_enhanced_status, d.last_diagnostic, d.final_at,
+            d.last_reply_code, d.last_enhanced_status, d.last_diagnostic, d.final_at, d.domain,
         ).where(d.contact_event_pending.is_(True)).order_by(d.id).limit(limit)).all()
     return [PendingContactEvent(r.id, r.account_id, r.mailing_id, r.contact_id, r.state, r.last_reason,
                                 r.last_category, r.last_reply_code, r.last_enhanced_status,
-                                r.last_diagnostic, r.final_at) for r in rows]
+                                r.last_diagnostic, r.final_at, r.domain) for r in rows]
 
 
 def take_contact_events(conn: Connection, delivery_ids: Sequence[int]) -> set[int]:

@@ -99,6 +99,11 @@ accounts = Table(
     Column("slug", String(64), nullable=False, unique=True),
     Column("name", String(255), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # Added by revision 0012_seeds: what a hard bounce does to the account's contacts
+    # (domain.contact_status.ContactPolicy) and the account's own thresholds (JSON object
+    # of setting names to values, e.g. {"max_bounce_rate": 0.11}); empty: the operator's.
+    Column("contact_policy", String(16), nullable=False, server_default="marketo"),
+    Column("thresholds", JSON, nullable=False, server_default="{}"),
 )
 
 api_keys = Table(
@@ -147,6 +152,8 @@ contacts = Table(
     Column("total_bounces", Integer, nullable=False, server_default="0"),
     Column("last_delivered_at", UTCDateTime()),
     Column("last_engaged_at", UTCDateTime()),
+    # Added by revision 0012_seeds: held as suspected B2B filtering until a user decides.
+    Column("suspected_filtering", Boolean, nullable=False, server_default="0"),
     Column("status_changed_at", UTCDateTime()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
@@ -185,6 +192,10 @@ mailings = Table(
     Column("finished_at", UTCDateTime()),
     Column("recipients_total", Integer, nullable=False, server_default="0"),
     Column("suppressed_total", Integer, nullable=False, server_default="0"),
+    # Added by revision 0012_seeds: what sends an automated mailing to one contact at a time
+    # ('audience_join': a welcome to each new member of its audience; 'api': the trigger
+    # endpoint only); NULL for mailings sent once to a whole audience.
+    Column("trigger", String(16)),
     CheckConstraint("kind IN ('test', 'regular', 'automated')", name="kind"),
     CheckConstraint("state IN ('draft', 'sending', 'paused', 'cancelled', 'done')", name="state"),
     Index(None, "account_id", "state"),
@@ -221,6 +232,8 @@ deliveries = Table(
     Column("first_attempt_at", UTCDateTime()),
     Column("resent_after_crash", Boolean, nullable=False, server_default="0"),
     Column("contact_event_pending", Boolean, nullable=False, server_default="0"),
+    # Added by revision 0012_seeds: the subject as this recipient received it (rendered).
+    Column("subject", Text),
     UniqueConstraint("mailing_id", "contact_id"),
     CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
     Index(None, "state", "next_attempt_at"),
