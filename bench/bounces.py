@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from flufl.bounce import all_failures
+from mailcarrier.domain.bounce_reason import clear_cache
 
 from mailcarrier.domain.bounce import parse_bounce
-from mailcarrier.domain.bounce_reason import clear_cache
 from mailcarrier.domain.errors import ParseError
 
 # CPU seconds of this process: the machine is shared (2 cores, other jobs running), and

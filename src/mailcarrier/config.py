@@ -97,8 +97,10 @@ class Settings(BaseSettings):
         "Delete messages from the IMAP folder once stored. Off: they are only flagged \\Seen and "
         "$MailcarrierStored, so nothing unread is ever destroyed."))
     dkim_selector: str = Field("mc1", description="DKIM selector of the generated sending-domain keys.")
-    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519)$", description=(
-        "Algorithm of auto-generated DKIM keys: rsa (2048 bits) or ed25519."))
+    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519|ed25519-only)$", description=(
+        "DKIM signing: rsa (2048 bits); ed25519 = an Ed25519 signature plus an RSA one under "
+        "the selector '<selector>-rsa' (RFC 8463 dual signing: verifiers without ed25519 still "
+        "pass); ed25519-only = Ed25519 alone."))
     dkim_sign: bool = Field(True, description="Sign every message with the sending domain's DKIM key.")
     delivery_batch_size: int = Field(500, ge=1, description="Deliveries claimed per worker batch.")
     delivery_concurrency: int = Field(200, ge=1, description=(

@@ -25,7 +25,9 @@ def test_dsn_file_gives_one_record_with_reason() -> None:
     assert doc["file"] == str(DATA / "bounce_postfix.eml")
     (record,) = doc["records"]  # type: ignore[misc]
     assert record == {"recipient": "nobody@receiver.example", "status": "5.1.1", "reply_code": 550,
-                      "reason": "userunknown", "category": 2, "hard_bounce": True,
+                      "reason": "userunknown", "category": 2, "category_name": "invalid address",
+                      "bounce_type": "hard", "address_invalid": True, "hard_bounce": True,
+                      "action": "failed", "command": "rcpt", "rule": "first:userunknown",
                       "diagnostic": "smtp; 550 5.1.1 <nobody@receiver.example>: Recipient "
                                     "address rejected: User unknown"}
 

@@ -48,7 +48,7 @@ def test_key_generated_once_private_and_verifiable(tmp_path: Path, algorithm: st
     record = dns_record(key).encode()
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
     txt = (tmp_path / "dkim" / "shop.example" / "mc1.txt").read_text()
-    assert txt.startswith("mc1._domainkey.shop.example IN TXT")
+    assert txt.startswith("mc1._domainkey.shop.example. IN TXT")
     with pytest.raises(ConfigurationError, match="already exists"):
         generate_key(tmp_path, "shop.example", "mc1")
 

@@ -109,7 +109,7 @@ def test_the_notification_of_a_one_recipient_dsn_may_name_the_mailbox_state() ->
     report = parse_bounce(raw)
     assert report is not None
     (record,) = report.records
-    assert (record.reason, record.hard_bounce, record.rule) == (Reason.MAILBOXFULL, False, "bounce:notice:mailboxfull")
+    assert (record.reason, record.hard_bounce, record.rule) == (Reason.MAILBOXFULL, False, "notice:mailboxfull")
     # Without that sentence the same DSN is a missing mailbox.
     plain = parse_bounce(_dsn("Your message could not be delivered.",
                               ("ivo.petrov@sample-receiver.test", "5.1.1", "550 5.1.1 User unknown")))

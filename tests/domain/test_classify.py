@@ -19,22 +19,22 @@ PROVIDER_REPLIES = [
     ("rcpt", "550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n550 5.1.1 double-checking the recipient's email address", Reason.USERUNKNOWN, 2, False),
     ("rcpt", "452-4.2.2 The email account that you tried to reach is over quota. Please direct\r\n452 4.2.2 the recipient to https://support.google.com/mail/?p=OverQuotaTemp", Reason.MAILBOXFULL, 3, True),
     ("eod", "550-5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all senders to authenticate", Reason.AUTHFAILURE, 1, False),
-    ("eod", "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address.", Reason.SPEEDING, 3, True),
+    ("eod", "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address.", Reason.BADREPUTATION, 3, True),
     ("eod", "550 5.7.515 Access denied, sending domain example.com does not meet the required authentication level.", Reason.AUTHFAILURE, 1, False),
     ("rcpt", "550 5.7.1 Unfortunately, messages from [192.0.2.10] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150).", Reason.BLOCKED, 1, False),
-    ("rcpt", "451 4.7.650 The mail server [192.0.2.10] has been temporarily rate limited due to IP reputation.", Reason.SPEEDING, 3, True),
+    ("rcpt", "451 4.7.650 The mail server [192.0.2.10] has been temporarily rate limited due to IP reputation.", Reason.BADREPUTATION, 3, True),
     ("rcpt", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", Reason.USERUNKNOWN, 2, False),
-    ("rcpt", "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1", Reason.BLOCKED, 1, True),
-    ("mail", "421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected volume or user complaints - 4.16.56.1; see https://postmaster.yahooinc.com/error-codes", Reason.REJECTED, 1, True),
-    ("rcpt", "421 4.7.0 [TSS09] All messages from 192.0.2.10 will be permanently deferred; Retrying will NOT succeed.", Reason.BLOCKED, 1, True),
+    ("rcpt", "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1", Reason.BLOCKED, 3, True),
+    ("mail", "421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected volume or user complaints - 4.16.56.1; see https://postmaster.yahooinc.com/error-codes", Reason.REJECTED, 3, True),
+    ("rcpt", "421 4.7.0 [TSS09] All messages from 192.0.2.10 will be permanently deferred; Retrying will NOT succeed.", Reason.BLOCKED, 3, True),
     ("rcpt", "554 delivery error: dd This user doesn't have a yahoo.com account (someone@yahoo.com) [0]", Reason.USERUNKNOWN, 2, False),
     ("rcpt", "550 5.1.1 <someone@icloud.com>: user does not exist", Reason.USERUNKNOWN, 2, False),
     ("connect", "554 5.7.1 [CS01] Message rejected due to local policy. Please visit https://support.apple.com/en-us/HT204137", Reason.BLOCKED, 1, False),
     ("connect", "554 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.10", Reason.BLOCKED, 1, False),
-    ("rcpt", "550 Local CT IP Reputation - (#5.7.1) https://community.mimecast.com/docs/DOC-1369#550", Reason.BLOCKED, 1, False),
+    ("rcpt", "550 Local CT IP Reputation - (#5.7.1) https://community.mimecast.com/docs/DOC-1369#550", Reason.BADREPUTATION, 1, False),
     ("connect", "554 Service unavailable; Client host [192.0.2.10] blocked using Barracuda Reputation; http://www.barracudanetworks.com/reputation/?pr=1&ip=192.0.2.10", Reason.BLOCKED, 1, False),
     ("rcpt", "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.10", Reason.BLOCKED, 1, False),
-    ("rcpt", "450 4.2.0 <a@example.org>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", Reason.BLOCKED, 1, True),
+    ("rcpt", "450 4.2.0 <a@example.org>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", Reason.BLOCKED, 3, True),
     ("rcpt", "451 Temporary local problem - please try later", Reason.SYSTEMERROR, 4, True),
     ("eod", "550 5.7.1 Mail rejete. Mail rejected. OFR003_506 [506] - contact postmaster", Reason.SPAMDETECTED, 1, False),
     ("connect", "421 mwinf5c41 ME Service refuse. Veuillez essayer plus tard. Service refused, please try later. OFR004_505 [505]", Reason.SYSTEMERROR, 4, True),
@@ -55,7 +55,7 @@ def test_every_classification_names_its_rule() -> None:
 
 def test_too_many_recipients_is_temporary_after_rcpt_only() -> None:
     rcpt = classify_reply(parse_reply("452 4.5.3 Too many recipients", SMTPStage.RCPT))
-    assert rcpt.retry and not rcpt.hard_bounce and rcpt.rule == "rcpt.too-many-recipients"
+    assert rcpt.retry and not rcpt.hard_bounce and rcpt.reason is Reason.TOOMANYCONN
     five = classify_reply(parse_reply("552 5.5.3 Too many recipients", SMTPStage.RCPT))
     assert five.retry, "552 too many recipients after RCPT is temporary per RFC 5321 4.5.3.1.10"
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 import pytest
 
 from mailcarrier.domain.bounce import parse_bounce
-from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
+from mailcarrier.domain.classify import Evidence, classify_evidence
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.remote_hosts import _compile, host_of
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
 
+def bounce_reason(evidence: Evidence) -> tuple[Reason, str]:
+    """The reason and deciding rule of the one classifier, for evidence read from a bounce."""
+    result = classify_evidence(evidence)
+    return result.reason, result.rule
+
+
 def _reason(text: str, host: str, status: str | None = "5.0.0",
             command: SMTPStage = SMTPStage.UNKNOWN) -> tuple[Reason, str]:
-    return bounce_reason(BounceEvidence(text, status, command, "smtp", remote_host=host))
+    return bounce_reason(Evidence(text, status, command, "smtp", remote_host=host))
 
 
 @pytest.mark.parametrize(("remote", "host"), [

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.domain.bounce import BounceReport, parse_bounce
+from mailcarrier.domain.classify import explain
 from mailcarrier.domain.errors import ParseError
 
 app = typer.Typer(help="Read bounce emails, complaints and auto-replies.", no_args_is_help=True)
@@ -69,7 +70,12 @@ def report_json(label: str, report: BounceReport | None) -> dict[str, object]:
     """The JSON line printed for one email (stable keys)."""
     records = [] if report is None else [
         {"recipient": r.recipient, "status": r.status, "reply_code": r.reply_code,
-         "reason": r.reason.value, "category": int(r.category), "hard_bounce": r.hard_bounce,
+         "reason": r.reason.value, "category": int(r.category), "category_name": r.category.label,
+         "bounce_type": r.bounce_type.value if r.bounce_type else None,
+         "address_invalid": r.address_invalid,
+         # Sisimai's "hardbounce" (= address_invalid), kept for scripts written against it.
+         "hard_bounce": r.hard_bounce,
+         "action": r.action, "command": r.command.value, "rule": r.rule,
          "diagnostic": r.diagnostic}
         for r in report.records]
     return {"file": label, "records": records}
@@ -91,12 +97,18 @@ def parse_command(
                                        "mbox are labelled PATH#N, N counting from 1."),
     output: BounceFormat = typer.Option(BounceFormat.JSONL, "--format", "-f",
                                         help="jsonl: one JSON object per email; table: Rich table."),
+    explain_flag: bool = typer.Option(False, "--explain",
+                                      help="Print, per record, the evidence read in precedence order "
+                                           "and the rule that decided."),
 ) -> None:
     """Say, for each email, which recipients bounced and why.
 
     Exit 0 when every input could be read (a malformed email is reported, not fatal); exit 4
     when a path could not be read (the others are reported).
     """
+    if explain_flag:
+        _explain(paths)
+        return
     docs = (_read(label, raw) for label, raw in iter_inputs(paths))
     failed = False
     if output is BounceFormat.JSONL:
@@ -104,7 +116,7 @@ def parse_command(
             failed = failed or str(doc.get("error", "")).startswith(_UNREADABLE)
             typer.echo(json.dumps(doc, ensure_ascii=False))
     else:
-        table = Table("file", "recipient", "status", "code", "reason", "cat", "hard", "diagnostic")
+        table = Table("file", "recipient", "status", "code", "reason", "cat", "type", "diagnostic")
         for doc in docs:
             failed = failed or str(doc.get("error", "")).startswith(_UNREADABLE)
             _add_rows(table, doc)
@@ -124,5 +136,29 @@ def _add_rows(table: Table, doc: dict[str, object]) -> None:
         table.add_row(label, "", "", "", "not a bounce", "", "", "")
     for rec in records:
         table.add_row(label, rec["recipient"], rec["status"] or "", str(rec["reply_code"] or ""),
-                      rec["reason"], str(rec["category"]), "hard" if rec["hard_bounce"] else "soft",
+                      rec["reason"], str(rec["category"]), rec["bounce_type"] or "",
                       rec["diagnostic"][:60])
+
+
+def _explain(paths: list[Path]) -> None:
+    for label, raw in iter_inputs(paths):
+        if isinstance(raw, str):
+            typer.echo(f"{label}: {raw}")
+            continue
+        try:
+            report = parse_bounce(raw)
+        except ParseError as exc:
+            typer.echo(f"{label}: error: {exc}")
+            continue
+        if report is None:
+            typer.echo(f"{label}: not a bounce, a complaint or an auto-reply")
+            continue
+        typer.echo(f"{label}: {report.kind}")
+        for record in report.records:
+            typer.echo(f"  recipient {record.recipient or '(none)'}")
+            if record.evidence is None:
+                typer.echo(f"{'decided by':>28}: {record.rule}")
+                typer.echo(f"{'reason':>28}: {record.reason.value}")
+                continue
+            for key, value in explain(record.evidence):
+                typer.echo(f"{key:>28}: {value}")

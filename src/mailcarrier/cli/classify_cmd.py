@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.exit_codes import ExitCode
-from mailcarrier.domain.classify import Classification, classify_internal, classify_reply
+from mailcarrier.domain.classify import Classification, Evidence, classify_internal, classify_reply, explain
 from mailcarrier.domain.errors import ParseError
 from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage, parse_reply
 from mailcarrier.domain.vocabulary import INTERNAL_CODES
@@ -26,6 +26,11 @@ def classification_json(reply: SMTPReply | None, result: Classification) -> dict
     return {
         "reason": result.reason.value,
         "category": int(result.category),
+        "category_name": result.category.label,
+        "bounce_type": result.bounce_type.value if result.bounce_type else None,
+        "address_invalid": result.address_invalid,
+        # Sisimai's "hardbounce", kept for scripts written against earlier versions:
+        # the same as address_invalid (the address itself is bad), not the bounce type.
         "hard_bounce": result.hard_bounce,
         "permanent": result.permanent,
         "retry": result.retry,
@@ -45,6 +50,9 @@ def classify_command(
     stage: SMTPStage = typer.Option(SMTPStage.UNKNOWN, "--stage", "-s",
                                     help="The SMTP command the reply answered."),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--format", "-f", help="text or json."),
+    explain_flag: bool = typer.Option(False, "--explain",
+                                      help="Print the evidence read, in precedence order, "
+                                           "and the rule that decided."),
 ) -> None:
     """Say why a server refused a message: reason, category 1/2/3/4/9, hard/soft, retry, rule."""
     text = reply.strip()
@@ -58,6 +66,12 @@ def classify_command(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(ExitCode.USAGE) from None
         result = classify_reply(parsed)
+    if explain_flag and parsed is not None:
+        evidence = Evidence(parsed.text, str(parsed.enhanced) if parsed.enhanced else None, parsed.stage,
+                            "smtp", "", code=parsed.code)
+        for name, said in explain(evidence):
+            typer.echo(f"{name:>26}: {said}")
+        return
     doc = classification_json(parsed, result)
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(doc))

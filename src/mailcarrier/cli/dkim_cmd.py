@@ -7,8 +7,9 @@ from rich.console import Console
 
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
-from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
+from mailcarrier.delivery.dkim_keys import generate_key, signing_keys, zone_record
 from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.services.composition import DkimKey
 
 app = typer.Typer(help="DKIM keys of the sending domains.", no_args_is_help=True)
 
@@ -17,18 +18,28 @@ app = typer.Typer(help="DKIM keys of the sending domains.", no_args_is_help=True
 def generate_command(
     domain: str,
     selector: str | None = typer.Option(None, "--selector", help="Default: the dkim_selector setting."),
-    algorithm: str | None = typer.Option(None, "--algorithm", help="rsa (2048 bits) or ed25519."),
+    algorithm: str | None = typer.Option(None, "--algorithm", help=(
+        "rsa (2048 bits), ed25519 (with an RSA key beside it under <selector>-rsa) or ed25519-only.")),
     force: bool = typer.Option(False, "--force", help="Replace an existing key (rotate)."),
 ) -> None:
-    """Create DOMAIN's key under data_dir/dkim and print the TXT record to publish."""
+    """Create DOMAIN's key(s) under data_dir/dkim and print the TXT records to publish."""
     settings = load_settings()
     try:
-        key = generate_key(settings.data_dir, domain, selector or settings.dkim_selector,
-                           algorithm or settings.dkim_algorithm, overwrite=force)
+        chosen = algorithm or settings.dkim_algorithm
+        name = selector or settings.dkim_selector
+        keys = [generate_key(settings.data_dir, domain, name, chosen, overwrite=force)]
+        if chosen == "ed25519":
+            keys.append(generate_key(settings.data_dir, domain, f"{name}-rsa", "rsa", overwrite=force))
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.FAILED) from exc
-    Console().print(f"{key.selector}._domainkey.{key.domain} IN TXT \"{dns_record(key)}\"", soft_wrap=True)
+    _print_records(keys)
+
+
+def _print_records(keys: list[DkimKey] | tuple[DkimKey, ...]) -> None:
+    """Zone-file lines, printed as they are (no wrapping, no markup): paste them into the zone."""
+    for key in keys:
+        typer.echo(zone_record(key))
 
 
 @app.command("show")
@@ -36,12 +47,12 @@ def show_command(
     domain: str,
     selector: str | None = typer.Option(None, "--selector", help="Default: the dkim_selector setting."),
 ) -> None:
-    """Print the TXT record of DOMAIN's key (generating the key if it does not exist yet)."""
+    """Print the TXT records of DOMAIN's signing keys in zone-file syntax (generating missing keys)."""
     settings = load_settings()
     try:
-        key = load_or_create_key(settings.data_dir, domain, selector or settings.dkim_selector,
-                                 settings.dkim_algorithm)
+        keys = signing_keys(settings.data_dir, domain, selector or settings.dkim_selector,
+                            settings.dkim_algorithm)
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.FAILED) from exc
-    Console().print(f"{key.selector}._domainkey.{key.domain} IN TXT \"{dns_record(key)}\"", soft_wrap=True)
+    _print_records(keys)

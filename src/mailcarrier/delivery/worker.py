@@ -39,7 +39,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.delivery import contact_outcomes
-from mailcarrier.delivery.dkim_keys import load_or_create_key
+from mailcarrier.delivery.dkim_keys import signing_keys
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
@@ -226,13 +226,13 @@ class _Worker:
         settings = self.settings
         built = []
         for row in rows:
-            key: DkimKey | None = None
+            keys: tuple[DkimKey, ...] = ()
             if settings.dkim_sign:
-                key = load_or_create_key(settings.data_dir, row.sending_domain, settings.dkim_selector,
-                                         settings.dkim_algorithm)
+                keys = signing_keys(settings.data_dir, row.sending_domain, settings.dkim_selector,
+                                   settings.dkim_algorithm)
             built.append(MailingRenderer(
                 row, secret=self.secret, bounce_domain=settings.bounce_domain,
-                public_url=settings.public_url, dkim_key=key, link_hook=self.link_hook,
+                public_url=settings.public_url, dkim_key=keys, link_hook=self.link_hook,
                 tracking_key_id=settings.tracking_key_id))
         return built
 

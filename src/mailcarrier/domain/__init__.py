@@ -6,7 +6,9 @@ bounce email, decide a contact's status, compute a retry schedule.
 
 from mailcarrier.domain.classify import (
     Classification,
+    Evidence,
     classify,
+    classify_evidence,
     classify_internal,
     classify_reply,
 )
@@ -15,6 +17,7 @@ from mailcarrier.domain.rules_engine import RuleSet, Scope, default_rules, load_
 from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, parse_reply
 from mailcarrier.domain.vocabulary import (
     INTERNAL_CODES,
+    BounceType,
     Category,
     ContactStatus,
     DeliveryState,
@@ -23,11 +26,13 @@ from mailcarrier.domain.vocabulary import (
 
 __all__ = [
     "INTERNAL_CODES",
+    "BounceType",
     "Category",
     "Classification",
     "ContactStatus",
     "DeliveryState",
     "EnhancedStatus",
+    "Evidence",
     "MailcarrierError",
     "ParseError",
     "Reason",
@@ -37,6 +42,7 @@ __all__ = [
     "SMTPStage",
     "Scope",
     "classify",
+    "classify_evidence",
     "classify_internal",
     "classify_reply",
     "default_rules",

@@ -17,19 +17,20 @@ the quoted reply answered and its wording (``rules/reasons.toml``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailcarrier.domain.addresses import find_mailboxes
-from mailcarrier.domain.bounce_reason import BounceEvidence, bounce_reason
+from mailcarrier.domain.classify import classify_evidence
 from mailcarrier.domain.detectors import BounceMail, Found, detect
 from mailcarrier.domain.detectors.base import wording
 from mailcarrier.domain.detectors.dsn import parse_fields
 from mailcarrier.domain.detectors.mime import MimePart, normalise_newlines
 from mailcarrier.domain.detectors.prose import BOUNCE_SENDER, says_failed
 from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.evidence import Evidence
 from mailcarrier.domain.remote_hosts import host_of
-from mailcarrier.domain.smtp_reply import find_enhanced_status
-from mailcarrier.domain.vocabulary import Category, Reason, category_of, is_hard_bounce
+from mailcarrier.domain.smtp_reply import SMTPStage, find_enhanced_status
+from mailcarrier.domain.vocabulary import BounceType, Category, Reason, category_of
 
 __all__ = ["BounceRecord", "BounceReport", "parse_bounce"]
 
@@ -46,8 +47,24 @@ class BounceRecord:
     diagnostic: str
     reason: Reason
     category: Category
+    #: Sisimai's "hardbounce": the address itself is bad (category 2); ``address_invalid``.
     hard_bounce: bool
     rule: str
+    #: The SMTP command the quoted reply answered, when the report says.
+    command: SMTPStage = SMTPStage.UNKNOWN
+    #: Everything the classifier read for this recipient (``bounce parse --explain``).
+    evidence: Evidence | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def address_invalid(self) -> bool:
+        """Seed 001's "Email Invalid": category 2, the mailbox or domain does not exist."""
+        return self.hard_bounce
+
+    @property
+    def bounce_type(self) -> BounceType | None:
+        """Seed 001's hard (categories 1, 2) or soft (3, 4, 9); None for complaints and replies."""
+        return BounceType.of(self.reason, self.category)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +98,6 @@ def _addr(value: str | None) -> str:
     found = find_mailboxes(value) if value else []
     return found[0] if found else ""
 
-
-def _permanent(code: int | None, status: str | None, hint: bool | None) -> bool:
-    if code is not None and 400 <= code < 600:
-        return code >= 500
-    if status and status[0] in "45":
-        return status[0] == "5"
-    return bool(hint)
 
 
 def _original_info(mail: BounceMail) -> tuple[str | None, tuple[tuple[str, str], ...]]:
@@ -173,15 +183,14 @@ def _from_found(found: Found) -> BounceRecord:
         in_text = find_enhanced_status(diagnostic)
         status = str(in_text) if in_text and not str(in_text).endswith(".0.0") else status
     dtype = found.diagnostic_type
-    evidence = BounceEvidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint,
-                             found.context, host_of(found.remote_mta))
-    reason, rule = bounce_reason(evidence)
+    evidence = Evidence(diagnostic, status, found.command, dtype.lower(), found.action, found.hint,
+                        found.context, host_of(found.remote_mta), code)
+    result = classify_evidence(evidence)
     if dtype:  # shown as the bounce wrote it ("smtp; 550 ...")
         diagnostic = f"{dtype}; {diagnostic}"
-    hint = {"failed": True, "delayed": False}.get(found.action, True)
-    permanent = _permanent(code, status, hint)
     return BounceRecord(found.recipient, found.action, status, code, found.remote_mta, diagnostic,
-                        reason, category_of(reason), is_hard_bounce(reason, permanent=permanent), rule)
+                        result.reason, result.category, result.address_invalid, result.rule,
+                        found.command, evidence)
 
 
 # Reasons that say the bounce did not tell why.
@@ -240,7 +249,7 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
                        and wording().markers.search(mail.body[:4000]) is None)
             if replied or not from_daemon:
                 records = tuple(r for r in records if r.reply_code is not None or r.status is not None
-                                or r.rule.startswith("bounce:detector:")
+                                or r.rule.startswith("detector:")
                                 or says_failed(mail.body, r.recipient))
         if records and all(r.reason is Reason.FEEDBACK for r in records):
             return BounceReport("feedback", records, mid, ours, records[0].diagnostic or "other")

@@ -1,29 +1,65 @@
-"""Classify an SMTP reply or a bounce's diagnostic into reason, category, hard/soft, retry.
+"""One classifier for SMTP replies and bounce emails: reason, category, bounce type, retry.
 
-Classification looks at the stage, the reply code, the RFC 3463 enhanced code and the
-text together, through the ordered rules of :mod:`mailcarrier.domain.rules_engine`.
-Permanence comes from the reply code when there is one (it is what the server will do),
-otherwise from the enhanced code's class, otherwise from the caller's hint (a DSN's
-``Action: failed``). Every result names the rule that decided it.
+A live reply and one recipient of a bounce email become the same :class:`Evidence`, and
+:func:`classify_evidence` decides both with the same rules, so the same words get the
+same verdict on both paths. The reason is decided in this order of evidence, the first
+that speaks deciding (:mod:`mailcarrier.domain.reason`):
+
+1. **A delivery**: a 2xx/3xx reply or a 2.x.x status.
+2. **An operator's own rules** (``rules validate``-checked files passed to :func:`load_rules`).
+3. **An MTA's own fixed wording**, read by the bounce detector that knows that MTA
+   (Exim's "retry timeout exceeded" is ``expired`` whatever its status says).
+4. **A provider's documented code** (``codes.toml``: Yahoo's [TSS04], Orange's OFR_506,
+   Microsoft's S3150), more exact than the RFC 3463 status it comes with.
+5. **Wording that means something particular at one stage** (``stage.toml``): a 4xx at the
+   banner, too many recipients at RCPT, a size refusal after DATA, STARTTLS refused.
+6. **Specific wording and the enhanced status's detail** (``reasons.toml``), reason by
+   reason in a fixed order: a reason wins when the status names it or its wording
+   occurs where the command allows it. The stage only separates wordings that mean
+   different things at different stages: "user unknown" answered to RCPT is a missing
+   mailbox, the same words answered to the end of DATA come from a content filter
+   (``filtered``), after MAIL FROM it is our sender that is ``rejected``.
+7. A refusal at the banner or EHLO that no wording explains is ``blocked``.
+8. **Broader wording**, then a status that only names a vague reason; a permanent
+   refusal after DATA that nothing explains is ``filtered``.
+9. **A provider's own wording** (``providers.toml``) when nothing general explains it.
+10. **The reply code's class at its stage** (``fallback.toml``, RFC 5321 section 4.2),
+    for live replies and bounces that name the command.
+11. ``expired`` for a delayed notice, ``onhold`` for words nothing explains, ``undefined``.
+
+Then the consequences, from the reason and the codes (:func:`consequences`):
+
+* *permanent* from the reply code, else the status class, else the DSN ``Action``; a 552
+  answered to RCPT is temporary (RFC 5321 section 4.5.3.1.10), as a rule's ``retry`` may say;
+* the **category** of seed 001 from the reason, except that a temporary failure is never
+  category 1 or 2 (greylisting, throttling and "try again later" are category 3) and a
+  timeout is category 3 whatever its reason;
+* ``bounce_type`` hard for categories 1 and 2, soft otherwise (seed 001), and
+  ``address_invalid`` for category 2 only: a reply that says nothing about the mailbox or
+  the domain never invalidates a contact.
+
+Every result names the rule that decided it; :func:`explain` lists the evidence read.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mailcarrier.domain.rules_engine import RuleSet, Scope, default_rules
+from mailcarrier.domain.evidence import Evidence, normalise_text
+from mailcarrier.domain.reason import decide_reason
+from mailcarrier.domain.rules_engine import Rule, RuleSet, Scope, default_rules
 from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, status_in_text
 from mailcarrier.domain.vocabulary import (
     INTERNAL_CODES,
+    BounceType,
     Category,
     Reason,
-    category_of,
-    is_hard_bounce,
+    category_for,
 )
 
-__all__ = ["Classification", "classify", "classify_internal", "classify_reply", "normalise_text"]
+__all__ = ["Classification", "Evidence", "classify", "classify_evidence", "classify_internal",
+           "classify_reply", "explain", "normalise_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +68,8 @@ class Classification:
 
     reason: Reason
     category: Category
-    #: The address itself is bad (Sisimai's "hardbounce"): invalidate the contact.
-    hard_bounce: bool
+    #: Seed 001's "Email Invalid = TRUE": category 2, the mailbox or domain does not exist.
+    address_invalid: bool
     #: The failure is final for this message (5xx, or 5.x.x without a code).
     permanent: bool
     #: Try this recipient again later.
@@ -45,6 +81,16 @@ class Classification:
     internal_code: int | None = None
     #: The server may have accepted the message (a 147-style timeout after the final ".").
     outcome_unknown: bool = False
+
+    @property
+    def bounce_type(self) -> BounceType | None:
+        """Seed 001's hard (categories 1, 2) or soft (3, 4, 9); None for a delivery."""
+        return BounceType.of(self.reason, self.category)
+
+    @property
+    def hard_bounce(self) -> bool:
+        """The address itself is bad (Sisimai's "hardbounce"); the same as ``address_invalid``."""
+        return self.address_invalid
 
 
 _DEFAULT_SCOPE: dict[Reason, Scope] = {
@@ -61,56 +107,60 @@ _DEFAULT_SCOPE: dict[Reason, Scope] = {
     ),
 }
 
-# Addresses, IP literals and bracketed hosts vary per message but never decide a reason;
-# masking them lets identical server templates share one cache entry. One pass; an address
-# is only tried where a run of local-part characters starts, and that run is never
-# re-scanned (possessive), so masking stays linear in the length of the reply.
-_LOCAL = "\\w.+\\-=!#$%&'*/?^`{|}~"
-_VARIABLE = re.compile(
-    rf"(?<![{_LOCAL}<])<?[{_LOCAL}]*+@[\w\-.]+>?"
-    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b|\[[0-9a-fA-F:.]+\]"
-)
+_TIMEOUT_WORDS = ("timed out", "timeout", "time out", "time-out")
 
 
-def normalise_text(text: str) -> str:
-    """The text rules see: addresses and IPs masked, whitespace collapsed."""
-    return " ".join(_VARIABLE.sub("<*>", text).split())
-
-
-def _permanent(code: int | None, status: EnhancedStatus | None, hint: bool | None) -> bool:
+def _permanent(evidence: Evidence) -> bool:
+    code = evidence.code
     if code is not None and 400 <= code < 600:
-        return code >= 500
-    if status is not None and status.klass in (4, 5):
-        return status.klass == 5
-    return bool(hint)
+        # RFC 5321 4.5.3.1.10: a 552 to RCPT (too many recipients, storage) is to be
+        # treated as the temporary 452 it should have been.
+        return code >= 500 and not (code == 552 and evidence.command is SMTPStage.RCPT)
+    status = evidence.status or ""
+    if status[:1] in ("4", "5"):
+        return status[0] == "5"
+    # Neither code says: a DSN's "Action: failed" is final; an unstated outcome is not.
+    return evidence.action == "failed"
+
+
+def consequences(evidence: Evidence, reason: Reason, rule_id: str, rule: Rule | None) -> Classification:
+    """Permanence, retry, category, scope and bounce type of a decided reason."""
+    if reason is Reason.DELIVERED:
+        return Classification(reason, Category.UNKNOWN, False, False, False, Scope.RECIPIENT, rule_id)
+    permanent = _permanent(evidence)
+    if rule is not None and rule.retry is not None:
+        permanent = not rule.retry
+    words = evidence.diagnostic.lower()
+    timeout = reason in (Reason.NETWORKERROR, Reason.EXPIRED) and any(w in words for w in _TIMEOUT_WORDS)
+    category = category_for(reason, permanent=permanent, timeout=timeout)
+    scope = (rule.scope if rule is not None and rule.scope is not None
+             else _DEFAULT_SCOPE.get(reason, Scope.RECIPIENT))
+    return Classification(reason, category, category is Category.INVALID_ADDRESS, permanent,
+                          not permanent, scope, rule_id)
 
 
 @lru_cache(maxsize=65536)
-def _decide(
-    rules: RuleSet, text: str, code: int | None, status: str, stage: SMTPStage, hint: bool | None
-) -> Classification:
-    enhanced = EnhancedStatus.parse(status) if status else None
-    permanent = _permanent(code, enhanced, hint)
-    if code is not None and 200 <= code < 400:
-        return Classification(Reason.DELIVERED, Category.UNKNOWN, False, False, False,
-                              Scope.RECIPIENT, "builtin:positive-reply")
-    rule = rules.first_match(code, status, stage, text)
-    if rule is None:
-        reason, rule_id, retry_override, scope = Reason.UNDEFINED, "builtin:undefined", None, None
-    else:
-        reason, rule_id, retry_override, scope = rule.reason, rule.id, rule.retry, rule.scope
-    if retry_override is not None:
-        permanent = not retry_override
-    retry = not permanent
-    return Classification(
-        reason=reason,
-        category=category_of(reason),
-        hard_bounce=is_hard_bounce(reason, permanent=permanent),
-        permanent=permanent,
-        retry=retry,
-        scope=scope or _DEFAULT_SCOPE.get(reason, Scope.RECIPIENT),
-        rule=rule_id,
-    )
+def _classify(rules: RuleSet, evidence: Evidence) -> Classification:
+    reason, rule_id, rule = decide_reason(evidence, rules)
+    return consequences(evidence, reason, rule_id, rule)
+
+
+def classify_evidence(evidence: Evidence, rules: RuleSet | None = None) -> Classification:
+    """Classify one recipient's failure, from a live reply or from a bounce email."""
+    rules = rules or default_rules()
+    if evidence.context:
+        # The notice varies from bounce to bounce: not worth a cache entry.
+        reason, rule_id, rule = decide_reason(evidence, rules)
+        return consequences(evidence, reason, rule_id, rule)
+    return _classify(rules, evidence)
+
+
+def _status_of(text: str, status: EnhancedStatus | str | None) -> str | None:
+    if status is None:
+        return status_in_text(text) or None if text else None
+    if isinstance(status, str):
+        return status_in_text(status) or (status_in_text(text) if text else "") or None
+    return str(status)
 
 
 def classify(
@@ -125,18 +175,12 @@ def classify(
     """Classify a failure described by any of: reply code, enhanced code, free text.
 
     ``status`` may be omitted: an enhanced code found in ``text`` is used instead.
-    ``permanent_hint`` decides permanence only when neither code says it (a DSN
-    ``Action: failed`` with no status).
+    ``permanent_hint`` decides permanence only when neither code says it (False reads as
+    a DSN ``Action: delayed``).
     """
-    if status is None:
-        found = status_in_text(text) if text else ""
-    elif isinstance(status, str):
-        found = status_in_text(status) or (status_in_text(text) if text else "")
-    else:
-        found = str(status)
-    # normalise_text, inlined: this is the per-reply hot path.
-    key = " ".join(_VARIABLE.sub("<*>", text).split())
-    return _decide(rules or default_rules(), key, code, found, stage, permanent_hint)
+    action = "failed" if permanent_hint is True else "delayed" if permanent_hint is False else ""
+    evidence = Evidence(" ".join(text.split()), _status_of(text, status), stage, "smtp", action, code=code)
+    return classify_evidence(evidence, rules)
 
 
 def classify_reply(reply: SMTPReply, rules: RuleSet | None = None) -> Classification:
@@ -144,14 +188,44 @@ def classify_reply(reply: SMTPReply, rules: RuleSet | None = None) -> Classifica
     return classify(reply.text, code=reply.code, status=reply.enhanced, stage=reply.stage, rules=rules)
 
 
+def explain(evidence: Evidence, rules: RuleSet | None = None) -> list[tuple[str, str]]:
+    """The evidence read, in precedence order, and what decided: (label, value) pairs."""
+    result = classify_evidence(evidence, rules)
+    lines = [
+        ("reply code", str(evidence.code) if evidence.code is not None else "(none)"),
+        ("enhanced status", evidence.status or "(none)"),
+        ("stage (command answered)", evidence.command.value),
+        ("diagnostic type", evidence.diagnostic_type or "(unstated)"),
+        ("action", evidence.action),
+    ]
+    if evidence.hint is not None:
+        lines.append(("MTA wording read by its detector", evidence.hint.value))
+    if evidence.remote_host:
+        lines.append(("remote host", evidence.remote_host))
+    if evidence.context:
+        lines.append(("notice", " ".join(evidence.context.split())[:200]))
+    lines.append(("text rules see", normalise_text(evidence.diagnostic)[:300] or "(no text)"))
+    lines += [
+        ("decided by", result.rule),
+        ("reason", result.reason.value),
+        ("permanent", str(result.permanent).lower()),
+        ("category", f"{int(result.category)} - {result.category.label}"),
+        ("bounce type", result.bounce_type.value if result.bounce_type else "(not a bounce)"),
+        ("address invalid", str(result.address_invalid).lower()),
+        ("retry", str(result.retry).lower()),
+    ]
+    return lines
+
+
 def classify_internal(code: int) -> Classification:
     """Classify one of our internal codes (146 timeout before ".", 147 after, 160 ...)."""
     entry = INTERNAL_CODES[code]
     permanent = not entry.retry and not entry.outcome_unknown
+    category = category_for(entry.reason, permanent=permanent, timeout="timeout" in entry.name)
     return Classification(
         reason=entry.reason,
-        category=category_of(entry.reason),
-        hard_bounce=is_hard_bounce(entry.reason, permanent=permanent),
+        category=category,
+        address_invalid=category is Category.INVALID_ADDRESS,
         permanent=permanent,
         retry=entry.retry,
         scope=Scope.RECIPIENT if permanent else Scope.DOMAIN,

@@ -36,9 +36,8 @@ from mailcarrier.domain.vocabulary import Reason
 __all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "compile_rule", "default_rules", "load_rules",
            "validate_rule_file"]
 
-#: The shipped rule files, most specific first.
-RULE_FILES: tuple[str, ...] = ("stage.toml", "codes.toml", "providers.toml", "text.toml", "status.toml",
-                               "fallback.toml")
+#: The shipped rule files; where each stands in the precedence is in :mod:`mailcarrier.domain.classify`.
+RULE_FILES: tuple[str, ...] = ("codes.toml", "stage.toml", "providers.toml", "fallback.toml")
 
 _KEYS = frozenset({"id", "reason", "codes", "status", "stages", "text", "retry", "scope", "source"})
 

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 __all__ = [
     "INTERNAL_CODES",
     "REASON_CATEGORY",
+    "BounceType",
     "Category",
     "ContactStatus",
     "DeliveryState",
     "InternalCode",
     "Reason",
+    "category_for",
     "category_of",
     "is_hard_bounce",
 ]
@@ -88,6 +90,34 @@ class Category(enum.IntEnum):
         """Seed 001's wording: categories 1 and 2 are hard bounces."""
         return self in (Category.SPAM_BLOCK, Category.INVALID_ADDRESS)
 
+    @property
+    def label(self) -> str:
+        """The marketer's name of the category ("invalid address")."""
+        return _CATEGORY_LABELS[self]
+
+
+_CATEGORY_LABELS = {
+    Category.SPAM_BLOCK: "spam / sender blocked",
+    Category.INVALID_ADDRESS: "invalid address",
+    Category.TEMPORARY: "temporary (mailbox full, timeouts, throttling)",
+    Category.TECHNICAL: "technical (outages, administrative failures, DNS)",
+    Category.UNKNOWN: "unknown",
+}
+
+
+class BounceType(enum.StrEnum):
+    """Seed 001's two kinds of bounce: hard = categories 1 and 2, soft = 3, 4 and 9."""
+
+    HARD = "hard"  #: refused for good: spam/block (category 1) or invalid address (category 2)
+    SOFT = "soft"  #: temporary, technical or unknown (categories 3, 4, 9)
+
+    @classmethod
+    def of(cls, reason: Reason, category: Category) -> BounceType | None:
+        """The bounce type of a classified failure; None for what is not a bounce."""
+        if reason in _NOT_BOUNCES:
+            return None
+        return cls.HARD if category.is_hard else cls.SOFT
+
 
 REASON_CATEGORY: dict[Reason, Category] = {
     **dict.fromkeys(
@@ -124,12 +154,30 @@ REASON_CATEGORY: dict[Reason, Category] = {
 }
 
 
+_NOT_BOUNCES = frozenset({Reason.DELIVERED, Reason.VACATION, Reason.FEEDBACK, Reason.SUPPRESSED})
+
+
 def category_of(reason: Reason) -> Category:
-    """The marketer category of a reason (ARCHITECTURE.md §2 table)."""
+    """The marketer category a reason has when the failure is final (ARCHITECTURE.md §2 table)."""
     return REASON_CATEGORY[reason]
 
 
-_ADDRESS_LEVEL = frozenset({Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED})
+def category_for(reason: Reason, *, permanent: bool, timeout: bool = False) -> Category:
+    """The marketer category of one failure: its reason's, as the failure's nature allows.
+
+    Seed 001 defines categories by what happened. A temporary failure (4xx, a deferral)
+    is never category 1 or 2: greylisting, throttling and "try again later" are
+    category 3, and a 4xx "mailbox unavailable" proves nothing about the address yet. A
+    timeout is category 3 ("timeouts") whatever reason it was read as.
+    """
+    base = REASON_CATEGORY[reason]
+    if reason in _NOT_BOUNCES:
+        return base
+    if timeout:
+        return Category.TEMPORARY
+    if not permanent and base in (Category.SPAM_BLOCK, Category.INVALID_ADDRESS):
+        return Category.TEMPORARY
+    return base
 
 
 def is_hard_bounce(reason: Reason, *, permanent: bool) -> bool:
@@ -139,9 +187,7 @@ def is_hard_bounce(reason: Reason, *, permanent: bool) -> bool:
     "user unknown" (some servers answer 450 while a mailbox is being provisioned) is
     not evidence against the address yet; neither is a block.
     """
-    if reason is Reason.NOTACCEPT:
-        return permanent
-    return reason in _ADDRESS_LEVEL and permanent
+    return category_for(reason, permanent=permanent) is Category.INVALID_ADDRESS
 
 
 class ContactStatus(enum.StrEnum):

@@ -10,8 +10,9 @@ worker (which renders each claimed delivery) share it without importing each oth
 - **headers**: :class:`MailingRenderer` derives the VERP return path, Message-ID,
   unsubscribe token and Feedback-ID per delivery and hands the values to the pure
   :func:`mailcarrier.domain.message.compose_message`.
-- **signing**: :class:`DkimSigner` (RFC 6376 relaxed/relaxed; RSA-SHA256 or Ed25519-SHA256,
-  RFC 8463). dkimpy re-parses and re-canonicalises the whole message on every call (~11 ms
+- **signing**: :class:`DkimSigner` (RFC 6376 relaxed/relaxed; RSA-SHA256 and/or Ed25519-SHA256,
+  RFC 8463: one signature per key, the body hashed once). dkimpy re-parses and
+  re-canonicalises the whole message on every call (~11 ms
   for a 30 KB message); here the message is already CRLF-clean bytes from the composer,
   the body is canonicalised and hashed once with ``hashlib`` and the header hash signed with
   ``cryptography``. The tests check every kind of signature with dkimpy's own verifier.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -36,12 +38,12 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, TemplateError
 
 from mailcarrier.domain.message import MessageParts, compose_message
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.domain.verp import VerpAddress, encode_return_path
+from mailcarrier.services.template_sandbox import BoundedSandbox
 
 __all__ = [
     "SIGNED_HEADERS",
@@ -131,13 +133,18 @@ def _split_headers(head: bytes) -> list[tuple[bytes, bytes]]:
 
 
 class DkimSigner:
-    """Signs composed messages for one domain."""
+    """Signs composed messages for one domain, with one key or several (RSA beside Ed25519)."""
 
-    def __init__(self, key: DkimKey) -> None:
-        self._key = key
+    def __init__(self, key: DkimKey, *more: DkimKey) -> None:
+        self._keys = (key, *more)
+
+    @property
+    def keys(self) -> tuple[DkimKey, ...]:
+        return self._keys
 
     def signature_header(self, message: bytes, *, timestamp: int) -> bytes:
-        """The ``DKIM-Signature:`` header line (with CRLF) to put in front of ``message``."""
+        """The ``DKIM-Signature:`` header lines (with CRLF), one per key, to put in front of
+        ``message``; the body is canonicalised and hashed once for all of them."""
         head, sep, body = message.partition(b"\r\n\r\n")
         if not sep:
             head, body = message, b""
@@ -146,24 +153,27 @@ class DkimSigner:
         for name, value in _split_headers(head):
             latest[name.strip().lower()] = value  # the last instance is the one verifiers pick first
         names = [n for n in SIGNED_HEADERS if n.encode("ascii") in latest]
-        key = self._key
-        tags = (
-            f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={key.domain}; s={key.selector}; "
-            f"t={timestamp}; h={':'.join(names)}; bh={body_hash}; b="
-        )
-        data = b"".join(
+        signed = b"".join(
             _relaxed_header(n.encode("ascii"), latest[n.encode("ascii")]) + b"\r\n" for n in names
         )
-        data += _relaxed_header(b"DKIM-Signature", b" " + tags.encode("ascii"))
-        signature = base64.b64encode(self._sign(data)).decode("ascii")
-        return f"DKIM-Signature: {tags}{signature}\r\n".encode("ascii")
+        lines: list[bytes] = []
+        for key in self._keys:
+            tags = (
+                f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={key.domain}; s={key.selector}; "
+                f"t={timestamp}; h={':'.join(names)}; bh={body_hash}; b="
+            )
+            data = signed + _relaxed_header(b"DKIM-Signature", b" " + tags.encode("ascii"))
+            signature = base64.b64encode(self._sign(key, data)).decode("ascii")
+            lines.append(f"DKIM-Signature: {tags}{signature}\r\n".encode("ascii"))
+        return b"".join(lines)
 
     def sign(self, message: bytes, *, timestamp: int) -> bytes:
         """The message with its signature header prepended."""
         return self.signature_header(message, timestamp=timestamp) + message
 
-    def _sign(self, data: bytes) -> bytes:
-        private_key = self._key.private_key
+    @staticmethod
+    def _sign(key: DkimKey, data: bytes) -> bytes:
+        private_key = key.private_key
         if isinstance(private_key, ed25519.Ed25519PrivateKey):
             return private_key.sign(hashlib.sha256(data).digest())
         return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
@@ -187,14 +197,14 @@ class TemplateFields(dict[str, Any]):
         return ""
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment() -> BoundedSandbox:
     # Immutable sandbox: templates can neither read files (no loader) nor touch private
-    # attributes, nor mutate the context objects they are given.
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                         keep_trailing_newline=True)
+    # attributes, nor mutate the context objects they are given; each render is bounded in
+    # output size, loop iterations and time (services/template_sandbox.py).
+    return BoundedSandbox(keep_trailing_newline=True)
 
 
-def _compile(env: ImmutableSandboxedEnvironment, label: str, source: str) -> Template:
+def _compile(env: BoundedSandbox, label: str, source: str) -> Template:
     try:
         return env.from_string(source)
     except TemplateError as error:
@@ -295,7 +305,7 @@ class MailingRenderer:
     """Turns a delivery into signed message bytes; built once per mailing, reused per message."""
 
     def __init__(self, mailing: MailingSource, *, secret: bytes, bounce_domain: str, public_url: str,
-                 dkim_key: DkimKey | None = None, link_hook: LinkHook | None = None,
+                 dkim_key: DkimKey | Sequence[DkimKey] | None = None, link_hook: LinkHook | None = None,
                  tracking_key_id: int = TRACKING_KEY_ID) -> None:
         env = _environment()
         self.mailing_id: int = mailing.id
@@ -312,7 +322,12 @@ class MailingRenderer:
         self._public_url = public_url.rstrip("/")
         self._hook = link_hook
         self._key_id = tracking_key_id
-        self._signer = DkimSigner(dkim_key) if dkim_key is not None else None
+        keys = (dkim_key,) if isinstance(dkim_key, DkimKey) else tuple(dkim_key or ())
+        self._signer = DkimSigner(*keys) if keys else None
+        # The installation's own part of every Message-ID: row ids alone repeat from one
+        # installation to the next, and mailbox providers drop messages whose Message-ID
+        # they have seen. Derived from the master secret (random per installation).
+        self._mid_key = hmac.new(secret, b"mailcarrier message-id", hashlib.sha256).digest()
 
     def unsubscribe_token(self, delivery_id: int) -> str:
         token = TrackingToken(TokenPurpose.UNSUBSCRIBE, self.account_id, self.mailing_id, delivery_id)
@@ -323,8 +338,11 @@ class MailingRenderer:
                                   key=self._secret, bounce_domain=self._bounce_domain)
 
     def message_id(self, delivery_id: int) -> str:
-        """Stable per delivery, so a retry carries the same Message-ID as the first attempt."""
-        return f"mc.{delivery_id}.{self.mailing_id}.{self.account_id}@{self.sending_domain}"
+        """Stable per delivery (a retry carries the first attempt's Message-ID) and unique
+        across installations: the ids plus a keyed hash of them under this installation's secret."""
+        ids = f"{delivery_id}.{self.mailing_id}.{self.account_id}"
+        tag = hmac.new(self._mid_key, ids.encode("ascii"), hashlib.sha256).digest()[:10]
+        return f"mc.{ids}.{base64.b32encode(tag).decode('ascii').lower()}@{self.sending_domain}"
 
     def bodies(self, recipient: RecipientData, unsubscribe_url: str | None = None) -> RenderedBodies:
         """The recipient's subject and bodies as the templates render them (no link rewriting)."""

@@ -20,8 +20,7 @@ from typing import Any
 
 import dns.exception
 import dns.resolver
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 from sqlalchemy import Connection, func, select
 
 from mailcarrier.domain.consent import ConsentKind, classify_source
@@ -36,6 +35,7 @@ from mailcarrier.domain.content_lint import (
 from mailcarrier.domain.dns_checks import Check, CheckStatus, interpret_dnsbl
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError, ParseError
 from mailcarrier.domain.message import MessageParts, compose_message
+from mailcarrier.services.template_sandbox import BoundedSandbox, TemplateLimitError
 from mailcarrier.storage.tables import audience_members, contacts, mailings
 
 __all__ = [
@@ -137,13 +137,13 @@ def render_sample(conn: Connection, account_id: int, mailing_id: int, now: datet
         "email": member.email, "first_name": member.first_name, "last_name": member.last_name,
         "fields": dict(member.fields or {})}
     unsubscribe_url = f"{public_url.rstrip('/')}/u/content-check-{secrets.token_hex(6)}"
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env = BoundedSandbox()
     context = {**person, "unsubscribe_url": unsubscribe_url}
     try:
         subject = " ".join(env.from_string(row.subject).render(context).split())
         html = env.from_string(row.html_body).render(context)
         text = env.from_string(row.text_body).render(context)
-    except TemplateError as exc:
+    except (TemplateError, TemplateLimitError) as exc:
         raise ValueError(f"mailing #{mailing_id} does not render: {exc}") from exc
     sender = formataddr((row.from_name, row.from_address)) if row.from_name else row.from_address
     token = secrets.token_hex(8)

@@ -1,27 +1,11 @@
-"""Decide the reason of one bounced recipient from what a bounce email quotes.
+"""Decide the reason of one failure from its evidence: the reason half of the classifier.
 
-A bounce quotes a server's reply out of its dialogue: often without a reply code, with a
-vague or missing RFC 3463 status, sometimes with the SMTP command it answered ("in reply
-to end of DATA command"). :func:`bounce_reason` weighs these the way Sisimai does, so our
-reasons compare with its vocabulary:
-
-1. a reason an MTA detector read from its own fixed wording wins (Exim's "retry timeout
-   exceeded" is ``expired`` whatever the status says);
-2. a ``2.x.x`` status is a delivery report;
-3. a provider's documented error code or fixed template (``codes.toml``: Yahoo's [TSS04]
-   and "dd" template, Orange's OFR_506) names the reason more exactly than the status;
-4. first pass: each reason in ``first_pass`` order tests its own evidence: the status
-   names it, or its wording occurs where the command allows it. "User unknown" answered
-   to RCPT is a missing mailbox; the same words after DATA come from a content filter
-   (``filtered``); a refusal after MAIL FROM is the sender being ``rejected``;
-5. a refusal at connect or EHLO is ``blocked`` (the sending host was refused);
-6. second pass: wording of ``second_pass`` reasons; a permanent refusal after DATA that
-   no wording explains and no specific status names is ``filtered`` (Sisimai: rejected
-   for the content's header); then the status alone, then the provider rules the reply
-   classifier uses (``providers.toml``);
-7. a delayed action is ``expired``; any other text left unexplained is ``onhold``.
-
-The wording and the status table are data (``rules/reasons.toml``), loaded once.
+:func:`decide_reason` is called by :func:`mailcarrier.domain.classify.classify_evidence`
+for live replies and bounce emails alike; the precedence it applies is written in that
+module's docstring and in ``docs/classification.md``. The wording families and the status
+table are data (``rules/reasons.toml``); provider codes, stage wording, provider wording
+and bare-code meanings are ordered rule files (``rules/*.toml``) in the format of
+:mod:`mailcarrier.domain.rules_engine`.
 """
 
 from __future__ import annotations
@@ -33,36 +17,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from mailcarrier.domain.classify import normalise_text
 from mailcarrier.domain.detectors.base import lowercase_pattern
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.evidence import Evidence, normalise_text
 from mailcarrier.domain.remote_hosts import remote_host_rules
-from mailcarrier.domain.rules_engine import Rule, RuleSet, default_rules
+from mailcarrier.domain.rules_engine import Rule, RuleSet
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BounceEvidence", "ReasonTable", "bounce_reason", "clear_cache", "reason_table"]
-
-
-@dataclass(frozen=True, slots=True)
-class BounceEvidence:
-    """What a bounce says about one recipient, as far as the reason is concerned."""
-
-    diagnostic: str
-    status: str | None = None
-    command: SMTPStage = SMTPStage.UNKNOWN
-    #: "smtp" when the text is a remote server's reply; "x-unix" for a local delivery
-    #: program's words, "x-postfix" and the like for the MTA's own; "" when not said.
-    diagnostic_type: str = ""
-    action: str = "failed"
-    #: A reason the MTA detector read from its own fixed wording.
-    hint: Reason | None = None
-    #: The notification's human-readable explanation (one recipient's DSN): its wording of
-    #: the ``notice`` reasons of ``reasons.toml`` decides before the status.
-    context: str = ""
-    #: The host that answered (from ``Remote-MTA``), lowercased: a few providers' replies
-    #: read differently from theirs (``rules/remote_hosts.toml``).
-    remote_host: str = ""
+__all__ = ["ReasonTable", "RuleTiers", "clear_cache", "decide_reason", "reason_table", "rule_tiers"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,7 +35,7 @@ class ReasonTable:
     first_pass: tuple[Reason, ...]
     second_pass: tuple[Reason, ...]
     vague: frozenset[Reason]
-    #: Reasons whose wording in the notification's prose decides (see BounceEvidence.context).
+    #: Reasons whose wording in the notification's prose decides (see Evidence.context).
     notice: tuple[Reason, ...]
     status: dict[str, Reason]
     patterns: dict[Reason, re.Pattern[str]]
@@ -223,66 +186,77 @@ _FIRST_TESTS: dict[Reason, _Test] = {
 }
 
 
-def _second_pass(table: ReasonTable, evidence: BounceEvidence, named: Reason | None,
+def _second_pass(table: ReasonTable, evidence: Evidence, named: Reason | None,
                  text: str) -> tuple[Reason, str] | None:
     smtp = evidence.diagnostic_type in ("smtp", "")
     if named is not None and named not in table.vague and smtp and evidence.diagnostic_type:
-        return named, f"bounce:status:{evidence.status}"
+        return named, f"status:{evidence.status}"
     for reason in table.second_pass:
         if reason is Reason.NORELAYING and not _norelaying(table, named, text, evidence.command):
             continue
         if table.match(reason, text):
-            return reason, f"bounce:words:{reason.value}"
+            return reason, f"words:{reason.value}"
     if (evidence.command in _DATA_COMMANDS and (named is None or named in table.vague)
-            and evidence.action != "delayed" and not (evidence.status or "").startswith("4.")):
+            and evidence.action != "delayed" and not _temporary(evidence)):
         # Refused for good once the content was seen, and neither wording nor status says
         # why: the content (its header) was filtered, Sisimai's definition of "filtered".
-        return Reason.FILTERED, "bounce:refused-after-data"
+        return Reason.FILTERED, "stage:refused-after-data"
     if named is not None:
-        return named, f"bounce:status:{evidence.status}"
+        return named, f"status:{evidence.status}"
     return None
 
 
-@lru_cache(maxsize=1)
-def _code_rules() -> RuleSet:
-    """Provider error codes and fixed templates (``codes.toml``), shared with replies."""
-    return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("codes.toml")))
+@dataclass(frozen=True, slots=True, eq=False)
+class RuleTiers:
+    """A rule set split by where each file stands in the precedence of evidence."""
+
+    user: RuleSet  #: an operator's own files: decide first
+    codes: RuleSet  #: providers' documented error codes (codes.toml)
+    stage: RuleSet  #: wording that means something particular at one SMTP stage (stage.toml)
+    providers: RuleSet  #: providers' own wording, asked when nothing general explains (providers.toml)
+    fallback: RuleSet  #: what a bare reply code means at a known stage (fallback.toml)
+    code_gate: re.Pattern[str]
 
 
-@lru_cache(maxsize=1)
-def _code_gate() -> re.Pattern[str]:
-    """Any code rule's text, in one pattern: most replies carry no provider code at all."""
-    texts = [r.text.pattern for r in _code_rules().rules if r.text is not None]
-    if len(texts) < len(_code_rules().rules):
-        return re.compile("")  # a rule without text: every reply must be tried
-    return lowercase_pattern("|".join(f"(?:{t})" for t in texts))  # searched in lowercased text
+_SHIPPED = ("codes.toml", "stage.toml", "providers.toml", "fallback.toml")
 
 
-@lru_cache(maxsize=1)
-def _provider_rules() -> RuleSet:
-    """The provider rules shared with reply classification (``providers.toml``)."""
-    return RuleSet(tuple(r for r in default_rules().rules if r.origin.startswith("providers.toml")))
+@lru_cache(maxsize=8)
+def rule_tiers(rules: RuleSet) -> RuleTiers:
+    """``rules`` grouped by the shipped file each rule comes from (anything else is the user's)."""
+    groups: dict[str, list[Rule]] = {name: [] for name in ("user", *_SHIPPED)}
+    for rule in rules.rules:
+        shipped = next((name for name in _SHIPPED if rule.origin.startswith(name)), "user")
+        groups[shipped].append(rule)
+    texts = [r.text.pattern for r in groups["codes.toml"] if r.text is not None]
+    gate = (lowercase_pattern("|".join(f"(?:{t})" for t in texts))
+            if texts and len(texts) == len(groups["codes.toml"]) else re.compile(""))
+    return RuleTiers(RuleSet(tuple(groups["user"])), RuleSet(tuple(groups["codes.toml"])),
+                     RuleSet(tuple(groups["stage.toml"])), RuleSet(tuple(groups["providers.toml"])),
+                     RuleSet(tuple(groups["fallback.toml"])), gate)
 
 
-def _provider_rule(text: str, status: str | None, command: SMTPStage) -> Rule | None:
-    # When nothing else explains a bounce, a provider's own wording (Gmail's, Microsoft's
-    # S3150, Yahoo's TSS04 ...) may: the reply classifier's provider rules are asked.
-    return _provider_rules().first_match(None, status or "", command, normalise_text(text))
+#: What decided: the reason, a trace id, and the data rule when one of the rule files did.
+Decision = tuple[Reason, str, "Rule | None"]
 
 
-def bounce_reason(evidence: BounceEvidence, table: ReasonTable | None = None) -> tuple[Reason, str]:
-    """The reason for one recipient and the id of what decided it (for tracing)."""
+def decide_reason(evidence: Evidence, rules: RuleSet, table: ReasonTable | None = None) -> Decision:
+    """The reason for one recipient, the id of what decided it and the deciding data rule."""
     table = table or reason_table()
+    tiers = rule_tiers(rules)
     if not evidence.context:
-        return _decide(table, evidence)
+        return _decide(table, tiers, evidence)
     # The notice differs from bounce to bounce while the rest of the evidence repeats: it
     # is weighed apart, so decisions on the same reply stay shared in the cache.
-    core = BounceEvidence(evidence.diagnostic, evidence.status, evidence.command, evidence.diagnostic_type,
-                          evidence.action, evidence.hint, remote_host=evidence.remote_host)
-    early = _early(core)
+    core = Evidence(evidence.diagnostic, evidence.status, evidence.command, evidence.diagnostic_type,
+                    evidence.action, evidence.hint, remote_host=evidence.remote_host, code=evidence.code)
+    early = _early(tiers, core)
     if early is not None:
         return early
-    return _notice(table, evidence.context) or _decide(table, core)
+    notice = _notice(table, evidence.context)
+    if notice is not None:
+        return notice[0], notice[1], None
+    return _decide(table, tiers, core)
 
 
 def clear_cache() -> None:
@@ -300,33 +274,50 @@ def _notice(table: ReasonTable, context: str) -> tuple[Reason, str] | None:
     notice = " ".join(context.split()).lower()
     for reason in table.notice:
         if table.match(reason, notice):
-            return reason, f"bounce:notice:{reason.value}"
+            return reason, f"notice:{reason.value}"
     return None
 
 
+def _temporary(evidence: Evidence) -> bool:
+    if evidence.code is not None and 400 <= evidence.code < 600:
+        return evidence.code < 500
+    return (evidence.status or "").startswith("4.")
+
+
+def _from_rule(rule: Rule | None) -> Decision | None:
+    return None if rule is None else (rule.reason, rule.id, rule)
+
+
 @lru_cache(maxsize=16384)
-def _early(evidence: BounceEvidence) -> tuple[Reason, str] | None:
-    """What decides before anything else: an MTA's own wording, a delivery, a provider code."""
+def _early(tiers: RuleTiers, evidence: Evidence) -> Decision | None:
+    """What decides before anything else: the operator's rules, a delivery, an MTA's own
+    fixed wording, a provider's documented code, a stage's particular wording."""
+    status = evidence.status or ""
+    code = evidence.code
+    if status.startswith("2.") or (not status and code is not None and 200 <= code < 400
+                                   and evidence.diagnostic_type == "smtp"):
+        return Reason.DELIVERED, "positive-reply", None
+    masked = normalise_text(evidence.diagnostic)
+    if tiers.user.rules:
+        found = _from_rule(tiers.user.first_match(code, status, evidence.command, masked))
+        if found is not None:
+            return found
     hint = evidence.hint
     if hint is not None and hint not in _WEAK_HINTS:
-        return hint, f"bounce:detector:{hint.value}"
-    status = evidence.status
-    if status and status.startswith("2."):
-        return Reason.DELIVERED, f"bounce:status:{status}"
-    text = normalise_text(evidence.diagnostic).lower()
-    if _code_gate().search(text) is None:
-        return None
-    code = _code_rules().first_match(None, status or "", evidence.command, text)
-    if code is not None:
+        return hint, f"detector:{hint.value}", None
+    text = masked.lower()
+    if tiers.code_gate.search(text) is not None:
         # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason
         # more exactly than the RFC 3463 status it comes with or the stage.
-        return code.reason, code.id
+        found = _from_rule(tiers.codes.first_match(code, status, evidence.command, text))
+        if found is not None:
+            return found
     return None
 
 
 @lru_cache(maxsize=16384)
-def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
-    early = _early(evidence)
+def _decide(table: ReasonTable, tiers: RuleTiers, evidence: Evidence) -> Decision:
+    early = _early(tiers, evidence)
     if early is not None:
         return early
     hint = evidence.hint
@@ -336,8 +327,8 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
     if evidence.remote_host and (named is None or named in table.vague):
         by_host = remote_host_rules().match(evidence.remote_host, status, evidence.command, text)
         if by_host is not None:
-            return by_host.reason, by_host.id
-    temporary = status is not None and status.startswith("4.")
+            return by_host.reason, by_host.id, by_host
+    temporary = _temporary(evidence)
     local = evidence.diagnostic_type == "x-unix"
     if not local:
         for reason in table.first_pass:
@@ -345,25 +336,39 @@ def _decide(table: ReasonTable, evidence: BounceEvidence) -> tuple[Reason, str]:
                 continue  # a temporary DNS failure does not prove the domain is missing
             test = _FIRST_TESTS.get(reason) or _by_status_or_words(reason)
             if test(table, named, text, evidence.command):
-                return reason, f"bounce:first:{reason.value}"
+                return reason, f"first:{reason.value}", None
     if hint is not None:
-        return hint, f"bounce:detector:{hint.value}"
+        return hint, f"detector:{hint.value}", None
+    # Wording that means something particular at the stage it answered (rules without a
+    # stage hold at any stage, greylisting for one).
+    staged = tiers.stage.first_match(evidence.code, status or "", evidence.command,
+                                     normalise_text(evidence.diagnostic))
+    if staged is not None:
+        return staged.reason, staged.id, staged
     if evidence.command in (SMTPStage.CONNECT, SMTPStage.EHLO) and not temporary:
         # Refused before any envelope was sent: the sending host is what is refused.
-        return Reason.BLOCKED, "bounce:refused-at-connect"
+        return Reason.BLOCKED, "stage:refused-at-connect", None
     found = _second_pass(table, evidence, named, text)
     if found is not None and not (local and found[0] in table.vague):
-        return found
+        return found[0], found[1], None
     if local:
         # A local delivery program (procmail, a pipe) failed with no better explanation.
-        return Reason.MAILERERROR, "bounce:local-program"
-    provider = _provider_rule(text, status, evidence.command)
+        return Reason.MAILERERROR, "local-program", None
+    # When nothing general explains a reply, a provider's own wording (Gmail's, Microsoft's
+    # S3150, Yahoo's TSS04 ...) may.
+    provider = tiers.providers.first_match(evidence.code, status or "", evidence.command,
+                                           normalise_text(evidence.diagnostic))
     if provider is not None:
-        return provider.reason, provider.id
+        return provider.reason, provider.id, provider
     if evidence.action == "delayed":
-        return Reason.EXPIRED, "bounce:delayed"
+        return Reason.EXPIRED, "delayed", None
     if table.match(Reason.VACATION, text):
-        return Reason.VACATION, "bounce:words:vacation"
+        return Reason.VACATION, "words:vacation", None
+    if evidence.command is not SMTPStage.UNKNOWN and evidence.code is not None:
+        # Only the reply code is left: what it means at the stage it answered (RFC 5321).
+        fallback = tiers.fallback.first_match(evidence.code, status or "", evidence.command, text)
+        if fallback is not None:
+            return fallback.reason, fallback.id, fallback
     if text:
-        return Reason.ONHOLD, "bounce:onhold"
-    return Reason.UNDEFINED, "bounce:undefined"
+        return Reason.ONHOLD, "onhold", None
+    return Reason.UNDEFINED, "undefined", None
