@@ -221,3 +221,37 @@ def test_a_feedback_report_is_a_complaint_not_an_autoreply(raw: str) -> None:
     report = parse_bounce(raw.encode())
     assert report is not None and report.kind == "feedback" and report.feedback_type == "abuse"
     assert [r.recipient for r in report.records] == ["nina@example.org"]
+
+
+# -- list managers ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sender", "body", "recipient", "action"), [
+    ('"L-Soft list server at LISTS.EXAMPLE.ORG (1.8e)" <LISTSERV@LISTS.EXAMPLE.ORG>',
+     "You are not authorized to send mail to the SALE-L list from your\nnews@shop.example account.\n",
+     "sale-l@lists.example.org", "failed"),
+    ("sale-list-owner@lists.example.org",
+     "Your mail to 'Sale-list' with the subject\n\n    sale\n\nIs being held until the list moderator "
+     "can review it for approval.\n\nThe reason it is being held:\n\n    Post by non-member\n",
+     "sale-list@lists.example.org", "delayed"),
+    ("cats-admin@example.org",
+     "You are not a member of this mailing list <cats@example.org>.\n\nIf you know the general guide "
+     "of this list, please send mail with\nthe mail body\n\n\tguide\n\nto the address\n\n"
+     "\tcats-ctl@example.org\n",
+     "cats@example.org", "failed"),
+])
+def test_a_list_managers_refusal_or_hold_names_the_list(sender: str, body: str, recipient: str,
+                                                       action: str) -> None:
+    raw = f"From: {sender}\nTo: news@shop.example\nSubject: Your message\n\n{body}"
+    report = parse_bounce(raw.encode())
+    assert report is not None
+    assert [(r.recipient, r.action) for r in report.records] == [(recipient, action)]
+
+
+def test_a_bounce_of_a_list_notice_is_read_as_the_bounce_it_is() -> None:
+    raw = ("From: Postmaster@corp.example\nTo: cats-bounces@lists.example.org\n"
+           "Subject: DELIVERY FAILURE: User nina (nina@corp.example) not listed\n"
+           "X-BeenThere: cats@lists.example.org\nX-Mailman-Version: 2.1.5\n"
+           "List-Id: Cats <cats.lists.example.org>\n\nYour message\n\n"
+           "  Subject: Your message to Cats awaits moderator approval\n\nwas not delivered to:\n\n"
+           "  nina@corp.example\n\nbecause:\n\n  User nina (nina@corp.example) not listed in Domino Directory\n")
+    assert _recipients(raw) == ["nina@corp.example"]

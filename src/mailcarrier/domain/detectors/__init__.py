@@ -3,7 +3,8 @@
 Each detector implements :class:`Detector` (``detect(mail) -> tuple[Found, ...] | None``)
 and returns ``None`` when the mail is not in its format. Order matters: the standard DSN
 is the most reliable, then formats recognisable by structure (a Sieve reject's MDN, Amazon
-SES JSON), then prose. Reasons are decided afterwards, from what the detector found, by
+SES JSON), then a list manager's refusal of a post, then prose. Reasons are decided
+afterwards, from what the detector found, by
 :func:`mailcarrier.domain.bounce_reason.bounce_reason`.
 """
 
@@ -14,13 +15,15 @@ from dataclasses import replace
 from mailcarrier.domain.detectors.amazonses import AmazonSESDetector
 from mailcarrier.domain.detectors.base import BounceMail, Detector, Found, wording
 from mailcarrier.domain.detectors.dsn import DSNDetector
+from mailcarrier.domain.detectors.listserver import ListServerDetector
 from mailcarrier.domain.detectors.mdn import MDNDetector
 from mailcarrier.domain.detectors.prose import ProseDetector
 
 __all__ = ["DETECTORS", "BounceMail", "Detector", "Found", "detect"]
 
 #: The registry, in the order detectors are tried.
-DETECTORS: tuple[Detector, ...] = (DSNDetector(), MDNDetector(), AmazonSESDetector(), ProseDetector())
+DETECTORS: tuple[Detector, ...] = (DSNDetector(), MDNDetector(), AmazonSESDetector(), ListServerDetector(),
+                                   ProseDetector())
 
 
 def detect(mail: BounceMail,
