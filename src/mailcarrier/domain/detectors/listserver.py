@@ -71,9 +71,9 @@ def _list_address(mail: BounceMail, text: str, sentence: str) -> str:
     local, _, domain = sender.rpartition("@")
     if _SUFFIX.search(local):
         return mailbox(f"{_SUFFIX.sub('', local)}@{domain}")
-    named = _LIST_NAME.search(text)
-    if named:
-        name = named.group(1) or named.group(2)
+    by_name = _LIST_NAME.search(text)
+    if by_name:
+        name = by_name.group(1) or by_name.group(2)
         # LISTSERV writes from LISTSERV@LISTS.EXAMPLE.ORG about "the SALE-L list".
         return mailbox(f"{name}@{domain}")
     return ""
