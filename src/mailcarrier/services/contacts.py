@@ -78,7 +78,8 @@ def apply_event(engine: Engine, policy: StatusPolicy, record: ContactEventRecord
     return apply_events(engine, policy, [record], now)[0]
 
 
-def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[ContactEventRecord],
+def apply_events(engine: Engine, policy: StatusPolicy,
+                 records: Sequence[ContactEventRecord] | Callable[[Connection], Sequence[ContactEventRecord]],
                  now: datetime, *,
                  take: Callable[[Connection], Collection[int]] | None = None,
                  finish: Callable[[Connection, list[Transition]], None] | None = None,
@@ -94,15 +95,19 @@ def apply_events(engine: Engine, policy: StatusPolicy, records: Sequence[Contact
     at all, so a crash can neither apply an event twice nor lose it. An exception it raises
     rolls everything back and propagates. The hooks run even with no records, so a caller's
     bookkeeping needs no separate transaction for an empty batch.
+
+    ``records`` may be a function of the transaction's connection: the events are then
+    decided from reads made under the write lock (on SQLite) in the same transaction as
+    their writes, and decided again if the transaction is retried.
     """
-    if not records and take is None and finish is None:
+    if not callable(records) and not records and take is None and finish is None:
         return []
 
     def unit(conn: Connection) -> list[Transition]:
-        batch = records
+        batch = records(conn) if callable(records) else records
         if take is not None:
             taken = set(take(conn))
-            batch = [record for record in records if record.delivery_id in taken]
+            batch = [record for record in batch if record.delivery_id in taken]
         outcome = _apply_in(conn, policy, batch, now) if batch else []
         if outcome is None:  # a concurrent writer changed a contact (PostgreSQL): run it again
             raise StaleWriteError("a contact changed under this batch")

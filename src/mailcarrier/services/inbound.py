@@ -69,7 +69,7 @@ from mailcarrier.services.policies import status_policy
 from mailcarrier.services.tracking import TrackingKeys, tracking_keys
 from mailcarrier.storage import filtering
 from mailcarrier.storage import inbound_messages as store
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import run_write
 
 __all__ = [
     "BatchSummary",
@@ -194,15 +194,14 @@ def store_incoming(engine: Engine, emails: Sequence[IncomingEmail], now: datetim
     if not emails:
         return
     rows = [_row(e, now) for e in emails]
-    with write_transaction(engine) as conn:
-        store.insert_inbound(conn, rows)
+    run_write(engine, lambda conn: store.insert_inbound(conn, rows), what="storing inbound emails")
     log.debug("stored %d inbound emails", len(rows), extra={"event": "inbound.stored"})
 
 
 def release_for_reprocess(engine: Engine, states: Sequence[str], ids: Sequence[int] = ()) -> int:
     """Send stored emails back to ``pending`` so the next processing run reads them again."""
-    with write_transaction(engine) as conn:
-        return store.release_to_pending(conn, states, ids)
+    return run_write(engine, lambda conn: store.release_to_pending(conn, states, ids),
+                     what="releasing inbound emails")
 
 
 def pending_count(engine: Engine) -> int:
@@ -321,9 +320,12 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     """Claim up to ``limit`` stored emails, read, match and act on them."""
     started = time.perf_counter()
     token = uuid.uuid4().hex
-    with write_transaction(engine) as conn:
-        claimed = store.claim_pending(conn, token, now, now - _CLAIM_STALE, limit)
-        first = store.first_ids_by_digest(conn, (s.digest for s in claimed))
+
+    def claim(conn: Connection) -> tuple[list[store.StoredInbound], dict[str, int]]:
+        found = store.claim_pending(conn, token, now, now - _CLAIM_STALE, limit)
+        return found, store.first_ids_by_digest(conn, (s.digest for s in found))
+
+    claimed, first = run_write(engine, claim, what="claiming inbound emails")
     summary = BatchSummary(claimed=len(claimed))
     mark = time.perf_counter()
     readings: list[_Reading] = []
@@ -345,30 +347,38 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
                                      ip=None, user_agent=None, via="mailto")
     live = [r for r in readings if r.error is None and r.duplicate_of is None and r.keys is not None
             and r.kind != "unsubscribe"]
-    with engine.connect() as conn:
+    batch = _Batch()
+
+    def plan(conn: Connection) -> list[ContactEventRecord]:
+        # Matching and planning read in the transaction that writes (BEGIN IMMEDIATE on
+        # SQLite): what they decide from (delivery states, bounces already counted) cannot
+        # change before the writes. Run again from here if the unit is retried.
         _match(conn, live, ctx, now)
-    events, flips = _plan(engine, live, ctx, now)
-    parked = [(r.stored.id, r.waiting_for, f"waiting for the send of delivery {r.waiting_for} "
-               "to be recorded", r.kind) for r in readings if r.waiting_for is not None]
-    parked_ids = {row_id for row_id, *_rest in parked}
-    results = [_result(r, now) for r in readings if r.stored.id not in parked_ids]
+        batch.events, batch.flips = _plan(conn, live, ctx, now)
+        batch.parked = [(r.stored.id, waiting, f"waiting for the send of delivery {waiting} to be recorded",
+                         r.kind) for r in readings if (waiting := r.waiting_for) is not None]
+        parked_ids = {row_id for row_id, *_rest in batch.parked}
+        batch.results = [_result(r, now) for r in readings if r.stored.id not in parked_ids]
+        return [e for e, _ in batch.events]
 
     def finish(conn: Connection, transitions: list[Transition]) -> None:
-        # In the contact events' transaction: a crash cannot leave the events applied with
-        # the emails still claimed (re-read after the claim expires: bounces counted twice).
+        # Every effect of the batch commits with its contact events, or none does: a crash
+        # between two steps cannot leave a bounce half applied (its delivery flipped but
+        # not counted against the sending IP, or the emails still claimed and read again).
         summary.bounced_deliveries = store.flip_deliveries(
-            conn, _delivery_rows(events, transitions, flips, now))
-        store.save_results(conn, results)
-        store.park_waiting(conn, parked, now)
+            conn, _delivery_rows(batch.events, transitions, batch.flips, now))
+        store.save_results(conn, batch.results)
+        store.park_waiting(conn, batch.parked, now)
+        if batch.events:
+            _count_against_sending_ips(conn, batch.events, transitions)
+            pools.record_bounce_signals_in(conn, [(a.delivery.id, e.account_id, e.diagnostic or "")
+                                                  for e, a in batch.events], now)  # traps, listings
 
     mark = time.perf_counter()
-    transitions = apply_events(engine, ctx.policy, [e for e, _ in events], now, finish=finish)
+    transitions = apply_events(engine, ctx.policy, plan, now, finish=finish)
     summary.contact_seconds = time.perf_counter() - mark
     summary.contact_events = len(transitions)
-    if events:
-        _count_against_sending_ips(engine, events, transitions)
-        pools.record_bounce_signals(engine, [(a.delivery.id, e.account_id, e.diagnostic or "")
-                                             for e, a in events], now)  # trap hits, listings (issue 8)
+    parked, results = batch.parked, batch.results
     summary.other_seconds = time.perf_counter() - started - summary.read_seconds - summary.contact_seconds
     if parked:
         summary.states["waiting"] = len(parked)
@@ -382,8 +392,20 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
     return summary
 
 
+@dataclass
+class _Batch:
+    """What one run of the batch's unit of work decided (replaced whole if the unit is retried)."""
+
+    events: list[tuple[ContactEventRecord, Attribution]] = field(default_factory=list)
+    flips: set[int] = field(default_factory=set)
+    parked: list[tuple[int, int, str, str | None]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _match(conn: Any, readings: list[_Reading], ctx: InboundContext, now: datetime) -> None:
     """Batch look-ups for every method, then attribute each email."""
+    for reading in readings:
+        reading.waiting_for = None
     keys = [r.keys for r in readings if r.keys is not None]
     by_id = store.deliveries_by_ids(conn, (v.delivery_id for k in keys for v in k.verp))
     by_mid = store.deliveries_by_message_ids(conn, (m for k in keys for m in k.message_ids))
@@ -421,7 +443,7 @@ def _event_kind(kind: str, record: BounceRecord | None) -> EventKind | None:
     return None
 
 
-def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: datetime) -> _Plan:
+def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: datetime) -> _Plan:
     """The contact events to apply and the deliveries to flip; already-counted ones skipped."""
     wanted: list[tuple[_Reading, Attribution, EventKind]] = []
     for reading in readings:
@@ -443,12 +465,11 @@ def _plan(engine: Engine, readings: list[_Reading], ctx: InboundContext, now: da
             wanted.append((reading, attribution, kind))
     if not wanted:
         return [], set()
-    with engine.connect() as conn:
-        seen = store.seen_activities(conn, (a.delivery for _, a, _k in wanted), _COUNTED)
-        pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
-                 if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
-        since = now - timedelta(days=ctx.policy.filtering_recent_days)
-        domain_counts = filtering.domain_evidence(conn, pairs, since) if pairs else {}
+    seen = store.seen_activities(conn, (a.delivery for _, a, _k in wanted), _COUNTED)
+    pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
+             if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
+    since = now - timedelta(days=ctx.policy.filtering_recent_days)
+    domain_counts = filtering.domain_evidence(conn, pairs, since) if pairs else {}
     events: list[tuple[ContactEventRecord, Attribution]] = []
     flips: set[int] = set()
     for reading, attribution, kind in wanted:
@@ -515,7 +536,7 @@ def _delivery_rows(events: list[tuple[ContactEventRecord, Attribution]], transit
     return rows
 
 
-def _count_against_sending_ips(engine: Engine, events: list[tuple[ContactEventRecord, Attribution]],
+def _count_against_sending_ips(conn: Connection, events: list[tuple[ContactEventRecord, Attribution]],
                                transitions: Sequence[Any]) -> None:
     """Late hard bounces and complaints count against the IP and day that sent the message.
 
@@ -528,20 +549,16 @@ def _count_against_sending_ips(engine: Engine, events: list[tuple[ContactEventRe
             counted[attribution.delivery.id] = "complained"
         elif transition.category is not None and Category(transition.category).is_hard:
             counted[attribution.delivery.id] = "bounced"
-    with engine.connect() as conn:
-        sent_from = store.delivered_attempts(conn, counted)
-    if not sent_from:
-        return
+    sent_from = store.delivered_attempts(conn, counted)
     tally: dict[tuple[str, date, str], int] = {}
     for delivery_id, (address, started) in sent_from.items():
         key = (address, started.date(), counted[delivery_id])
         tally[key] = tally.get(key, 0) + 1
-    with write_transaction(engine) as conn:
-        for (address, day, what), count in sorted(tally.items()):
-            try:
-                pools.record_ip_outcome(conn, address, day, **{what: count})
-            except NotFoundError:
-                continue  # the default source address, not one of a pool
+    for (address, day, what), count in sorted(tally.items()):
+        try:
+            pools.record_ip_outcome(conn, address, day, **{what: count})
+        except NotFoundError:
+            continue  # the default source address, not one of a pool
 
 
 def _result(reading: _Reading, now: datetime) -> dict[str, Any]:

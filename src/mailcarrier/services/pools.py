@@ -57,7 +57,7 @@ from mailcarrier.services.hygiene import (
     assert_sendable,
     resolver_for,
 )
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
     ip_daily_volume,
@@ -110,6 +110,7 @@ __all__ = [
     "pool_by_name",
     "pool_ips",
     "record_bounce_signals",
+    "record_bounce_signals_in",
     "record_dnsbl_results",
     "record_ip_outcome",
     "record_reply_for_throttling",
@@ -1139,31 +1140,37 @@ def report_event(conn: Connection, account_id: int, kind: SignalKind | str, now:
 
 
 def record_bounce_signals(engine: Engine, bounces: Sequence[tuple[int, int, str]], now: datetime) -> int:
+    """:func:`record_bounce_signals_in` in a write unit of its own."""
+    return run_write(engine, lambda conn: record_bounce_signals_in(conn, bounces, now),
+                     what="recording bounce signals")
+
+
+def record_bounce_signals_in(conn: Connection, bounces: Sequence[tuple[int, int, str]],
+                             now: datetime) -> int:
     """Trap hits and listings named by asynchronous bounce texts (DSNs, feedback): the inbound side.
 
     ``bounces`` are (delivery id, account id, diagnostic text). A text that names a trap or
     a blocklist (``reputation_signals.toml``) is recorded against the account and the pool
     IP that carried the message (its accepted attempt), whose accounts then become the
     event's neighbours; a message sent from outside every pool records the account only.
-    Returns how many events were recorded.
+    Runs in the caller's transaction (the inbound batch's), so the signals commit with the
+    bounces that carry them. Returns how many events were recorded.
     """
     named = [(delivery_id, account_id, text, signal) for delivery_id, account_id, text in bounces
              if text and (signal := find_signal(text)) is not None]
     if not named:
         return 0
     a = attempts.c
-    with engine.connect() as conn:
-        rows = conn.execute(select(a.delivery_id, a.local_ip).where(
-            a.delivery_id.in_(sorted({d for d, _, _, _ in named})), a.outcome == "delivered",
-            a.local_ip.is_not(None)))
-        carried = {int(d): str(ip) for d, ip in rows}
-        ours = set(conn.execute(select(sending_ips.c.address).where(
-            sending_ips.c.address.in_(sorted(set(carried.values()))))).scalars())
-    with write_transaction(engine) as conn:
-        for delivery_id, account_id, text, signal in named:
-            address = carried.get(delivery_id)
-            record_reputation_event(conn, signal.kind, now, source="bounce",
-                                    ip_address=address if address in ours else None, account_id=account_id,
-                                    blocklist=signal.blocklist, evidence=text.strip()[:2000])
+    rows = conn.execute(select(a.delivery_id, a.local_ip).where(
+        a.delivery_id.in_(sorted({d for d, _, _, _ in named})), a.outcome == "delivered",
+        a.local_ip.is_not(None)))
+    carried = {int(d): str(ip) for d, ip in rows}
+    ours = set(conn.execute(select(sending_ips.c.address).where(
+        sending_ips.c.address.in_(sorted(set(carried.values()))))).scalars())
+    for delivery_id, account_id, text, signal in named:
+        address = carried.get(delivery_id)
+        record_reputation_event(conn, signal.kind, now, source="bounce",
+                                ip_address=address if address in ours else None, account_id=account_id,
+                                blocklist=signal.blocklist, evidence=text.strip()[:2000])
     return len(named)
 
