@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 import mailcarrier
 from mailcarrier.api.context import AppContext
 from mailcarrier.api.dashboard.security import DashboardSecurity
+from mailcarrier.api.docs import install_offline_docs
 from mailcarrier.api.problems import install_problem_handlers
 from mailcarrier.api.routers import ROUTERS
 from mailcarrier.api.tracking_state import build_tracking_state
@@ -49,8 +50,11 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
             if owns_engine:
                 bound_engine.dispose()
 
+    # docs_url/redoc_url off: FastAPI's pages load their scripts from a CDN; ours are local.
     app = FastAPI(title="mailcarrier", version=mailcarrier.__version__, lifespan=lifespan,
-                  description="Email campaign delivery and deliverability engine.")
+                  description="Email campaign delivery and deliverability engine.",
+                  docs_url=None, redoc_url=None)
+    install_offline_docs(app)
     app.state.context = context
     app.state.tracking = tracking
     install_problem_handlers(app)

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,6 +46,12 @@ __all__ = ["KEY_CACHE_SECONDS", "KeyUses", "Principal", "has_scope", "key_uses",
 _log = logging.getLogger("mailcarrier.api")
 
 KEY_CACHE_SECONDS = 5
+# Declared for the OpenAPI document only (so /docs offers "Authorize" and sends the key with
+# "Try it out"): the key is read from the request by _presented_key, whichever way it came.
+_BEARER_SCHEME = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="mc_<prefix>_<secret>",
+                            description="An API key: `mailcarrier accounts keys create ACCOUNT --name ...`")
+_HEADER_SCHEME = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                              description="The same API key, in the X-API-Key header instead.")
 _KEY_CACHE_LIMIT = 10_000
 
 
@@ -81,7 +88,9 @@ def _presented_key(request: Request) -> str | None:
 def require_scopes(*scopes: str) -> Callable[..., Principal]:
     """A dependency that authenticates the caller and checks it holds every scope given."""
 
-    def dependency(request: Request, context: AppContext = Depends(app_context)) -> Principal:
+    def dependency(request: Request, context: AppContext = Depends(app_context),
+                   _bearer: HTTPAuthorizationCredentials | None = Security(_BEARER_SCHEME),
+                   _header: str | None = Security(_HEADER_SCHEME)) -> Principal:
         presented = _presented_key(request)
         challenge = {"WWW-Authenticate": 'Bearer realm="mailcarrier"'}
         if presented is None:
