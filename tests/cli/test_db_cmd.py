@@ -22,10 +22,17 @@ def test_upgrade_creates_schema_and_reports_revision(tmp_path: Path) -> None:
     result = runner.invoke(db_cmd.app, ["upgrade", "--database-url", url])
     assert result.exit_code == 0, result.output
     # the history's single head is the revision reported
-    heads = ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    heads = scripts.get_heads()
     assert len(heads) == 1 and f"revision {heads[0]}" in result.output
+    # one line per revision applied, each once, with its title
+    applied = [line.split()[1].rstrip(":") for line in result.output.splitlines()
+               if line.startswith("  applied ")]
+    assert sorted(applied) == sorted(r.revision for r in scripts.walk_revisions())
+    assert "  applied 0001_base: base schema" in result.output
     engine = make_engine(url)
     assert {"contacts", "deliveries", "attempts"} <= set(inspect(engine).get_table_names())
     engine.dispose()
     again = runner.invoke(db_cmd.app, ["upgrade", "--database-url", url])
     assert again.exit_code == 0, again.output
+    assert "  applied " not in again.output and "already up to date" in again.output

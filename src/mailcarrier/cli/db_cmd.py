@@ -20,14 +20,23 @@ def upgrade_command(
 ) -> None:
     """Apply pending migrations (safe to run repeatedly)."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    console = Console()
+    applied: list[str] = []
+
+    def show(revision_id: str, title: str) -> None:
+        applied.append(revision_id)
+        console.print(f"  applied {revision_id}" + (f": {title}" if title else ""), soft_wrap=True,
+                      highlight=False, markup=False)
+
     try:
-        upgrade(engine, revision)
+        upgrade(engine, revision, on_revision=show)
         reached = current_revision(engine)
     finally:
         engine.dispose()
     # soft_wrap: the revision name must stay one copyable line
-    Console().print(f"[green]database at revision {reached}[/green]: "
-                    f"{engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
+    state = f"{len(applied)} revision(s) applied" if applied else "already up to date"
+    console.print(f"[green]database at revision {reached}[/green] ({state}): "
+                  f"{engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
 
 
 @app.command("current")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -11,6 +13,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "downgrade", "script_heads", "upgrade"]
+
+#: Called once per revision applied, with its id and the first line of its docstring.
+OnRevision = Callable[[str, str], None]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -31,14 +36,22 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", on_revision: OnRevision | None = None) -> None:
     """Migrate the database behind ``engine`` to ``revision`` (default: the single head).
 
     ``"head"`` rather than ``"heads"``: Alembic then refuses a history with two heads
     instead of applying both in an order nobody chose (tests/storage/test_migrations.py
-    catches a second head before it ships).
+    catches a second head before it ships). ``on_revision`` hears of each revision as it
+    has run (``mailcarrier db upgrade`` prints them); all of them commit together at the end.
     """
-    command.upgrade(alembic_config(engine), revision)
+    config = alembic_config(engine)
+    if on_revision is not None:
+        def applied(*, step: Any, **_: Any) -> None:
+            for revision_id in step.up_revision_ids:
+                doc = (step.revision_map.get_revision(revision_id).doc or "").strip()
+                on_revision(revision_id, doc.splitlines()[0] if doc else "")
+        config.attributes["on_version_apply"] = applied
+    command.upgrade(config, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
