@@ -154,7 +154,7 @@ def policy_command(
             own = repo.set_account_policy(conn, account.id, contact_policy=preset, thresholds=thresholds)
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
     out = Console()

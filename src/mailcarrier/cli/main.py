@@ -54,8 +54,9 @@ COMMANDS: tuple[LazyCommand, ...] = (
                 _START),
     LazyCommand("accounts", "accounts_cmd", "app", "Accounts (one per customer).", _SEND),
     LazyCommand("audiences", "audiences_cmd", "app", "Audiences (lists of contacts).", _SEND),
-    LazyCommand("contacts", "contacts_cmd", "app", "Contacts: import, status, history, reactivation.",
-                _SEND),
+    LazyCommand("contacts", "contacts_cmd", "app",
+                "Contacts: import, segments and export, status, history, reactivation, suspected "
+                "filtering.", _SEND),
     LazyCommand("mailings", "mailings_cmd", "app",
                 "Mailings: create, check, send, pause, resume, cancel, figures.", _SEND),
     LazyCommand("content", "mailings_check_cmd", "app", "Pre-send content and consent checks.", _SEND),
