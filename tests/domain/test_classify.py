@@ -24,7 +24,7 @@ PROVIDER_REPLIES = [
     ("rcpt", "550 5.7.1 Unfortunately, messages from [192.0.2.10] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150).", Reason.BLOCKED, 1, False),
     ("rcpt", "451 4.7.650 The mail server [192.0.2.10] has been temporarily rate limited due to IP reputation.", Reason.BADREPUTATION, 3, True),
     ("rcpt", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", Reason.USERUNKNOWN, 2, False),
-    ("rcpt", "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1", Reason.BLOCKED, 3, True),
+    ("rcpt", "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1", Reason.SPEEDING, 3, True),
     ("mail", "421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected volume or user complaints - 4.16.56.1; see https://postmaster.yahooinc.com/error-codes", Reason.REJECTED, 3, True),
     ("rcpt", "421 4.7.0 [TSS09] All messages from 192.0.2.10 will be permanently deferred; Retrying will NOT succeed.", Reason.BLOCKED, 3, True),
     ("rcpt", "554 delivery error: dd This user doesn't have a yahoo.com account (someone@yahoo.com) [0]", Reason.USERUNKNOWN, 2, False),

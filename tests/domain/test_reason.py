@@ -131,12 +131,12 @@ def test_a_provider_error_code_outranks_the_status_it_comes_with(
     assert bounce_reason(Evidence(text, status, SMTPStage.UNKNOWN, "smtp")) == (reason, rule)
 
 
-def test_yahoo_tss04_refuses_the_sender_at_mail_from_and_blocks_the_ip_elsewhere() -> None:
+def test_yahoo_tss04_refuses_the_sender_at_mail_from_and_is_a_volume_deferral_elsewhere() -> None:
     text = ("421 4.7.0 [TSS04] Messages from 198.51.100.7 temporarily deferred due to unexpected "
             "volume or user complaints - 4.16.56.1; see https://postmaster.yahooinc.com/error-codes")
     assert _reason(text, "4.7.0", command=SMTPStage.MAIL) is Reason.REJECTED
-    assert _reason(text, "4.7.0", command=SMTPStage.RCPT) is Reason.BLOCKED
-    assert _reason(text, "4.7.0") is Reason.BLOCKED
+    assert _reason(text, "4.7.0", command=SMTPStage.RCPT) is Reason.SPEEDING
+    assert _reason(text, "4.7.0") is Reason.SPEEDING
 
 
 def test_an_unexplained_permanent_refusal_after_data_is_filtered() -> None:

@@ -152,8 +152,10 @@ def _rejected(table: ReasonTable, named: Reason | None, text: str, command: SMTP
 
 def _hostunknown(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
     if named is Reason.HOSTUNKNOWN:
-        # A DNS failure is a network error, not proof that the domain is missing.
-        return not table.match(Reason.NETWORKERROR, text)
+        # A DNS failure is a network error, not proof that the domain is missing, unless the
+        # words say the name does not exist (Postfix's permanent "Host or domain name not
+        # found. Name service error ...: Host not found", without "try again").
+        return table.match(Reason.HOSTUNKNOWN, text) or not table.match(Reason.NETWORKERROR, text)
     return table.match(Reason.HOSTUNKNOWN, text)
 
 
