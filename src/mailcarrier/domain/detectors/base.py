@@ -7,6 +7,7 @@ lazily: a detector that only needs the subject never decodes the body.
 
 from __future__ import annotations
 
+import html
 import re
 import tomllib
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ class BounceMail:
         else:
             for part in self.notice_parts:
                 if part.content_type == "text/html":
-                    found = _TAG.sub(" ", part.text()).replace("&nbsp;", " ")
+                    found = html.unescape(_TAG.sub(" ", part.text()).replace("&nbsp;", " "))
                     break
             else:
                 if not self.msg.is_multipart:
