@@ -195,10 +195,24 @@ class SmtpSession:
         replies are read afterwards: one round trip per message instead of three.
         """
         self._log = list(self._opening)
+        mail_from = f"MAIL FROM:<{sender}>"
+        if not (sender.isascii() and recipient.isascii()):
+            # RFC 6531: a UTF-8 address may only be sent in an SMTPUTF8 transaction. Without
+            # the extension nothing is sent; the caller records our internal code 191 (a
+            # technical limit of that server, not a verdict on the address).
+            if "SMTPUTF8" not in self.extensions:
+                self._log.append(f"(not sent: the server does not offer SMTPUTF8, needed for "
+                                 f"<{sender}> -> <{recipient}>)")
+                return SendResult(None, self.local_ip, self.peer_ip, self.mx_host, self.tls_version,
+                                  self.tls_cipher, self.dialogue(), None, 191, SMTPStage.MAIL,
+                                  self.extensions)
+            mail_from += " SMTPUTF8"
+            if "8BITMIME" in self.extensions:
+                mail_from += " BODY=8BITMIME"
         if "PIPELINING" in self.extensions:
-            reply = await self._envelope_pipelined(sender, recipient)
+            reply = await self._envelope_pipelined(mail_from, recipient)
         else:
-            reply = await self._command(f"MAIL FROM:<{sender}>", SMTPStage.MAIL)
+            reply = await self._command(mail_from, SMTPStage.MAIL)
             if reply.code == 250:
                 reply = await self._command(f"RCPT TO:<{recipient}>", SMTPStage.RCPT)
             if reply.code in (250, 251):
@@ -216,9 +230,9 @@ class SmtpSession:
         return SendResult(reply, self.local_ip, self.peer_ip, self.mx_host, self.tls_version, self.tls_cipher,
                           self.dialogue(), queue, None, reply.stage, self.extensions)
 
-    async def _envelope_pipelined(self, sender: str, recipient: str) -> SMTPReply:
+    async def _envelope_pipelined(self, mail_from: str, recipient: str) -> SMTPReply:
         """MAIL, RCPT and DATA in one write; the first refusal is the answer (354 if all passed)."""
-        commands = ((f"MAIL FROM:<{sender}>", SMTPStage.MAIL), (f"RCPT TO:<{recipient}>", SMTPStage.RCPT),
+        commands = ((mail_from, SMTPStage.MAIL), (f"RCPT TO:<{recipient}>", SMTPStage.RCPT),
                     ("DATA", SMTPStage.DATA))
         for command, _stage in commands:
             self._log.append(f"C: {command}")

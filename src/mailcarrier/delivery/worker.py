@@ -464,6 +464,9 @@ class _Worker:
                                        "waiting for a source IP: " + "; ".join(pick.reasons))
             source_ip = pick.address
             limits = _provider_limits(limits, pick)
+        # Hosts that could not be reached before the one that answered: they belong in the
+        # evidence (an IT department asks why its first-choice MX got nothing).
+        skipped: list[str] = []
         try:
             for index, host in enumerate(hosts):
                 try:
@@ -474,11 +477,19 @@ class _Worker:
                 except TransportError as error:
                     if error.stage is not SMTPStage.CONNECT or index == len(hosts) - 1:
                         raise
-            assert result is not None and result.reply is not None
-            reply = result.reply
-            # A 250 to the final "." needs no rule matching: the classifier's answer is fixed.
-            delivered = reply.stage is SMTPStage.EOD and 200 <= reply.code < 300
-            classification = _DELIVERED if delivered else classify_reply(reply)
+                    skipped.append(f"(MX {host.host} port {host.port}, preference {host.preference}: "
+                                   f"{error.internal_code} {INTERNAL_CODES[error.internal_code].name}: "
+                                   f"{error}; tried the next MX)")
+            assert result is not None
+            if result.internal_code is not None:  # not sent for a reason of ours (e.g. 191)
+                classification = classify_internal(result.internal_code)
+                detail = f"{result.internal_code} {INTERNAL_CODES[result.internal_code].name}"
+            else:
+                assert result.reply is not None
+                reply = result.reply
+                # A 250 to the final "." needs no rule matching: the classifier's answer is fixed.
+                delivered = reply.stage is SMTPStage.EOD and 200 <= reply.code < 300
+                classification = _DELIVERED if delivered else classify_reply(reply)
         except TransportError as error:
             classification = classify_internal(error.internal_code)
             detail = f"{error.internal_code} {INTERNAL_CODES[error.internal_code].name}: {error}"
@@ -488,6 +499,8 @@ class _Worker:
             classification = classify_reply(error.reply)
             result = SendResult(error.reply, "", "", host.host, None, None, error.dialogue,
                                 stage=error.reply.stage)
+        if skipped:
+            result.dialogue = "\n".join([*skipped, result.dialogue] if result.dialogue else skipped)
         self.stats.attempts += 1
         if self.routing is not None and source_ip and result.reply is not None:
             await self.routing.observe(item.account_id, source_ip, item.domain, host.host, self.clock.now(),

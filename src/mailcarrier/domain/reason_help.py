@@ -75,7 +75,12 @@ def parse_help(text: str) -> ReasonHelp:
     return ReasonHelp(reasons, providers, _guidance(data.get("guidance", {})))
 
 
-GUIDANCE_OUTCOMES = ("delivered", "bounced", "deferred", "unknown", "not_sent")
+#: The last four are failures before any server answered, worded as such: "no_mail_host"
+#: (DNS: the domain accepts no mail or has no mail host), "dns_failed" (the look-up itself
+#: failed), "unreachable" (no connection could be opened) and "not_offered" (nothing was sent
+#: because the server lacks an extension the message needs, e.g. SMTPUTF8).
+GUIDANCE_OUTCOMES = ("delivered", "bounced", "deferred", "unknown", "not_sent",
+                     "no_mail_host", "dns_failed", "unreachable", "not_offered")
 
 
 def _guidance(raw: Any) -> dict[str, tuple[str, ...]]:

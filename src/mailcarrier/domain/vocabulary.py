@@ -264,6 +264,10 @@ INTERNAL_CODES: dict[int, InternalCode] = {
                      "TLS is required by policy but the server did not offer STARTTLS."),
         InternalCode(190, "protocol_error", Reason.NETWORKERROR, True, False,
                      "The server sent an answer that is not valid SMTP."),
+        InternalCode(191, "smtputf8_not_offered", Reason.SYSTEMERROR, False, False,
+                     "The recipient or sender address needs SMTPUTF8 (RFC 6531) and the receiving "
+                     "server does not offer it; nothing was sent. A limit of that server, not an "
+                     "invalid address."),
         InternalCode(199, "internal_error", Reason.SYSTEMERROR, True, False,
                      "An unexpected error on our side; the attempt is retried."),
     )

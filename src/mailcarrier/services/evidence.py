@@ -183,6 +183,24 @@ def _outcome(state: str, outcome_unknown: bool, tried: list[AttemptEvidence]) ->
     return "deferred"
 
 
+_NO_MAIL_HOST = (170, 172, 173)
+_DNS_FAILED = (171,)
+_UNREACHABLE = (160, 161, 162)
+_NOT_OFFERED = (191,)
+
+
+def _guidance_key(outcome: str, last: AttemptEvidence | None) -> str:
+    """The guidance to print: a failure before any server answered is not worded as a reply
+    ("your mail server refused" / "asked us to try again" would be untrue)."""
+    if last is None or last.reply_code is not None or last.internal_code is None:
+        return outcome
+    for codes, key in ((_NO_MAIL_HOST, "no_mail_host"), (_DNS_FAILED, "dns_failed"),
+                       (_UNREACHABLE, "unreachable"), (_NOT_OFFERED, "not_offered")):
+        if last.internal_code in codes:
+            return key
+    return outcome
+
+
 def _delivery(r: Any, tried: list[AttemptEvidence], later: list[LaterEvent]) -> DeliveryEvidence:
     last = tried[-1] if tried else None
     reply = " ".join(str(x) for x in (last.reply_code, last.reply_text) if x) if last else ""
@@ -202,7 +220,7 @@ def _delivery(r: Any, tried: list[AttemptEvidence], later: list[LaterEvent]) -> 
         r.message_id, r.return_path, r.email, r.state, bool(r.outcome_unknown),
         bool(r.suspected_filtering), provider.name if provider else None,
         provider.postmaster if provider else None, tried, later,
-        guidance(_outcome(r.state, bool(r.outcome_unknown), tried), facts))
+        guidance(_guidance_key(_outcome(r.state, bool(r.outcome_unknown), tried), last), facts))
 
 
 def to_json(report: EvidenceReport) -> dict[str, Any]:
