@@ -152,7 +152,7 @@ def test_dashboard_in_chromium_matches_api_and_links_bounce_to_evidence(live: Li
             assert shown["recipients"] == str(page_json["recipients"])
             assert shown["attempted"] == str(page_json["attempted"])
             assert page_json["hard_bounce_level"] in shown["hard_bounce_level"]
-            assert page.locator("svg[aria-label='Delivery funnel']").count() == 1
+            assert page.locator("svg[aria-label^='Delivery funnel']").count() == 1
 
             page.goto(f"{live.base}/dashboard/bounces?days=4&until={NOW.date()}")
             page.screenshot(path=str(live.shots / "bounce_report.png"), full_page=True)
@@ -161,7 +161,7 @@ def test_dashboard_in_chromium_matches_api_and_links_bounce_to_evidence(live: Li
                 assert page.inner_text(f"[data-category='{category}']") == str(count)
 
             page.goto(f"{live.base}/dashboard/mailings/{live.mailing_id}")
-            link = page.locator("a.evidence-link", has_text="unknown1@gmail.com")
+            link = page.locator("a.evidence-link[aria-label='Evidence for unknown1@gmail.com']")
             link.click()
             page.wait_for_url("**/dashboard/evidence?**")
             page.screenshot(path=str(live.shots / "evidence.png"), full_page=True)

@@ -13,19 +13,14 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL, Address
-from mailcarrier.services import account_views as views
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services import pools, reports
-from mailcarrier.services.contact_import import normalise_address
-from mailcarrier.storage import accounts as account_repo
-from mailcarrier.storage import contacts as contact_repo
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.services.test_sends import send_test
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/mailings", tags=["mailings"])
 MailingId = Annotated[int, Path(ge=1, le=MAX_ID)]
-TEST_AUDIENCE = "Test recipients"
 BUCKET_PATTERN = "^(" + "|".join(reports.BUCKETS) + ")$"
 
 
@@ -130,35 +125,15 @@ def test_send(mailing_id: MailingId, body: TestSend,
               ctx: AppContext = Depends(app_context)) -> Mailing:
     """Send the mailing's content as a separate *test* mailing to up to 20 addresses.
 
-    The addresses become contacts of the account's "Test recipients" audience, so the test
-    mailing has a response page and evidence like any other.
+    The addresses become the members of the account's "Test recipients" audience (existing
+    contacts are left as they are), so the test mailing has a response page and evidence like
+    any other, and goes only to the addresses named.
     """
-    source = mailing_service.get_mailing(ctx.engine, who.account_id, mailing_id)
     try:
-        addresses = sorted({normalise_address(a) for a in body.addresses})
+        summary = send_test(ctx.engine, who.account_id, mailing_id, body.addresses, ctx.clock())
     except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
-    now = ctx.clock()
-    with write_transaction(ctx.engine) as conn:
-        try:
-            audience = account_repo.audience_by_name(conn, who.account_id, TEST_AUDIENCE)
-        except LookupError:
-            audience = account_repo.create_audience(conn, who.account_id, TEST_AUDIENCE, now,
-                                                    "Addresses that received test sends")
-        rows = [{"email": a, "domain": a.rpartition("@")[2], "first_name": "", "last_name": "",
-                 "fields": {}, "consent_source": "test_send"} for a in addresses]
-        contact_repo.upsert_contacts(conn, who.account_id, audience.id, rows, now)
-    html, text = views.mailing_content(ctx.engine, who.account_id, mailing_id)
-    draft = mailing_service.MailingDraft(
-        account_id=who.account_id, from_address=source.from_address,
-        subject=f"[TEST] {source.subject}", html=html, text=text, name=f"Test of {source.name}",
-        kind="test", audience_id=audience.id,
-        segment=mailing_service.Segment(fields={}, statuses=()))
-    try:
-        test_id = mailing_service.create_mailing(ctx.engine, draft, now)
-    except ValueError as exc:
-        raise ProblemError(422, str(exc)) from exc
-    return _out(mailing_service.send_mailing(ctx.engine, who.account_id, test_id, now))
+    return _out(summary)
 
 
 @router.get("/{mailing_id}/recipients", response_model=Page[reports.RecipientRow])

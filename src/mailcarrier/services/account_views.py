@@ -8,12 +8,13 @@ next page exists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
@@ -26,6 +27,7 @@ from mailcarrier.storage.tables import (
     deliveries,
     mailings,
 )
+from mailcarrier.storage.tracking_tables import tracking_hits
 
 __all__ = [
     "ActivityView",
@@ -35,7 +37,10 @@ __all__ = [
     "ContactSegment",
     "ContactView",
     "DeliveryView",
+    "HitView",
     "contact_history",
+    "contact_hits",
+    "count_contacts",
     "export_rows",
     "get_audience",
     "get_contact",
@@ -98,6 +103,8 @@ class ContactSegment:
     bounced_until: datetime | None = None
     email_invalid: bool | None = None
     suspected_filtering: bool | None = None
+    #: Part of the address or of the name, any case (the dashboard's search box).
+    search: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,42 +197,71 @@ def get_audience(engine: Engine, account_id: int, audience_id: int) -> AudienceV
     return AudienceView(row.id, row.name, row.description, row.created_at, int(count))
 
 
+def _segment_conditions(engine: Engine, account_id: int,
+                        seg: ContactSegment) -> list[ColumnElement[bool]] | None:
+    """The WHERE terms of a segment; None when it can match nothing (a NUL in a text filter)."""
+    if "\x00" in (seg.email or "") + (seg.search or "") + (seg.bounce_reason or ""):
+        return None  # no stored value has one (and PostgreSQL text cannot)
+    c = contacts.c
+    where: list[ColumnElement[bool]] = [c.account_id == account_id]
+    if seg.status is not None:
+        if seg.status not in CONTACT_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
+        where.append(c.status == seg.status)
+    if seg.email is not None:
+        where.append(c.email == seg.email.strip().lower())
+    if seg.audience_id is not None:
+        get_audience(engine, account_id, seg.audience_id)
+        where.append(c.id.in_(select(audience_members.c.contact_id).where(
+            audience_members.c.audience_id == seg.audience_id)))
+    if seg.bounce_category is not None:
+        where.append(c.last_bounce_category == seg.bounce_category)
+    if seg.bounce_reason is not None:
+        where.append(c.last_bounce_reason == seg.bounce_reason.strip().lower())
+    if seg.bounced_since is not None:
+        where.append(c.last_bounce_at >= seg.bounced_since)
+    if seg.bounced_until is not None:
+        where.append(c.last_bounce_at < seg.bounced_until)
+    if seg.email_invalid is not None:
+        where.append(c.email_invalid.is_(seg.email_invalid))
+    if seg.suspected_filtering is not None:
+        where.append(c.suspected_filtering.is_(seg.suspected_filtering))
+    if seg.search and seg.search.strip():
+        # LIKE wildcards typed by the user are matched literally.
+        term = seg.search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{term}%"
+        where.append(c.email.like(pattern, escape="\\") | func.lower(c.first_name).like(pattern, escape="\\")
+                     | func.lower(c.last_name).like(pattern, escape="\\"))
+    return where
+
+
 def list_contacts(engine: Engine, account_id: int, *, after_id: int, limit: int,
                   status: str | None = None, audience_id: int | None = None,
                   email: str | None = None, segment: ContactSegment | None = None) -> list[ContactView]:
     """A page of the account's contacts matching ``segment`` (plus the older keyword filters)."""
     seg = segment or ContactSegment()
-    seg = ContactSegment(**{**{f: getattr(seg, f) for f in ContactSegment.__dataclass_fields__},
-                            **{k: v for k, v in (("status", status), ("audience_id", audience_id),
-                                                 ("email", email)) if v is not None}})
+    if status is not None:
+        seg = replace(seg, status=status)
+    if audience_id is not None:
+        seg = replace(seg, audience_id=audience_id)
+    if email is not None:
+        seg = replace(seg, email=email)
+    where = _segment_conditions(engine, account_id, seg)
+    if where is None:
+        return []
     c = contacts.c
-    query = select(contacts).where(c.account_id == account_id, c.id > after_id)
-    if seg.status is not None:
-        if seg.status not in CONTACT_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
-        query = query.where(c.status == seg.status)
-    if seg.email is not None:
-        if "\x00" in seg.email:
-            return []
-        query = query.where(c.email == seg.email.strip().lower())
-    if seg.audience_id is not None:
-        get_audience(engine, account_id, seg.audience_id)
-        query = query.where(c.id.in_(select(audience_members.c.contact_id).where(
-            audience_members.c.audience_id == seg.audience_id)))
-    if seg.bounce_category is not None:
-        query = query.where(c.last_bounce_category == seg.bounce_category)
-    if seg.bounce_reason is not None:
-        query = query.where(c.last_bounce_reason == seg.bounce_reason.strip().lower())
-    if seg.bounced_since is not None:
-        query = query.where(c.last_bounce_at >= seg.bounced_since)
-    if seg.bounced_until is not None:
-        query = query.where(c.last_bounce_at < seg.bounced_until)
-    if seg.email_invalid is not None:
-        query = query.where(c.email_invalid.is_(seg.email_invalid))
-    if seg.suspected_filtering is not None:
-        query = query.where(c.suspected_filtering.is_(seg.suspected_filtering))
+    query = select(contacts).where(*where, c.id > after_id)
     with engine.connect() as conn:
         return [_contact(r) for r in conn.execute(query.order_by(c.id).limit(limit + 1))]
+
+
+def count_contacts(engine: Engine, account_id: int, segment: ContactSegment) -> int:
+    """How many of the account's contacts the segment holds."""
+    where = _segment_conditions(engine, account_id, segment)
+    if where is None:
+        return 0
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(contacts).where(*where)).scalar_one())
 
 
 def iter_contacts(engine: Engine, account_id: int, segment: ContactSegment, *,
@@ -358,3 +394,39 @@ def mailing_content(engine: Engine, account_id: int, mailing_id: int) -> tuple[s
     if row is None:
         raise NotFoundError(f"no mailing {mailing_id} in this account")
     return row.html_body, row.text_body
+
+
+@dataclass(frozen=True, slots=True)
+class HitView:
+    """One open or click of a contact's message, with the verdict person or machine."""
+
+    id: int
+    kind: str
+    occurred_at: datetime
+    mailing_id: int | None
+    delivery_id: int | None
+    verdict: str | None
+    reasons: list[str]
+    user_agent: str
+    ip: str
+
+
+def contact_hits(engine: Engine, account_id: int, delivery_ids: Sequence[int], *,
+                 limit: int = 200) -> list[HitView]:
+    """Opens and clicks recorded for the given deliveries of the account, newest first.
+
+    Verdicts say who it was: ``human``, ``machine`` (a scanner), ``apple_mpp`` or
+    ``privacy_proxy``; unsettled hits have none yet. Hits with an invalid token are left out.
+    """
+    if not delivery_ids:
+        return []
+    h = tracking_hits.c
+    query = (select(h.id, h.kind, h.occurred_at, h.mailing_id, h.delivery_id, h.verdict, h.reasons,
+                    h.user_agent, h.ip)
+             .where(h.account_id == account_id, h.delivery_id.in_(list(delivery_ids)),
+                    h.token_valid == True)  # noqa: E712
+             .order_by(h.id.desc()).limit(limit))
+    with engine.connect() as conn:
+        return [HitView(r.id, r.kind, r.occurred_at, r.mailing_id, r.delivery_id, r.verdict,
+                        [str(x) for x in (r.reasons or [])], r.user_agent, r.ip)
+                for r in conn.execute(query)]

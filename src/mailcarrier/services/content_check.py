@@ -121,14 +121,20 @@ def _mailing(conn: Connection, account_id: int, mailing_id: int) -> Any:
 
 
 def render_sample(conn: Connection, account_id: int, mailing_id: int, now: datetime, *,
-                  public_url: str, bounce_domain: str) -> SampleMessage:
-    """Render the mailing for its first audience member (or a sample contact) without sending it.
+                  public_url: str, bounce_domain: str, contact_id: int | None = None) -> SampleMessage:
+    """Render the mailing for a contact without sending it: ``contact_id`` (one of the
+    account's contacts, for a preview), else the audience's first member, else a sample contact.
 
-    Raises ValueError when the templates do not render.
+    Raises ValueError when the templates do not render, NotFoundError for another account's contact.
     """
     row = _mailing(conn, account_id, mailing_id)
     member = None
-    if row.audience_id is not None:
+    if contact_id is not None:
+        member = conn.execute(select(contacts).where(contacts.c.account_id == account_id,
+                                                     contacts.c.id == contact_id)).first()
+        if member is None:
+            raise NotFoundError(f"no contact {contact_id} in this account")
+    elif row.audience_id is not None:
         member = conn.execute(select(contacts).join(audience_members,
                                                     audience_members.c.contact_id == contacts.c.id)
                               .where(audience_members.c.audience_id == row.audience_id)

@@ -40,6 +40,7 @@ __all__ = [
     "ResponsePage",
     "Thresholds",
     "bounce_report",
+    "domain_trend",
     "list_mailings",
     "mailing_recipients",
     "rate_level",
@@ -547,3 +548,27 @@ def _mailing_rates(conn: Connection, account_id: int, thresholds: Thresholds, si
         rate = bounced / attempted if attempted else 0.0
         out.append(MailingRate(r.id, r.name, attempted, bounced, rate, rate_level(rate, thresholds)))
     return out
+
+
+def domain_trend(engine: Engine, account_id: int, *, since: date, until: date,
+                 top: int = 5) -> dict[str, dict[date, int]]:
+    """Bounces per day of the ``top`` receiving domains with the most bounces in the period.
+
+    Read from the per-domain rollup (brought up to date by :func:`bounce_report`, which the
+    dashboard calls first); days without bounces are absent and read as zero.
+    """
+    if until < since:
+        raise ValueError("the report period ends before it starts")
+    r = domain_rollup.c
+    period = and_(r.account_id == account_id, r.day >= since, r.day <= until)
+    with engine.connect() as conn:
+        leaders = [dom for dom, _n in conn.execute(
+            select(r.domain, func.sum(r.bounces)).where(period).group_by(r.domain)
+            .order_by(func.sum(r.bounces).desc(), r.domain).limit(max(1, top)))]
+        trend: dict[str, dict[date, int]] = {dom: {} for dom in leaders}
+        if leaders:
+            for dom, day, n in conn.execute(
+                    select(r.domain, r.day, func.sum(r.bounces)).where(period, r.domain.in_(leaders))
+                    .group_by(r.domain, r.day)):
+                trend[dom][_as_date(day)] = int(n)
+    return trend

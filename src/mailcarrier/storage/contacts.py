@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.exc import DBAPIError
 
 from mailcarrier.domain.vocabulary import Category
-from mailcarrier.storage.tables import activities, contacts
+from mailcarrier.storage.tables import activities, audience_members, contacts
 
 __all__ = [
     "ActivityFilter",
@@ -26,6 +26,7 @@ __all__ = [
     "add_contact",
     "contact_id_by_email",
     "is_transient_conflict",
+    "replace_audience_members",
     "upsert_contacts",
 ]
 
@@ -90,6 +91,16 @@ def contact_id_by_email(conn: Connection, account_id: int, email: str) -> int | 
     query = select(contacts.c.id).where(contacts.c.account_id == account_id,
                                         contacts.c.email == email)
     return conn.execute(query).scalar_one_or_none()
+
+
+def replace_audience_members(conn: Connection, audience_id: int, contact_ids: Sequence[int],
+                             now: datetime) -> None:
+    """Make ``contact_ids`` the audience's only members (e.g. the addresses of one test send)."""
+    conn.execute(delete(audience_members).where(audience_members.c.audience_id == audience_id))
+    if contact_ids:
+        conn.execute(audience_members.insert(), [
+            {"audience_id": audience_id, "contact_id": cid, "added_at": now}
+            for cid in sorted(set(contact_ids))])
 
 
 def activity_history(conn: Connection, account_id: int, contact_id: int | None,

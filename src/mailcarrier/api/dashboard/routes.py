@@ -7,19 +7,20 @@ figure on a page comes from the same services as the REST API, so the two always
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mailcarrier.api import routes_pools
 from mailcarrier.api.auth import has_scope, key_uses
 from mailcarrier.api.context import AppContext, app_context
-from mailcarrier.api.dashboard import charts
-from mailcarrier.api.dashboard.security import csrf_field, require_csrf
-from mailcarrier.api.dashboard.session import COOKIE, Session, load_session, sign_session
+from mailcarrier.api.dashboard import audience_pages, charts, contact_pages, mailing_pages
+from mailcarrier.api.dashboard.security import require_csrf
+from mailcarrier.api.dashboard.session import COOKIE, Session, sign_session
+from mailcarrier.api.dashboard.web import csv_download, current_session, render, static_asset
 from mailcarrier.api.pagination import MAX_ID
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.routes_reports import FIRST_REPORT_DAY
@@ -34,33 +35,18 @@ __all__ = ["router"]
 
 #: Every unsafe-method route of this router checks the CSRF token (forms write ``{{ csrf_field() }}``).
 router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[Depends(require_csrf)])
-_env = Environment(loader=PackageLoader("mailcarrier.api.dashboard", "templates"),
-                   autoescape=select_autoescape(["html"]))
-_env.globals["csrf_field"] = csrf_field
 LISTS = (("in_progress", "In progress"), ("sent", "Sent"), ("automated", "Automated"), ("test", "Test"))
-BUCKET_LABELS = {"queued": "Queued", "in_progress": "In progress (deferred)", "delivered": "Delivered",
-                 "bounced_hard": "Hard bounced", "bounced_soft": "Soft bounced",
-                 "suppressed": "Suppressed", "failed": "Failed"}
-FUNNEL_COLOURS = {"delivered": "#188038", "bounced_hard": "#b3261e", "bounced_soft": "#f9ab00",
-                  "in_progress": "#1a73e8", "queued": "#9aa0a6", "suppressed": "#5f6368",
-                  "failed": "#3c4043"}
 
 
-def _render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    return HTMLResponse(_env.get_template(name).render(**values), status_code=status)
-
-
-def _session(request: Request, ctx: AppContext = Depends(app_context)) -> Session:
-    with ctx.engine.connect() as conn:
-        session = load_session(conn, ctx.settings.resolved_secret(), request.cookies.get(COOKIE), ctx.clock())
-    if session is None:  # an anonymous visitor is sent to the login form
-        raise HTTPException(status_code=303, headers={"Location": "/dashboard/login"})
-    return session
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    """The dashboard's stylesheet and script, from the package (nothing from a CDN)."""
+    return static_asset(name)
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form() -> HTMLResponse:
-    return _render("login.html", error=None)
+    return render("login.html", error=None)
 
 
 @router.post("/login")
@@ -73,7 +59,7 @@ def login(request: Request, key: Annotated[str, Form(max_length=300)],
     if found is not None:
         key_uses(request, ctx).note(found, now)
     if found is None or not has_scope(found.scopes, "reports:read"):
-        return _render("login.html", status=401,
+        return render("login.html", status=401,
                        error="That key is unknown, revoked, or lacks the reports:read scope.")
     response = RedirectResponse("/dashboard/", status_code=303)
     response.set_cookie(COOKIE, sign_session(ctx.settings.resolved_secret(), found.account_id, found.id, now),
@@ -90,68 +76,102 @@ def logout() -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
+def index(session: Session = Depends(current_session),
+          ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The mailing lists of seed 003."""
     lists = [(key, label, reports.list_mailings(ctx.engine, session.account_id, key, limit=20))
              for key, label in LISTS]
-    return _render("index.html", lists=lists)
+    return render("index.html", section="mailings", lists=lists)
 
 
-@router.get("/mailings/{mailing_id}", response_class=HTMLResponse)
-def mailing_page(mailing_id: int, session: Session = Depends(_session),
-                 ctx: AppContext = Depends(app_context)) -> HTMLResponse:
-    """The response page: funnel, bounces by category, engagement, recipients per bucket."""
-    if not 1 <= mailing_id <= MAX_ID:
-        raise NotFoundError(f"no mailing {mailing_id} in this account")
-    page = reports.response_page(ctx.engine, session.account_id, mailing_id,
-                                 reports.report_thresholds(ctx.settings))
-    bounced = [row for bucket in reports.BOUNCED
-               for row in reports.mailing_recipients(ctx.engine, session.account_id, mailing_id,
-                                                     bucket=bucket, limit=100)]
-    funnel = charts.bar_chart("Delivery funnel", [
-        (BUCKET_LABELS[b], n, FUNNEL_COLOURS[b]) for b, n in page.buckets.items()])
-    e = page.engagement
-    engagement = charts.bar_chart("Engagement: people and machines", [
-        ("Opens (people)", e.opens_human, "#188038"), ("Opens (machines)", e.opens_machine, "#9aa0a6"),
-        ("Clicks (people)", e.clicks_human, "#1a73e8"), ("Clicks (machines)", e.clicks_machine, "#9aa0a6"),
-        ("Unsubscribes", e.unsubscribes, "#e8710a"), ("Complaints", e.complaints, "#b3261e")])
-    categories = charts.bar_chart("Bounces by category", [
-        (f"Category {c}", n, charts.CATEGORY_COLOURS.get(c, "#80868b"))
-        for c, n in page.bounced_by_category.items()])
-    return _render("mailing.html", page=page, labels=BUCKET_LABELS, funnel=funnel,
-                   engagement=engagement, categories=categories,
-                   bounces=bounced)
+@router.get("/mailings.csv")
+def mailings_export(which: Annotated[str, Query(pattern="^(test|in_progress|automated|sent)$")] = "sent",
+                    session: Session = Depends(current_session),
+          ctx: AppContext = Depends(app_context)) -> Response:
+    """One of the mailing lists as CSV, every mailing in it."""
+    def rows() -> Iterator[list[object]]:
+        before: int | None = None
+        while True:
+            page = reports.list_mailings(ctx.engine, session.account_id, which, before_id=before, limit=500)
+            for m in page:
+                yield [m.id, m.name, m.kind, m.state, m.subject, m.created_at, m.recipients, m.delivered,
+                       m.bounced, m.in_progress]
+            if len(page) < 500:
+                return
+            before = page[-1].id
+
+    header = ("id", "name", "kind", "state", "subject", "created_at", "recipients", "delivered", "bounced",
+              "in_progress")
+    return csv_download(f"mailings-{which}.csv", header, rows())
+
+
+def _period(days: int, until: date | None, ctx: AppContext) -> tuple[date, date]:
+    last = until or ctx.clock().date()
+    if last < FIRST_REPORT_DAY:
+        raise ProblemError(422, f"dates before {FIRST_REPORT_DAY.isoformat()} are not reported")
+    return last - timedelta(days=days - 1), last
 
 
 @router.get("/bounces", response_class=HTMLResponse)
 def bounce_page(days: Annotated[int, Query(ge=1, le=3660)] = 30,
                 until: Annotated[date | None, Query()] = None,
-                session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
-    """The bounce report ("Bounce House")."""
-    last = until or ctx.clock().date()
-    if last < FIRST_REPORT_DAY:
-        raise ProblemError(422, f"dates before {FIRST_REPORT_DAY.isoformat()} are not reported")
-    report = reports.bounce_report(ctx.engine, session.account_id, since=last - timedelta(days=days - 1),
+                session: Session = Depends(current_session),
+          ctx: AppContext = Depends(app_context)) -> HTMLResponse:
+    """The bounce report ("Bounce House"): per day over the whole period, per category, reason,
+    domain (with each top domain's trend) and provider, and hard-bounce rates per mailing."""
+    since, last = _period(days, until, ctx)
+    report = reports.bounce_report(ctx.engine, session.account_id, since=since,
                                    until=last, thresholds=reports.report_thresholds(ctx.settings))
-    chart = charts.stacked_by_day("Bounces per day by category", report.by_day)
-    return _render("bounces.html", report=report, chart=chart, days=days)
+    trend = reports.domain_trend(ctx.engine, session.account_id, since=since, until=last)
+    chart = charts.stacked_by_day("Bounces per day by category", report.by_day, since, last)
+    trend_chart = charts.line_chart("Bounces per day at the top receiving domains", trend, since, last)
+    categories = charts.bar_chart("Bounces by category", [
+        (charts.category_label(c), n, charts.CATEGORY_COLOURS.get(c, "#5f6368"))
+        for c, n in report.by_category.items()], axis_label="bounces")
+    query = f"days={days}" + (f"&until={until.isoformat()}" if until else "")
+    return render("bounces.html", section="bounces", report=report, chart=chart, trend_chart=trend_chart,
+                   categories=categories, days=days, query=query)
+
+
+@router.get("/bounces.csv")
+def bounce_export(days: Annotated[int, Query(ge=1, le=3660)] = 30,
+                  until: Annotated[date | None, Query()] = None,
+                  by: Annotated[str, Query(pattern="^(day|domain|reason)$")] = "day",
+                  session: Session = Depends(current_session),
+          ctx: AppContext = Depends(app_context)) -> Response:
+    """The bounce report's tables as CSV: per day, category and reason; per domain; per reason."""
+    since, last = _period(days, until, ctx)
+    report = reports.bounce_report(ctx.engine, session.account_id, since=since, until=last,
+                                   thresholds=reports.report_thresholds(ctx.settings), top=1000)
+    name = f"bounces-by-{by}-{since.isoformat()}-{last.isoformat()}.csv"
+    if by == "domain":
+        return csv_download(name, ("domain", "bounces", "hard", "suspected_filtering"),
+                            ([d.domain, d.bounced, d.hard, d.suspected_filtering] for d in report.by_domain))
+    if by == "reason":
+        return csv_download(name, ("reason", "category", "category_name", "bounces", "share", "meaning"),
+                            ([r.reason, r.category, charts.category_label(r.category), r.count,
+                              charts.percent(r.count, report.total), r.explanation]
+                             for r in report.by_reason))
+    return csv_download(name, ("day", "category", "category_name", "reason", "bounces"),
+                        ([p["day"], p["category"], charts.category_label(int(p["category"])), p["reason"],
+                          p["count"]] for p in report.by_day_reason))
 
 
 @router.get("/evidence", response_class=HTMLResponse)
 def evidence_page(email: Annotated[str, Query(min_length=1, max_length=320, pattern=NO_NUL)],
                   mailing_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-                  session: Session = Depends(_session),
+                  session: Session = Depends(current_session),
                   ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """Delivery evidence for a recipient, with text and PDF downloads."""
     report = evidence.collect_evidence(ctx.engine, session.account_id, email, ctx.clock(),
                                        mailing_id=mailing_id)
-    return _render("evidence.html", report=report, mailing_id=mailing_id)
+    return render("evidence.html", section="", report=report, mailing_id=mailing_id)
 
 
 @router.get("/evidence.{fmt}")
 def evidence_download(fmt: str, email: Annotated[str, Query(min_length=1, max_length=320, pattern=NO_NUL)],
                       mailing_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-                      session: Session = Depends(_session),
+                      session: Session = Depends(current_session),
                       ctx: AppContext = Depends(app_context)) -> Response:
     if fmt not in ("txt", "pdf"):
         raise NotFoundError("evidence downloads are .txt or .pdf")
@@ -165,7 +185,8 @@ def evidence_download(fmt: str, email: Annotated[str, Query(min_length=1, max_le
 
 
 @router.get("/pool", response_class=HTMLResponse)
-def pool_page(session: Session = Depends(_session), ctx: AppContext = Depends(app_context)) -> HTMLResponse:
+def pool_page(session: Session = Depends(current_session),
+          ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The account's pool, IP warm-up, eligibility, throttling actions and reputation events
     (the same service calls and shapes as ``/api/v1/pools``)."""
     now = ctx.clock()
@@ -177,8 +198,8 @@ def pool_page(session: Session = Depends(_session), ctx: AppContext = Depends(ap
                     for e in pools.account_throttle_log(conn, session.account_id, now, limit=50)]
         events = [routes_pools.event_out(e)
                   for e in pools.account_events(conn, session.account_id, limit=100)]
-    return _render("pool.html", pool=view, verdict=verdict, applications=applications, throttle=throttle,
-                   events=events)
+    return render("pool.html", section="pool", pool=view, verdict=verdict, applications=applications,
+                  throttle=throttle, events=events)
 
 
 DOMAIN_PATTERN = r"^[A-Za-z0-9.-]+$"
@@ -186,7 +207,7 @@ DOMAIN_PATTERN = r"^[A-Za-z0-9.-]+$"
 
 @router.get("/pool/domain", response_class=HTMLResponse)
 def domain_check_page(domain: Annotated[str, Query(min_length=1, max_length=253, pattern=DOMAIN_PATTERN)],
-                      session: Session = Depends(_session),
+                      session: Session = Depends(current_session),
                       ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """``mailcarrier domains check`` for the account's pool IPs: what sending from DOMAIN needs."""
     settings = ctx.settings
@@ -198,6 +219,11 @@ def domain_check_page(domain: Annotated[str, Query(min_length=1, max_length=253,
         listings = pools.open_dnsbl_listings(conn, request.sending_ips)
     checks = [*DnsHygiene(resolver_for(settings.hygiene_nameserver), lifetime=5.0).check_domain(request),
               *listings]
-    return _render("domain_check.html", domain=request.domain, ips=request.sending_ips, checks=checks,
-                   failed=bool(failures(checks)))
+    return render("domain_check.html", section="pool", domain=request.domain, ips=request.sending_ips,
+                  checks=checks, failed=bool(failures(checks)))
 
+
+
+router.include_router(contact_pages.router)
+router.include_router(audience_pages.router)
+router.include_router(mailing_pages.router)

@@ -27,6 +27,10 @@ class Session:
     account_id: int
     key_id: int
     expires: int
+    #: The key's scopes, read on every request: pages that change data check them.
+    scopes: frozenset[str] = frozenset()
+    #: The key's name, shown as who did an audited action (e.g. a reactivation).
+    key_name: str = ""
 
 
 def _mac(secret: bytes, payload: str) -> str:
@@ -52,8 +56,8 @@ def load_session(conn: Connection, secret: bytes, cookie: str | None, now: datet
     account_id, key_id, expires = (int(p) for p in parts)
     if expires < now.timestamp():
         return None
-    row = conn.execute(select(api_keys.c.revoked_at).where(
+    row = conn.execute(select(api_keys.c.revoked_at, api_keys.c.scopes, api_keys.c.name).where(
         api_keys.c.id == key_id, api_keys.c.account_id == account_id)).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
-    return Session(account_id, key_id, expires)
+    return Session(account_id, key_id, expires, frozenset(str(s) for s in (row.scopes or ())), row.name)
