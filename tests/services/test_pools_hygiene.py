@@ -77,8 +77,9 @@ def test_scheduled_dnsbl_check_records_listings_not_query_errors(
     with engine.begin() as conn:
         svc.add_ip(conn, "house", "127.0.0.3", T0, schedule=STANDARD)
         svc.add_ip(conn, "house", "127.0.0.4", T0, schedule=STANDARD)
-        results = {r.ip_address: r for r in svc.dnsbl_check(conn, hygiene, ["bl.test"], T0)}
-        again = svc.dnsbl_check(conn, hygiene, ["bl.test"], T0 + timedelta(hours=6))
+    results = {r.ip_address: r for r in svc.dnsbl_check(engine, hygiene, ["bl.test"], T0)}
+    again = svc.dnsbl_check(engine, hygiene, ["bl.test"], T0 + timedelta(hours=6))
+    with engine.connect() as conn:
         statuses = conn.execute(select(dnsbl_lookups.c.status).order_by(dnsbl_lookups.c.id)).scalars().all()
         listed = svc.reputation_history(conn, ip_address="127.0.0.2")
         errors = svc.reputation_history(conn, ip_address="127.0.0.3")
@@ -96,7 +97,6 @@ def test_assert_domain_sendable_uses_the_pool_of_the_account(
     engine, acme = db
     hygiene = DnsHygiene(resolver, lifetime=2.0)
     args = {"dkim_selector": "s1", "bounce_domain": "bounces.good.test", "inbound_host": "mx.mailcarrier.test"}
-    with engine.begin() as conn:
-        svc.assert_domain_sendable(conn, hygiene, acme, "good.test", **args)
-        with pytest.raises(DomainNotSendableError, match=r"SPF bad\.test for 127\.0\.0\.2"):
-            svc.assert_domain_sendable(conn, hygiene, acme, "bad.test", **args)
+    svc.assert_domain_sendable(engine, hygiene, acme, "good.test", **args)
+    with pytest.raises(DomainNotSendableError, match=r"SPF bad\.test for 127\.0\.0\.2"):
+        svc.assert_domain_sendable(engine, hygiene, acme, "bad.test", **args)

@@ -301,7 +301,7 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
     try:
         while True:
             try:
-                results = _run(database_url, lambda conn, _: svc.dnsbl_check(conn, hygiene, zone, _now()))
+                results = _dnsbl_round(database_url, hygiene, zone)
                 _print_dnsbl(results)
             except (typer.Exit, SQLAlchemyError) as exc:
                 if every <= 0:
@@ -315,6 +315,18 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
         return
     if any(r.check.status.value == "fail" for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _dnsbl_round(database_url: str | None, hygiene: DnsHygiene, zones: list[str]) -> list[svc.DnsblResult]:
+    """One round of look-ups (no transaction is open during the DNS queries)."""
+    engine = make_engine(_settings(database_url))
+    try:
+        return svc.dnsbl_check(engine, hygiene, zones, _now())
+    except (MailcarrierError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(ExitCode.FAILED) from exc
+    finally:
+        engine.dispose()
 
 
 def _print_dnsbl(results: list[svc.DnsblResult]) -> None:

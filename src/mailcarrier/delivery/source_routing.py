@@ -30,7 +30,7 @@ from mailcarrier.domain.throttle_rules import ThrottleRules, load_throttle_rules
 from mailcarrier.domain.warmup import WarmupLimits
 from mailcarrier.services import pools
 from mailcarrier.services.policies import warmup_limits
-from mailcarrier.storage.outbox import write_transaction
+from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.pool_tables import sending_ips
 
 __all__ = ["PoolRouting", "SourceRouting", "routing_for"]
@@ -96,12 +96,14 @@ class PoolRouting:
 
     def _choose(self, account_id: int, destination: str, now: datetime,
                 stale: _Credit | None) -> pools.SourcePick:
-        with write_transaction(self.engine) as conn:
+        def unit(conn: Connection) -> pools.SourcePick:
             if stale is not None:
                 self._release(conn, stale)
             return pools.choose_source_ip(conn, account_id, destination, now,
                                           warmup_limits=self.warmup_limits, rules=self.rules,
                                           overflow_pool=self.overflow_pool, batch=self.batch)
+
+        return run_write(self.engine, unit, what="choosing a source IP")
 
     async def choose(self, account_id: int, domain: str, mx_host: str, now: datetime) -> pools.SourcePick:
         destination = self._destination(domain, mx_host)
@@ -125,7 +127,7 @@ class PoolRouting:
                  reply: SMTPReply, dropped: list[_Credit]) -> None:
         text = f"{reply.code} {reply.enhanced or ''} {reply.text}".replace("  ", " ")
         delivered = reply.is_positive
-        with write_transaction(self.engine) as conn:
+        def unit(conn: Connection) -> None:
             for credit in dropped:
                 self._release(conn, credit)
             try:
@@ -140,6 +142,8 @@ class PoolRouting:
                 pools.record_reputation_signal(conn, text, address, account_id, now)
             if reply.code >= 500:
                 pools.record_ip_outcome(conn, address, now.date(), bounced=1)
+
+        run_write(self.engine, unit, what="recording a reply for throttling")
 
     async def observe(self, account_id: int, address: str, domain: str, mx_host: str, now: datetime,
                       reply: SMTPReply) -> None:
@@ -160,9 +164,11 @@ class PoolRouting:
         await asyncio.to_thread(self._observe, account_id, address, destination, now, reply, dropped)
 
     def _flush(self, credits: list[_Credit]) -> None:
-        with write_transaction(self.engine) as conn:
+        def unit(conn: Connection) -> None:
             for credit in credits:
                 self._release(conn, credit)
+
+        run_write(self.engine, unit, what="giving back source-IP reservations")
 
     async def flush(self) -> None:
         """Give back every reservation not handed out."""

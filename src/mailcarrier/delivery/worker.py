@@ -458,7 +458,12 @@ class _Worker:
         host = hosts[0]
         source_ip = self.settings.source_ip
         if self.routing is not None:  # the account's pool picks the source IP (issue 8)
-            pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
+            try:
+                pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
+            except OperationalError as error:  # the store stayed busy: this one waits, the worker goes on
+                _LOG.warning("choosing a source IP failed, delivery %d waits: %s", item.id, error)
+                return self._postponed(item, renderer, started + timedelta(minutes=1),
+                                       "waiting for a source IP: the database was busy")
             if pick.address is None:
                 return self._postponed(item, renderer, self.routing.retry_at(started),
                                        "waiting for a source IP: " + "; ".join(pick.reasons))
@@ -503,8 +508,11 @@ class _Worker:
             result.dialogue = "\n".join([*skipped, result.dialogue] if result.dialogue else skipped)
         self.stats.attempts += 1
         if self.routing is not None and source_ip and result.reply is not None:
-            await self.routing.observe(item.account_id, source_ip, item.domain, host.host, self.clock.now(),
-                                       result.reply)
+            try:
+                await self.routing.observe(item.account_id, source_ip, item.domain, host.host,
+                                           self.clock.now(), result.reply)
+            except OperationalError as error:  # throttling evidence lost, never the attempt itself
+                _LOG.warning("recording the reply for throttling failed: %s", error)
         return self._decide(item, classification, result, started, renderer, detail=detail,
                             message_id=message.message_id, return_path=message.envelope_from)
 
@@ -708,7 +716,10 @@ async def run_worker(
         beat_stop.set()
         await beat
         await worker.pool.close()
-        await asyncio.to_thread(outbox.leave, engine, worker.worker_id)
+        try:
+            await asyncio.to_thread(outbox.leave, engine, worker.worker_id)
+        except OperationalError as error:  # its heartbeat row simply ages out
+            _LOG.warning("could not unregister the worker: %s", error)
         if source_routing is not None:  # give back source-IP reservations not used
             await source_routing.flush()
     await _apply_last_events(worker)

@@ -22,11 +22,11 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Engine, select, update
 
 from mailcarrier.config import Settings
-from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
+from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy, Transition
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, decode_token, encode_token
 from mailcarrier.domain.vocabulary import ContactStatus
-from mailcarrier.services.contacts import ContactEventRecord, apply_event
+from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.tracking import TrackingKeys
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
@@ -315,22 +315,33 @@ def opt_out_by_token(engine: Engine, policy: StatusPolicy, keys: TrackingKeys, t
     token = _unsubscribe_token(keys, text, now)
     if token is None:
         return None
-    with engine.connect() as conn:
+    found: list[OptOutOutcome | None] = [None]
+
+    def plan(conn: Connection) -> list[ContactEventRecord]:
+        # Read in the transaction that writes: two clicks at once opt out (and record) once.
         row = _contact_of(conn, token)
-    if row is None:
-        return None
-    if row.status == ContactStatus.OPTED_OUT.value:
-        return OptOutOutcome.ALREADY_OPTED_OUT
-    record = ContactEventRecord(
-        account_id=token.account_id, contact_id=int(row.id),
-        event=ContactEvent(EventKind.UNSUBSCRIBE, now), mailing_id=token.mailing_id,
-        delivery_id=token.delivery_id, cause=f"unsubscribed ({via})",
-        details={"via": via, "ip": ip, "user_agent": (user_agent or "")[:256]})
+        if row is None:
+            found[0] = None
+            return []
+        if row.status == ContactStatus.OPTED_OUT.value:
+            found[0] = OptOutOutcome.ALREADY_OPTED_OUT
+            return []
+        found[0] = OptOutOutcome.OPTED_OUT
+        return [ContactEventRecord(
+            account_id=token.account_id, contact_id=int(row.id),
+            event=ContactEvent(EventKind.UNSUBSCRIBE, now), mailing_id=token.mailing_id,
+            delivery_id=token.delivery_id, cause=f"unsubscribed ({via})",
+            details={"via": via, "ip": ip, "user_agent": (user_agent or "")[:256]})]
+
+    def finish(conn: Connection, transitions: list[Transition]) -> None:
+        # The consent record commits with the status change, or neither does.
+        if found[0] is OptOutOutcome.OPTED_OUT and transitions:
+            row = _contact_of(conn, token)
+            _record(conn, token.account_id, int(row.id), None, "opted_out", now, ip, user_agent, via,
+                    {"mailing_id": token.mailing_id, "delivery_id": token.delivery_id})
+
     try:
-        apply_event(engine, policy, record, now)
+        apply_events(engine, policy, plan, now, finish=finish)
     except NotFoundError:
         return None
-    with write_transaction(engine) as conn:
-        _record(conn, token.account_id, int(row.id), None, "opted_out", now, ip, user_agent, via,
-                {"mailing_id": token.mailing_id, "delivery_id": token.delivery_id})
-    return OptOutOutcome.OPTED_OUT
+    return found[0]

@@ -291,10 +291,13 @@ def _enqueue_range(engine: Engine, row: Any, conditions: list[ColumnElement[bool
 
 def _set_state(engine: Engine, account_id: int, mailing_id: int, allowed: Sequence[str], state: str,
                now: datetime) -> MailingSummary:
-    row = _row(engine, account_id, mailing_id)
-    if row.state not in allowed:
-        raise ConflictError(f"mailing {mailing_id} is {row.state}; cannot become {state}")
-    with write_transaction(engine) as conn:
+    with write_transaction(engine) as conn:  # read and change under one lock: no lost transition
+        row = conn.execute(select(mailings.c.state).where(
+            mailings.c.id == mailing_id, mailings.c.account_id == account_id).with_for_update()).one_or_none()
+        if row is None:
+            raise NotFoundError(f"mailing {mailing_id} not found in account {account_id}")
+        if row.state not in allowed:
+            raise ConflictError(f"mailing {mailing_id} is {row.state}; cannot become {state}")
         values: dict[str, Any] = {"state": state}
         if state == "cancelled":
             values["finished_at"] = now

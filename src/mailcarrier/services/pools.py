@@ -899,14 +899,17 @@ def domain_check_request(conn: Connection, account_id: int, domain: str, *, dkim
                               inbound_host=inbound_host, dnsbl_zones=tuple(dnsbl_zones))
 
 
-def dnsbl_check(conn: Connection, hygiene: DnsHygiene, zones: Sequence[str],
+def dnsbl_check(engine: Engine, hygiene: DnsHygiene, zones: Sequence[str],
                 now: datetime) -> list[DnsblResult]:
     """Look every enabled sending IP up in every zone and record the answers (the scheduled job).
 
     127.255.255.x answers and DNS failures are stored as query errors, never as listings.
+    The look-ups run with no transaction open (a slow resolver must not hold SQLite's write
+    lock): the IPs are read first, the answers recorded afterwards in one write unit.
     """
-    addresses = conn.execute(select(sending_ips.c.address).where(sending_ips.c.enabled.is_(True))
-                             .order_by(sending_ips.c.address)).scalars().all()
+    with engine.connect() as conn:
+        addresses = conn.execute(select(sending_ips.c.address).where(sending_ips.c.enabled.is_(True))
+                                 .order_by(sending_ips.c.address)).scalars().all()
     results = []
     for address in addresses:
         for zone in zones:
@@ -916,20 +919,23 @@ def dnsbl_check(conn: Connection, hygiene: DnsHygiene, zones: Sequence[str],
                 check = Check(f"DNSBL {zone} for {address}", CheckStatus.ERROR, f"DNS query failed: {exc}",
                               "check the resolver and retry")
             results.append((address, zone, check))
-    return record_dnsbl_results(conn, results, now)
+    return run_write(engine, lambda conn: record_dnsbl_results(conn, results, now),
+                     what="recording DNSBL look-ups")
 
 
-def assert_domain_sendable(conn: Connection, hygiene: DnsHygiene, account_id: int, domain: str, *,
+def assert_domain_sendable(engine: Engine, hygiene: DnsHygiene, account_id: int, domain: str, *,
                            dkim_selector: str, bounce_domain: str, inbound_host: str,
                            dnsbl_zones: Sequence[str] = ()) -> None:
     """Refuse marketing mail from ``domain`` unless every hygiene check passes for the account's IPs.
 
     Raises :class:`~mailcarrier.services.hygiene.DomainNotSendableError` whose message
     lists each failed check and what to fix. Call it before enqueuing a regular mailing.
+    The DNS checks run after the read transaction closed.
     """
-    request = domain_check_request(conn, account_id, domain, dkim_selector=dkim_selector,
-                                   bounce_domain=bounce_domain, inbound_host=inbound_host,
-                                   dnsbl_zones=dnsbl_zones)
+    with engine.connect() as conn:
+        request = domain_check_request(conn, account_id, domain, dkim_selector=dkim_selector,
+                                       bounce_domain=bounce_domain, inbound_host=inbound_host,
+                                       dnsbl_zones=dnsbl_zones)
     assert_sendable(request.domain, hygiene.check_domain(request))
 
 

@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.vocabulary import DeliveryState
-from mailcarrier.storage.engine import is_sqlite, write_transaction
+from mailcarrier.storage.engine import is_sqlite, run_write, write_transaction
 from mailcarrier.storage.tables import (
     attempts,
     contacts,
@@ -225,8 +225,8 @@ def beat(engine: Engine, worker_id: str, now: datetime, *, lease_until: datetime
 
 def leave(engine: Engine, worker_id: str) -> None:
     """The worker stops: it no longer takes a share of the connection limits."""
-    with write_transaction(engine) as conn:
-        conn.execute(delete(delivery_workers).where(delivery_workers.c.worker_id == worker_id))
+    run_write(engine, lambda conn: conn.execute(
+        delete(delivery_workers).where(delivery_workers.c.worker_id == worker_id)), what="leaving")
 
 
 def renew_leases(engine: Engine, worker_id: str, until: datetime) -> int:
