@@ -456,19 +456,10 @@ class _Worker:
         classification: Classification
         detail: str | None = None
         host = hosts[0]
-        source_ip = self.settings.source_ip
-        if self.routing is not None:  # the account's pool picks the source IP (issue 8)
-            try:
-                pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
-            except OperationalError as error:  # the store stayed busy: this one waits, the worker goes on
-                _LOG.warning("choosing a source IP failed, delivery %d waits: %s", item.id, error)
-                return self._postponed(item, renderer, started + timedelta(minutes=1),
-                                       "waiting for a source IP: the database was busy")
-            if pick.address is None:
-                return self._postponed(item, renderer, self.routing.retry_at(started),
-                                       "waiting for a source IP: " + "; ".join(pick.reasons))
-            source_ip = pick.address
-            limits = _provider_limits(limits, pick)
+        source = await self._source(item, renderer, host, started, limits)
+        if isinstance(source, _Outcome):
+            return source
+        source_ip, limits = source
         # Hosts that could not be reached before the one that answered: they belong in the
         # evidence (an IT department asks why its first-choice MX got nothing).
         skipped: list[str] = []
@@ -515,6 +506,23 @@ class _Worker:
                 _LOG.warning("recording the reply for throttling failed: %s", error)
         return self._decide(item, classification, result, started, renderer, detail=detail,
                             message_id=message.message_id, return_path=message.envelope_from)
+
+    async def _source(self, item: outbox.ClaimedDelivery, renderer: MailingRenderer, host: MailHost,
+                      started: datetime, limits: ConnectionLimits
+                      ) -> tuple[str, ConnectionLimits] | _Outcome:
+        """The source IP and limits for this attempt, or the outcome of waiting for one."""
+        if self.routing is None:
+            return self.settings.source_ip, limits
+        try:  # the account's pool picks the source IP (issue 8)
+            pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
+        except OperationalError as error:  # the store stayed busy: this one waits, the worker goes on
+            _LOG.warning("choosing a source IP failed, delivery %d waits: %s", item.id, error)
+            return self._postponed(item, renderer, started + timedelta(minutes=1),
+                                   "waiting for a source IP: the database was busy")
+        if pick.address is None:
+            return self._postponed(item, renderer, self.routing.retry_at(started),
+                                   "waiting for a source IP: " + "; ".join(pick.reasons))
+        return pick.address, _provider_limits(limits, pick)
 
     def _postponed(self, item: outbox.ClaimedDelivery, renderer: MailingRenderer, until: datetime,
                    why: str) -> _Outcome:
