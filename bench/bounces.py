@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from flufl.bounce import all_failures
-from mailcarrier.domain.bounce_reason import clear_cache
 
 from mailcarrier.domain.bounce import parse_bounce
 from mailcarrier.domain.errors import ParseError
+from mailcarrier.domain.reason import clear_cache
 
 # CPU seconds of this process: the machine is shared (2 cores, other jobs running), and
 # "per second on one core" is what the target asks. Ours and the peer are timed alike.

@@ -69,12 +69,11 @@ _FAILURE_STATEMENT = re.compile(
     r"non (?:è|e') stato possibile (?:consegnare|recapitare)|impossibile recapitare|"
     r"n(?:ã|a)o (?:p(?:ô|o)de|foi poss(?:í|i)vel) (?:ser )?entreg|"
     r"не может быть доставлено|не (?:было )?доставлено|"
-    r"无法(?:发送|送达|投递)|退信|(?:配信|送信|配送)(?:でき|出来)ませんでした", re.I)
+    r"无法(?:发送|送达|投递)|退信|(?:配信|送信|配送)(?:でき|出来)ませんでした")  # for lowercased text
 # "... not accepting mail from <list@example.org>", "message from x@y": the sender of the
 # returned message, never a failed recipient ("expanded from" names the recipient's alias).
 _SENDER_MENTION = re.compile(
-    r"(?<!expanded )(?<!generated )(?:mail|messages?|e-?mail|sent) from:?[ \t]*<?(" + ADDRESS.pattern + ")",
-    re.I)
+    r"(?<!expanded )(?<!generated )(?:mail|messages?|e-?mail|sent) from:?[ \t]*<?(" + ADDRESS.pattern + ")")
 # The FOR clause of a Received line (RFC 5321 4.4) in the returned message: the envelope
 # recipient that copy of the message was delivered to.
 _RECEIVED_FOR = re.compile(r"\bfor[ \t\n>]+<(" + ADDRESS.pattern + r")>", re.I)
@@ -110,12 +109,13 @@ def _local_recipients(body: str, reporting_domain: str) -> list[str]:
     """
     if not reporting_domain:
         return []
-    for m in _FAILURE_STATEMENT.finditer(body[:_BODY_SCAN]):
-        colon = body.find(":", m.end(), m.end() + 300)
-        if colon < 0 or body[colon + 1: colon + 2] not in ("\n", ""):
+    lowered = body[:_BODY_SCAN].lower()  # names are case-insensitive in practice
+    for m in _FAILURE_STATEMENT.finditer(lowered):
+        colon = lowered.find(":", m.end(), m.end() + 300)
+        if colon < 0 or lowered[colon + 1: colon + 2] not in ("\n", ""):
             continue
         names: list[str] = []
-        for line in body[colon + 1:].split("\n")[1:8]:
+        for line in lowered[colon + 1:].split("\n")[1:8]:
             if not line.strip():
                 if names:
                     break
@@ -240,7 +240,7 @@ class ProseDetector:
             return True
         head = mail.body[:4000]
         return (bool(mail.header("X-Failed-Recipients")) or bool(wording().markers.search(head))
-                or bool(_FAILURE_STATEMENT.search(head)))
+                or bool(_FAILURE_STATEMENT.search(head.lower())))
 
     def detect(self, mail: BounceMail) -> tuple[Found, ...] | None:
         if not self.accepts(mail):
@@ -263,7 +263,7 @@ class ProseDetector:
         failed = addresses(mail.header("X-Failed-Recipients"))
         recipients = failed or list(by_address) or rcpt_lines
         if not recipients:
-            senders = {mailbox(m.group(1)) for m in _SENDER_MENTION.finditer(body)}
+            senders = {mailbox(m.group(1)) for m in _SENDER_MENTION.finditer(body.lower())}
             anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a) and a not in senders]
             quoted = set(addresses(" ".join(_summary_lines(body))))
             recipients = [a for a in anywhere if a not in quoted] or anywhere
