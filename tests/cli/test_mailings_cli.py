@@ -69,6 +69,7 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         worked = run(app, ["worker", "--once", "--simulate-time", *url])
         assert worked.exit_code == 0, worked.output
         assert "2 delivered" in worked.output
+        assert "done 2, waiting 0" in worked.output  # the progress line (on stderr)
         assert sorted(r.recipient for r in sandbox.received) == ["ann@example.com", "cat@example.org"]
     # Tracking is on by default: the link goes through /c/, the open pixel is added, and the
     # unsubscribe header stays a direct /u/ link.

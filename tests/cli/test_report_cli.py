@@ -9,9 +9,12 @@ import typer
 from typer.testing import CliRunner
 
 from mailcarrier.cli import evidence_cmd, report_cmd, webhooks_cmd
+from mailcarrier.services import webhooks
+from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
-from tests.services.report_world import RECIPIENTS, build
+from tests.services.report_world import RECIPIENTS, T0, build
+from tests.services.test_webhooks import LOCAL, Receiver
 
 app = typer.Typer()
 app.add_typer(report_cmd.app, name="report")
@@ -64,3 +67,31 @@ def test_webhooks_run_once(tmp_path: Path) -> None:
     opts, _ = _world(tmp_path)
     result = CliRunner().invoke(app, ["webhooks", "run", "--once", opts[0], opts[1]])
     assert result.exit_code == 0, result.output
+
+
+def test_webhooks_run_once_says_what_it_sent(tmp_path: Path) -> None:
+    opts, _ = _world(tmp_path)
+    engine = make_engine(opts[1])
+    receiver = Receiver()
+    try:
+        with engine.connect() as conn:
+            account_id = account_repo.account_by_slug(conn, "one").id
+        webhooks.create_endpoint(engine, account_id, receiver.url, ["delivered", "opened"], T0, policy=LOCAL)
+        with engine.begin() as conn:
+            webhooks.enqueue_event(conn, account_id, "delivered", {"n": 1}, T0)
+            webhooks.enqueue_event(conn, account_id, "opened", {"n": 2}, T0)
+        receiver.statuses = [204, 500]
+        env = {"MAILCARRIER_WEBHOOK_INTERNAL_HOSTS": "127.0.0.1"}
+        result = CliRunner().invoke(app, ["webhooks", "run", "--once", opts[0], opts[1]], env=env)
+        again = CliRunner().invoke(app, ["webhooks", "run", "--once", opts[0], opts[1]], env=env)
+    finally:
+        receiver.close()
+        engine.dispose()
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("delivered ") and f"-> {receiver.url}: delivered (HTTP 204)" in line
+               for line in lines), result.output
+    assert any(line.startswith("opened ") and "retry at" in line and "(HTTP 500)" in line
+               for line in lines), result.output
+    assert "delivered 1, retried 1, dead 0" in result.output
+    assert again.exit_code == 0 and "(nothing was due)" in again.output  # the retry is not due yet

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mailcarrier.config import load_settings
 from mailcarrier.services import webhooks
@@ -20,7 +21,7 @@ ERR = Console(stderr=True)
 
 @app.command("run")
 def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds between rounds."),
-                once: bool = typer.Option(False, help="One round, then exit."),
+                once: bool = typer.Option(False, "--once", help="Send what is due now, then exit."),
                 database_url: str | None = typer.Option(None, "--database-url",
                                                         help="Overrides the database URL.")) -> None:
     """Pump the activity history into the outbox and POST due events; safe to restart any time."""
@@ -31,10 +32,11 @@ def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds betwe
             while True:
                 now = datetime.now(UTC)
                 queued = webhooks.pump_activities(engine, now)
-                stats = webhooks.send_due(engine, client, now)
-                if queued or stats.delivered or stats.retried or stats.dead:
+                stats = webhooks.send_due(engine, client, now, on_sent=_say_sent)
+                if once or queued or stats.delivered or stats.retried or stats.dead:
                     ERR.print(f"queued {queued}, delivered {stats.delivered}, retried {stats.retried}, "
-                              f"dead {stats.dead}", highlight=False)
+                              f"dead {stats.dead}" + ("" if stats.delivered or stats.retried or stats.dead
+                                                      else " (nothing was due)"), highlight=False)
                 if once:
                     return
                 time.sleep(interval)
@@ -42,3 +44,16 @@ def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds betwe
         return
     finally:
         engine.dispose()
+
+
+def _say_sent(sent: webhooks.SentEvent) -> None:
+    """One line per POST: which event went where, and what came back."""
+    answer = f"HTTP {sent.status}" if sent.status is not None else (sent.error or "no answer")
+    if sent.outcome == "retry" and sent.next_attempt_at is not None:
+        result = f"[yellow]retry at {sent.next_attempt_at:%H:%M:%S} UTC[/yellow] ({answer})"
+    elif sent.outcome == "dead":
+        result = f"[red]given up[/red] ({answer})"
+    else:
+        result = f"[green]delivered[/green] ({answer})"
+    ERR.print(f"{sent.event_type} {sent.event_id} -> {escape(sent.url)}: {result}", highlight=False,
+              soft_wrap=True)

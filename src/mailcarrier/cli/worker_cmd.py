@@ -5,17 +5,30 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
+import threading
+from datetime import datetime
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.source_routing import routing_for
-from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, run_worker
+from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, WorkerStats, run_worker
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services.tracking import make_link_hook
 from mailcarrier.storage.engine import is_sqlite, make_engine
+from mailcarrier.storage.outbox import OpenWork, open_work
 
 
 def worker_command(
@@ -88,9 +101,15 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         hook = make_link_hook(engine, settings) if tracking else None
-        stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
-                                 concurrency=concurrency, worker_id=worker_id, stop=stop,
-                                 source_routing=routing_for(engine, settings), link_hook=hook)
+        progress = DeliveryProgress(engine, clock, console) if until_idle else None
+        try:
+            stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
+                                     concurrency=concurrency, worker_id=worker_id, stop=stop,
+                                     source_routing=routing_for(engine, settings), link_hook=hook,
+                                     on_batch=progress.batch_done if progress else None)
+        finally:
+            if progress is not None:
+                progress.close()
         Console().print(
             f"worker done: {stats.claimed} claimed, {stats.attempts} attempts, {stats.delivered} delivered, "
             f"{stats.deferred} deferred, {stats.bounced} bounced, {stats.outcome_unknown} outcome unknown, "
@@ -103,3 +122,76 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
+
+
+def _finished(stats: WorkerStats) -> int:
+    """Deliveries this worker brought to a final state (delivered, bounced or failed)."""
+    return stats.delivered + stats.bounced + stats.failed
+
+
+class DeliveryProgress:
+    """A Rich progress line for ``worker --once``: deliveries done, waiting, next retry.
+
+    "Done" counts what this worker finished; "waiting" is every open delivery of a sending
+    mailing (other workers' too), read from the database once a second in a thread of its
+    own, so the display never holds up sending. Times are the worker's clock (simulated
+    with ``--simulate-time``). On a terminal it redraws in place; otherwise (a log, a pipe)
+    it prints the last state once at the end.
+    """
+
+    def __init__(self, engine: Engine, clock: Clock, console: Console, interval: float = 1.0) -> None:
+        self._engine, self._clock, self._interval = engine, clock, interval
+        self._done = 0
+        self._work = OpenWork(waiting=0, scheduled=0, next_retry=None)
+        self._progress = Progress(SpinnerColumn(), TextColumn("deliveries"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                                  TimeElapsedColumn(), console=console, transient=False)
+        self._task = self._progress.add_task("deliveries", total=None, detail="counting...")
+        self._stop = threading.Event()
+        self._progress.start()
+        self._refresh_from_database()
+        self._poller = threading.Thread(target=self._poll, name="mailcarrier-worker-progress", daemon=True)
+        self._poller.start()
+
+    def batch_done(self, stats: WorkerStats) -> None:
+        """``run_worker``'s ``on_batch`` hook: update the done count (no database access)."""
+        self._done = _finished(stats)
+        self._show()
+
+    def close(self) -> None:
+        """Read the final counts, draw them and stop redrawing."""
+        self._stop.set()
+        self._poller.join()
+        self._refresh_from_database()
+        self._progress.stop()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._refresh_from_database()
+            except SQLAlchemyError:  # busy or briefly unreachable: the display waits for the next poll
+                continue
+
+    def _refresh_from_database(self) -> None:
+        self._work = open_work(self._engine, self._clock.now())
+        self._show()
+
+    def _show(self) -> None:
+        work = self._work
+        detail = f"done {self._done}, waiting {work.waiting}"
+        if work.scheduled:
+            upcoming = _when(work.next_retry, self._clock.now())
+            detail += f" ({work.scheduled} retries scheduled, next {upcoming})"
+        self._progress.update(self._task, completed=self._done, total=self._done + work.waiting,
+                              detail=detail)
+
+
+def _when(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int((moment - now).total_seconds()))
+    if seconds >= 3600:
+        wait = f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    else:
+        wait = f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{moment:%H:%M:%S} UTC, in {wait}"

@@ -19,7 +19,7 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "EVENT_TYPES",
     "Endpoint",
     "SendStats",
+    "SentEvent",
     "backoff",
     "create_endpoint",
     "delete_endpoint",
@@ -87,6 +88,20 @@ class SendStats:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SentEvent:
+    """One POST of an event and what came of it (for ``webhooks run`` to say what it sent)."""
+
+    event_id: str
+    event_type: str
+    url: str
+    #: ``delivered``, ``retry`` (``next_attempt_at`` set) or ``dead`` (given up).
+    outcome: str
+    status: int | None
+    error: str | None
+    next_attempt_at: datetime | None
 
 
 def backoff(attempt: int) -> timedelta:
@@ -349,11 +364,13 @@ def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
             .join(webhook_endpoints, w.id == o.endpoint_id).where(o.id.in_(ids)).order_by(o.id)))
 
 
-def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int = 100) -> SendStats:
+def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int = 100,
+             on_sent: Callable[[SentEvent], None] | None = None) -> SendStats:
     """POST the due outbox rows once; record success, back-off or giving up.
 
     Pass a client from :func:`mailcarrier.services.webhook_http.webhook_client`: it checks and
     pins every connection's address. Redirects are never followed (a 3xx is a failure).
+    ``on_sent`` hears of each POST once its outcome is recorded.
     """
     stats = SendStats()
     o = webhook_outbox.c
@@ -385,4 +402,8 @@ def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int 
             stats = SendStats(stats.delivered, stats.retried + 1, stats.dead)
         with write_transaction(engine) as conn:
             conn.execute(update(webhook_outbox).where(o.id == row.id).values(**values))
+        if on_sent is not None:
+            outcome = "delivered" if error is None else ("dead" if "dead_at" in values else "retry")
+            on_sent(SentEvent(row.event_id, row.event_type, row.url, outcome, status, error,
+                              values.get("next_attempt_at")))
     return stats

@@ -60,12 +60,14 @@ __all__ = [
     "Claim",
     "ClaimedDelivery",
     "DeliveryUpdate",
+    "OpenWork",
     "PendingContactEvent",
     "beat",
     "claim_due",
     "has_open_work",
     "leave",
     "next_wake_up",
+    "open_work",
     "pending_contact_events",
     "record_results",
     "recover_expired",
@@ -446,3 +448,29 @@ def next_wake_up(engine: Engine, now: datetime) -> datetime | None:
             domain_backoffs.c.until > now)).scalar()
     times = [t for t in (retry, lease, backoff) if t is not None]
     return min(times) if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWork:
+    """What is left to do across sending mailings, for progress displays."""
+
+    #: Open deliveries (queued or in progress) of mailings in the ``sending`` state.
+    waiting: int
+    #: Of those, the ones with a retry scheduled after ``now`` (the rest are due or claimed).
+    scheduled: int
+    #: The earliest scheduled retry, if any.
+    next_retry: datetime | None
+
+
+def open_work(engine: Engine, now: datetime) -> OpenWork:
+    """Count the open deliveries of sending mailings and find the next scheduled retry (reads only)."""
+    d = deliveries.c
+    sending = exists().where(mailings.c.id == d.mailing_id, mailings.c.state == "sending")
+    later = d.next_attempt_at > now
+    with engine.connect() as conn:
+        row = conn.execute(select(
+            func.count(),
+            func.count().filter(later),
+            func.min(d.next_attempt_at).filter(later),
+        ).where(d.state.in_(OPEN_STATES), sending)).one()
+    return OpenWork(waiting=int(row[0]), scheduled=int(row[1]), next_retry=row[2])
