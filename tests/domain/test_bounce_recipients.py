@@ -255,3 +255,23 @@ def test_a_bounce_of_a_list_notice_is_read_as_the_bounce_it_is() -> None:
            "  Subject: Your message to Cats awaits moderator approval\n\nwas not delivered to:\n\n"
            "  nina@corp.example\n\nbecause:\n\n  User nina (nina@corp.example) not listed in Domino Directory\n")
     assert _recipients(raw) == ["nina@corp.example"]
+
+
+OLD_SENDMAIL = ("From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\nTo: {bounce}\n"
+                "Subject: Returned mail: User unknown\nContent-Type: text/plain\n\n"
+                "   ----- Transcript of session follows -----\n550 User unknown\n\n"
+                "   ----- Unsent message follows -----\n"
+                "Return-Path: <{bounce}>\nFrom: {sender}\nTo: {to}\n{extra}Subject: hello\n\nhi\n")
+
+
+def test_a_transcript_naming_no_one_falls_back_to_the_returned_messages_single_recipient() -> None:
+    raw = OLD_SENDMAIL.format(bounce="news-bounces@shop.example", sender="news@shop.example",
+                              to="nina@example.org", extra="")
+    assert _recipients(raw) == ["nina@example.org"]
+
+
+def test_a_lists_address_in_the_returned_message_is_never_the_failed_recipient() -> None:
+    raw = OLD_SENDMAIL.format(bounce="cats-bounces@lists.example.org", sender="omar@example.com",
+                              to="cats@lists.example.org",
+                              extra="List-Post: <mailto:cats@lists.example.org>\n")
+    assert _recipients(raw) == []

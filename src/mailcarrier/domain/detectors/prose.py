@@ -230,6 +230,48 @@ def _transcript_before(body: str, address: str) -> str:
     return " ".join(reversed(taken))
 
 
+_LIST_HEADERS = ("List-Post", "List-Help", "List-Subscribe", "List-Unsubscribe", "List-Owner", "X-BeenThere")
+_SENDER_HEADERS = ("From", "Sender", "Reply-To", "Return-Path", "Errors-To")
+
+
+def _senders_and_lists(mail: BounceMail) -> frozenset[str]:
+    """Addresses the returned message names as its sender or its list: never failed recipients.
+
+    The returned message's From, Sender, Reply-To, Return-Path and Errors-To are who sent
+    it; a list's addresses (RFC 2369 List-* fields, Mailman's X-BeenThere) are where it was
+    posted, and its To then names the list rather than the subscriber the copy went to.
+    """
+    original = mail.original
+    if original is None:
+        return frozenset()
+    found = set(addresses(" ".join(original.get(h) for h in _SENDER_HEADERS)))
+    lists = set(addresses(" ".join(original.get(h).replace("mailto:", " ") for h in _LIST_HEADERS)))
+    return frozenset(found | lists)
+
+
+def _unlisted_recipients(mail: BounceMail, own: frozenset[str]) -> list[str]:
+    """The failed recipients of a notice that lists none: named in its prose, or implied."""
+    body = mail.body
+    senders = {mailbox(m.group(1)) for m in _SENDER_MENTION.finditer(body.lower())}
+    anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a) and a not in senders]
+    quoted = set(addresses(" ".join(_summary_lines(body))))
+    recipients = [a for a in anywhere if a not in quoted] or anywhere
+    if len(recipients) > 1:
+        # Addresses named in prose with no list to tell them apart ("The address to which
+        # your message was addressed, x, ..."; a directory's suggestions): those the
+        # returned message was delivered to are the ones that failed.
+        envelope = {mailbox(m.group(1)) for m in _RECEIVED_FOR.finditer(mail.text)}
+        recipients = [a for a in recipients if a in envelope] or recipients
+    if not recipients:
+        reporter = addresses(mail.header("From"))
+        recipients = _local_recipients(body, reporter[0].rpartition("@")[2] if reporter else "")
+    if not recipients and mail.original is not None:
+        # Old Sendmail transcripts name no address: the returned message says who.
+        to = [a for a in addresses(mail.original.get("To")) if a not in own]
+        recipients = to if len(to) == 1 else []
+    return recipients
+
+
 class ProseDetector:
     """Bounces as paragraphs of prose, one per failed recipient."""
 
@@ -247,7 +289,7 @@ class ProseDetector:
             return None
         body = mail.body
         words = wording()
-        own = mail.own_addresses
+        own = mail.own_addresses | _senders_and_lists(mail)
         paragraphs = [(a, t) for a, t in address_paragraphs(body) if not is_daemon(a)]
         if any(a not in own for a, _ in paragraphs):
             paragraphs = [(a, t) for a, t in paragraphs if a not in own]
@@ -262,24 +304,7 @@ class ProseDetector:
                       if a not in own]
         failed = addresses(mail.header("X-Failed-Recipients"))
         recipients = failed or list(by_address) or rcpt_lines
-        if not recipients:
-            senders = {mailbox(m.group(1)) for m in _SENDER_MENTION.finditer(body.lower())}
-            anywhere = [a for a in addresses(body) if a not in own and not is_daemon(a) and a not in senders]
-            quoted = set(addresses(" ".join(_summary_lines(body))))
-            recipients = [a for a in anywhere if a not in quoted] or anywhere
-            if len(recipients) > 1:
-                # Addresses named in prose with no list to tell them apart ("The address to
-                # which your message was addressed, x, ..."; a directory's suggestions):
-                # those the returned message was delivered to are the ones that failed.
-                envelope = {mailbox(m.group(1)) for m in _RECEIVED_FOR.finditer(mail.text)}
-                recipients = [a for a in recipients if a in envelope] or recipients
-        if not recipients:
-            reporter = addresses(mail.header("From"))
-            recipients = _local_recipients(body, reporter[0].rpartition("@")[2] if reporter else "")
-        if not recipients and mail.original is not None:
-            # Old Sendmail transcripts name no address: the returned message says who.
-            to = [a for a in addresses(mail.original.get("To")) if a not in own]
-            recipients = to if len(to) == 1 else []
+        recipients = recipients or _unlisted_recipients(mail, own)
         if not recipients:
             return None
         general = " ".join(body.split())
