@@ -275,3 +275,33 @@ def test_a_lists_address_in_the_returned_message_is_never_the_failed_recipient()
                               to="cats@lists.example.org",
                               extra="List-Post: <mailto:cats@lists.example.org>\n")
     assert _recipients(raw) == []
+
+
+# -- delay warnings are not failures -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("subject", "body", "action"), [
+    ("Warning: could not send message for past 4 hours",
+     "    **      THIS IS A WARNING MESSAGE ONLY      **\n\n   ----- Transcript of session follows -----\n"
+     "<nina@example.org>... Deferred: Connection timed out with mx.example.org.\n"
+     "Warning: message still undelivered after 4 hours\n", "delayed"),
+    ("Delayed Mail (still being retried)",
+     "This is the mail system at host mx.shop.example.\n\n# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO "
+     "RESEND YOUR MESSAGE. #\n\n<nina@example.org>: connect to mx.example.org[192.0.2.1]:25: "
+     "Connection timed out\n", "delayed"),
+    ("Warning: message 1abc-000 delayed 24 hours",
+     "A message that you sent has not yet been delivered to one or more of its\nrecipients after more "
+     "than 24 hours on the queue on mx.shop.example.\n\n  nina@example.org\n    Delay reason: 451 4.7.1 "
+     "Greylisted\n", "delayed"),
+    ("Undelivered Mail Returned to Sender",
+     "This is the mail system at host mx.shop.example.\n\n<nina@example.org>: host mx.example.org said: "
+     "550 5.1.1 User unknown (in reply to RCPT TO command)\n", "failed"),
+    ("Mail delivery failed",
+     "A message that you sent could not be delivered. This is a permanent error; I've given up, "
+     "it will not be retried.\n\n  nina@example.org\n    retry timeout exceeded\n", "failed"),
+])
+def test_a_delay_warning_reports_the_recipient_as_delayed(subject: str, body: str, action: str) -> None:
+    raw = (f"From: Mail Delivery System <MAILER-DAEMON@mx.shop.example>\nTo: news@shop.example\n"
+           f"Subject: {subject}\n\n{body}")
+    report = parse_bounce(raw.encode())
+    assert report is not None
+    assert [(r.recipient, r.action) for r in report.records] == [("nina@example.org", action)]

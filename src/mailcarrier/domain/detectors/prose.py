@@ -70,6 +70,19 @@ _FAILURE_STATEMENT = re.compile(
     r"n(?:ã|a)o (?:p(?:ô|o)de|foi poss(?:í|i)vel) (?:ser )?entreg|"
     r"не может быть доставлено|не (?:было )?доставлено|"
     r"无法(?:发送|送达|投递)|退信|(?:配信|送信|配送)(?:でき|出来)ませんでした")  # for lowercased text
+# A delay warning, not a failure: the MTA is still trying. Sendmail ("THIS IS A WARNING
+# MESSAGE ONLY", "Warning: could not send message for past 4 hours"), Postfix ("THIS IS A
+# WARNING ONLY", "Delayed Mail (still being retried)"), Exim ("has not yet been delivered
+# to one or more of its recipients"), Exchange ("Delivery to the following recipients has
+# been delayed"), gateways ("Delivery attempts will continue to be made").
+_WARNING = re.compile(
+    r"this is a warning (?:message )?only|has not yet been delivered|has been delayed|"
+    r"(?:will|shall) (?:be retried|keep trying|continue to (?:try|retry))|still being retried|"
+    r"delivery attempts will continue|warning: (?:could not send|message still undelivered)|"
+    r"message (?:is )?delayed|delivery (?:status notification )?\(delay\)")
+# ... unless the notice also says it gave up.
+_GAVE_UP = re.compile(r"permanent (?:error|failure)|permanent fatal|(?:i've |have )?given up|giving up|"
+                      r"failed permanently|will not be retried|no further (?:delivery )?attempts")
 # "... not accepting mail from <list@example.org>", "message from x@y": the sender of the
 # returned message, never a failed recipient ("expanded from" names the recipient's alias).
 _SENDER_MENTION = re.compile(
@@ -249,6 +262,12 @@ def _senders_and_lists(mail: BounceMail) -> frozenset[str]:
     return frozenset(found | lists)
 
 
+def _action(subject: str, notice: str) -> str:
+    """``delayed`` for a delay warning (RFC 3464's action for "still trying"), else ``failed``."""
+    warning = _WARNING.search(notice) or _WARNING.search(subject.lower())
+    return "delayed" if warning and not _GAVE_UP.search(notice) else "failed"
+
+
 def _unlisted_recipients(mail: BounceMail, own: frozenset[str]) -> list[str]:
     """The failed recipients of a notice that lists none: named in its prose, or implied."""
     body = mail.body
@@ -308,6 +327,7 @@ class ProseDetector:
         if not recipients:
             return None
         general = " ".join(body.split())
+        action = _action(mail.subject, general[:3000].lower())
         general_hint: list[Reason | None] = []
         found = []
         for address in recipients[:100]:
@@ -331,7 +351,7 @@ class ProseDetector:
                 if not general_hint:  # looked up once per mail, only when needed
                     general_hint.append(words.hint_in(general[:2000]))
                 hint = general_hint[0]
-            found.append(Found(address, text or general[:600], command=command, hint=hint))
+            found.append(Found(address, text or general[:600], command=command, hint=hint, action=action))
         return tuple(found)
 
 
