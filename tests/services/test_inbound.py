@@ -79,17 +79,22 @@ def test_bounce_matched_by_message_id_when_no_verp(world: World) -> None:
     assert list_inbound(world.engine)[0].match_method == "message_id"
 
 
-def test_bounce_matched_by_recipient_as_last_resort(world: World) -> None:
+def test_bounce_matched_by_recipient_alone_is_unverified_and_changes_nothing(world: World) -> None:
+    """Issue 17: a recipient address proves nothing; the email is shown for review, not applied."""
     cy = world.sent["cy@corp.test"]
     with world.engine.begin() as conn:  # a recent delivery: the window counts from delivered_at
         conn.execute(deliveries.update().values(delivered_at=LATER - timedelta(days=1)))
     receive(world, dsn(to="postmaster@bounces.sender.test", recipient=cy.email, status="4.2.2",
                        diagnostic="smtp; 552 4.2.2 mailbox full"))
     row = delivery(world.engine, cy.delivery_id)
-    assert row["state"] == "bounced_soft" and row["last_category"] == 3
-    assert list_inbound(world.engine)[0].match_method == "recipient"
+    assert row["state"] == "delivered" and row["last_category"] is None
+    [stored] = list_inbound(world.engine)
+    assert (stored.state, stored.match_method, stored.kind) == ("unverified", "recipient", "bounce")
+    assert stored.matched_delivery_ids == (cy.delivery_id,) and stored.account_id == world.account_id
+    assert "recipient address alone" in (stored.error or "")
     person = contact(world.engine, cy.contact_id)
-    assert person["status"] == "active" and person["consecutive_soft_bounces"] == 1
+    assert person["status"] == "active" and person["consecutive_soft_bounces"] == 0
+    assert not [a for a in history(world.engine, world.account_id, cy.contact_id) if "bounce" in a.type]
 
 
 def test_recipient_match_ignores_old_deliveries(world: World) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from mailcarrier.api import (  # resources, reports and evidence (issue 7)
     routes_account,
     routes_audiences,
+    routes_bounces,
     routes_consent,
     routes_contacts,
     routes_deliveries,
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     routes_mailings.router,
     routes_deliveries.router,
     routes_reports.router,
+    routes_bounces.router,
     routes_evidence.router,
     routes_pools.router,
     routes_webhooks.router,

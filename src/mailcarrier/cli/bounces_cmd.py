@@ -143,6 +143,8 @@ class ListFormat(StrEnum):
 def list_command(
     unmatched: bool = typer.Option(False, "--unmatched", help="Only emails no delivery matched."),
     failed: bool = typer.Option(False, "--failed", help="Only emails that could not be read."),
+    unverified: bool = typer.Option(False, "--unverified", help=(
+        "Only bounces matched by recipient address alone: shown for review, never applied.")),
     state: list[str] = typer.Option([], "--state", help=f"Filter by state: {', '.join(INBOUND_STATES)}."),
     kind: str | None = typer.Option(None, "--kind", help=f"Filter by kind: {', '.join(INBOUND_KINDS)}."),
     limit: int = typer.Option(100, "--limit", min=1),
@@ -150,7 +152,8 @@ def list_command(
     database_url: str | None = DB_OPTION,
 ) -> None:
     """List stored inbound emails, newest first."""
-    states = [*state, *(["unmatched"] if unmatched else []), *(["failed"] if failed else [])]
+    states = [*state, *(["unmatched"] if unmatched else []), *(["failed"] if failed else []),
+              *(["unverified"] if unverified else [])]
     unknown = [s for s in states if s not in INBOUND_STATES]
     if unknown or (kind is not None and kind not in INBOUND_KINDS):
         raise typer.BadParameter(f"unknown state or kind: {', '.join(unknown) or kind}")
@@ -163,18 +166,24 @@ def list_command(
         for row in rows:
             typer.echo(json.dumps(_row_json(row), ensure_ascii=False))
         return
-    table = Table("id", "received (UTC)", "source", "state", "kind", "match", "deliveries", "note")
+    table = Table("id", "received (UTC)", "source", "from host", "state", "kind", "match", "deliveries",
+                  "note")
     for row in rows:
-        table.add_row(str(row.id), row.received_at.strftime("%Y-%m-%d %H:%M:%S"), row.source, row.state,
-                      row.kind or "", row.match_method or "",
-                      ",".join(str(i) for i in row.matched_delivery_ids),
+        host = f"{row.peer_ip} ({row.helo})" if row.peer_ip and row.helo else (row.peer_ip or "")
+        shown = row.matched_delivery_ids[:10]
+        table.add_row(str(row.id), row.received_at.strftime("%Y-%m-%d %H:%M:%S"), row.source, host[:60],
+                      row.state, row.kind or "", row.match_method or "",
+                      ",".join(str(i) for i in shown)
+                      + (f" (+{len(row.matched_delivery_ids) - len(shown)})"
+                         if len(row.matched_delivery_ids) > len(shown) else ""),
                       (row.error or (f"duplicate of {row.duplicate_of}" if row.duplicate_of else ""))[:80])
     Console().print(table)
 
 
 def _row_json(row: store.InboundRow) -> dict[str, object]:
     return {"id": row.id, "received_at": row.received_at.isoformat(), "source": row.source,
-            "origin": row.origin, "envelope_from": row.envelope_from,
+            "origin": row.origin, "peer_ip": row.peer_ip, "helo": row.helo,
+            "envelope_from": row.envelope_from,
             "envelope_to": list(row.envelope_to), "size": row.size, "state": row.state, "kind": row.kind,
             "match_method": row.match_method, "matched_delivery_ids": list(row.matched_delivery_ids),
             "account_id": row.account_id, "duplicate_of": row.duplicate_of, "error": row.error}

@@ -175,7 +175,10 @@ class InboundHandler:
         peer = session.peer
         origin = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
         mail_from = envelope.mail_from if isinstance(envelope.mail_from, str) else None
-        email = IncomingEmail(raw, "smtp", origin, mail_from, tuple(envelope.rcpt_tos))
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        helo = session.host_name if isinstance(session.host_name, str) else None
+        email = IncomingEmail(raw, "smtp", origin, mail_from, tuple(envelope.rcpt_tos),
+                              peer_ip=peer_ip, helo=helo)
         try:
             await self._store(email)
         except Exception:

@@ -5,6 +5,10 @@ the raw bytes (nothing can be lost to a parser bug or a crash); :func:`process_p
 stored emails, parses them with :func:`mailcarrier.domain.bounce.parse_bounce`, matches each to
 its delivery (:mod:`mailcarrier.services.bounce_matching`) and acts:
 
+* only a bounce or complaint matched by a signed VERP address or one of our Message-IDs acts;
+  one matched by recipient address alone is stored ``unverified`` (with its candidate
+  deliveries) and shown for review, never applied: anyone can mail ``postmaster@`` a list of
+  subscriber addresses with status 5.1.1;
 * a failed recipient: an activity with reason, category and details, the delivery moves to
   ``bounced_hard``/``bounced_soft`` even if it was ``delivered`` (a late bounce; the attempt
   with its 250 stays as evidence), and the contact status rules run
@@ -73,8 +77,10 @@ from mailcarrier.storage.engine import run_write
 
 __all__ = [
     "BatchSummary",
+    "Candidate",
     "InboundContext",
     "IncomingEmail",
+    "UnverifiedBounce",
     "content_digest",
     "list_inbound",
     "pending_count",
@@ -82,6 +88,7 @@ __all__ = [
     "process_pending",
     "release_for_reprocess",
     "store_incoming",
+    "unverified_bounces",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,8 @@ _TRACE = re.compile(rb"^(received|return-path|delivered-to|x-original-to|envelop
 _CLAIM_STALE = timedelta(minutes=10)
 _COUNTED = ("hard_bounce", "soft_bounce", "complaint")
 _SENT_STATES = ("delivered", "in_progress", "bounced_hard", "bounced_soft")
+#: Candidate deliveries kept on an unverified email (a forged one may list thousands).
+_MAX_CANDIDATES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,8 @@ class IncomingEmail:
     envelope_from: str | None = None
     envelope_to: tuple[str, ...] = ()
     truncated: bool = False  #: only the first ``inbound_max_bytes`` were kept
+    peer_ip: str | None = None  #: SMTP: the reporting host's address
+    helo: str | None = None  #: SMTP: the name the reporting host gave in HELO/EHLO
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +196,8 @@ def _row(email: IncomingEmail, now: datetime) -> dict[str, Any]:
     return {"received_at": now, "source": email.source, "origin": email.origin[:1024],
             "envelope_from": (email.envelope_from or None) and email.envelope_from[:512],
             "envelope_to": [a[:512] for a in email.envelope_to], "size": len(email.raw),
+            "peer_ip": (email.peer_ip or None) and email.peer_ip[:45],
+            "helo": (email.helo or None) and email.helo[:255],
             "truncated": email.truncated, "digest": content_digest(email.raw), "raw": email.raw,
             "state": "pending"}
 
@@ -214,6 +227,49 @@ def list_inbound(engine: Engine, *, states: Sequence[str] = (), kind: str | None
                  limit: int = 100) -> list[store.InboundRow]:
     with engine.connect() as conn:
         return store.list_inbound(conn, states=states, kind=kind, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A delivery an unverified bounce names by its recipient address."""
+
+    delivery_id: int
+    mailing_id: int
+    email: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedBounce:
+    """A bounce or complaint matched by recipient address alone: shown for review, never applied."""
+
+    id: int
+    received_at: datetime
+    kind: str | None
+    source: str
+    peer_ip: str | None  #: the reporting host (SMTP)
+    helo: str | None  #: the name it gave in HELO/EHLO
+    envelope_from: str | None
+    candidates: list[Candidate]
+    candidate_count: int
+    note: str | None
+
+
+def unverified_bounces(engine: Engine, account_id: int, *, before_id: int | None = None,
+                       limit: int = 50, candidates: int = 100) -> list[UnverifiedBounce]:
+    """The account's unverified bounces, newest first, each with up to ``candidates`` deliveries."""
+    with engine.connect() as conn:
+        rows = store.list_unverified(conn, account_id, before_id=before_id, limit=limit)
+        refs = store.deliveries_by_ids(conn, (i for r in rows for i in r.matched_delivery_ids[:candidates]))
+    out: list[UnverifiedBounce] = []
+    for row in rows:
+        listed = [refs[i] for i in row.matched_delivery_ids[:candidates]
+                  if i in refs and refs[i].account_id == account_id]
+        out.append(UnverifiedBounce(
+            row.id, row.received_at, row.kind, row.source, row.peer_ip, row.helo, row.envelope_from,
+            [Candidate(r.id, r.mailing_id, r.email, r.state) for r in listed],
+            len(row.matched_delivery_ids), row.error))
+    return out
 
 
 def process_all(engine: Engine, ctx: InboundContext, now: datetime, *, batch: int = 500) -> BatchSummary:
@@ -448,6 +504,10 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
     wanted: list[tuple[_Reading, Attribution, EventKind]] = []
     for reading in readings:
         assert reading.match is not None
+        if reading.match.method not in _VERIFIED_METHODS:
+            # Matched by recipient address alone: anyone can mail postmaster@ a list of our
+            # subscribers' addresses. Stored as 'unverified' for review, never applied.
+            continue
         for attribution in reading.match.attributions:
             kind = _event_kind(reading.kind, attribution.record)
             if kind is None:
@@ -588,6 +648,17 @@ def _result(reading: _Reading, now: datetime) -> dict[str, Any]:
                  extra={"event": "inbound.unmatched"})
         return {**base, "state": "unmatched", "error": match.note}
     ids = [a.delivery.id for a in match.attributions]
+    if match.method not in _VERIFIED_METHODS:
+        accounts = {a.delivery.account_id for a in match.attributions}
+        log.warning("inbound email %d (%s) matched %d deliveries by recipient address alone: "
+                    "unverified, not applied", stored.id, reading.kind, len(ids),
+                    extra={"event": "inbound.unverified"})
+        return {**base, "state": "unverified", "match_method": match.method,
+                "matched_delivery_ids": ids[:_MAX_CANDIDATES],
+                "account_id": accounts.pop() if len(accounts) == 1 else None,
+                "error": f"matched {len(ids)} deliveries by recipient address alone (no signed VERP "
+                         "address or Message-ID of ours): nothing changed; review it with "
+                         "`mailcarrier bounces list --unverified`"}
     return {**base, "state": "processed", "match_method": match.method, "matched_delivery_ids": ids,
             "account_id": match.attributions[0].delivery.account_id}
 

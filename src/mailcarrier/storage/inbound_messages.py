@@ -31,6 +31,7 @@ __all__ = [
     "flip_deliveries",
     "insert_inbound",
     "list_inbound",
+    "list_unverified",
     "park_waiting",
     "raw_message",
     "recent_deliveries_by_email",
@@ -77,6 +78,8 @@ class InboundRow:
     duplicate_of: int | None
     error: str | None
     processed_at: datetime | None
+    peer_ip: str | None = None
+    helo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +202,24 @@ def list_inbound(conn: Connection, *, states: Sequence[str] = (), kind: str | No
     return [InboundRow(r.id, r.received_at, r.source, r.origin, r.envelope_from,
                        tuple(r.envelope_to or ()), r.size, r.state, r.kind, r.match_method,
                        tuple(r.matched_delivery_ids or ()), r.account_id, r.duplicate_of, r.error,
-                       r.processed_at)
+                       r.processed_at, r.peer_ip, r.helo)
             for r in conn.execute(query)]
+
+
+def list_unverified(conn: Connection, account_id: int, *, before_id: int | None,
+                    limit: int) -> list[InboundRow]:
+    """An account's unverified emails (matched by recipient address alone), newest first."""
+    m = inbound_messages.c
+    query = select(*(c for c in inbound_messages.c if c.name not in ("raw", "digest", "truncated",
+                                                                      "claim_token", "claimed_at"))
+                   ).where(m.account_id == account_id, m.state == "unverified")
+    if before_id is not None:
+        query = query.where(m.id < before_id)
+    return [InboundRow(r.id, r.received_at, r.source, r.origin, r.envelope_from,
+                       tuple(r.envelope_to or ()), r.size, r.state, r.kind, r.match_method,
+                       tuple(r.matched_delivery_ids or ()), r.account_id, r.duplicate_of, r.error,
+                       r.processed_at, r.peer_ip, r.helo)
+            for r in conn.execute(query.order_by(m.id.desc()).limit(limit))]
 
 
 def _refs(conn: Connection, condition: Any) -> list[DeliveryRef]:

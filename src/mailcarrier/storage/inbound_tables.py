@@ -27,8 +27,10 @@ __all__ = ["INBOUND_KINDS", "INBOUND_SOURCES", "INBOUND_STATES", "MATCH_METHODS"
 
 #: pending: stored, not yet read; processed: matched and acted on; failed: could not be read
 #: (error says why); unmatched: read but attributable to no delivery; duplicate: the same
-#: email was already received (duplicate_of names the first copy).
-INBOUND_STATES = ("pending", "processed", "failed", "unmatched", "duplicate")
+#: email was already received (duplicate_of names the first copy); unverified: matched by
+#: recipient address alone, which proves nothing (anyone can mail postmaster@ a list of
+#: addresses), so it is shown for review and never applied.
+INBOUND_STATES = ("pending", "processed", "failed", "unmatched", "duplicate", "unverified")
 INBOUND_KINDS = ("bounce", "delay", "autoreply", "complaint", "unsubscribe", "other")
 INBOUND_SOURCES = ("smtp", "file", "imap")
 #: token: the signed unsubscribe token of a mail to ``unsubscribe@<bounce domain>``
@@ -41,6 +43,9 @@ inbound_messages = Table(
     Column("source", String(8), nullable=False),
     #: the SMTP peer (ip:port), the file path (mbox: path#n) or imap://user@host/folder;uid=n
     Column("origin", String(1024), nullable=False, server_default=""),
+    #: SMTP only: the reporting host's IP address and the name it gave in HELO/EHLO
+    Column("peer_ip", String(45)),
+    Column("helo", String(255)),
     Column("envelope_from", String(512)),
     Column("envelope_to", JSON, nullable=False),
     Column("size", Integer, nullable=False),
