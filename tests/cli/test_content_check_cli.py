@@ -15,7 +15,8 @@ from mailcarrier.storage.tables import accounts, audience_members, audiences, ma
 from tests.services.local_dns import local_dns
 from tests.services.test_content_check import CLEAN_HTML, CLEAN_TEXT, T0, ZONE, spamd  # noqa: F401
 
-RUN = CliRunner(env={"COLUMNS": "300"}).invoke
+# A public https address: the default (http://127.0.0.1:8025) fails the "public URL of links" check.
+RUN = CliRunner(env={"COLUMNS": "300", "MAILCARRIER_PUBLIC_URL": "https://links.shop-example.com"}).invoke
 
 
 def test_content_check_reports_rules_and_consent(tmp_path: Path, spamd: SpamdClient) -> None:  # noqa: F811
@@ -47,3 +48,10 @@ def test_content_check_reports_rules_and_consent(tmp_path: Path, spamd: SpamdCli
     assert table.exit_code == 0 and "SpamAssassin rule" in table.output and "postal address" in table.output
     missing = RUN(app, ["content", "check", "999", "--account", "acme", "--database-url", url])
     assert missing.exit_code == 1 and "no mailing #999" in missing.output
+    with local_dns(ZONE) as resolver:
+        args[-4:-2] = ["--nameserver", f"127.0.0.1:{resolver.port}"]
+        local = CliRunner(env={"COLUMNS": "300", "MAILCARRIER_PUBLIC_URL": "http://127.0.0.1:8025"}).invoke(
+            app, [*args, "--format", "json"])
+    assert local.exit_code == 3, local.output  # a check found a problem
+    flagged = {c["check"]: c for c in json.loads(local.output)["checks"]}["public URL of links"]
+    assert flagged["status"] == "fail" and "loopback" in flagged["detail"]

@@ -204,3 +204,20 @@ def test_a_non_spamd_server_is_refused(tmp_path: Path) -> None:
             SpamdClient("127.0.0.1", port, timeout=5).report(b"Subject: x\r\n\r\nhi\r\n")
         thread.join()
 
+
+
+def test_links_to_a_loopback_or_private_public_url_fail_the_check(db: tuple[Engine, int, int]) -> None:
+    engine, acme, audience = db
+    with engine.begin() as conn:
+        mid = mailing(conn, acme, audience, "Spring catalogue", CLEAN_HTML, CLEAN_TEXT)
+        default = check_mailing(conn, acme, mid, T0, spamd=None, public_url="http://127.0.0.1:8025",
+                                bounce_domain=BOUNCES, uri_zones=[])
+        internal = check_mailing(conn, acme, mid, T0, spamd=None, public_url="https://mc.corp.internal",
+                                 bounce_domain=BOUNCES, uri_zones=[])
+        public = check_mailing(conn, acme, mid, T0, spamd=None, public_url="https://links.shop-example.com",
+                               bounce_domain=BOUNCES, uri_zones=[])
+    flagged = by_name(default.checks)["public URL of links"]
+    assert flagged.status is CheckStatus.FAIL and "127.0.0.1 is a loopback address" in flagged.detail
+    assert "MAILCARRIER_PUBLIC_URL" in flagged.fix
+    assert by_name(internal.checks)["public URL of links"].status is CheckStatus.FAIL
+    assert by_name(public.checks)["public URL of links"].status is CheckStatus.PASS

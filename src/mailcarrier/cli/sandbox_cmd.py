@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -10,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.config import load_settings
-from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.sandbox import Sandbox, dsn_target_problem
 
 BEHAVIOURS = (
     ("unknown*", "550 5.1.1 user unknown, worded like the recipient's provider"),
@@ -39,8 +40,16 @@ def sandbox_command(
     dsn_to: str | None = typer.Option(None, "--dsn-to", help=(
         "host:port receiving asynchronous bounces (default: the inbound_host/inbound_port settings).")),
     dsn_delay: float = typer.Option(5.0, "--dsn-delay", help="Seconds between the 250 and the bounce."),
+    quiet: bool = typer.Option(False, "--quiet", help="Log only warnings, not every RCPT and message."),
 ) -> None:
-    """Run the sandbox MX until interrupted; route mail to it with MAILCARRIER_STATIC_ROUTES='*=HOST:PORT'."""
+    """Run the sandbox MX until interrupted; route mail to it with MAILCARRIER_STATIC_ROUTES='*=HOST:PORT'.
+
+    Every RCPT answer, accepted message and late bounce is logged to standard error; a late
+    bounce that cannot be delivered (no `mailcarrier inbound` at the bounce target) is a
+    warning, and so is a target that does not answer at start-up.
+    """
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     if dsn_to:
         dsn_host, _, dsn_port = dsn_to.rpartition(":")
@@ -54,9 +63,15 @@ def sandbox_command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     with Sandbox(host, port, stall_seconds=stall_seconds, dsn_target=target, dsn_delay=dsn_delay) as sandbox:
+        port = sandbox.port  # the one chosen when --port 0
         console.print(f"sandbox MX on {host}:{port}; bounces go to {target[0]}:{target[1]}")
         console.print(behaviour_table())
         console.print(f"route to it: MAILCARRIER_STATIC_ROUTES='*={host}:{port}'  (Ctrl-C stops)")
+        problem = dsn_target_problem(*target)
+        if problem is not None:
+            Console(stderr=True).print(
+                f"[yellow]warning:[/yellow] {problem}: the late bounces of aol* recipients will be lost. "
+                f"Start `mailcarrier inbound` there, or give --dsn-to HOST:PORT.", highlight=False)
         done.wait()
         console.print(f"received {len(sandbox.received)} messages, "
                       f"mailed {len(sandbox.handler.dsns_sent)} asynchronous bounces")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import logging
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -46,7 +47,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailcarrier.delivery.transport import SmtpSession
 
-__all__ = ["Received", "Sandbox", "SandboxHandler", "build_dsn"]
+__all__ = ["Received", "Sandbox", "SandboxHandler", "build_dsn", "dsn_target_problem"]
+
+_log = logging.getLogger("mailcarrier.sandbox")
 
 _UNKNOWN_TEXT = {
     "gmail.com": "550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n"
@@ -97,6 +100,12 @@ class SandboxHandler:
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        reply = await self._answer_rcpt(server, envelope, address)
+        _log.info("RCPT %s from %s: %s", address, envelope.mail_from, reply.splitlines()[-1],
+                  extra={"event": "sandbox.rcpt"})
+        return reply
+
+    async def _answer_rcpt(self, server: SMTP, envelope: Envelope, address: str) -> str:
         local, _, domain = address.lower().partition("@")
         if (domain.startswith("gateway") or domain in self.filtering_domains) \
                 and not local.startswith("vip"):
@@ -115,7 +124,7 @@ class SandboxHandler:
         if local.startswith("drop"):
             assert server.transport is not None
             server.transport.close()
-            return "250 OK"
+            return "250 OK (connection dropped)"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -130,13 +139,22 @@ class SandboxHandler:
             self.received.append(Received(str(envelope.mail_from), recipient, message_id, len(content)))
             if local.startswith("aol"):
                 self.asynchronous_bounces.append((str(envelope.mail_from), recipient))
-                if self.dsn_target is not None and envelope.mail_from:
+                if self.dsn_target is None or not envelope.mail_from:
+                    _log.info("%s: accepted; its late bounce is kept here (no bounce target or no "
+                              "return path)", recipient, extra={"event": "sandbox.late_bounce_kept"})
+                else:
+                    _log.info("%s: accepted; a late bounce goes to %s at %s:%d in %.0f s", recipient,
+                              envelope.mail_from, *self.dsn_target, self.dsn_delay,
+                              extra={"event": "sandbox.late_bounce_planned"})
                     headers_only = content.split(b"\r\n\r\n", 1)[0] + b"\r\n"
                     task = asyncio.get_running_loop().create_task(
                         self._bounce_later(str(envelope.mail_from), recipient, headers_only))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        return f"250 2.0.0 Ok: queued as SBX{len(self.received):06d}"
+        queue_id = f"SBX{len(self.received):06d}"
+        _log.info("DATA %s from %s for %s: 250 queued as %s", message_id, envelope.mail_from,
+                  ", ".join(envelope.rcpt_tos), queue_id, extra={"event": "sandbox.data"})
+        return f"250 2.0.0 Ok: queued as {queue_id}"
 
     async def _bounce_later(self, return_path: str, recipient: str, headers: bytes) -> None:
         """Mail a DSN for ``recipient`` to ``return_path`` after the delay, like a real MX would."""
@@ -153,10 +171,30 @@ class SandboxHandler:
                 await session.close()
             if result.reply is None or result.reply.code != 250:
                 self.dsn_errors.append(f"{return_path}: {result.reply}")
+                _log.warning("late bounce for %s refused by %s:%d: %s", recipient, host, port, result.reply,
+                             extra={"event": "sandbox.late_bounce_refused"})
             else:
                 self.dsns_sent.append((return_path, recipient))
+                _log.info("late bounce for %s delivered to %s at %s:%d", recipient, return_path, host, port,
+                          extra={"event": "sandbox.late_bounce_sent"})
         except Exception as error:  # a test double reports, never crashes the server
             self.dsn_errors.append(f"{return_path}: {error}")
+            _log.warning("late bounce for %s could not be delivered to %s:%d (%s): is `mailcarrier "
+                         "inbound` running there? The bounce is lost.", recipient, host, port, error,
+                         extra={"event": "sandbox.late_bounce_failed"})
+
+
+def dsn_target_problem(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """Why late bounces cannot reach ``host:port`` now (nothing listening...), or None.
+
+    A probe connection, closed at once: the sandbox uses it to warn at start-up that its
+    late bounces will be lost unless ``mailcarrier inbound`` runs there.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"nothing answers on {host}:{port} ({exc.strerror or exc})"
 
 
 class Sandbox:

@@ -35,6 +35,7 @@ from mailcarrier.domain.content_lint import (
 from mailcarrier.domain.dns_checks import Check, CheckStatus, interpret_dnsbl
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError, ParseError
 from mailcarrier.domain.message import MessageParts, compose_message
+from mailcarrier.domain.public_url import public_url_problem
 from mailcarrier.services.template_sandbox import BoundedSandbox, TemplateLimitError
 from mailcarrier.storage.tables import audience_members, contacts, mailings
 
@@ -46,6 +47,7 @@ __all__ = [
     "SpamdError",
     "check_mailing",
     "check_sample",
+    "public_url_check",
     "render_sample",
 ]
 
@@ -273,4 +275,16 @@ def check_mailing(conn: Connection, account_id: int, mailing_id: int, now: datet
                            bounce_domain=bounce_domain)
     checks, report = check_sample(sample, spamd=spamd, resolver=resolver, uri_zones=uri_zones)
     consent, sources = _consent(conn, row)
-    return ContentReport(mailing_id, report, (*checks, consent), sources)
+    return ContentReport(mailing_id, report, (*checks, public_url_check(public_url), consent), sources)
+
+
+def public_url_check(public_url: str) -> Check:
+    """Whether the unsubscribe and tracking links (all under ``public_url``) reach recipients."""
+    problem = public_url_problem(public_url)
+    if problem is None:
+        return Check("public URL of links", CheckStatus.PASS,
+                     f"unsubscribe and tracking links point to {public_url}")
+    return Check("public URL of links", CheckStatus.FAIL,
+                 f"unsubscribe and tracking links point to {public_url}: {problem}",
+                 "set MAILCARRIER_PUBLIC_URL to the https address where `mailcarrier serve` is "
+                 "reachable from the internet (a reverse proxy in front of it)")
