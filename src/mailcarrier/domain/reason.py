@@ -39,10 +39,19 @@ class ReasonTable:
     notice: tuple[Reason, ...]
     status: dict[str, Reason]
     patterns: dict[Reason, re.Pattern[str]]
+    #: Each reason's patterns as written, in file order (for tracing which one matched).
+    sources: dict[Reason, tuple[str, ...]]
 
     def match(self, reason: Reason, text: str) -> bool:
         pattern = self.patterns.get(reason)
         return pattern is not None and pattern.search(text) is not None
+
+    def which(self, reason: Reason, text: str) -> int | None:
+        """The index of the first of ``reason``'s patterns found in ``text`` (slow; for tracing)."""
+        for index, source in enumerate(self.sources.get(reason, ())):
+            if lowercase_pattern(source).search(text):
+                return index
+        return None
 
     def status_reason(self, status: str | None) -> Reason | None:
         """The reason a status names: exact, then the same code in the other class."""
@@ -78,6 +87,7 @@ def _compile(data: str) -> ReasonTable:
             Reason(name): lowercase_pattern("|".join(f"(?:{p})" for p in pats))
             for name, pats in patterns.items()
         }
+        sources = {Reason(name): tuple(str(p) for p in pats) for name, pats in patterns.items()}
     except (ValueError, re.error) as exc:
         raise RuleFileError(f"reasons.toml: {exc}") from None
     return ReasonTable(
@@ -87,6 +97,7 @@ def _compile(data: str) -> ReasonTable:
         notice=_reasons(doc.get("notice_reasons", []), "notice_reasons"),
         status=status,
         patterns=compiled,
+        sources=sources,
     )
 
 
