@@ -45,3 +45,36 @@ def test_rules_validate(tmp_path: Path) -> None:
     assert ok.exit_code == 0 and "1 rules OK" in ok.output
     ko = runner.invoke(app, ["rules", "validate", str(bad)])
     assert ko.exit_code == 3 and "unknown reason" in ko.output
+
+
+RULES = Path(__file__).resolve().parents[2] / "src" / "mailcarrier" / "domain" / "rules"
+
+
+def test_rules_validate_reads_every_shipped_layout() -> None:
+    result = runner.invoke(app, ["rules", "validate", *map(str, sorted(RULES.glob("*.toml")))])
+    assert result.exit_code == 0, result.output
+    for layout in ("rules layout", "reasons layout", "remote-hosts layout", "detectors layout"):
+        assert layout in result.output
+
+
+def test_rules_validate_finds_a_bad_pattern_in_a_reasons_file(tmp_path: Path) -> None:
+    bad = tmp_path / "reasons.toml"
+    bad.write_text('first_pass = ["userunknown"]\nsecond_pass = []\nvague_reasons = []\n'
+                   '[status]\n"5.1.1" = "userunknown"\n[patterns]\nuserunknown = ["(unclosed"]\n')
+    result = runner.invoke(app, ["rules", "validate", str(bad)])
+    assert result.exit_code == 3 and "reasons.toml" in result.output
+    unknown = tmp_path / "x.toml"
+    unknown.write_text('title = "no rules here"\n')
+    assert runner.invoke(app, ["rules", "validate", str(unknown)]).exit_code == 3
+
+
+def test_rules_list_support_counts_what_each_rule_decides(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.toml"
+    replies.write_text('[[reply]]\nstage = "rcpt"\nreply = "550 5.1.1 <a@b.example>: Recipient address '
+                       'rejected: User unknown in local recipient table"\n')
+    corpus = Path(__file__).parent / "data"
+    result = runner.invoke(app, ["rules", "list", "--support", "--corpus", str(corpus),
+                                 "--replies", str(replies)])
+    assert result.exit_code == 0, result.output
+    assert "reasons.toml:userunknown#" in result.output
+    assert "rules decided something" in result.output

@@ -7,7 +7,7 @@ import pytest
 from mailcarrier.domain.bounce import parse_bounce
 from mailcarrier.domain.classify import Evidence, classify_evidence
 from mailcarrier.domain.errors import RuleFileError
-from mailcarrier.domain.remote_hosts import _compile, host_of
+from mailcarrier.domain.remote_hosts import compile_remote_hosts, host_of
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -86,4 +86,4 @@ def test_a_whole_dsn_from_kddi_reads_user_unknown() -> None:
 ])
 def test_a_broken_table_is_a_rule_file_error(bad: str) -> None:
     with pytest.raises(RuleFileError):
-        _compile(bad, "test.toml")
+        compile_remote_hosts(bad, "test.toml")

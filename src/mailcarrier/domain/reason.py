@@ -25,7 +25,8 @@ from mailcarrier.domain.rules_engine import Rule, RuleSet
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["ReasonTable", "RuleTiers", "clear_cache", "decide_reason", "reason_table", "rule_tiers"]
+__all__ = ["ReasonTable", "RuleTiers", "clear_cache", "compile_reason_table", "decide_reason", "reason_table",
+           "rule_tiers"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,7 +73,8 @@ def _reasons(values: object, key: str) -> tuple[Reason, ...]:
         raise RuleFileError(f"reasons.toml: {key}: {exc}") from None
 
 
-def _compile(data: str) -> ReasonTable:
+def compile_reason_table(data: str) -> ReasonTable:
+    """Compile a reasons.toml-layout text; RuleFileError when it is invalid."""
     try:
         doc = tomllib.loads(data)
     except tomllib.TOMLDecodeError as exc:
@@ -105,7 +107,7 @@ def _compile(data: str) -> ReasonTable:
 def reason_table() -> ReasonTable:
     """The shipped table, compiled on first use."""
     data = (resources.files("mailcarrier.domain") / "rules" / "reasons.toml").read_text(encoding="utf-8")
-    return _compile(data)
+    return compile_reason_table(data)
 
 
 # Reasons whose wording, when a 5.1.1-style status says "user unknown", shows the server

@@ -21,7 +21,7 @@ from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.rules_engine import Rule, RuleSet, compile_rule
 from mailcarrier.domain.smtp_reply import SMTPStage
 
-__all__ = ["RemoteHostRules", "host_of", "remote_host_rules"]
+__all__ = ["RemoteHostRules", "compile_remote_hosts", "host_of", "remote_host_rules"]
 
 _HOST = re.compile(r"(?:dns\s*;\s*)?\[?([a-z0-9][a-z0-9.-]*[a-z0-9])\]?", re.IGNORECASE)
 
@@ -57,7 +57,8 @@ class RemoteHostRules:
         return None
 
 
-def _compile(data: str, where: str) -> RemoteHostRules:
+def compile_remote_hosts(data: str, where: str) -> RemoteHostRules:
+    """Compile a remote_hosts.toml-layout text; RuleFileError when it is invalid."""
     try:
         doc = tomllib.loads(data)
     except tomllib.TOMLDecodeError as exc:
@@ -88,4 +89,4 @@ def _compile(data: str, where: str) -> RemoteHostRules:
 def remote_host_rules() -> RemoteHostRules:
     """The shipped table, compiled on first use."""
     data = (resources.files("mailcarrier.domain") / "rules" / "remote_hosts.toml").read_text(encoding="utf-8")
-    return _compile(data, "remote_hosts.toml")
+    return compile_remote_hosts(data, "remote_hosts.toml")

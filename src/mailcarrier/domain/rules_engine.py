@@ -34,7 +34,7 @@ from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
 __all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "compile_rule", "default_rules", "load_rules",
-           "validate_rule_file"]
+           "validate_rule_file", "validate_rules_toml"]
 
 #: The shipped rule files; where each stands in the precedence is in :mod:`mailcarrier.domain.classify`.
 RULE_FILES: tuple[str, ...] = ("codes.toml", "stage.toml", "providers.toml", "fallback.toml")
@@ -177,7 +177,12 @@ def load_rules(extra: Sequence[Path] = ()) -> RuleSet:
 
 def validate_rule_file(path: Path) -> int:
     """Compile one rule file; returns the number of rules or raises :class:`RuleFileError`."""
-    rules = _parse(Path(path).read_text(encoding="utf-8"), str(path))
+    return validate_rules_toml(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def validate_rules_toml(text: str, name: str) -> int:
+    """Compile ``[[rule]]`` tables given as text; the number of rules, or RuleFileError."""
+    rules = _parse(text, name)
     _check_unique(rules)
     return len(rules)
 

@@ -21,8 +21,17 @@ from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["BounceMail", "Detector", "Found", "Wording", "addresses", "lowercase_pattern",
-           "split_diagnostic_type", "wording"]
+__all__ = [
+    "BounceMail",
+    "Detector",
+    "Found",
+    "Wording",
+    "addresses",
+    "compile_wording",
+    "lowercase_pattern",
+    "split_diagnostic_type",
+    "wording",
+]
 
 _TAG = re.compile(r"<[^<>]{0,2000}>")
 _DAEMONS = ("mailer-daemon", "postmaster", "root", "mail-daemon", "maildaemon", "no-reply",
@@ -222,6 +231,11 @@ def _any(patterns: object, where: str, flags: int = re.IGNORECASE) -> re.Pattern
 def wording() -> Wording:
     """The shipped detector wording, compiled on first use."""
     data = (resources.files("mailcarrier.domain") / "rules" / "detectors.toml").read_text(encoding="utf-8")
+    return compile_wording(data)
+
+
+def compile_wording(data: str) -> Wording:
+    """Compile a detectors.toml-layout text; RuleFileError when it is invalid."""
     try:
         doc = tomllib.loads(data)
         commands = tuple((lowercase_pattern(str(c["pattern"])), SMTPStage(str(c["stage"])))
@@ -233,6 +247,6 @@ def wording() -> Wording:
         markers = _any(doc.get("markers", {}).get("body"), "[markers] body")
         original = _any(doc.get("boundaries", {}).get("original"), "[boundaries] original",
                         re.IGNORECASE | re.MULTILINE)
-    except (tomllib.TOMLDecodeError, KeyError, ValueError, re.error) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, ValueError, TypeError, AttributeError, re.error) as exc:
         raise RuleFileError(f"detectors.toml: {exc}") from None
     return Wording(commands, hints, markers, original, recipient_hints)
