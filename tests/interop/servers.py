@@ -345,19 +345,21 @@ def nsd_run(root: Path, zones: dict[str, str], command: Sequence[str], *, stdin:
         (root / f"{origin}.zone").write_text(text)
         lines += ["zone:", f"  name: \"{origin}\"", f"  zonefile: \"{origin}.zone\""]
     (root / "nsd.conf").write_text("\n".join(line for line in lines if line) + "\n")
-    (root / "resolv.conf").write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n")
+    (root / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     (root / "stdin").write_bytes(stdin)
+    # NSD's output goes to /dev/null (it would hold our pipes open), and it is stopped by its
+    # pid file when the command ends, inside the namespace's shell.
     script = (
         f"{paths['ip']} link set lo up && "
-        f"{paths['nsd']} -c {root}/nsd.conf && "
+        f"{paths['nsd']} -c {root}/nsd.conf </dev/null >/dev/null 2>&1 && "
         "for i in $(seq 1 100); do [ -s " + str(root) + "/nsd.pid ] && break; sleep 0.05; done; "
         f"mount --bind {root}/resolv.conf /etc/resolv.conf && "
-        f"exec \"$@\" < {root}/stdin"
+        f"\"$@\" < {root}/stdin; status=$?; kill $(cat {root}/nsd.pid) 2>/dev/null; exit $status"
     )
     done = subprocess.run([paths["unshare"], "--net", "--mount", "--", "sh", "-c", script, "sh", *command],
                           capture_output=True, timeout=timeout, check=False)
     pid_file = root / "nsd.pid"
-    if pid_file.exists():  # NSD lost its network with the namespace; end it by its own pid
+    if pid_file.exists():  # should the shell have died first: end NSD by its own pid
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
     return done
