@@ -8,6 +8,12 @@ carries many messages (RSET between them). Network failures become
 ``TransportError`` with our internal codes: 160/161/162 when connecting,
 146/150 before the final ".", 147/148 after it (outcome unknown), 180 when
 the TLS handshake fails, 190 for replies that are not SMTP.
+
+A failure keeps every fact the connection had (seed 000: the recipient's IT needs them to
+find the session in its logs): the error carries the local and remote address and port,
+the MX host, TLS and the dialogue so far. Every dialogue line starts with its UTC time
+(``HH:MM:SS.mmm``) and the first one says when and between which addresses the
+connection was made, so each step of a session can be matched against the receiver's log.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mailcarrier.domain.errors import DeliveryError, ParseError
 from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage, parse_reply
 
-__all__ = ["RejectedError", "SendResult", "SmtpSession", "TransportError", "queue_id_of"]
+__all__ = ["ConnectionFacts", "RejectedError", "SendResult", "SmtpSession", "TransportError",
+           "queue_id_of"]
 
 #: How receiving servers name their queue id in the 250 reply to the final ".".
 _QUEUE_ID = (
@@ -38,14 +47,36 @@ def queue_id_of(text: str) -> str | None:
     return None
 
 
-class TransportError(DeliveryError):
-    """A network-level failure, with the internal code that classifies it."""
+@dataclass(frozen=True, slots=True)
+class ConnectionFacts:
+    """What is known of a connection, even one that failed: its two ends and TLS."""
 
-    def __init__(self, internal_code: int, stage: SMTPStage, detail: str, dialogue: str = "") -> None:
+    mx_host: str
+    local_ip: str | None = None
+    local_port: int | None = None
+    peer_ip: str | None = None
+    peer_port: int | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+
+
+def _clock() -> str:
+    """The current UTC time of day to the millisecond, for dialogue lines."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
+class TransportError(DeliveryError):
+    """A network-level failure, with the internal code that classifies it and the facts of
+    the connection so far."""
+
+    def __init__(self, internal_code: int, stage: SMTPStage, detail: str, dialogue: str = "",
+                 facts: ConnectionFacts | None = None) -> None:
         super().__init__(f"{internal_code} at {stage}: {detail}")
         self.internal_code = internal_code
         self.stage = stage
         self.dialogue = dialogue
+        self.facts = facts
 
 
 @dataclass(slots=True)
@@ -85,16 +116,25 @@ class SmtpSession:
                    source_ip: str | None = None) -> SmtpSession:
         """Connect (from ``source_ip`` when given), read the banner, EHLO, STARTTLS when offered."""
         local_addr = (source_ip, 0) if source_ip else None
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
+        target = ConnectionFacts(mx_host or host, source_ip or None, None, host, port)
+
+        def failed(code: int, detail: str) -> TransportError:
+            note = f"{_clock()} (connecting {started} to {host}:{port} as {mx_host or host}: {detail})"
+            return TransportError(code, SMTPStage.CONNECT, detail, note, target)
+
         try:
             connecting = asyncio.open_connection(host, port, local_addr=local_addr)
             reader, writer = await asyncio.wait_for(connecting, timeout)
         except TimeoutError as error:
-            raise TransportError(160, SMTPStage.CONNECT, f"connect to {host}:{port} timed out") from error
+            raise failed(160, f"connect to {host}:{port} timed out after {timeout:g} s") from error
         except ConnectionRefusedError as error:
-            raise TransportError(161, SMTPStage.CONNECT, f"{host}:{port} refused the connection") from error
+            raise failed(161, f"{host}:{port} refused the connection") from error
         except OSError as error:
-            raise TransportError(162, SMTPStage.CONNECT, f"{host}:{port} unreachable: {error}") from error
+            raise failed(162, f"{host}:{port} unreachable: {error}") from error
         session = cls(reader, writer, mx_host or host, timeout)
+        local, peer = session._ends()
+        session._log.append(f"{_clock()} (connected {started}: {local} -> {peer}, MX {session.mx_host})")
         try:
             await session._handshake(helo_name, tls_context, host)
             session._opening = list(session._log)
@@ -111,6 +151,27 @@ class SmtpSession:
     def peer_ip(self) -> str:
         return str(self._writer.get_extra_info("peername")[0])
 
+    def _ends(self) -> tuple[str, str]:
+        local, peer = self._address("sockname"), self._address("peername")
+        return (f"{local[0]}:{local[1]}" if local else "?", f"{peer[0]}:{peer[1]}" if peer else "?")
+
+    def _address(self, name: str) -> tuple[str, int] | None:
+        info = self._writer.get_extra_info(name)
+        if not info:
+            return None
+        return str(info[0]), int(info[1])
+
+    def facts(self) -> ConnectionFacts:
+        """The connection's ends and TLS, as far as the socket still tells them."""
+        local, peer = self._address("sockname"), self._address("peername")
+        return ConnectionFacts(self.mx_host, local[0] if local else None, local[1] if local else None,
+                               peer[0] if peer else None, peer[1] if peer else None,
+                               self.tls_version, self.tls_cipher)
+
+    def _fail(self, code: int, stage: SMTPStage, detail: str) -> TransportError:
+        self._log.append(f"{_clock()} ({detail})")
+        return TransportError(code, stage, detail, self.dialogue(), self.facts())
+
     async def _handshake(self, helo_name: str, tls_context: ssl.SSLContext | None, host: str) -> None:
         self._expect(await self._read(SMTPStage.CONNECT, after_dot=False), 220)
         await self._ehlo(helo_name)
@@ -120,14 +181,13 @@ class SmtpSession:
                 handshake = self._writer.start_tls(tls_context, server_hostname=host)
                 await asyncio.wait_for(handshake, self._timeout)
             except (ssl.SSLError, OSError, TimeoutError) as error:
-                raise TransportError(180, SMTPStage.STARTTLS, f"TLS handshake failed: {error}",
-                                     self.dialogue()) from error
+                raise self._fail(180, SMTPStage.STARTTLS, f"TLS handshake failed: {error}") from error
             ssl_object = self._writer.get_extra_info("ssl_object")
             if ssl_object is not None:
                 self.tls_version = ssl_object.version()
                 cipher = ssl_object.cipher()
                 self.tls_cipher = cipher[0] if cipher else None
-            self._log.append("(TLS established)")
+            self._log.append(f"{_clock()} (TLS established) {self.tls_version} {self.tls_cipher}")
             await self._ehlo(helo_name)
 
     async def _ehlo(self, helo_name: str) -> None:
@@ -138,7 +198,7 @@ class SmtpSession:
     def _expect(self, reply: SMTPReply, code: int) -> None:
         if reply.code != code:
             self.usable = False
-            raise RejectedError(reply, self.dialogue())
+            raise RejectedError(reply, self.dialogue(), self.facts())
 
     def dialogue(self) -> str:
         return "\n".join(self._log)
@@ -154,16 +214,16 @@ class SmtpSession:
             except TimeoutError as error:
                 self.usable = False
                 code = 147 if after_dot else 146
-                raise TransportError(code, stage, "no answer in time", self.dialogue()) from error
+                raise self._fail(code, stage, f"no answer within {self._timeout:g} s") from error
             except OSError as error:
                 self.usable = False
-                raise TransportError(148 if after_dot else 150, stage, str(error), self.dialogue()) from error
+                raise self._fail(148 if after_dot else 150, stage, str(error)) from error
             if not raw.endswith(b"\n"):
                 self.usable = False
                 code = 148 if after_dot else 150
-                raise TransportError(code, stage, "connection closed", self.dialogue())
+                raise self._fail(code, stage, "connection closed by the server")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self._log.append(f"S: {line}")
+            self._log.append(f"{_clock()} S: {line}")
             lines.append(line)
             if line[3:4] != "-":
                 return lines
@@ -174,13 +234,13 @@ class SmtpSession:
         except ParseError as error:
             self.usable = False
             detail = f"not an SMTP reply: {lines[-1][:80]!r}"
-            raise TransportError(190, stage, detail, self.dialogue()) from error
+            raise self._fail(190, stage, detail) from error
 
     async def _read(self, stage: SMTPStage, *, after_dot: bool) -> SMTPReply:
         return self._parse(await self._read_lines(stage, after_dot=after_dot), stage)
 
     async def _command_lines(self, command: str, stage: SMTPStage) -> tuple[SMTPReply, list[str]]:
-        self._log.append(f"C: {command}")
+        self._log.append(f"{_clock()} C: {command}")
         self._writer.write(command.encode("utf-8") + b"\r\n")
         lines = await self._read_lines(stage, after_dot=False)
         return self._parse(lines, stage), lines
@@ -218,8 +278,9 @@ class SmtpSession:
             if reply.code in (250, 251):
                 reply = await self._command("DATA", SMTPStage.DATA)
         if reply.code == 354:
-            self._log.append(f"C: <{len(data)} bytes of message>")
-            self._log.append("C: .")
+            stamp = _clock()
+            self._log.append(f"{stamp} C: <{len(data)} bytes of message>")
+            self._log.append(f"{stamp} C: .")
             self._writer.write(_dot_stuffed(data))
             reply = await self._read(SMTPStage.EOD, after_dot=True)
         elif reply.code != 421 and (reply.code < 400 or reply.stage is not SMTPStage.MAIL):
@@ -234,8 +295,9 @@ class SmtpSession:
         """MAIL, RCPT and DATA in one write; the first refusal is the answer (354 if all passed)."""
         commands = ((mail_from, SMTPStage.MAIL), (f"RCPT TO:<{recipient}>", SMTPStage.RCPT),
                     ("DATA", SMTPStage.DATA))
+        stamp = _clock()
         for command, _stage in commands:
-            self._log.append(f"C: {command}")
+            self._log.append(f"{stamp} C: {command}")
         self._writer.write(b"".join(command.encode("utf-8") + b"\r\n" for command, _ in commands))
         replies: list[SMTPReply] = []
         for _command, stage in commands:
@@ -250,7 +312,7 @@ class SmtpSession:
         if data.code == 354:
             # The server took DATA although the envelope failed (RFC 2920 section 3.1):
             # end the empty message so the session stays in step, then report the refusal.
-            self._log.append("C: .")
+            self._log.append(f"{_clock()} C: .")
             self._writer.write(b".\r\n")
             await self._read(SMTPStage.EOD, after_dot=False)
         return refusal
@@ -273,10 +335,11 @@ class SmtpSession:
 class RejectedError(DeliveryError):
     """The server refused the session before any message (banner or EHLO not accepted)."""
 
-    def __init__(self, reply: SMTPReply, dialogue: str) -> None:
+    def __init__(self, reply: SMTPReply, dialogue: str, facts: ConnectionFacts | None = None) -> None:
         super().__init__(f"{reply.code} at {reply.stage}: {reply.text}")
         self.reply = reply
         self.dialogue = dialogue
+        self.facts = facts
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -44,12 +44,12 @@ from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
 from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.source_routing import SourceRouting
-from mailcarrier.delivery.transport import RejectedError, SendResult, TransportError
+from mailcarrier.delivery.transport import ConnectionFacts, RejectedError, SendResult, TransportError
 from mailcarrier.domain.classify import Classification, classify, classify_internal, classify_reply
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
 from mailcarrier.domain.rules_engine import Scope
-from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage
 from mailcarrier.domain.vocabulary import INTERNAL_CODES, DeliveryState, Reason
 from mailcarrier.services.composition import (
     DkimKey,
@@ -489,12 +489,12 @@ class _Worker:
         except TransportError as error:
             classification = classify_internal(error.internal_code)
             detail = f"{error.internal_code} {INTERNAL_CODES[error.internal_code].name}: {error}"
-            result = SendResult(None, "", "", host.host, None, None, error.dialogue,
-                                internal_code=error.internal_code, stage=error.stage)
+            result = _failed_result(None, error.facts, host.host, error.dialogue, error.stage,
+                                    error.internal_code)
         except RejectedError as error:
             classification = classify_reply(error.reply)
-            result = SendResult(error.reply, "", "", host.host, None, None, error.dialogue,
-                                stage=error.reply.stage)
+            result = _failed_result(error.reply, error.facts, host.host, error.dialogue,
+                                    error.reply.stage, None)
         if skipped:
             result.dialogue = "\n".join([*skipped, result.dialogue] if result.dialogue else skipped)
         self.stats.attempts += 1
@@ -505,7 +505,8 @@ class _Worker:
             except OperationalError as error:  # throttling evidence lost, never the attempt itself
                 _LOG.warning("recording the reply for throttling failed: %s", error)
         return self._decide(item, classification, result, started, renderer, detail=detail,
-                            message_id=message.message_id, return_path=message.envelope_from)
+                            message_id=message.message_id, return_path=message.envelope_from,
+                            subject=message.subject)
 
     async def _source(self, item: outbox.ClaimedDelivery, renderer: MailingRenderer, host: MailHost,
                       started: datetime, limits: ConnectionLimits
@@ -546,7 +547,7 @@ class _Worker:
     def _decide(self, item: outbox.ClaimedDelivery, classification: Classification,
                 result: SendResult | None, started: datetime, renderer: MailingRenderer | None, *,
                 detail: str | None = None, message_id: str | None = None,
-                return_path: str | None = None) -> _Outcome:
+                return_path: str | None = None, subject: str | None = None) -> _Outcome:
         now = self.clock.now()
         number = item.attempt_count + 1
         first = item.first_attempt_at or started
@@ -595,9 +596,21 @@ class _Worker:
             last_diagnostic=diagnostic[:2000] if diagnostic else None, outcome_unknown=outcome_unknown,
             delivered_at=now if state is DeliveryState.DELIVERED else None,
             final_at=now if final else None,
-            contact_event_pending=final and not outcome_unknown,
+            contact_event_pending=final and not outcome_unknown, subject=subject,
         )
         return _Outcome(attempt, update, None if delivered else classification, item.domain)
+
+
+def _failed_result(reply: SMTPReply | None, facts: ConnectionFacts | None, mx_host: str,
+                   dialogue: str, stage: SMTPStage, internal_code: int | None) -> SendResult:
+    """The evidence of an attempt whose session failed: every fact the connection had
+    (addresses, TLS, dialogue so far) is kept, not only the error."""
+    if facts is None:
+        return SendResult(reply, "", "", mx_host, None, None, dialogue, internal_code=internal_code,
+                          stage=stage)
+    return SendResult(reply, facts.local_ip or "", facts.peer_ip or "", facts.mx_host or mx_host,
+                      facts.tls_version, facts.tls_cipher, dialogue, internal_code=internal_code,
+                      stage=stage)
 
 
 def _provider_limits(limits: ConnectionLimits, pick: SourcePick) -> ConnectionLimits:

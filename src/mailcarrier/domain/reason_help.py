@@ -7,6 +7,7 @@ reply up at the source. The wording and the provider table are data
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,8 +17,8 @@ from typing import Any
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["GUIDANCE_OUTCOMES", "Provider", "ReasonHelp", "explain", "guidance", "load_help",
-           "parse_help", "provider_for"]
+__all__ = ["GUIDANCE_OUTCOMES", "Provider", "ReasonHelp", "describe_attempt", "explain", "guidance",
+           "load_help", "parse_help", "provider_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,8 @@ def parse_help(text: str) -> ReasonHelp:
 #: (DNS: the domain accepts no mail or has no mail host), "dns_failed" (the look-up itself
 #: failed), "unreachable" (no connection could be opened) and "not_offered" (nothing was sent
 #: because the server lacks an extension the message needs, e.g. SMTPUTF8).
-GUIDANCE_OUTCOMES = ("delivered", "bounced", "deferred", "unknown", "not_sent",
+GUIDANCE_OUTCOMES = ("delivered", "bounced", "bounced_later", "gave_up", "deferred", "unknown",
+                     "not_sent",
                      "no_mail_host", "dns_failed", "unreachable", "not_offered")
 
 
@@ -144,6 +146,38 @@ def explain(reason: str | Reason | None, table: ReasonHelp | None = None) -> str
         return help_table.reasons[Reason(reason)]
     except ValueError:
         return f"Unrecognised reason {str(reason)[:64]!r}; see the receiving server's reply."
+
+
+_GREYLISTING = re.compile(r"gr[ae]y[- ]?list|postgrey|not yet authori[sz]ed", re.IGNORECASE)
+_RATE_LIMIT = re.compile(r"rate|too many|try (?:again )?later|throttl|slow down", re.IGNORECASE)
+
+
+def describe_attempt(*, reason: str | None, category: int | None, reply_code: int | None,
+                     reply_text: str | None, internal_meaning: str | None, outcome: str,
+                     table: ReasonHelp | None = None) -> str | None:
+    """What one attempt's answer means, in words true to what happened.
+
+    A failure of our own side of the dialogue (timeouts, lost connections: an internal
+    code) is described by that code, so a 147 says the server may have the message rather
+    than "could not be reached". A temporary refusal (4xx) is never described as a block:
+    greylisting and rate limits ask us to come back later. A delivered attempt needs no
+    explanation here; a later bounce is described on its own.
+    """
+    if outcome == "delivered":
+        return None
+    if internal_meaning:
+        return internal_meaning
+    text = reply_text or ""
+    temporary = (reply_code is not None and 400 <= reply_code < 500) or category == 3
+    if temporary and _GREYLISTING.search(text):
+        return ("Greylisting: the receiving server asks every new sender to come back later; "
+                "the retry is normally accepted. This is not a block.")
+    if temporary and category in (1, 3) and reason in ("blocked", "rejected", "policyviolation",
+                                                       "badreputation", "spamdetected"):
+        what = "a rate limit" if _RATE_LIMIT.search(text) else "a temporary policy"
+        return (f"The receiving server refused temporarily ({what}) and asked us to retry later; "
+                "it is not a permanent block.")
+    return explain(reason, table) if reason else None
 
 
 def provider_for(mx_host: str | None, domain: str | None,

@@ -299,6 +299,8 @@ class RenderedMessage:
     recipient: str
     message_id: str
     data: bytes
+    #: the subject as this recipient gets it (rendered), kept with the delivery as evidence
+    subject: str = ""
 
 
 class MailingRenderer:
@@ -382,4 +384,4 @@ class MailingRenderer:
         data = composed.data
         if self._signer is not None:
             data = self._signer.sign(data, timestamp=int(now.timestamp()))
-        return RenderedMessage(composed.envelope_from, composed.envelope_to, message_id, data)
+        return RenderedMessage(composed.envelope_from, composed.envelope_to, message_id, data, subject)

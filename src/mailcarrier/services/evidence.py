@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from fpdf import FPDF
-from fpdf.enums import WrapMode
 from sqlalchemy import Engine, select
 
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.domain.reason_help import explain, guidance, provider_for
+from mailcarrier.domain.reason_help import describe_attempt, explain, guidance, provider_for
 from mailcarrier.domain.vocabulary import INTERNAL_CODES
 from mailcarrier.storage.tables import activities, attempts, contacts, deliveries, mailings
 
@@ -121,8 +120,8 @@ def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime,
             c.account_id == account_id, c.email == address)).one_or_none()
         if contact is None:
             raise NotFoundError(f"no contact {address} in this account")
-        query = (select(deliveries, m.name.label("mailing_name"), m.subject, m.from_address,
-                        m.sending_domain)
+        query = (select(deliveries, m.name.label("mailing_name"),
+                        m.subject.label("template_subject"), m.from_address, m.sending_domain)
                  .join(mailings, mailings.c.id == d.mailing_id)
                  .where(d.account_id == account_id, d.contact_id == contact.id)
                  .order_by(d.id.desc()).limit(max(1, min(limit, 200))))
@@ -148,7 +147,10 @@ def collect_evidence(engine: Engine, account_id: int, email: str, now: datetime,
             t.number, t.started_at, t.ended_at, t.return_path, t.local_ip, t.remote_ip, t.mx_host,
             t.tls_version, t.tls_cipher, t.reply_code, t.enhanced_status, t.reply_text, t.queue_id,
             t.internal_code, internal.meaning if internal else None, t.reason, t.category,
-            t.outcome, explain(t.reason) if t.reason else None, t.dialogue))
+            t.outcome, describe_attempt(reason=t.reason, category=t.category, reply_code=t.reply_code,
+                                        reply_text=t.reply_text,
+                                        internal_meaning=internal.meaning if internal else None,
+                                        outcome=t.outcome), t.dialogue))
     later_by_mailing: dict[int, list[LaterEvent]] = {}
     accepted = {d for d, tried in by_delivery.items() if any(t.outcome == "delivered" for t in tried)}
     delivery_of = {r.mailing_id: r.id for r in rows}
@@ -171,14 +173,27 @@ def _is_later(event: Any, accepted: set[int], delivery_of: dict[int, int]) -> bo
     return late or delivery_of.get(event.mailing_id) in accepted
 
 
-def _outcome(state: str, outcome_unknown: bool, tried: list[AttemptEvidence]) -> str:
+def reply_line(code: int | None, enhanced: str | None, text: str | None) -> str:
+    """``550 5.1.1 text``: the reply as the server wrote it, enhanced status kept."""
+    body = text or ""
+    if enhanced and not body.startswith(enhanced):
+        body = f"{enhanced} {body}".strip()
+    return " ".join(str(x) for x in (code, body) if x)
+
+
+def _outcome(state: str, outcome_unknown: bool, tried: list[AttemptEvidence],
+             later: list[LaterEvent] | None = None) -> str:
     if not tried:
         return "not_sent"
     if outcome_unknown or tried[-1].outcome == "unknown":
         return "unknown"
+    if tried[-1].outcome == "delivered" and any(e.type.endswith("bounce") for e in later or ()):
+        return "bounced_later"  # a 250, then a bounce email: the refusal came after acceptance
     if state == "delivered":
         return "delivered"
-    if state in ("bounced_hard", "bounced_soft") or tried[-1].outcome == "bounced":
+    if state == "bounced_soft":
+        return "gave_up"  # temporary failures until the retries ran out: never refused for good
+    if state == "bounced_hard" or tried[-1].outcome == "bounced":
         return "bounced"
     return "deferred"
 
@@ -203,9 +218,10 @@ def _guidance_key(outcome: str, last: AttemptEvidence | None) -> str:
 
 def _delivery(r: Any, tried: list[AttemptEvidence], later: list[LaterEvent]) -> DeliveryEvidence:
     last = tried[-1] if tried else None
-    reply = " ".join(str(x) for x in (last.reply_code, last.reply_text) if x) if last else ""
-    if last and not reply and last.internal_meaning:
+    reply = reply_line(last.reply_code, last.enhanced_status, last.reply_text) if last else ""
+    if last and last.reply_code is None and last.internal_meaning:
         reply = f"no reply ({last.internal_code}: {last.internal_meaning})"
+    bounce = next((e for e in later if e.type.endswith("bounce")), None)
     facts = {
         "email": r.email, "mx_host": last.mx_host if last else None,
         "remote_ip": last.remote_ip if last else None, "local_ip": last.local_ip if last else None,
@@ -213,14 +229,19 @@ def _delivery(r: Any, tried: list[AttemptEvidence], later: list[LaterEvent]) -> 
         "queue_id": last.queue_id if last else None, "message_id": r.message_id,
         "when": _utc(last.ended_at or last.started_at) if last else None, "reply": reply or None,
         "sending_domain": r.sending_domain,
+        "bounce_when": _utc(bounce.occurred_at) if bounce else None,
+        "bounce_reply": reply_line(bounce.reply_code, bounce.enhanced_status, bounce.diagnostic)
+        if bounce else None,
+        "bounce_mta": bounce.remote_mta if bounce else None,
     }
     provider = provider_for(last.mx_host if last else None, r.domain)
     return DeliveryEvidence(
-        r.id, r.mailing_id, r.mailing_name, r.subject, r.from_address, r.sending_domain,
+        r.id, r.mailing_id, r.mailing_name, r.subject or r.template_subject, r.from_address,
+        r.sending_domain,
         r.message_id, r.return_path, r.email, r.state, bool(r.outcome_unknown),
         bool(r.suspected_filtering), provider.name if provider else None,
         provider.postmaster if provider else None, tried, later,
-        guidance(_guidance_key(_outcome(r.state, bool(r.outcome_unknown), tried), last), facts))
+        guidance(_guidance_key(_outcome(r.state, bool(r.outcome_unknown), tried, later), last), facts))
 
 
 def to_json(report: EvidenceReport) -> dict[str, Any]:
@@ -253,7 +274,7 @@ def to_text(report: EvidenceReport) -> str:
             lines.append(f"Receiving provider: {dv.provider} - {dv.postmaster}")
         for t in dv.attempts:
             tls = " ".join(x for x in (t.tls_version, t.tls_cipher) if x) or "none"
-            reply = " ".join(str(x) for x in (t.reply_code, t.reply_text) if x) or "-"
+            reply = reply_line(t.reply_code, t.enhanced_status, t.reply_text) or "-"
             lines += ["", f"-- Attempt {t.number} at {_utc(t.started_at)} -> {t.outcome}",
                       f"   Return-path:   {t.return_path or '-'}",
                       f"   Sending IP:    {t.local_ip or '-'}",
@@ -286,16 +307,108 @@ def _latin1(text: str) -> str:
 
 
 def to_pdf(report: EvidenceReport) -> bytes:
-    """The plain-text report laid out as a PDF (monospace, so the dialogue keeps its shape)."""
+    """A one-page A4 document the marketer can forward to the recipient's IT department.
+
+    The most recent delivery: a table of the facts seed 000 names (time, return-path, sending
+    and receiving IP, MX, TLS, reply, queue id, Message-ID), one row per attempt, the SMTP
+    dialogue of the deciding attempt in a framed box, later bounces, and what to check. Text
+    wraps at word boundaries; whatever would not fit on the page is left out with a note
+    pointing to the text or JSON export, which have everything.
+    """
     pdf = FPDF(format="A4")
-    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.set_auto_page_break(auto=False)
+    pdf.set_margins(14, 12, 14)
     pdf.add_page()
     pdf.set_title(_latin1(f"Delivery evidence for {report.email}"))
-    pdf.set_font("Helvetica", style="B", size=13)
-    pdf.multi_cell(0, 7, _latin1(f"Delivery evidence for {report.email}"),
-                   new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Courier", size=8)
-    for line in to_text(report).splitlines()[1:]:
-        pdf.multi_cell(0, 3.8, _latin1(line) or " ", new_x="LMARGIN", new_y="NEXT",
-                       wrapmode=WrapMode.CHAR)
+    bottom = pdf.h - 14
+    pdf.set_font("Helvetica", style="B", size=14)
+    pdf.cell(0, 8, _latin1(f"Delivery evidence for {report.email}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=8)
+    pdf.cell(0, 4, _latin1(f"Generated {_utc(report.generated_at)}; contact status: "
+                           f"{report.contact_status}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    if not report.deliveries:
+        pdf.set_font("Helvetica", size=10)
+        pdf.multi_cell(0, 5, "No mailing has been addressed to this contact yet.")
+        return bytes(pdf.output())
+    dv = report.deliveries[0]
+    result = dv.state + (" (outcome unknown)" if dv.outcome_unknown else "") + \
+        (" (suspected filtering by the receiving gateway)" if dv.suspected_filtering else "")
+    rows = [("Mailing", f"{dv.mailing_id}: {dv.mailing_name}"), ("Subject", dv.subject),
+            ("From", dv.from_address), ("Message-ID", dv.message_id or "-"),
+            ("Return-path", dv.return_path or "-"), ("Result", result)]
+    if dv.provider:
+        rows.append(("Receiving provider", f"{dv.provider} - {dv.postmaster}"))
+    _pdf_fields(pdf, rows)
+    pdf.ln(2)
+    _pdf_heading(pdf, "Attempts")
+    with pdf.table(col_widths=(7, 27, 24, 34, 16, 60, 14), text_align="LEFT", line_height=3.6,
+                   first_row_as_headings=True) as table:
+        pdf.set_font("Helvetica", size=7)
+        table.row(["#", "When (UTC)", "Sending IP", "Receiving IP / MX", "TLS", "Reply", "Queue id"])
+        for t in dv.attempts[-6:]:
+            table.row([str(t.number), t.started_at.isoformat(timespec="seconds").replace("+00:00", ""),
+                       t.local_ip or "-", f"{t.remote_ip or '-'} / {t.mx_host or '-'}",
+                       t.tls_version or "none",
+                       _latin1(reply_line(t.reply_code, t.enhanced_status, t.reply_text)
+                               or f"no reply ({t.internal_code})"), t.queue_id or "-"])
+    last = dv.attempts[-1] if dv.attempts else None
+    if last is not None and last.explanation:
+        pdf.set_font("Helvetica", style="I", size=8)
+        pdf.multi_cell(0, 4, _latin1(f"Meaning: {last.explanation}"), new_x="LMARGIN", new_y="NEXT")
+    for e in dv.later[:3]:
+        pdf.set_font("Helvetica", size=8)
+        pdf.multi_cell(0, 4, _latin1(f"Later {e.type.replace('_', ' ')} at {_utc(e.occurred_at)} from "
+                                     f"{e.remote_mta or '-'}: "
+                                     f"{reply_line(e.reply_code, e.enhanced_status, e.diagnostic)}"),
+                       new_x="LMARGIN", new_y="NEXT")
+    guidance_height = 5 + sum(4 * (1 + len(p) // 120) for p in dv.guidance)
+    if last is not None and last.dialogue:
+        pdf.ln(2)
+        _pdf_heading(pdf, f"SMTP dialogue of attempt {last.number} (times in UTC; message body not shown)")
+        _pdf_dialogue(pdf, last.dialogue, bottom - guidance_height)
+    pdf.ln(2)
+    _pdf_heading(pdf, "What the receiving side can check")
+    pdf.set_font("Helvetica", size=8)
+    for paragraph in dv.guidance:
+        if pdf.get_y() + 8 > bottom:
+            break
+        pdf.multi_cell(0, 4, _latin1(f"- {paragraph}"), new_x="LMARGIN", new_y="NEXT")
+    if len(report.deliveries) > 1 and pdf.get_y() + 4 <= bottom:
+        pdf.set_font("Helvetica", style="I", size=7)
+        pdf.cell(0, 4, f"{len(report.deliveries) - 1} earlier mailing(s) to this address: see the "
+                       "text or JSON export.", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
+
+
+def _pdf_heading(pdf: FPDF, text: str) -> None:
+    pdf.set_font("Helvetica", style="B", size=9)
+    pdf.cell(0, 5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+
+
+def _pdf_fields(pdf: FPDF, rows: list[tuple[str, str]]) -> None:
+    with pdf.table(col_widths=(30, 152), text_align="LEFT", line_height=4,
+                   first_row_as_headings=False) as table:
+        for label, value in rows:
+            pdf.set_font("Helvetica", size=8)
+            row = table.row()
+            row.cell(_latin1(label))
+            row.cell(_latin1(value))
+
+
+def _pdf_dialogue(pdf: FPDF, dialogue: str, limit_y: float) -> None:
+    """The transcript in a frame, lines wrapped at spaces, cut (with a note) at ``limit_y``."""
+    pdf.set_font("Courier", size=6.5)
+    top, x, width, height = pdf.get_y(), pdf.l_margin, pdf.epw, 2.9
+    pdf.set_y(top + 1)
+    lines = dialogue.splitlines()
+    for index, line in enumerate(lines):
+        if pdf.get_y() + 2 * height > limit_y:
+            pdf.set_x(x + 1.5)
+            pdf.cell(width - 3, height, f"... {len(lines) - index} more line(s) in the text export",
+                     new_x="LMARGIN", new_y="NEXT")
+            break
+        pdf.set_x(x + 1.5)
+        pdf.multi_cell(width - 3, height, _latin1(line) or " ", new_x="LMARGIN", new_y="NEXT")
+    pdf.rect(x, top, width, pdf.get_y() + 1 - top)
+    pdf.set_y(pdf.get_y() + 1)

@@ -147,6 +147,8 @@ class DeliveryUpdate:
     delivered_at: datetime | None
     final_at: datetime | None
     contact_event_pending: bool
+    #: the rendered subject of the message sent (None: nothing sent, keep what is stored)
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +278,7 @@ def recover_expired(engine: Engine, now: datetime, *, limit: int = 10_000) -> in
 _UPDATE_COLUMNS = ("state", "attempt_count", "first_attempt_at", "next_attempt_at", "message_id",
                    "return_path", "last_reason", "last_category", "last_reply_code",
                    "last_enhanced_status", "last_diagnostic", "outcome_unknown", "delivered_at",
-                   "final_at", "contact_event_pending")
+                   "final_at", "contact_event_pending", "subject")
 
 
 def record_results(engine: Engine, claim: Claim,
@@ -353,7 +355,8 @@ def _write_outcomes(conn: Connection, token: str,
             row[name] = stamp(row[name])
         row["b_id"], row["b_token"] = update_row.delivery_id, token
         updates.append(row)
-    assignments = ", ".join(f"{name} = {mark(name)}" for name in _UPDATE_COLUMNS)
+    assignments = ", ".join(f"{name} = COALESCE({mark(name)}, {name})" if name == "subject"
+                            else f"{name} = {mark(name)}" for name in _UPDATE_COLUMNS)
     conn.exec_driver_sql(
         f"UPDATE deliveries SET {assignments}, claimed_by = NULL, claim_token = NULL, "
         f"claimed_at = NULL, lease_until = NULL "
