@@ -43,7 +43,7 @@ def test_commands_with_rarer_statuses_say_so_in_their_help() -> None:
     expected = {("contacts", "import"): ExitCode.PARTIAL, ("bounces", "import"): ExitCode.PARTIAL,
                 ("bounce", "parse"): ExitCode.PARTIAL, ("pools", "apply"): ExitCode.REFUSED,
                 ("domains", "check"): ExitCode.CHECK_FAILED, ("mailings", "check"): ExitCode.CHECK_FAILED,
-                ("pools", "dnsbl-check"): ExitCode.CHECK_FAILED,
+                ("pools", "dnsbl-check"): ExitCode.CHECK_FAILED, ("mailings", "send"): ExitCode.REFUSED,
                 ("report", "mailing"): ExitCode.INCONSISTENT}
     for argv, code in expected.items():
         assert f"Exit status: {int(code)} " in _help(*argv), argv

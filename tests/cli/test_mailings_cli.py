@@ -159,3 +159,34 @@ def test_sandbox_command_serves_until_terminated(tmp_path: Path) -> None:
         out, err = server.communicate(timeout=20)
     assert codes == (250, 550)
     assert b"received 1 messages" in out, err.decode()[-1000:]
+
+
+def test_send_refused_by_sender_hygiene_exits_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.services.local_dns import local_dns  # noqa: PLC0415 - DNS fixtures only here
+    from tests.services.test_hygiene import ZONE  # noqa: PLC0415
+
+    for name in list(os.environ):
+        if name.startswith("MAILCARRIER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    url = ["--database-url", f"sqlite:///{tmp_path / 'mc.db'}"]
+    run = CliRunner(env={"COLUMNS": "200"}).invoke
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("email\nann@example.com\n", encoding="utf-8")
+    body = tmp_path / "m.txt"
+    body.write_text("Hello\nUnsubscribe: {{ unsubscribe_url }}\n", encoding="utf-8")
+    for step in (["db", "upgrade"], ["accounts", "create", "acme"], ["pools", "create", "house", "dedicated"],
+                 ["pools", "add-ip", "house", "127.0.0.2", "--warm"], ["pools", "assign", "acme", "house"],
+                 ["contacts", "import", str(csv_file), "--audience", "news", "--account", "acme"],
+                 ["mailings", "create", "--subject", "Hi", "--from", "news@bad.test", "--audience", "news",
+                  "--text", str(body), "--account", "acme"]):
+        done = run(app, [*step, *url])
+        assert done.exit_code == 0, (step, done.output)
+    with local_dns(ZONE) as resolver:
+        for key, value in {"DATA_DIR": str(tmp_path / "data"), "DKIM_SELECTOR": "s1",
+                           "BOUNCE_DOMAIN": "bounces.good.test", "HOSTNAME": "mx.mailcarrier.test",
+                           "HYGIENE_NAMESERVER": f"127.0.0.1:{resolver.port}"}.items():
+            monkeypatch.setenv(f"MAILCARRIER_{key}", value)
+        refused = run(app, ["mailings", "send", "1", "--account", "acme", *url])
+    assert refused.exit_code == 5, refused.output
+    assert "refused" in refused.output and "bad.test" in refused.output

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
@@ -17,6 +18,7 @@ from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.vocabulary import Category
 from mailcarrier.services import mailings as service
+from mailcarrier.services.hygiene import DomainNotSendableError
 from mailcarrier.services.pools import sender_hygiene_gate
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
@@ -122,6 +124,9 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
             summary = service.send_mailing(engine, owner.id, mailing_id, datetime.now(UTC), sender_check=gate)
         else:
             summary = operations[action](engine, owner.id, mailing_id, datetime.now(UTC))
+    except DomainNotSendableError as exc:  # refused by policy, not failed: exit 5
+        ERR.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(ExitCode.REFUSED) from exc
     except (MailcarrierError, ValueError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:
@@ -130,10 +135,14 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
                     f"{summary.suppressed_total} suppressed)")
 
 
-@app.command("send")
+@app.command("send", epilog=epilog(ExitCode.REFUSED))
 def send_command(mailing_id: int, account: str = ACCOUNT_OPTION,
                  database_url: str | None = DB_OPTION) -> None:
-    """Enqueue one delivery per active contact and start sending (run `mailcarrier worker`)."""
+    """Enqueue one delivery per active contact and start sending (run `mailcarrier worker`).
+
+    Marketing mail of an account on a pool is refused (exit 5) while its From domain fails the
+    sender hygiene checks; the refusal lists each failed check and its fix.
+    """
     _change("send", mailing_id, account, database_url)
 
 
