@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     inbound_max_bytes: int = Field(10_000_000, ge=1024, description=(
         "Largest inbound email accepted (SMTP answers 552 above it; imported files are stored "
         "truncated and marked failed)."))
+    inbound_max_sessions: int = Field(100, ge=0, description=(
+        "SMTP sessions `mailcarrier inbound` holds at once, all peers together (each may buffer a "
+        "message up to inbound_max_bytes); more get 421. 0: unlimited."))
+    inbound_max_sessions_per_peer: int = Field(10, ge=0, description=(
+        "SMTP sessions one peer address (IPv6: its /64) may hold at once; more get 421. 0: unlimited."))
+    inbound_peer_connections_per_minute: int = Field(120, ge=0, description=(
+        "New SMTP connections one peer may open per minute; more get 421. 0: unlimited."))
+    inbound_peer_messages_per_minute: int = Field(300, ge=0, description=(
+        "Messages one peer may send per minute; more get 451 at RCPT (retried later). 0: unlimited."))
+    inbound_unlimited_peers: str = Field("127.0.0.0/8,::1", description=(
+        "Comma-separated addresses or CIDR networks exempt from the per-peer inbound limits (a relay "
+        "in front of `mailcarrier inbound` sends everything); the total session limit still applies."))
     inbound_accept_addresses: str = Field("", description=(
         "Comma-separated feedback-loop and abuse addresses the inbound server also accepts, besides "
         "signed VERP addresses and postmaster@<bounce domain>."))

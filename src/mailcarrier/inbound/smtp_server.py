@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.verp import decode_return_path
+from mailcarrier.inbound.peer_limits import PeerLimits, PeerQuota
 from mailcarrier.inbound.processor import run_processor
 from mailcarrier.services.inbound import (
     InboundContext,
@@ -62,6 +63,26 @@ class _BounceSMTP(SMTP):
     """
 
     line_length_limit = _LINE_LIMIT
+
+    async def _handle_client(self) -> None:
+        """Refuse (421) a session over the per-peer or total limits before the greeting."""
+        assert self.session is not None
+        limits = getattr(self.event_handler, "limits", None)
+        peer_ip = _peer_ip(self.session.peer)
+        if isinstance(limits, PeerLimits):
+            refusal = limits.open_session(peer_ip)
+            if refusal is not None:
+                log.info("refused a session from %s: %s", peer_ip, refusal,
+                         extra={"event": "inbound.session_refused"})
+                await self.push(f"421 4.7.0 {self.hostname} {refusal}")
+                assert self.transport is not None
+                self.transport.close()
+                return
+        try:
+            await super()._handle_client()
+        finally:
+            if isinstance(limits, PeerLimits):
+                limits.close_session(peer_ip)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command hook name)
@@ -134,6 +155,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _peer_ip(peer: object) -> str | None:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
 def accepted_addresses(settings: Settings) -> frozenset[str]:
     """The fixed addresses besides VERP: postmaster (RFC 5321 4.5.1) and the configured ones."""
     fixed = {"postmaster", f"postmaster@{settings.bounce_domain.lower()}"}
@@ -146,8 +171,10 @@ class InboundHandler:
 
     def __init__(self, engine: Engine, ctx: InboundContext, accept: frozenset[str], *,
                  on_stored: Callable[[], None] = lambda: None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, limits: PeerLimits | None = None) -> None:
         self._engine, self._ctx, self._accept = engine, ctx, accept
+        #: per-peer and total session, connection and message limits (read by _BounceSMTP)
+        self.limits = limits if limits is not None else PeerLimits(PeerQuota())
         self._suffix = "@" + ctx.bounce_domain.lower()
         self._on_stored, self._clock = on_stored, clock
         self._waiting: list[tuple[IncomingEmail, asyncio.Future[None]]] = []
@@ -167,6 +194,10 @@ class InboundHandler:
             log.info("refused RCPT %s from %s", address[:200], session.peer,
                      extra={"event": "inbound.rcpt_refused"})
             return f"550 5.1.1 <{address[:200]}>: not a bounce address of this server; relaying denied"
+        if not envelope.rcpt_tos and not self.limits.allow_message(_peer_ip(session.peer)):
+            log.info("deferred a message from %s: over the per-minute message limit", session.peer,
+                     extra={"event": "inbound.message_rate_limited"})
+            return "451 4.7.1 too many messages from your address in the last minute; try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -175,7 +206,7 @@ class InboundHandler:
         peer = session.peer
         origin = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
         mail_from = envelope.mail_from if isinstance(envelope.mail_from, str) else None
-        peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        peer_ip = _peer_ip(peer)
         helo = session.host_name if isinstance(session.host_name, str) else None
         email = IncomingEmail(raw, "smtp", origin, mail_from, tuple(envelope.rcpt_tos),
                               peer_ip=peer_ip, helo=helo)
@@ -219,7 +250,7 @@ class InboundServer:
                  host: str = "127.0.0.1", port: int = 0, max_bytes: int = 10_000_000,
                  tls_context: ssl.SSLContext | None = None, process: bool = True,
                  processors: int = 0, batch: int = 500,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, quota: PeerQuota = PeerQuota()) -> None:
         """``processors`` > 0 runs processing in that many separate processes (see
         :mod:`mailcarrier.inbound.processor`); 0 runs it in a thread of this process."""
         if port == 0:
@@ -239,7 +270,8 @@ class InboundServer:
         self._mp_stop = self._spawn.Event()
         self._mp_wake = self._spawn.Event()
         self._children: list[multiprocessing.process.BaseProcess] = []
-        self.handler = InboundHandler(engine, ctx, accept, on_stored=self._stored, clock=clock)
+        self.handler = InboundHandler(engine, ctx, accept, on_stored=self._stored, clock=clock,
+                                      limits=PeerLimits(quota))
         self._controller = _Controller(self.handler, hostname=host, port=port, tls_context=tls_context,
                                        require_starttls=False, data_size_limit=max_bytes,
                                        server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
@@ -252,7 +284,11 @@ class InboundServer:
             tls.load_cert_chain(settings.inbound_tls_cert, settings.inbound_tls_key)
         return cls(engine, InboundContext.from_settings(settings), accept=accepted_addresses(settings),
                    host=settings.inbound_host, port=settings.inbound_port,
-                   max_bytes=settings.inbound_max_bytes, tls_context=tls, **kwargs)
+                   max_bytes=settings.inbound_max_bytes, tls_context=tls,
+                   quota=PeerQuota(settings.inbound_max_sessions, settings.inbound_max_sessions_per_peer,
+                                   settings.inbound_peer_connections_per_minute,
+                                   settings.inbound_peer_messages_per_minute,
+                                   PeerQuota.networks(settings.inbound_unlimited_peers)), **kwargs)
 
     def _stored(self) -> None:
         if self._processors:
