@@ -80,6 +80,8 @@ _WARNING = re.compile(
     r"(?:will|shall) (?:be retried|keep trying|continue to (?:try|retry))|still being retried|"
     r"delivery attempts will continue|warning: (?:could not send|message still undelivered)|"
     r"message (?:is )?delayed|delivery (?:status notification )?\(delay\)")
+# Every _WARNING wording contains one of these.
+_WARNING_WORDS = ("warning", "not yet", "delay", "retried", "keep trying", "continue")
 # ... unless the notice also says it gave up.
 _GAVE_UP = re.compile(r"permanent (?:error|failure)|permanent fatal|(?:i've |have )?given up|giving up|"
                       r"failed permanently|will not be retried|no further (?:delivery )?attempts")
@@ -264,7 +266,10 @@ def _senders_and_lists(mail: BounceMail) -> frozenset[str]:
 
 def _action(subject: str, notice: str) -> str:
     """``delayed`` for a delay warning (RFC 3464's action for "still trying"), else ``failed``."""
-    warning = _WARNING.search(notice) or _WARNING.search(subject.lower())
+    subject = subject.lower()
+    if not any(k in notice or k in subject for k in _WARNING_WORDS):
+        return "failed"  # a substring test first: the regex scan is the slower one
+    warning = _WARNING.search(notice) or _WARNING.search(subject)
     return "delayed" if warning and not _GAVE_UP.search(notice) else "failed"
 
 
