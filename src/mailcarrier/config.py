@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     imap_host: str = Field("", description="IMAP server of the bounce mailbox (`bounces import --imap`).")
     imap_port: int = Field(993, ge=1, le=65535, description="IMAP port (993 with TLS, 143 without).")
     imap_tls: bool = Field(True, description="Connect to IMAP over TLS (IMAPS).")
+    imap_starttls: bool = Field(True, description=(
+        "Without imap_tls: upgrade the plain connection with STARTTLS, and refuse to log in when "
+        "the server does not offer it. Off only for a server you trust on a private network: the "
+        "password would travel in clear."))
+    imap_ca_file: Path | None = Field(None, description=(
+        "PEM file of the CA (or the self-signed certificate) that signs the IMAP server's "
+        "certificate; default: the system's trusted CAs. Certificates are always verified."))
+    imap_timeout: float = Field(30.0, gt=0, description=(
+        "Seconds to wait for the IMAP server to connect and to answer each command."))
     imap_user: str = Field("", description="IMAP login name.")
     imap_password: str = Field("", description="IMAP password.")
     imap_folder: str = Field("INBOX", description="IMAP folder to read bounces from.")

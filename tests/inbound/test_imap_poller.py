@@ -120,7 +120,8 @@ def world(empty_engine: Engine) -> Iterator[World]:  # noqa: F811
 
 
 def _config(server: TinyImap, *, delete: bool = False, password: str = "secret") -> ImapSettings:
-    return ImapSettings("127.0.0.1", server.port, "bounces", password, tls=False, delete=delete)
+    return ImapSettings("127.0.0.1", server.port, "bounces", password, tls=False, delete=delete,
+                        starttls=False)  # the tiny server has no TLS
 
 
 def test_poll_stores_flags_and_never_deletes_by_default(world: World) -> None:
@@ -168,7 +169,8 @@ def test_cli_import_imap_polls_processes_and_reports_bad_login(tmp_path: Path) -
         env = {"MAILCARRIER_DATABASE_URL": url, "MAILCARRIER_SECRET_KEY": KEY.decode(),
                "MAILCARRIER_BOUNCE_DOMAIN": BOUNCE_DOMAIN, "MAILCARRIER_DATA_DIR": str(tmp_path),
                "MAILCARRIER_IMAP_HOST": "127.0.0.1", "MAILCARRIER_IMAP_PORT": str(server.port),
-               "MAILCARRIER_IMAP_TLS": "false", "MAILCARRIER_IMAP_USER": "bounces",
+               "MAILCARRIER_IMAP_TLS": "false", "MAILCARRIER_IMAP_STARTTLS": "false",
+               "MAILCARRIER_IMAP_USER": "bounces",
                "MAILCARRIER_IMAP_PASSWORD": "secret"}
         result = CliRunner().invoke(bounces_cmd.app, ["import", "--imap"], env=env)
         assert result.exit_code == 0, result.output

@@ -203,8 +203,12 @@ class Postfix:
         self.log.touch()
 
     def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.paths["postfix"], "-c", str(self.config), *args],
-                              capture_output=True, text=True, timeout=60, check=False)
+        # output to a file: the master daemon keeps inherited descriptors, a pipe would not close
+        with open(self.root / "command.log", "w+") as log:
+            done = subprocess.run([self.paths["postfix"], "-c", str(self.config), *args], stdout=log,
+                                  stderr=log, stdin=subprocess.DEVNULL, text=True, timeout=60, check=False)
+            log.seek(0)
+            return subprocess.CompletedProcess(done.args, done.returncode, log.read(), "")
 
     def __enter__(self) -> Postfix:
         done = self._postfix("start")
@@ -297,10 +301,12 @@ service imap-login {{
         (root / "state").mkdir(exist_ok=True)
 
     def __enter__(self) -> Dovecot:
-        done = subprocess.run([self.paths["dovecot"], "-c", str(self.config)], capture_output=True,
-                              text=True, timeout=60, check=False)
+        # output to a file: the daemon keeps its inherited descriptors, a pipe would never close
+        with open(self.root / "start.log", "wb") as log:
+            done = subprocess.run([self.paths["dovecot"], "-c", str(self.config)], stdout=log, stderr=log,
+                                  stdin=subprocess.DEVNULL, timeout=60, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"dovecot -c {self.config} failed: {done.stderr}{done.stdout}")
+            raise RuntimeError(f"dovecot -c {self.config} failed: {(self.root / 'start.log').read_text()}")
         wait_port(self.imap_port)
         wait_port(self.imaps_port)
         return self
