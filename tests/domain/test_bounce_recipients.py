@@ -305,3 +305,15 @@ def test_a_delay_warning_reports_the_recipient_as_delayed(subject: str, body: st
     report = parse_bounce(raw.encode())
     assert report is not None
     assert [(r.recipient, r.action) for r in report.records] == [("nina@example.org", action)]
+
+
+def test_internationalised_addresses_are_read_and_their_domain_is_stored_as_idna() -> None:
+    assert mailbox("<Ñina@Exämple.de>") == "ñina@xn--exmple-cua.de"
+    raw = ("From: MAILER-DAEMON@mx.example.net\nTo: news@shop.example\nSubject: Undelivered Mail\n"
+           "MIME-Version: 1.0\n"
+           'Content-Type: multipart/report; report-type=delivery-status; boundary="g"\n\n'
+           "--g\nContent-Type: text/plain; charset=utf-8\n\nDelivery failed.\n"
+           "--g\nContent-Type: message/global-delivery-status; charset=utf-8\n\n"
+           "Reporting-MTA: dns; mx.example.net\n\nFinal-Recipient: utf-8; 用户@例子.广告\n"
+           "Action: failed\nStatus: 5.1.1\n\n--g--\n")
+    assert _recipients(raw) == [mailbox("用户@例子.广告")] != [""]

@@ -23,7 +23,9 @@ from email_validator import EmailNotValidError, validate_email
 __all__ = ["ADDRESS", "find_mailboxes", "mailbox"]
 
 #: A candidate address in free text: permissive on purpose, :func:`mailbox` decides.
-ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+#: Letters beyond ASCII are taken too: SMTPUTF8 (RFC 6531) addresses and IDN domains appear
+#: in RFC 6533 global DSNs and in prose.
+ADDRESS = re.compile(r"[\w!#$%&'*+/=?^`{|}~.\-]+@[\w\-]+(?:\.[\w\-]+)+")
 
 # Decorations around the address: RFC 3464 address types ("rfc822;"), X.400/Exchange
 # proxy prefixes ("SMTP=", "smtp:", "dda:SMTP="), mailto: links.
@@ -33,7 +35,7 @@ _EDGES = " \t\r\n<>\"'`()[]{},;:.!?*"
 
 @lru_cache(maxsize=8192)
 def mailbox(candidate: str) -> str:
-    """The lowercased address in ``candidate``, or ``""`` when it holds no valid one.
+    """The lowercased address in ``candidate`` (IDNA domain), or ``""`` when it holds no valid one.
 
     ``candidate`` is one token as a report writes it: ``<User@Example.NET>``,
     ``rfc822;user@example.net``, ``SMTP=user@example.net``, ``'user@example.net'``.
@@ -50,10 +52,11 @@ def mailbox(candidate: str) -> str:
     try:
         # test_environment: the RFC 2606 ".test" names stay addresses (test set-ups and the
         # sandbox deliver to them); other special-use names (localhost, .invalid) do not.
-        validate_email(value, check_deliverability=False, test_environment=True)
+        valid = validate_email(value, check_deliverability=False, test_environment=True)
     except EmailNotValidError:
         return ""
-    return value.lower()
+    # The domain in its ASCII (IDNA) form, as contact import stores it, so both match.
+    return f"{valid.local_part}@{valid.ascii_domain}".lower()
 
 
 def find_mailboxes(text: str) -> list[str]:
