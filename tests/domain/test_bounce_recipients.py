@@ -11,6 +11,8 @@ import pytest
 
 from mailcarrier.domain.addresses import find_mailboxes, mailbox
 from mailcarrier.domain.bounce import parse_bounce
+from mailcarrier.domain.detectors import BounceMail, detect
+from mailcarrier.domain.detectors.mime import MimePart
 
 
 def _recipients(raw: str) -> list[str]:
@@ -317,3 +319,20 @@ def test_internationalised_addresses_are_read_and_their_domain_is_stored_as_idna
            "Reporting-MTA: dns; mx.example.net\n\nFinal-Recipient: utf-8; 用户@例子.广告\n"
            "Action: failed\nStatus: 5.1.1\n\n--g--\n")
     assert _recipients(raw) == [mailbox("用户@例子.广告")] != [""]
+
+
+# -- the reporting host, a fact for the classifier ----------------------------------------------------
+
+def test_detectors_say_which_host_wrote_the_report() -> None:
+    def reporter(raw: str) -> list[str | None]:
+        found = detect(BounceMail(MimePart(raw.encode())))
+        assert found is not None
+        return [f.reporting_mta for f in found[1]]
+
+    postfix = ("From: MAILER-DAEMON@relay.shop.example (Mail Delivery System)\nTo: news@shop.example\n"
+               "Subject: Undelivered Mail Returned to Sender\n\nThis is the mail system at host "
+               "mx1.shop.example.\n\n<nina@example.org>: host mx.example.org said: 550 5.1.1 User unknown\n")
+    assert reporter(postfix) == ["mx1.shop.example"]
+    assert reporter(postfix.replace("This is the mail system at host mx1.shop.example.", "")) == [
+        "relay.shop.example"]
+    assert reporter(DSN_INVALID_RECIPIENT.replace("nina..x", "nina")) == ["mx.example.net"]

@@ -54,6 +54,7 @@ class AmazonSESDetector:
         if kind == "bounce":
             bounce = doc.get("bounce") or {}
             permanent = str(bounce.get("bounceType", "")).lower() == "permanent"
+            reporting = str(bounce.get("reportingMTA", "") or "").split(";", 1)[-1].strip() or None
             out = []
             for r in _emails(bounce.get("bouncedRecipients")):
                 recipient = next(iter(addresses(str(r.get("emailAddress", "")))), "")
@@ -65,7 +66,8 @@ class AmazonSESDetector:
                 action = str(r.get("action", "") or ("failed" if permanent else "delayed"))
                 out.append(Found(recipient, diagnostic, str(status) if status else None, action=action,
                                  remote_mta=str(bounce.get("remoteMtaIp", "") or "") or None,
-                                 diagnostic_type=dtype))
+                                 diagnostic_type=dtype,
+                                 reporting_mta=reporting))
             return tuple(out) or None
         if kind == "complaint":
             complaint = doc.get("complaint") or {}

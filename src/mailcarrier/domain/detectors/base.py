@@ -53,6 +53,9 @@ class Found:
     reply_code: int | None = None
     #: The notification's own explanation, when it may say more than the diagnostic.
     context: str = ""
+    #: The host that wrote the report: RFC 3464 ``Reporting-MTA``, the host a prose
+    #: template names ("This is the mail system at host x"), else the notice's sender domain.
+    reporting_mta: str | None = None
 
 
 class Detector(Protocol):

@@ -123,6 +123,8 @@ class DSNDetector:
                 return None
             blocks = parse_fields(mail.text[inline.start():])
         words = wording()
+        reporting = next((b["reporting-mta"].split(";", 1)[-1].strip() for b in blocks
+                          if b.get("reporting-mta", "").strip()), None) or None
         paragraphs: dict[str, str] | None = None
         found: list[Found] = []
         for block in blocks:
@@ -150,7 +152,8 @@ class DSNDetector:
             if command is SMTPStage.UNKNOWN:
                 command = _transcript_command(mail.body, recipient)
             hint = None if dtype.lower() == "smtp" and diagnostic else words.hint_in(prose)
-            found.append(Found(recipient, diagnostic, status, command, action, remote, hint, dtype))
+            found.append(Found(recipient, diagnostic, status, command, action, remote, hint, dtype,
+                               reporting_mta=reporting))
         if len(found) == 1 and part is not None:
             # With one recipient, the notification's prose is about that recipient: pass it
             # on, its explanation may be more specific than the Diagnostic-Code.

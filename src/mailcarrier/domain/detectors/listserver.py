@@ -107,6 +107,9 @@ class ListServerDetector:
         address = _list_address(mail, text, sentence)
         if not address:
             return None
+        host = sender.rpartition("@")[2] or None
         if refused is not None:
-            return (Found(address, sentence, action="failed", hint=Reason.REJECTED, context=text[:600]),)
-        return (Found(address, sentence, action="delayed", hint=Reason.ONHOLD, context=text[:600]),)
+            return (Found(address, sentence, action="failed", hint=Reason.REJECTED, context=text[:600],
+                          reporting_mta=host),)
+        return (Found(address, sentence, action="delayed", hint=Reason.ONHOLD, context=text[:600],
+                      reporting_mta=host),)

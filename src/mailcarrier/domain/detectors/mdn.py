@@ -44,4 +44,6 @@ class MDNDetector:
         if not found:
             return None
         reason = " ".join(mail.body.split())[:_TEXT_LIMIT] or fields.get("disposition", "")
-        return (Found(found[0], reason, action="failed", diagnostic_type="mdn", context=reason),)
+        reporter = fields.get("reporting-ua", "").split(";", 1)[-1].strip() or None
+        return (Found(found[0], reason, action="failed", diagnostic_type="mdn", context=reason,
+                      reporting_mta=reporter),)

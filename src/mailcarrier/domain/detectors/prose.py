@@ -264,6 +264,22 @@ def _senders_and_lists(mail: BounceMail) -> frozenset[str]:
     return frozenset(found | lists)
 
 
+# The reporting host as MTA templates name it: Postfix "This is the mail system at host x",
+# qmail "This is the qmail-send program at x", Courier "delivery status notification from
+# x, running the Courier mail server", xinnet/others "This is the deliver program at x".
+_REPORTER = re.compile(r"(?:mail system at host|qmail-send program at|deliver program at|"
+                       r"delivery status notification from) ([A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])", re.I)
+
+
+def _reporting_host(mail: BounceMail, notice: str) -> str | None:
+    """The host that wrote the notice: named by its template, else the notice's sender domain."""
+    named = _REPORTER.search(notice)
+    if named:
+        return named.group(1).lower()
+    sender = addresses(mail.header("From"))
+    return sender[0].rpartition("@")[2] if sender else None
+
+
 def _action(subject: str, notice: str) -> str:
     """``delayed`` for a delay warning (RFC 3464's action for "still trying"), else ``failed``."""
     subject = subject.lower()
@@ -333,6 +349,7 @@ class ProseDetector:
             return None
         general = " ".join(body.split())
         action = _action(mail.subject, general[:3000].lower())
+        reporter = _reporting_host(mail, general[:1500])
         general_hint: list[Reason | None] = []
         found = []
         for address in recipients[:100]:
@@ -356,7 +373,8 @@ class ProseDetector:
                 if not general_hint:  # looked up once per mail, only when needed
                     general_hint.append(words.hint_in(general[:2000]))
                 hint = general_hint[0]
-            found.append(Found(address, text or general[:600], command=command, hint=hint, action=action))
+            found.append(Found(address, text or general[:600], command=command, hint=hint, action=action,
+                               reporting_mta=reporter))
         return tuple(found)
 
 
