@@ -336,3 +336,10 @@ def test_detectors_say_which_host_wrote_the_report() -> None:
     assert reporter(postfix.replace("This is the mail system at host mx1.shop.example.", "")) == [
         "relay.shop.example"]
     assert reporter(DSN_INVALID_RECIPIENT.replace("nina..x", "nina")) == ["mx.example.net"]
+
+
+def test_a_persons_reply_saying_a_mail_could_not_be_delivered_is_not_a_bounce() -> None:
+    raw = ("From: Omar <omar@example.com>\nTo: news@shop.example\nSubject: Re: sale\n"
+           "In-Reply-To: <m1@shop.example>\n\nHi, your offer could not be delivered to my colleague\n"
+           "nina@example.org, her mailbox is new. Could you resend it?\n")
+    assert parse_bounce(raw.encode()) is None

@@ -248,9 +248,13 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
                        and not mail.header("X-Failed-Recipients")
                        and wording().markers.search(mail.body[:4000]) is None)
             if replied or not from_daemon:
+                # A notice that states the failure right before the recipient counts too
+                # (gateways and webmail send no codes), unless it answers a message
+                # (In-Reply-To): a person writing "my mail to x could not be delivered".
+                stated = not mail.header("In-Reply-To")
                 records = tuple(r for r in records if r.reply_code is not None or r.status is not None
                                 or r.rule.startswith("detector:")
-                                or says_failed(mail.body, r.recipient))
+                                or (stated and says_failed(mail.body, r.recipient)))
         if records and all(r.reason is Reason.FEEDBACK for r in records):
             return BounceReport("feedback", records, mid, ours, records[0].diagnostic or "other")
         if records:
