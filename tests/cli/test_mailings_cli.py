@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -30,7 +31,10 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     url = ["--database-url", f"sqlite:///{tmp_path / 'mc.db'}"]
     run = CliRunner().invoke
     assert run(app, ["db", "upgrade", *url]).exit_code == 0
-    assert run(app, ["accounts", "create", "acme", "--name", "Acme", *url]).exit_code == 0
+    made = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["accounts", "create", "acme", "--name", "Acme", *url])
+    assert made.exit_code == 0
+    assert ("add contacts with: mailcarrier contacts import FILE.csv --audience NAME --account acme "
+            f"{shlex.join(url)}") in made.output
     csv_file = tmp_path / "c.csv"
     csv_file.write_text("email,first_name,city\nann@example.com,Ann,Oslo\nunknown9@example.com,Bob,Rome\n"
                         "cat@example.org,Cat,Oslo\n", encoding="utf-8")
@@ -51,6 +55,8 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert hint == f"mailcarrier mailings send {mailing_id} --account acme {shlex.join(url)}"
     sent = run(app, shlex.split(hint)[1:])
     assert sent.exit_code == 0 and "sending (2 recipients, 0 suppressed)" in sent.output
+    assert f"deliver with: mailcarrier worker --once {shlex.join(url)}" in sent.output
+    assert f"follow it with: mailcarrier mailings show {mailing_id} --account acme {shlex.join(url)}" in sent.output
     monkeypatch.setenv("MAILCARRIER_ACCOUNT", "acme")  # the default for --account
     assert "paused" in run(app, ["mailings", "pause", mailing_id, *url]).output
     assert "sending" in run(app, ["mailings", "resume", mailing_id, *url]).output
@@ -81,6 +87,11 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert re.search(r"delivered\s+│\s+2", shown.output)
     listed = run(app, ["mailings", "list", "--account", "acme", *url])
     assert "oslo" in listed.output and "done" in listed.output
+    as_json = json.loads(run(app, ["mailings", "show", mailing_id, "--format", "json", "--account", "acme",
+                                   *url]).stdout)
+    assert as_json["mailing"]["state"] == "done" and as_json["figures"]["delivered"] == 2 and as_json["sent"] == 2
+    (row,) = json.loads(run(app, ["mailings", "list", "-f", "json", "--account", "acme", *url]).stdout)
+    assert row["name"] == "oslo" and row["created_at"].startswith("20")
     cancel = run(app, ["mailings", "cancel", mailing_id, "--account", "acme", *url])
     assert cancel.exit_code == 1 and "done" in cancel.output
 

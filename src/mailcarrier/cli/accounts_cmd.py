@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.options import next_step
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import policies
@@ -45,7 +46,10 @@ def create_command(slug: str, name: str = typer.Option("", help="Display name.")
         raise typer.Exit(ExitCode.FAILED) from exc
     finally:
         engine.dispose()
-    Console().print(f"created account {account.slug} (id {account.id})")
+    hint = next_step("contacts", "import", "FILE.csv", "--audience", "NAME", account=account.slug,
+                     database_url=database_url)
+    Console().print(f"created account {account.slug} (id {account.id}); add contacts with: {hint}",
+                    highlight=False, soft_wrap=True)
 
 
 @app.command("list")

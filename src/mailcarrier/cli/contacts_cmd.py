@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy import Engine, select
 
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import DB_OPTION, account_option
+from mailcarrier.cli.options import DB_OPTION, account_option, next_step
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import account_views as views
@@ -66,6 +66,10 @@ def import_command(
               f"duplicates merged {report.duplicates_merged}, rejected {report.bad_count}")
     for bad in report.bad_rows[:show_bad]:
         out.print(f"  line {bad.line}: {bad.reason}", markup=False)
+    hint = next_step("mailings", "create", "--audience", audience, "--from", "ADDRESS",
+                     "--subject", "SUBJECT", "--html", "FILE.html", account=account,
+                     database_url=database_url)
+    out.print(f"mail them with: {hint}", highlight=False, soft_wrap=True, markup=False)
     if report.bad_count:
         raise typer.Exit(ExitCode.PARTIAL)
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.mailings_check_cmd import check_command
-from mailcarrier.cli.options import DB_OPTION, account_option, next_step
+from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, next_step, to_json
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.vocabulary import Category
@@ -131,8 +131,14 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
         raise _fail(exc) from exc
     finally:
         engine.dispose()
-    Console().print(f"mailing {summary.id}: {summary.state} ({summary.recipients_total} recipients, "
-                    f"{summary.suppressed_total} suppressed)")
+    out = Console()
+    out.print(f"mailing {summary.id}: {summary.state} ({summary.recipients_total} recipients, "
+              f"{summary.suppressed_total} suppressed)")
+    if action in ("send", "resume"):  # nothing goes out without a worker
+        worker = next_step("worker", "--once", database_url=database_url)
+        follow = next_step("mailings", "show", str(summary.id), account=account, database_url=database_url)
+        out.print(f"deliver with: {worker} (or a running `mailcarrier worker`); follow it with: {follow}",
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("send", epilog=epilog(ExitCode.REFUSED))
@@ -168,7 +174,8 @@ def cancel_command(mailing_id: int, account: str = ACCOUNT_OPTION,
 
 
 @app.command("list")
-def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OPTION) -> None:
+def list_command(account: str = ACCOUNT_OPTION, output: TableFormat = format_option(TableFormat.TABLE),
+                 database_url: str | None = DB_OPTION) -> None:
     """List the account's mailings."""
     engine = _engine(database_url)
     try:
@@ -179,6 +186,9 @@ def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OP
         raise _fail(exc) from exc
     finally:
         engine.dispose()
+    if output is TableFormat.JSON:
+        typer.echo(to_json(rows))
+        return
     table = Table("id", "name", "kind", "state", "subject", "recipients", "suppressed", "created (UTC)")
     for row in rows:
         table.add_row(str(row.id), row.name, row.kind, row.state, row.subject, str(row.recipients_total),
@@ -188,6 +198,7 @@ def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OP
 
 @app.command("show")
 def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                 output: TableFormat = format_option(TableFormat.TABLE),
                  database_url: str | None = DB_OPTION) -> None:
     """The mailing's response figures: sent, delivered, bounced by category, in progress, suppressed."""
     engine = _engine(database_url)
@@ -200,6 +211,9 @@ def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
         raise _fail(exc) from exc
     finally:
         engine.dispose()
+    if output is TableFormat.JSON:
+        typer.echo(to_json({"mailing": summary, "figures": figures, "sent": figures.sent}))
+        return
     Console().print(figures_table(summary, figures))
 
 

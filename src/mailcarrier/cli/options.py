@@ -8,7 +8,10 @@ heavy imports: the top-level help and ``classify`` import this module.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +27,7 @@ __all__ = [
     "account_option",
     "format_option",
     "next_step",
+    "to_json",
 ]
 
 ACCOUNT_ENV = "MAILCARRIER_ACCOUNT"
@@ -74,6 +78,21 @@ def format_option(default: StrEnum, help_text: str = "") -> Any:
     """``--format``/``-f`` with the choices of ``default``'s enumeration."""
     choices = ", ".join(member.value for member in type(default))
     return typer.Option(default, "--format", "-f", help=help_text or f"Output format: {choices}.")
+
+
+def to_json(value: Any) -> str:
+    """``value`` (dataclasses, lists, dicts) as indented JSON; dates in ISO 8601, keys as strings."""
+    def plain(item: Any) -> Any:
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return {f.name: plain(getattr(item, f.name)) for f in dataclasses.fields(item)}
+        if isinstance(item, dict):
+            return {str(k): plain(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [plain(v) for v in item]
+        if isinstance(item, datetime | date):
+            return item.isoformat()
+        return item
+    return json.dumps(plain(value), indent=2, ensure_ascii=False)
 
 
 def next_step(*words: str, account: str | None = None, database_url: str | None = None) -> str:
