@@ -125,3 +125,19 @@ def test_every_decision_is_final_or_scheduled_within_max_age(made: int, seconds_
         assert decision.next_attempt_at is not None
         assert decision.next_attempt_at >= now
         assert made < POLICY.attempts
+
+
+def test_recovered_attempts_do_not_count_against_the_schedule() -> None:
+    """Issue 17: two crash-recovery records (147) and one real 451 leave three real tries."""
+    policy = RetryPolicy()
+    greylisted = classify("Greylisted, please try again later", code=451, status="4.7.1")
+    first = datetime(2026, 5, 1, tzinfo=UTC)
+    decision = decide_retry(policy, greylisted, attempts_made=3, first_attempt_at=first, now=first,
+                            recovered_attempts=2)
+    assert decision.state is DeliveryState.IN_PROGRESS
+    assert decision.next_attempt_at == first + policy.schedule[1]
+    last = decide_retry(policy, greylisted, attempts_made=6, first_attempt_at=first,
+                        now=first + policy.schedule[3], recovered_attempts=2)
+    assert last.state is DeliveryState.BOUNCED_SOFT
+    with pytest.raises(ValueError, match="recovered_attempts"):
+        decide_retry(policy, greylisted, attempts_made=2, first_attempt_at=first, now=first, recovered_attempts=2)

@@ -560,7 +560,8 @@ class _Worker:
             self.stats.delivered += 1
         else:
             decision = decide_retry(self.policy, classification, attempts_made=number,
-                                    first_attempt_at=first, now=now)
+                                    first_attempt_at=first, now=now,
+                                    recovered_attempts=item.recovered_attempts)
             state, next_at = decision.state, decision.next_attempt_at
             reason, category = decision.reason.value, int(decision.category)
             outcome_unknown = decision.outcome_unknown

@@ -87,8 +87,14 @@ def decide_retry(
     attempts_made: int,
     first_attempt_at: datetime,
     now: datetime,
+    recovered_attempts: int = 0,
 ) -> RetryDecision:
     """Decide the fate of a delivery whose latest attempt (number ``attempts_made``) failed.
+
+    ``recovered_attempts`` of those attempts were only recorded because a worker died with
+    the message in flight (internal 147 at recovery): the server was not really tried, so
+    they do not count against the schedule (a crash must not turn a greylisted recipient
+    into a soft bounce).
 
     An outcome-unknown failure that the policy does not resend is final as
     ``delivered`` with the ``outcome_unknown`` flag: the server received the
@@ -98,13 +104,16 @@ def decide_retry(
     """
     if attempts_made < 1:
         raise ValueError("decide_retry is called after at least one attempt")
+    if not 0 <= recovered_attempts < attempts_made:
+        raise ValueError("recovered_attempts must be fewer than attempts_made (the latest is a real try)")
+    tried = attempts_made - recovered_attempts
     if classification.outcome_unknown and not policy.retry_outcome_unknown:
         reason, category = classification.reason, classification.category
         return RetryDecision(DeliveryState.DELIVERED, None, reason, category, outcome_unknown=True)
     if not (classification.retry or classification.outcome_unknown):
         return _final(classification)
-    if attempts_made < policy.attempts:
-        next_at = first_attempt_at + policy.schedule[attempts_made]
+    if tried < policy.attempts:
+        next_at = first_attempt_at + policy.schedule[tried]
         if next_at - first_attempt_at <= policy.max_age:
             return RetryDecision(
                 DeliveryState.IN_PROGRESS, max(next_at, now), classification.reason, classification.category

@@ -93,6 +93,8 @@ class ClaimedDelivery:
     first_name: str
     last_name: str
     fields: dict[str, Any]
+    #: attempts recorded by crash recovery, included in ``attempt_count`` but not real tries
+    recovered_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +201,11 @@ def claim_due(engine: Engine, worker_id: str, now: datetime, *, lease: timedelta
         c = contacts.c
         rows = conn.execute(select(
             d.id, d.account_id, d.mailing_id, d.contact_id, d.email, d.domain, d.attempt_count,
-            d.first_attempt_at, c.first_name, c.last_name, c.fields,
+            d.first_attempt_at, c.first_name, c.last_name, c.fields, d.recovered_attempts,
         ).join_from(deliveries, contacts, c.id == d.contact_id).where(d.claim_token == token)).all()
     claimed = tuple(ClaimedDelivery(r.id, r.account_id, r.mailing_id, r.contact_id, r.email, r.domain,
                                     r.attempt_count, r.first_attempt_at, r.first_name, r.last_name,
-                                    dict(r.fields or {})) for r in rows)
+                                    dict(r.fields or {}), r.recovered_attempts) for r in rows)
     return Claim(token, worker_id, claimed)
 
 
@@ -269,6 +271,7 @@ def recover_expired(engine: Engine, now: datetime, *, limit: int = 10_000) -> in
             attempt_count=bindparam("b_count"),
             first_attempt_at=bindparam("b_first", type_=d.first_attempt_at.type),
             state=DeliveryState.IN_PROGRESS.value, next_attempt_at=now, resent_after_crash=True,
+            recovered_attempts=d.recovered_attempts + 1,
             claimed_by=None, claim_token=None, claimed_at=None, lease_until=None,
         ), [{"b_id": r.id, "b_token": r.claim_token, "b_count": r.attempt_count + 1,
              "b_first": r.first_attempt_at or r.claimed_at or now} for r in rows])

@@ -231,6 +231,9 @@ deliveries = Table(
     Column("lease_until", UTCDateTime()),
     Column("first_attempt_at", UTCDateTime()),
     Column("resent_after_crash", Boolean, nullable=False, server_default="0"),
+    # Added by revision 0014_recovered_attempts: attempts recorded by crash recovery (not real
+    # tries of the server; they do not use up the retry schedule).
+    Column("recovered_attempts", Integer, nullable=False, server_default="0"),
     Column("contact_event_pending", Boolean, nullable=False, server_default="0"),
     # Added by revision 0012_seeds: the subject as this recipient received it (rendered).
     Column("subject", Text),
