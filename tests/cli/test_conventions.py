@@ -51,7 +51,7 @@ def test_commands_with_rarer_statuses_say_so_in_their_help() -> None:
 
 def test_format_account_and_once_are_spelled_alike() -> None:
     for argv in (("domains", "check"), ("mailings", "check"), ("pools", "evaluate"), ("evidence",),
-                 ("mailings", "list"), ("mailings", "show"),
+                 ("mailings", "list"), ("mailings", "show"), ("report", "mailing"), ("report", "bounces"),
                  ("bounces", "list"), ("bounce", "parse"), ("classify",)):
         assert "--format" in _help(*argv), argv
     assert "--json" not in _help("domains", "check")  # the old flag is hidden, still accepted

@@ -95,3 +95,15 @@ def test_webhooks_run_once_says_what_it_sent(tmp_path: Path) -> None:
                for line in lines), result.output
     assert "delivered 1, retried 1, dead 0" in result.output
     assert again.exit_code == 0 and "(nothing was due)" in again.output  # the retry is not due yet
+
+
+def test_reports_as_json(tmp_path: Path) -> None:
+    opts, mailing_id = _world(tmp_path)
+    page = CliRunner().invoke(app, ["report", "mailing", str(mailing_id), "--format", "json", *opts])
+    assert page.exit_code == 0, page.output
+    doc = json.loads(page.stdout)
+    assert doc["reconciles"] is True and sum(doc["page"]["buckets"].values()) == len(RECIPIENTS)
+    bounces = CliRunner().invoke(app, ["report", "bounces", "-f", "json", "--until", "2026-05-31", *opts])
+    assert bounces.exit_code == 0, bounces.output
+    report = json.loads(bounces.stdout)
+    assert report["until"] == "2026-05-31" and isinstance(report["by_reason"], list)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import DB_OPTION, account_option
+from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, to_json
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import reports
@@ -28,6 +28,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @app.command("mailing", epilog=epilog(ExitCode.INCONSISTENT))
 def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
+                    output: TableFormat = format_option(TableFormat.TABLE),
                     database_url: str | None = DB_OPTION) -> None:
     """The response page of a mailing: every recipient in one bucket, bounces by category."""
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
@@ -40,6 +41,11 @@ def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
         raise _fail(exc) from exc
     finally:
         engine.dispose()
+    if output is TableFormat.JSON:
+        typer.echo(to_json({"page": page, "reconciles": page.reconciles}))
+        if not page.reconciles:
+            raise typer.Exit(ExitCode.INCONSISTENT)
+        return
     out = Console()
     out.print(f"[bold]{page.name or 'Mailing'} #{page.mailing_id}[/bold] ({page.kind}, {page.state}): "
               f"{page.subject}", highlight=False)
@@ -73,6 +79,7 @@ def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
 def bounces_command(account: str = ACCOUNT_OPTION,
                     days: int = typer.Option(30, min=1, max=3660, help="Period length in days."),
                     until: str = typer.Option("", help="Last day (YYYY-MM-DD, UTC); default today."),
+                    output: TableFormat = format_option(TableFormat.TABLE),
                     database_url: str | None = DB_OPTION) -> None:
     """The bounce report ("Bounce House") over the last DAYS days."""
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
@@ -87,6 +94,9 @@ def bounces_command(account: str = ACCOUNT_OPTION,
         raise _fail(exc) from exc
     finally:
         engine.dispose()
+    if output is TableFormat.JSON:
+        typer.echo(to_json(report))
+        return
     out = Console()
     out.print(f"[bold]Bounces {report.since} to {report.until}[/bold]: {report.total}", highlight=False)
     cats = Table("category", "bounces")
