@@ -343,3 +343,25 @@ def test_a_persons_reply_saying_a_mail_could_not_be_delivered_is_not_a_bounce() 
            "In-Reply-To: <m1@shop.example>\n\nHi, your offer could not be delivered to my colleague\n"
            "nina@example.org, her mailbox is new. Could you resend it?\n")
     assert parse_bounce(raw.encode()) is None
+
+
+# -- the address the sender used, beside a rewritten recipient ----------------------------------------
+
+def test_an_aliased_recipient_keeps_the_address_the_sender_used() -> None:
+    dsn = DSN_INVALID_RECIPIENT.replace("Final-Recipient: rfc822;nina..x@example.org",
+                                        "Original-Recipient: rfc822;nina@example.org\n"
+                                        "Final-Recipient: rfc822;n.rossi@mail.example.org")
+    report = parse_bounce(dsn.encode())
+    assert report is not None
+    assert [(r.recipient, r.original_recipient) for r in report.records] == [
+        ("n.rossi@mail.example.org", "nina@example.org")]
+    prose = ("From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\nTo: news@shop.example\n"
+             "Subject: Undelivered Mail Returned to Sender\n\nThis is the mail system at host mx.example.org.\n\n"
+             "<n.rossi@mail.example.org> (expanded from <nina@example.org>): host mail.example.org said:\n"
+             "    550 5.1.1 User unknown (in reply to RCPT TO command)\n")
+    report = parse_bounce(prose.encode())
+    assert report is not None
+    assert [(r.recipient, r.original_recipient) for r in report.records] == [
+        ("n.rossi@mail.example.org", "nina@example.org")]
+    plain = parse_bounce(DSN_INVALID_RECIPIENT.replace("nina..x", "nina").encode())
+    assert plain is not None and plain.records[0].original_recipient is None

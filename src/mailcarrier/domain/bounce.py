@@ -54,6 +54,9 @@ class BounceRecord:
     command: SMTPStage = SMTPStage.UNKNOWN
     #: Everything the classifier read for this recipient (``bounce parse --explain``).
     evidence: Evidence | None = field(default=None, compare=False, repr=False)
+    #: The address the sender used when the report names a rewritten one as the recipient
+    #: (RFC 3464 ``Original-Recipient``, "(expanded from x)"); None when the same or unsaid.
+    original_recipient: str | None = None
 
     @property
     def address_invalid(self) -> bool:
@@ -190,7 +193,7 @@ def _from_found(found: Found) -> BounceRecord:
         diagnostic = f"{dtype}; {diagnostic}"
     return BounceRecord(found.recipient, found.action, status, code, found.remote_mta, diagnostic,
                         result.reason, result.category, result.address_invalid, result.rule,
-                        found.command, evidence)
+                        found.command, evidence, found.original_recipient)
 
 
 # Reasons that say the bounce did not tell why.

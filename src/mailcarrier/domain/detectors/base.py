@@ -56,6 +56,9 @@ class Found:
     #: The host that wrote the report: RFC 3464 ``Reporting-MTA``, the host a prose
     #: template names ("This is the mail system at host x"), else the notice's sender domain.
     reporting_mta: str | None = None
+    #: The address the sender used, when the report names it beside a rewritten one (RFC 3464
+    #: ``Original-Recipient``, "x (expanded from y)"): the contact to match.
+    original_recipient: str | None = None
 
 
 class Detector(Protocol):

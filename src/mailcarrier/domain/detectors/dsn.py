@@ -132,6 +132,7 @@ class DSNDetector:
                          or _first_address(block.get("original-recipient", "")))
             if not recipient:
                 continue
+            original = _first_address(block.get("original-recipient", ""))
             action = block.get("action", "failed").strip().lower() or "failed"
             enhanced = find_enhanced_status(block.get("status", ""))
             status = str(enhanced) if enhanced else None
@@ -153,7 +154,8 @@ class DSNDetector:
                 command = _transcript_command(mail.body, recipient)
             hint = None if dtype.lower() == "smtp" and diagnostic else words.hint_in(prose)
             found.append(Found(recipient, diagnostic, status, command, action, remote, hint, dtype,
-                               reporting_mta=reporting))
+                               reporting_mta=reporting,
+                               original_recipient=original if original and original != recipient else None))
         if len(found) == 1 and part is not None:
             # With one recipient, the notification's prose is about that recipient: pass it
             # on, its explanation may be more specific than the Diagnostic-Code.

@@ -89,6 +89,9 @@ _GAVE_UP = re.compile(r"permanent (?:error|failure)|permanent fatal|(?:i've |hav
 # returned message, never a failed recipient ("expanded from" names the recipient's alias).
 _SENDER_MENTION = re.compile(
     r"(?<!expanded )(?<!generated )(?:mail|messages?|e-?mail|sent) from:?[ \t]*<?(" + ADDRESS.pattern + ")")
+# Sendmail "(expanded from: x)", Postfix "(expanded from <x>)", Exim "(generated from x)":
+# the address the sender used, which an alias or forward rewrote.
+_EXPANDED_FROM = re.compile(r"\((?:expanded|generated) from:?[ \t\n]*<?(" + ADDRESS.pattern + r")>?", re.I)
 # The FOR clause of a Received line (RFC 5321 4.4) in the returned message: the envelope
 # recipient that copy of the message was delivered to.
 _RECEIVED_FOR = re.compile(r"\bfor[ \t\n>]+<(" + ADDRESS.pattern + r")>", re.I)
@@ -373,8 +376,11 @@ class ProseDetector:
                 if not general_hint:  # looked up once per mail, only when needed
                     general_hint.append(words.hint_in(general[:2000]))
                 hint = general_hint[0]
+            alias = _EXPANDED_FROM.search(text)
+            original = mailbox(alias.group(1)) if alias else ""
             found.append(Found(address, text or general[:600], command=command, hint=hint, action=action,
-                               reporting_mta=reporter))
+                               reporting_mta=reporter,
+                               original_recipient=original if original and original != address else None))
         return tuple(found)
 
 
