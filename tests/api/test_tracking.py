@@ -41,10 +41,11 @@ UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126 Sa
 
 
 async def hit(app: FastAPI, url: str, *, ip: str = PERSON_IP, method: str = "GET",
-              headers: dict[str, str] | None = None) -> httpx.Response:
+              headers: dict[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
     transport = httpx.ASGITransport(app=app, client=(ip, 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://mc.test") as http:
-        return await http.request(method, url, headers={"User-Agent": UA, **(headers or {})})
+        return await http.request(method, url, headers={"User-Agent": UA, **(headers or {})},
+                                  content=content)
 
 
 def flush(app: FastAPI) -> None:
@@ -248,9 +249,17 @@ async def test_unsubscribe_get_changes_nothing_post_opts_out_once(
         assert conn.execute(select(contacts.c.status).where(contacts.c.id == ann.contact_id)).scalar_one() == "active"
         assert conn.execute(select(func.count()).select_from(activities)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(consent_records)).scalar_one() == 0
-    for _ in range(2):  # RFC 8058 one-click, repeated
-        done = await hit(app, url, method="POST", headers={
-            "Content-Type": "application/x-www-form-urlencoded"})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body in (b"", b"List-Unsubscribe=Yes", b"other=1"):  # not RFC 8058's one-click body
+        refused = await hit(app, url, method="POST", headers=form, content=body)
+        assert refused.status_code == 400 and "List-Unsubscribe=One-Click" in refused.text
+    with db.connect() as conn:
+        assert conn.execute(select(contacts.c.status).where(contacts.c.id == ann.contact_id)).scalar_one() == "active"
+    multipart = (b'--B\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+                 b"One-Click\r\n--B--\r\n")
+    for headers, body in ((form, b"List-Unsubscribe=One-Click"),  # RFC 8058 one-click, repeated,
+                          ({"Content-Type": "multipart/form-data; boundary=B"}, multipart)):  # both forms
+        done = await hit(app, url, method="POST", headers=headers, content=body)
         assert done.status_code == 200 and "location" not in done.headers
         assert "unsubscribed" in done.text
     with db.connect() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -94,13 +95,43 @@ def unsubscribe_page(token: str, request: Request, context: AppContext = Depends
                 already=target.already_opted_out, action=request.url.path)
 
 
+_ONE_CLICK_MAX = 64 * 1024  #: larger bodies are not a one-click request
+
+
+async def _is_one_click(request: Request) -> bool:
+    """Whether the POST body carries ``List-Unsubscribe=One-Click`` (RFC 8058 section 3.1),
+    form-urlencoded or multipart/form-data."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=0, max_fields=32)
+        except Exception:  # malformed multipart: not a one-click request
+            return False
+        return form.get("List-Unsubscribe") == "One-Click"
+    body = await request.body()
+    if len(body) > _ONE_CLICK_MAX:
+        return False
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return fields.get("List-Unsubscribe") == ["One-Click"]
+
+
 @router.post("/u/{token}", include_in_schema=False)
-def unsubscribe(token: str, request: Request, context: AppContext = Depends(app_context),
-                state: TrackingState = Depends(tracking_state)) -> Response:
-    """RFC 8058 one-click (and the page's button): opt out now, idempotently, 200, no redirect."""
-    outcome = consent.opt_out_by_token(
-        context.engine, state.policy, state.keys, token, context.clock(), ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"), via="one-click")
+async def unsubscribe(token: str, request: Request, context: AppContext = Depends(app_context),
+                      state: TrackingState = Depends(tracking_state)) -> Response:
+    """RFC 8058 one-click (and the page's button, which posts the same field): opt out now,
+    idempotently, 200, no redirect. A POST without ``List-Unsubscribe=One-Click`` changes nothing."""
+    if not await _is_one_click(request):
+        target = await run_in_threadpool(consent.unsubscribe_target, context.engine, state.keys, token,
+                                         context.clock())
+        if target is None:
+            return page("message.html", 404, title="Link not valid",
+                        message="This unsubscribe link is not valid or has expired.")
+        return page("message.html", 400, title="Not unsubscribed",
+                    message="An unsubscribe request must carry List-Unsubscribe=One-Click (RFC 8058). "
+                            "Open this link in a browser and use the Unsubscribe button.")
+    outcome = await run_in_threadpool(
+        consent.opt_out_by_token, context.engine, state.policy, state.keys, token, context.clock(),
+        ip=client_ip(request), user_agent=request.headers.get("user-agent"), via="one-click")
     if outcome is None:
         return page("message.html", 404, title="Link not valid",
                     message="This unsubscribe link is not valid or has expired.")

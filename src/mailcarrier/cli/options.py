@@ -118,3 +118,18 @@ def _mask_password(url: str) -> str:
     if not sep or not at or not colon:
         return url
     return f"{scheme}://{user}:***@{host}"
+
+
+def public_url_warning(public_url: str) -> str | None:
+    """The start-up warning for a ``public_url`` recipients cannot use (None when it is fine).
+
+    Every message's unsubscribe link and ``List-Unsubscribe`` header start with it; plain http
+    in particular breaks RFC 8058 one-click unsubscribe, which mailbox providers require.
+    """
+    from mailcarrier.domain.public_url import public_url_problem  # noqa: PLC0415 - light, on use
+
+    problem = public_url_problem(public_url)
+    if problem is None:
+        return None
+    return (f"warning: public_url: {problem}. Unsubscribe and tracked links in the messages will not "
+            "work for recipients; set MAILCARRIER_PUBLIC_URL to the https address of `mailcarrier serve`.")

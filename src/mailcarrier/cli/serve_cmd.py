@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from mailcarrier.api.asgi import app_from_env
 from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
 from mailcarrier.services.policies import status_policy
 from mailcarrier.services.tracking import HitWriter
@@ -145,7 +146,10 @@ def serve_command(
         # Workers are separate processes that configure themselves from the environment.
         os.environ["MAILCARRIER_DATABASE_URL"] = database_url
     os.environ["MAILCARRIER_TRACKING_WRITER"] = "external"
-    load_settings()  # a configuration error shows here, before any process starts
+    settings = load_settings()  # a configuration error shows here, before any process starts
+    warning = public_url_warning(settings.public_url)
+    if warning:
+        typer.echo(warning, err=True)
     writer = WriterSupervisor()
     # uvicorn restores the handlers it found and re-raises SIGINT/SIGTERM after its graceful
     # shutdown; with the default handlers that would kill this process before the writer has

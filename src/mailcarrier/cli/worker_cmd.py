@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, WorkerStats, run_worker
@@ -91,6 +92,9 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     engine = make_engine(settings)
     console = Console(stderr=True)
+    warning = public_url_warning(settings.public_url)
+    if warning:
+        typer.echo(warning, err=True)
     if is_sqlite(engine):
         console.print("[dim]SQLite: workers take turns on the single write lock[/dim]")
     clock: Clock = SimulatedClock() if simulate_time else SystemClock()
