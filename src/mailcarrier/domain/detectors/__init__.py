@@ -33,6 +33,8 @@ def detect(mail: BounceMail,
     for detector in detectors:
         found = detector.detect(mail)
         if found:
+            # Copied only where the recipient's domain settles the reason (rarely).
             return detector.name, tuple(
-                replace(f, hint=hints.recipient_hint(f.recipient) or f.hint) for f in found)
+                f if (hint := hints.recipient_hint(f.recipient)) is None else replace(f, hint=hint)
+                for f in found)
     return None
