@@ -100,6 +100,8 @@ _RECEIVED_FOR = re.compile(r"\bfor[ \t\n>]+<(" + ADDRESS.pattern + r")>", re.I)
 _BARE_NAME = re.compile(r"[ \t]*([A-Za-z0-9][A-Za-z0-9._+\-]{0,63})[ \t]*")
 # How far after the statement its list of recipients may run.
 _LIST_REACH = 600
+# How much of a notice the statements are looked for in: MTAs state the failure near the top.
+_BODY_SCAN = 8000
 
 
 def says_failed(body: str, address: str) -> bool:
@@ -114,9 +116,6 @@ def says_failed(body: str, address: str) -> bool:
         if address in lowered[m.start(): m.end() + _LIST_REACH]:
             return True
     return False
-
-
-_BODY_SCAN = 8000
 
 
 def _local_recipients(body: str, reporting_domain: str) -> list[str]:
