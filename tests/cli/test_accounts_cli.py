@@ -77,3 +77,17 @@ def test_bad_requests_are_clear_errors(world: tuple[Settings, str]) -> None:
     blank = runner.invoke(cli, ["accounts", "keys", "create", "acme", "--name", " ",
                                 "--database-url", url])
     assert blank.exit_code == 1 and "name" in blank.output
+
+
+def test_unknown_scopes_are_refused_and_nothing_is_stored(world: tuple[Settings, str]) -> None:
+    """Issue 17: an unquoted '*' expanded by the shell (here to a file name) was stored as a scope."""
+    _settings, url = world
+    refused = runner.invoke(cli, ["accounts", "keys", "create", "acme", "--name", "x", "--scope", "a.csv",
+                                  "--database-url", url])
+    assert refused.exit_code != 0
+    assert "a.csv" in refused.output and "contacts:read" in refused.output  # says what is allowed
+    assert "mc_" not in refused.output
+    listed = _invoke("accounts", "keys", "list", "acme", "--database-url", url)
+    assert "a.csv" not in listed
+    ok = _invoke("accounts", "keys", "create", "acme", "--name", "all", "--scope", "*", "--database-url", url)
+    assert ok.strip().splitlines()[-1].startswith("mc_")

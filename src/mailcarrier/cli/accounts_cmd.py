@@ -16,6 +16,7 @@ from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import next_step
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.scopes import Scope
 from mailcarrier.services import policies
 from mailcarrier.services.policies import ACCOUNT_THRESHOLDS
 from mailcarrier.storage import accounts as repo
@@ -28,9 +29,9 @@ keys_app = typer.Typer(help="API keys of an account (for the REST API and the da
 app.add_typer(keys_app, name="keys")
 DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
 SCOPE_OPTION = typer.Option(
-    ["*"], "--scope",
+    [Scope.ALL], "--scope", case_sensitive=True,
     help="A scope such as contacts:read, mailings:write or reports:read (repeatable); "
-         "'*' grants every scope, 'RESOURCE:*' every action on one resource.")
+         "'*' grants every scope (quote it in a shell), 'RESOURCE:*' every action on one resource.")
 
 
 @app.command("create")
@@ -74,7 +75,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @keys_app.command("create")
 def keys_create_command(account: str, name: str = typer.Option(..., "--name", help="What the key is for."),
-                        scope: list[str] = SCOPE_OPTION,
+                        scope: list[Scope] = SCOPE_OPTION,
                         database_url: str | None = DB_OPTION) -> None:
     """Issue an API key for ACCOUNT (slug) and print it once."""
     engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, or_, select, update
 
 from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.scopes import parse_scopes
 from mailcarrier.storage.tables import api_keys
 
 __all__ = [
@@ -82,8 +83,11 @@ def _row_to_key(row: object) -> ApiKey:
 
 def create_api_key(conn: Connection, account_id: int, name: str, scopes: Iterable[str],
                    now: datetime) -> tuple[ApiKey, str]:
-    """Issue a key; returns the stored record and the clear key (shown once, never stored)."""
-    scope_list = sorted({s.strip() for s in scopes if s.strip()})
+    """Issue a key; returns the stored record and the clear key (shown once, never stored).
+
+    Unknown scope names are refused (:class:`~mailcarrier.domain.scopes.UnknownScopeError`).
+    """
+    scope_list = sorted(s.value for s in parse_scopes(scopes))
     if not scope_list:
         raise ValueError("an API key needs at least one scope")
     if not name.strip():
