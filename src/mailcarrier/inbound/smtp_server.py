@@ -27,12 +27,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Engine
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.verp import decode_return_path
+from mailcarrier.inbound.aiosmtpd_adapter import BlockDataController
 from mailcarrier.inbound.peer_limits import PeerLimits, PeerQuota
 from mailcarrier.inbound.processor import run_processor
 from mailcarrier.services.inbound import (
@@ -48,109 +48,6 @@ __all__ = ["InboundHandler", "InboundServer", "accepted_addresses"]
 log = logging.getLogger(__name__)
 
 _GROUP_MAX = 1000
-#: RFC 5321 caps lines at 1000 octets, but bounce generators (and the originals they quote)
-#: break it; refusing a bounce over a long line would lose exactly the evidence we want.
-_LINE_LIMIT = 65536
-
-
-class _BounceSMTP(SMTP):
-    """aiosmtpd's SMTP with a DATA phase read in blocks.
-
-    aiosmtpd reads DATA one line at a time (about a hundred event-loop steps for a typical
-    bounce); this reads up to each ``.<CRLF>`` and checks whether the dot starts a line, which
-    is the end marker (RFC 5321 4.1.1.4). Replies, size limit (552) and dot-unstuffing
-    (RFC 5321 4.5.2) are as in aiosmtpd; lines longer than 1000 octets are accepted.
-    """
-
-    line_length_limit = _LINE_LIMIT
-
-    async def _handle_client(self) -> None:
-        """Refuse (421) a session over the per-peer or total limits before the greeting."""
-        assert self.session is not None
-        limits = getattr(self.event_handler, "limits", None)
-        peer_ip = _peer_ip(self.session.peer)
-        if isinstance(limits, PeerLimits):
-            refusal = limits.open_session(peer_ip)
-            if refusal is not None:
-                log.info("refused a session from %s: %s", peer_ip, refusal,
-                         extra={"event": "inbound.session_refused"})
-                await self.push(f"421 4.7.0 {self.hostname} {refusal}")
-                assert self.transport is not None
-                self.transport.close()
-                return
-        try:
-            await super()._handle_client()
-        finally:
-            if isinstance(limits, PeerLimits):
-                limits.close_session(peer_ip)
-
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command hook name)
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        try:
-            body = await self._read_data()
-        except asyncio.CancelledError:
-            log.info("connection lost during DATA", extra={"event": "inbound.data_lost"})
-            self._writer.close()
-            raise
-        except asyncio.IncompleteReadError:
-            return
-        if body is None:
-            await self.push("552 Error: Too much mail data")
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            return
-        self.envelope.content = self.envelope.original_content = body
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push(status)
-
-    async def _read_data(self) -> bytes | None:
-        """The message up to the end marker, unstuffed; None (all read) when over the limit."""
-        limit = self.data_size_limit
-        parts: list[bytes] = []
-        size = 0
-        too_much = False
-        line_start = True
-        while True:
-            try:
-                piece = await self._reader.readuntil(b".\r\n")
-            except asyncio.LimitOverrunError as exc:  # no dot-CRLF within the buffer limit
-                piece = await self._reader.readexactly(exc.consumed)
-            else:
-                head = piece[:-3]
-                if (not head and line_start) or head.endswith(b"\r\n"):
-                    parts.append(head)
-                    too_much = too_much or bool(limit and size + len(head) > limit)
-                    break
-            size += len(piece)
-            if limit and size > limit:
-                too_much = True
-                parts.clear()
-            elif not too_much:
-                parts.append(piece)
-            line_start = piece.endswith(b"\r\n")
-        if too_much:
-            return None
-        body = b"".join(parts)
-        if body.startswith(b"."):
-            body = body[1:]
-        return body.replace(b"\r\n.", b"\r\n")
-
-
-class _Controller(Controller):
-    def factory(self) -> SMTP:
-        return _BounceSMTP(self.handler, **self.SMTP_kwargs)
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -173,12 +70,29 @@ class InboundHandler:
                  on_stored: Callable[[], None] = lambda: None,
                  clock: Callable[[], datetime] = _utcnow, limits: PeerLimits | None = None) -> None:
         self._engine, self._ctx, self._accept = engine, ctx, accept
-        #: per-peer and total session, connection and message limits (read by _BounceSMTP)
+        #: per-peer and total session, connection and message limits
         self.limits = limits if limits is not None else PeerLimits(PeerQuota())
         self._suffix = "@" + ctx.bounce_domain.lower()
         self._on_stored, self._clock = on_stored, clock
         self._waiting: list[tuple[IncomingEmail, asyncio.Future[None]]] = []
         self._writing = False
+
+    def open_session(self, peer: object) -> str | None:
+        """Admit a new session (None) or say why not: over the per-peer or total limits.
+
+        Called by the SMTP session before its greeting (``aiosmtpd_adapter``); a refusal is
+        answered 421 and the connection closed.
+        """
+        peer_ip = _peer_ip(peer)
+        refusal = self.limits.open_session(peer_ip)
+        if refusal is not None:
+            log.info("refused a session from %s: %s", peer_ip, refusal,
+                     extra={"event": "inbound.session_refused"})
+        return refusal
+
+    def close_session(self, peer: object) -> None:
+        """The end of a session :meth:`open_session` admitted."""
+        self.limits.close_session(_peer_ip(peer))
 
     def accepts(self, address: str) -> bool:
         """Ours: a signed VERP return-path of the bounce domain, the unsubscribe address, or a fixed one."""
@@ -272,9 +186,9 @@ class InboundServer:
         self._children: list[multiprocessing.process.BaseProcess] = []
         self.handler = InboundHandler(engine, ctx, accept, on_stored=self._stored, clock=clock,
                                       limits=PeerLimits(quota))
-        self._controller = _Controller(self.handler, hostname=host, port=port, tls_context=tls_context,
-                                       require_starttls=False, data_size_limit=max_bytes,
-                                       server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
+        self._controller = BlockDataController(
+            self.handler, hostname=host, port=port, tls_context=tls_context, require_starttls=False,
+            data_size_limit=max_bytes, server_hostname=ctx.bounce_domain, ident="mailcarrier inbound")
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> InboundServer:

@@ -47,7 +47,7 @@ from mailcarrier.domain.engagement import (
     upgrade_targets,
 )
 from mailcarrier.domain.errors import ConfigurationError, ConflictError
-from mailcarrier.domain.links import LinkRow, rewrite_links
+from mailcarrier.domain.links import LinkRow, add_open_pixel, scan_links
 from mailcarrier.domain.machine_activity import (
     Hit,
     Network,
@@ -236,17 +236,16 @@ def prepare_message_links(
 
     links: tuple[LinkRow, ...] = ()
     if track_clicks:
-        found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+        found = scan_links(html, text)
         ids = register_links(conn, account_id, mailing_id, [row.url for row in found.links], now)
         by_number = {row.number: ids[row.url] for row in found.links}
         links = found.links
-        rewritten = rewrite_links(
-            html, text, click_url=lambda n: f"{base}/c/{mint(TokenPurpose.CLICK, by_number[n])}",
+        rewritten = found.rewrite(
+            click_url=lambda n: f"{base}/c/{mint(TokenPurpose.CLICK, by_number[n])}",
             open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}" if track_opens else None)
         html, text = rewritten.html, rewritten.text
-    elif track_opens and html is not None:
-        html = rewrite_links(html, None, click_url=lambda _n: "",
-                             open_pixel_url=f"{base}/o/{mint(TokenPurpose.OPEN)}").html
+    elif track_opens and html is not None:  # the links stay as they are, only the pixel is added
+        html = add_open_pixel(html, f"{base}/o/{mint(TokenPurpose.OPEN)}")
     unsubscribe_token = mint(TokenPurpose.UNSUBSCRIBE)
     unsubscribe_url = f"{base}/u/{unsubscribe_token}"
     for placeholder in UNSUBSCRIBE_PLACEHOLDERS:
@@ -304,7 +303,7 @@ class LinkTracker:
             except ValueError:  # this contact's data breaks the template: it fails at send time
                 continue
             _protected, html, text = self._protected(bodies, renderer, recipient.delivery_id)
-            found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+            found = scan_links(html, text)
             with self._lock:
                 missing.update((row.url, None) for row in found.links
                                if (mailing_id, row.url) not in self.known)
@@ -326,7 +325,7 @@ class LinkTracker:
         if self.link_days:
             expires = int((self.clock() + timedelta(days=self.link_days)).timestamp())
         protected, html, text = self._protected(bodies, renderer, delivery_id)
-        found = rewrite_links(html, text, click_url=lambda _n: "", open_pixel_url=None)
+        found = scan_links(html, text)
         by_number: dict[int, int] = {}
         untracked: dict[int, str] = {}
         for row in found.links:
@@ -348,8 +347,8 @@ class LinkTracker:
                 return untracked[number]
             return f"{self.base}/c/{mint(TokenPurpose.CLICK, by_number[number])}"
 
-        rewritten = rewrite_links(
-            html, text, click_url=click,
+        rewritten = found.rewrite(
+            click_url=click,
             open_pixel_url=f"{self.base}/o/{mint(TokenPurpose.OPEN)}" if self.track_opens and html else None)
         # rewrite_links gives back None only for a part it was given as None; bodies has both
         new_html = (rewritten.html or "").replace(_PROTECTED, protected)
