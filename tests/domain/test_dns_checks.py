@@ -120,6 +120,18 @@ def test_mx() -> None:
     assert check_mx("bounces.example.com", ["MX.MAILCARRIER.TEST."], "mx.mailcarrier.test").ok
     failed = check_mx("bounces.example.com", [], "mx.mailcarrier.test")
     assert not failed.ok and "mx.mailcarrier.test" in failed.fix
+    assert failed.detail == "no MX record: bounces cannot come back"  # not "MX is no MX"
+    elsewhere = check_mx("bounces.example.com", ["mx1.other.test.", "mx2.other.test"], "mx.mailcarrier.test")
+    assert elsewhere.detail == "MX points at mx1.other.test, mx2.other.test, not at mx.mailcarrier.test"
+    assert "null MX" in check_mx("bounces.example.com", ["."], "mx.mailcarrier.test").detail
+
+
+def test_dmarc_p_none_passes_with_a_warning() -> None:
+    monitoring = check_dmarc("example.com", ["v=DMARC1; p=none; rua=mailto:d@example.com"], "example.com", "x")
+    assert monitoring.status is CheckStatus.WARN and monitoring.ok  # sending is not blocked
+    assert "monitoring only" in monitoring.detail and "p=quarantine" in monitoring.fix
+    enforced = check_dmarc("example.com", ["v=DMARC1; p=quarantine"], "example.com", "x")
+    assert enforced.status is CheckStatus.PASS
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from mailcarrier.storage.engine import make_engine
 app = typer.Typer(help="Sender hygiene of sending domains: SPF, DKIM, DMARC, FCrDNS, MX, blocklists.",
                   no_args_is_help=True)
 
-_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "red", CheckStatus.ERROR: "yellow"}
+_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red",
+          CheckStatus.ERROR: "yellow"}
 
 
 def _resolver(nameserver: str | None) -> dns.resolver.Resolver:

@@ -27,7 +27,8 @@ from mailcarrier.storage.engine import make_engine, write_transaction
 
 app = typer.Typer(help="Pre-send content and consent checks.", no_args_is_help=True)
 
-_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "red", CheckStatus.ERROR: "yellow"}
+_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red",
+          CheckStatus.ERROR: "yellow"}
 
 
 def _host_port(value: str, default_port: int, option: str) -> tuple[str, int]:

@@ -37,6 +37,7 @@ __all__ = [
 
 class CheckStatus(StrEnum):
     PASS = "pass"
+    WARN = "warn"  # passes, but weaker than it should be (e.g. DMARC p=none): read the fix
     FAIL = "fail"
     ERROR = "error"  # the check could not be completed (DNS failure, refused query)
 
@@ -50,7 +51,8 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.status is CheckStatus.PASS
+        """Nothing blocks sending: passed, possibly with a warning."""
+        return self.status in (CheckStatus.PASS, CheckStatus.WARN)
 
 
 _SPF_FIX = {
@@ -218,6 +220,11 @@ def check_dmarc(from_domain: str, records: Iterable[str], dkim_domain: str, boun
         return Check(name, CheckStatus.FAIL, "several DMARC records", "keep exactly one _dmarc TXT record")
     record = found[0]
     if _aligned(from_domain, dkim_domain, record.adkim) or _aligned(from_domain, bounce_domain, record.aspf):
+        if record.policy == "none":
+            return Check(name, CheckStatus.WARN,
+                         "p=none, aligned: monitoring only, receivers act on nothing that fails DMARC "
+                         "(Gmail and Yahoo accept it from bulk senders, but it protects nobody)",
+                         "once the rua= reports show only your own mail, move to p=quarantine, then p=reject")
         return Check(name, CheckStatus.PASS, f"p={record.policy}, aligned")
     return Check(
         name,
@@ -252,8 +259,14 @@ def check_mx(bounce_domain: str, mx_hosts: Iterable[str], inbound_host: str) -> 
     wanted = inbound_host.rstrip(".").lower()
     if wanted in hosts:
         return Check(name, CheckStatus.PASS, f"MX points at {wanted}")
-    shown = ", ".join(hosts) or "no MX"
-    return Check(name, CheckStatus.FAIL, f"MX is {shown}", f"set {bounce_domain} MX to {wanted}")
+    fix = f"set {bounce_domain} MX to {wanted}"
+    if not hosts:
+        return Check(name, CheckStatus.FAIL, "no MX record: bounces cannot come back", fix)
+    if hosts == [""]:
+        return Check(name, CheckStatus.FAIL,
+                     "null MX (MX 0 .): the domain refuses all mail, bounces included", fix)
+    return Check(name, CheckStatus.FAIL, f"MX points at {', '.join(h for h in hosts if h)}, not at {wanted}",
+                 fix)
 
 
 def dnsbl_query_name(ip: str, zone: str) -> str:
