@@ -79,16 +79,17 @@ def worker_command(
         if any(child.exitcode for child in children):
             raise typer.Exit(ExitCode.FAILED)
         return
-    _run(until_idle, concurrency, database_url, worker_id, simulate_time, tracking)
+    _run(until_idle, concurrency, database_url, worker_id, simulate_time, tracking, progress=until_idle)
 
 
 def _child(until_idle: bool, concurrency: int | None, database_url: str | None,
            worker_id: str | None, tracking: bool) -> None:
-    _run(until_idle, concurrency, database_url, worker_id, False, tracking)
+    # No progress line per child: N of them would overwrite each other on one terminal.
+    _run(until_idle, concurrency, database_url, worker_id, False, tracking, progress=False)
 
 
 def _run(until_idle: bool, concurrency: int | None, database_url: str | None, worker_id: str | None,
-         simulate_time: bool, tracking: bool) -> None:
+         simulate_time: bool, tracking: bool, *, progress: bool) -> None:
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     engine = make_engine(settings)
     console = Console(stderr=True)
@@ -105,15 +106,15 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         hook = make_link_hook(engine, settings) if tracking else None
-        progress = DeliveryProgress(engine, clock, console) if until_idle else None
+        display = DeliveryProgress(engine, clock, console) if progress else None
         try:
             stats = await run_worker(settings, engine, until_idle=until_idle, clock=clock,
                                      concurrency=concurrency, worker_id=worker_id, stop=stop,
                                      source_routing=routing_for(engine, settings), link_hook=hook,
-                                     on_batch=progress.batch_done if progress else None)
+                                     on_batch=display.batch_done if display else None)
         finally:
-            if progress is not None:
-                progress.close()
+            if display is not None:
+                display.close()
         Console().print(
             f"worker done: {stats.claimed} claimed, {stats.attempts} attempts, {stats.delivered} delivered, "
             f"{stats.deferred} deferred, {stats.bounced} bounced, {stats.outcome_unknown} outcome unknown, "
