@@ -1,8 +1,8 @@
 // Keeps the page's live region current while something runs (a mailing sending, an import),
 // without a manual reload: the page is fetched again every few seconds and the region with
-// id "live" replaced. The server drops the data-live attribute once there is nothing left to
-// wait for; a change of state reloads the page so its buttons match. "Stop updating" pauses it
-// (WCAG 2.2.2). Without JavaScript the page still works: reload it by hand.
+// id "live" replaced (and the buttons of "live-actions" when the state changed). The server
+// drops the data-live attribute once there is nothing left to wait for. "Stop updating"
+// pauses it (WCAG 2.2.2). Without JavaScript the page still works: reload it by hand.
 (function () {
   "use strict";
   var region = document.getElementById("live");
@@ -20,11 +20,16 @@
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
         if (html === null) { schedule(); return; }
-        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("live");
         if (!fresh) { schedule(); return; }
         if (fresh.getAttribute("data-state") !== region.getAttribute("data-state")) {
-          window.location.reload();
-          return;
+          // The state moved (e.g. finished): the buttons that fit it change too. They are
+          // replaced only then, so keyboard focus on them is not lost every few seconds.
+          var actions = document.getElementById("live-actions");
+          var freshActions = doc.getElementById("live-actions");
+          if (actions && freshActions) { actions.innerHTML = freshActions.innerHTML; }
+          region.setAttribute("data-state", fresh.getAttribute("data-state"));
         }
         region.innerHTML = fresh.innerHTML;
         if (stamp) { stamp.textContent = "Updated " + new Date().toLocaleTimeString(); }
