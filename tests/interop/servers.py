@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Dovecot", "Postfix", "TlsFiles", "free_port", "need", "nsd_run", "self_signed", "wait_port"]
+__all__ = ["Dovecot", "Nsd", "Postfix", "TlsFiles", "free_port", "need", "nsd_run", "self_signed", "wait_port"]
 
 _SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
@@ -369,3 +369,52 @@ def nsd_run(root: Path, zones: dict[str, str], command: Sequence[str], *, stdin:
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
     return done
+
+
+class Nsd:
+    """An own NSD on 127.0.0.1:<free port> (UDP and TCP) serving ``zones`` (origin -> zone text),
+    for clients that take a name server and port (dnspython, ``domains check --nameserver``)."""
+
+    def __init__(self, zones: dict[str, str]) -> None:
+        self.paths = need("nsd")
+        self.root = root = _server_root("nsd")
+        self.port = free_port()
+        lines = ["server:", "  ip-address: 127.0.0.1", f"  port: {self.port}", f'  zonesdir: "{root}"',
+                 f'  pidfile: "{root}/nsd.pid"', '  username: ""', '  database: ""',
+                 f'  logfile: "{root}/nsd.log"', f'  xfrdfile: "{root}/xfrd.state"', '  chroot: ""',
+                 f'  xfrdir: "{root}"', f'  zonelistfile: "{root}/zone.list"',
+                 "remote-control:", "  control-enable: no"]
+        for origin, text in zones.items():
+            (root / f"{origin}.zone").write_text(text)
+            lines += ["zone:", f'  name: "{origin}"', f'  zonefile: "{origin}.zone"']
+        (root / "nsd.conf").write_text("\n".join(lines) + "\n")
+
+    def __enter__(self) -> Nsd:
+        done = subprocess.run([self.paths["nsd"], "-c", str(self.root / "nsd.conf")], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"nsd failed to start: {(self.root / 'nsd.log').read_text(errors='replace')}")
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pid_file = self.root / "nsd.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _alive(pid_file):
+                time.sleep(0.05)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def log(self) -> str:
+        return (self.root / "nsd.log").read_text(errors="replace")
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return False
+    return True
