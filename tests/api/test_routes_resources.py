@@ -167,6 +167,7 @@ async def test_other_accounts_key_gets_404_on_every_endpoint(api: Ctx) -> None:
     ids["endpoint_id"] = r.json()["id"]
     bodies: dict[str, Any] = {"reactivate": {"who": "mallory", "why": "x"},
                               "confirm": {"who": "mallory", "why": "x"},
+                              "activate": {"trigger": "api"}, "trigger": {"contact_id": 1},
                               "release": {"who": "mallory", "why": "x"},
                               "test-send": {"addresses": ["m@evil.example"]}}
     checked = 0

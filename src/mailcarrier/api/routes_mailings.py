@@ -13,8 +13,8 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL, Address
+from mailcarrier.services import automation, pools, reports
 from mailcarrier.services import mailings as mailing_service
-from mailcarrier.services import pools, reports
 from mailcarrier.services.test_sends import send_test
 
 __all__ = ["router"]
@@ -50,6 +50,7 @@ class Mailing(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    trigger: str | None = None
 
 
 class TestSend(BaseModel):
@@ -134,6 +135,46 @@ def test_send(mailing_id: MailingId, body: TestSend,
     except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
     return _out(summary)
+
+
+class Activation(BaseModel):
+    trigger: str = Field(pattern="^(audience_join|api)$", description=(
+        "audience_join: a welcome to each contact that joins the mailing's audience from now on; "
+        "api: sent only through POST /api/v1/mailings/{id}/trigger"))
+
+
+class Trigger(BaseModel):
+    contact_id: int = Field(ge=1, le=MAX_ID)
+
+
+class Triggered(BaseModel):
+    mailing_id: int
+    contact_id: int
+    delivery_id: int
+
+
+@router.post("/{mailing_id}/activate", response_model=Mailing)
+def activate(mailing_id: MailingId, body: Activation,
+             who: Principal = Depends(require_scopes("mailings:write")),
+             ctx: AppContext = Depends(app_context)) -> Mailing:
+    """Start an automated draft with its trigger (409 for other kinds or states)."""
+    try:
+        summary = automation.activate(ctx.engine, who.account_id, mailing_id, body.trigger, ctx.clock(),
+                                      sender_check=pools.sender_hygiene_gate(ctx.settings))
+    except ValueError as exc:
+        raise ProblemError(422, str(exc)) from exc
+    return _out(summary)
+
+
+@router.post("/{mailing_id}/trigger", response_model=Triggered, status_code=201)
+def trigger(mailing_id: MailingId, body: Trigger,
+            who: Principal = Depends(require_scopes("mailings:write")),
+            ctx: AppContext = Depends(app_context)) -> Triggered:
+    """Send an active automated mailing to one contact now; 409 when the contact is not
+    active or already had it, or the mailing is not an active automation."""
+    delivery_id = automation.trigger_for_contact(ctx.engine, who.account_id, mailing_id,
+                                                 body.contact_id, ctx.clock())
+    return Triggered(mailing_id=mailing_id, contact_id=body.contact_id, delivery_id=delivery_id)
 
 
 @router.get("/{mailing_id}/recipients", response_model=Page[reports.RecipientRow])

@@ -1,10 +1,13 @@
 """``mailcarrier demo``: the whole sending day in one offline command, on SQLite.
 
 Starts the sandbox MX (many recipient domains with realistic behaviour) and the inbound
-bounce receiver in-process, imports the sample audience shipped with the package, creates
-and sends a mailing, runs the delivery worker until every recipient is final (the 30-hour
-retry schedule compressed by a simulated clock), waits for the asynchronous bounces, and
-prints the mailing's response figures.
+bounce receiver in-process, imports the sample audience shipped with the package (plus ten
+staff of a company whose mail gateway fakes "user unknown" for bulk mail, seeds 002/004),
+activates an automated welcome mailing for new subscribers, creates and sends a mailing,
+lets two new subscribers join, runs the delivery worker until every recipient is final (the
+30-hour retry schedule compressed by a simulated clock), waits for the asynchronous bounces,
+and prints the mailing's response figures, the contacts held as suspected filtering and the
+welcome's own figures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from mailcarrier.cli.mailings_cmd import figures_table
 from mailcarrier.cli.sandbox_cmd import behaviour_table
@@ -29,6 +32,8 @@ from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, WorkerStats, run_worker
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
 from mailcarrier.inbound.smtp_server import InboundServer
+from mailcarrier.services import account_views as views
+from mailcarrier.services import automation, reports
 from mailcarrier.services import contacts as contact_service
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services.contact_import import import_csv
@@ -37,10 +42,16 @@ from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import make_engine, write_transaction
 from mailcarrier.storage.migrate import upgrade
-from mailcarrier.storage.tables import attempts
+from mailcarrier.storage.tables import attempts, audience_members
 
 SAMPLES = resources.files("mailcarrier") / "samples"
 OPTED_OUT_EARLIER = "hedy.lamarr39@gmx.net"
+#: A company whose gateway refuses bulk mail to real mailboxes with a fake 550 5.1.1 (the
+#: sandbox plays it for domains named gateway*): six staff refused, four let through.
+GATEWAY_STAFF = [*(f"{name}@gateway.acme.example" for name in
+                   ("ada", "grace", "alan", "barbara", "edsger", "frances")),
+                 *(f"vip.{name}@gateway.acme.example" for name in ("ken", "dennis", "linus", "guido"))]
+NEW_SUBSCRIBERS = ["margaret.hamilton@example.org", "katherine.johnson@example.com"]
 
 
 def _free_port() -> int:
@@ -65,7 +76,7 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
             console.print(f"[bold]1.[/bold] sandbox MX on 127.0.0.1:{sandbox.port}; every recipient domain "
                           f"routes there (static routes); database {settings.resolved_database_url()}")
             console.print(behaviour_table())
-            mailing_id, account_id = _prepare(settings, engine, console, now)
+            mailing_id, account_id, welcome_id = _prepare(settings, engine, console, now)
             with InboundServer.from_settings(engine, settings) as inbound:
                 console.print(f"[bold]4.[/bold] worker: claim, render, DKIM-sign, send, classify, record "
                               "(the retry schedule runs on a simulated clock); inbound bounces on port "
@@ -85,6 +96,8 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
             summary = mailing_service.get_mailing(engine, account_id, mailing_id)
             figures = mailing_service.mailing_figures(engine, account_id, mailing_id)
             console.print(figures_table(summary, figures))
+            _print_filtering(console, engine, account_id, mailing_id)
+            _print_welcome(console, engine, account_id, welcome_id)
             _print_evidence(console, engine)
         finally:
             engine.dispose()
@@ -93,7 +106,8 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
     return figures
 
 
-def _prepare(settings: Settings, engine: Engine, console: Console, now: datetime) -> tuple[int, int]:
+def _prepare(settings: Settings, engine: Engine, console: Console,
+             now: datetime) -> tuple[int, int, int]:
     with write_transaction(engine) as conn:
         try:
             account = account_repo.account_by_slug(conn, "demo")
@@ -101,17 +115,26 @@ def _prepare(settings: Settings, engine: Engine, console: Console, now: datetime
             account = account_repo.create_account(conn, "demo", "Demo shop", now)
     with resources.as_file(SAMPLES / "audience.csv") as csv_path:
         report = import_csv(engine, account.id, "newsletter", csv_path, now)
-    with engine.connect() as conn:
+    with write_transaction(engine) as conn:
         audience = account_repo.audience_by_name(conn, account.id, "newsletter")
         opted = contact_repo.contact_id_by_email(conn, account.id, OPTED_OUT_EARLIER)
+        for address in GATEWAY_STAFF:
+            if contact_repo.contact_id_by_email(conn, account.id, address) is None:
+                _add_member(conn, account.id, audience.id, address, now)
     if opted is not None:  # one contact unsubscribed last month: counted as suppressed, never mailed
         contact_service.apply_event(engine, status_policy(settings), contact_service.ContactEventRecord(
             account.id, opted, ContactEvent(EventKind.UNSUBSCRIBE, now), cause="demo: unsubscribed earlier"),
             now)
     console.print(f"[bold]2.[/bold] imported {report.rows_imported} contacts into audience 'newsletter' "
-                  f"(one of them opted out earlier)")
+                  f"(one of them opted out earlier), plus {len(GATEWAY_STAFF)} staff of "
+                  "gateway.acme.example, whose mail gateway fakes 'user unknown' for bulk mail")
     html = (SAMPLES / "newsletter.html").read_text(encoding="utf-8")
     text = (SAMPLES / "newsletter.txt").read_text(encoding="utf-8")
+    welcome_id = mailing_service.create_mailing(engine, mailing_service.MailingDraft(
+        account_id=account.id, from_address="news@shop.example", from_name="Shop Example",
+        subject="Welcome, {{ first_name }}", html=html, text=text, name="Welcome new subscribers",
+        kind="automated", audience_id=audience.id), now)
+    automation.activate(engine, account.id, welcome_id, "audience_join", now)
     mailing_id = mailing_service.create_mailing(engine, mailing_service.MailingDraft(
         account_id=account.id, from_address="news@shop.example", from_name="Shop Example",
         subject="{{ first_name }}, spring is here", html=html, text=text, name="Spring newsletter",
@@ -119,8 +142,45 @@ def _prepare(settings: Settings, engine: Engine, console: Console, now: datetime
     summary = mailing_service.send_mailing(engine, account.id, mailing_id, now)
     console.print(f"[bold]3.[/bold] mailing {mailing_id} sent: {summary.recipients_total} recipients, "
                   f"{summary.suppressed_total} suppressed; DKIM key for shop.example in "
-                  f"{settings.data_dir / 'dkim' / 'shop.example'}")
-    return mailing_id, account.id
+                  f"{settings.data_dir / 'dkim' / 'shop.example'}; automated mailing {welcome_id} "
+                  "'Welcome new subscribers' active for contacts joining the audience")
+    joined = datetime.now(UTC)
+    with write_transaction(engine) as conn:
+        for address in NEW_SUBSCRIBERS:
+            if contact_repo.contact_id_by_email(conn, account.id, address) is None:
+                _add_member(conn, account.id, audience.id, address, joined)
+    console.print(f"   {len(NEW_SUBSCRIBERS)} new subscribers joined 'newsletter' after the send: "
+                  "the worker sends them the welcome")
+    return mailing_id, account.id, welcome_id
+
+
+def _add_member(conn: Connection, account_id: int, audience_id: int, address: str,
+                when: datetime) -> None:
+    first = address.partition("@")[0].rpartition(".")[2].title()
+    cid = contact_repo.add_contact(conn, account_id, address, when, first_name=first,
+                                   consent_source="signup_form")
+    conn.execute(audience_members.insert().values(audience_id=audience_id, contact_id=cid, added_at=when))
+
+
+def _print_filtering(console: Console, engine: Engine, account_id: int, mailing_id: int) -> None:
+    held = views.list_contacts(engine, account_id, after_id=0, limit=50,
+                               segment=views.ContactSegment(suspected_filtering=True))
+    page = reports.response_page(engine, account_id, mailing_id)
+    table = Table("held as suspected filtering", "status", "last refusal", title=(
+        f"{page.suspected_filtering} refusal(s) judged suspected B2B filtering: contacts held, not "
+        "invalidated (confirm or release: mailcarrier contacts confirm-invalid|release)"))
+    for contact in held[:50]:
+        table.add_row(contact.email, contact.status + (" (invalid)" if contact.email_invalid else ""),
+                      (contact.last_bounce_diagnostic or "")[:70])
+    console.print(table)
+
+
+def _print_welcome(console: Console, engine: Engine, account_id: int, welcome_id: int) -> None:
+    for listed in reports.list_mailings(engine, account_id, "automated"):
+        if listed.id == welcome_id:
+            console.print(f"automated mailing {listed.id} '{listed.name}': {listed.recipients} "
+                          f"recipient(s), {listed.delivered} delivered, {listed.bounced} bounced, "
+                          f"{listed.in_progress} in progress (sent on audience join)", highlight=False)
 
 
 def _print_stats(console: Console, stats: WorkerStats, seconds: float, simulated: object) -> None:

@@ -17,13 +17,18 @@ from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, form
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.vocabulary import Category
+from mailcarrier.services import automation
 from mailcarrier.services import mailings as service
+from mailcarrier.services.contact_import import normalise_address
 from mailcarrier.services.hygiene import DomainNotSendableError
 from mailcarrier.services.pools import sender_hygiene_gate
+from mailcarrier.services.test_sends import send_test
 from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import make_engine
 
-app = typer.Typer(help="Mailings: create, check, send, pause, resume, cancel, figures.", no_args_is_help=True)
+app = typer.Typer(help="Mailings: create, check, send, test-send, automate (activate, trigger), pause, "
+                       "resume, cancel, figures.", no_args_is_help=True)
 ACCOUNT_OPTION = account_option()
 ERR = Console(stderr=True)
 _CATEGORY_NAMES = {1: "1 spam/block", 2: "2 invalid address", 3: "3 temporary", 4: "4 technical",
@@ -78,7 +83,9 @@ def create_command(
     audience: str | None = typer.Option(None, "--audience", help="Audience name (default: all contacts)."),
     name: str = typer.Option("", "--name", help="Internal name."),
     from_name: str = typer.Option("", "--from-name", help="Display name of the sender."),
-    kind: str = typer.Option("regular", "--kind", help="test, regular or automated."),
+    kind: str = typer.Option("regular", "--kind", help=(
+        "regular or automated (then `mailings activate ID --trigger ...`); a test goes to named "
+        "addresses with `mailings test-send`.")),
     status: list[str] = typer.Option([], "--status", help="Segment: contact status (repeatable)."),
     field: list[str] = typer.Option([], "--field", help="Segment: custom field NAME=VALUE (repeatable)."),
     account: str = ACCOUNT_OPTION,
@@ -219,3 +226,78 @@ def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
 
 # The content engineer's pre-send check, offered under the mailings group as well.
 app.command("check", epilog=epilog(ExitCode.CHECK_FAILED))(check_command)
+
+
+@app.command("test-send")
+def test_send_command(
+    mailing_id: int,
+    to: list[str] = typer.Option(..., "--to", help="A test address (repeatable, at most 20)."),
+    account: str = ACCOUNT_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Send the mailing's content as a separate test mailing to the named addresses only.
+
+    Like the API's test-send: the addresses get '[TEST] ...' and nothing else; no contact's
+    status changes, whatever the test's outcome.
+    """
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        summary = send_test(engine, owner.id, mailing_id, to, datetime.now(UTC))
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"test mailing {summary.id}: {summary.state} ({summary.recipients_total} "
+                    "recipients)", highlight=False)
+
+
+@app.command("activate")
+def activate_command(
+    mailing_id: int,
+    trigger: str = typer.Option(..., "--trigger", help=(
+        "audience_join: a welcome to each contact joining the mailing's audience from now on; "
+        "api: sent per contact by `mailings trigger` or POST /api/v1/mailings/ID/trigger.")),
+    account: str = ACCOUNT_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Start an automated draft (created with --kind automated) with its trigger."""
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+        settings = load_settings(**({"database_url": database_url} if database_url else {}))
+        summary = automation.activate(engine, owner.id, mailing_id, trigger, datetime.now(UTC),
+                                      sender_check=sender_hygiene_gate(settings))
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"automated mailing {summary.id}: active ({summary.trigger})", highlight=False)
+
+
+@app.command("trigger")
+def trigger_command(
+    mailing_id: int,
+    contact: str = typer.Option(..., "--contact", help="The contact's address."),
+    account: str = ACCOUNT_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Send an active automated mailing to one contact now."""
+    engine = _engine(database_url)
+    try:
+        email = normalise_address(contact)
+        with engine.connect() as conn:
+            owner = account_repo.account_by_slug(conn, account)
+            contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
+        if contact_id is None:
+            raise LookupError(f"no contact {email} in account {account}")
+        delivery_id = automation.trigger_for_contact(engine, owner.id, mailing_id, contact_id,
+                                                     datetime.now(UTC))
+    except (MailcarrierError, ValueError, LookupError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    Console().print(f"automated mailing {mailing_id} queued for {email} (delivery {delivery_id})",
+                    highlight=False)

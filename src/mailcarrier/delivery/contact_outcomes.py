@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
 from mailcarrier.domain.contact_status import (
     ContactEvent,
@@ -32,6 +32,7 @@ from mailcarrier.domain.contact_status import (
 from mailcarrier.domain.vocabulary import Category, DeliveryState, Reason
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.storage import filtering, outbox
+from mailcarrier.storage.tables import mailings
 
 __all__ = ["apply_pending", "records_for"]
 
@@ -65,6 +66,14 @@ def records_for(pending: Sequence[outbox.PendingContactEvent],
     return records
 
 
+def _test_mailings(engine: Engine, mailing_ids: set[int]) -> set[int]:
+    if not mailing_ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(select(mailings.c.id).where(
+            mailings.c.id.in_(sorted(mailing_ids)), mailings.c.kind == "test")).scalars())
+
+
 def _refused_as_unknown(event: outbox.PendingContactEvent) -> bool:
     return event.state == DeliveryState.BOUNCED_HARD.value and event.reason in filtering.REFUSED_AS_UNKNOWN
 
@@ -83,7 +92,9 @@ def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
         since = now - timedelta(days=policy.filtering_recent_days)
         with engine.connect() as conn:
             evidence = filtering.domain_evidence(conn, pairs, since)
-    records = records_for(pending, evidence)
+    # a test send never changes a contact (seed 003): its outcomes are taken, not applied
+    tests = _test_mailings(engine, {e.mailing_id for e in pending})
+    records = [r for r in records_for(pending, evidence) if r.mailing_id not in tests]
 
     def mark(conn: Connection, transitions: list[Transition]) -> None:
         # the applied records are those taken, in order: pair them by delivery id

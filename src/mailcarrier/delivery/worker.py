@@ -51,6 +51,7 @@ from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
 from mailcarrier.domain.rules_engine import Scope
 from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage
 from mailcarrier.domain.vocabulary import INTERNAL_CODES, DeliveryState, Reason
+from mailcarrier.services import automation
 from mailcarrier.services.composition import (
     DkimKey,
     LinkHook,
@@ -281,6 +282,8 @@ class _Worker:
         """
         now = self.clock.now()
         try:
+            # welcomes for contacts who joined an audience since the last claim
+            await asyncio.to_thread(automation.enqueue_joined, self.engine, now)
             self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
             return await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
                                            lease=self.lease, limit=self.settings.delivery_batch_size)
@@ -575,7 +578,9 @@ class _Worker:
                 attempt_outcome = "bounced"
                 self.stats.bounced += 1
         final = state.is_final
-        diagnostic = detail or (f"{reply.code} {reply.text}" if reply is not None else None)
+        # the reply as the server wrote it, enhanced status kept ("550 5.1.1 <a@b>: ...")
+        diagnostic = detail or (" ".join(str(x) for x in (reply.code, reply.enhanced, reply.text) if x)
+                                if reply is not None else None)
         attempt = outbox.AttemptRecord(
             delivery_id=item.id, number=number, started_at=started, ended_at=now, outcome=attempt_outcome,
             return_path=return_path, local_ip=(result.local_ip or None) if result else None,

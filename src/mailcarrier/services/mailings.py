@@ -108,6 +108,8 @@ class MailingSummary:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: what sends an automated mailing one contact at a time ('audience_join', 'api'), or None
+    trigger: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,8 @@ def _row(engine: Engine, account_id: int, mailing_id: int) -> Any:
 def _summary(row: Any) -> MailingSummary:
     return MailingSummary(row.id, row.account_id, row.name, row.kind, row.state, row.subject,
                           row.from_address, row.sending_domain, row.audience_id, row.recipients_total,
-                          row.suppressed_total, row.created_at, row.started_at, row.finished_at)
+                          row.suppressed_total, row.created_at, row.started_at, row.finished_at,
+                          row.trigger)
 
 
 def get_mailing(engine: Engine, account_id: int, mailing_id: int) -> MailingSummary:
@@ -245,6 +248,11 @@ def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime
     row = _row(engine, account_id, mailing_id)
     if row.state not in ("draft",):
         raise ConflictError(f"mailing {mailing_id} is {row.state}; only a draft can be sent")
+    if row.kind == "test":
+        _check_test_recipients(engine, row)
+    if row.kind == "automated" and row.trigger is not None:
+        raise ConflictError(f"mailing {mailing_id} is an automated mailing sent by its trigger "
+                            f"({row.trigger}), one contact at a time; it is not sent to an audience")
     if sender_check is not None and row.kind in MARKETING_KINDS:
         sender_check(engine, account_id, row.sending_domain)
     conditions = _audience_filter(row)
@@ -267,6 +275,29 @@ def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime
                              finished_at=None if to_send else now,
                              recipients_total=to_send + suppressed, suppressed_total=suppressed))
     return get_mailing(engine, account_id, mailing_id)
+
+
+#: A test mailing goes to named addresses only (seed 003: test sends), never to an audience:
+#: its audience is the account's test audience, set to exactly the addresses named.
+MAX_TEST_RECIPIENTS = 20
+TEST_AUDIENCE = "Test recipients"
+
+
+def _check_test_recipients(engine: Engine, row: Any) -> None:
+    """Refuse a test mailing that would go to anything but a handful of named addresses."""
+    count, name = 0, None
+    if row.audience_id is not None:
+        with engine.connect() as conn:
+            name = conn.execute(select(audiences.c.name).where(
+                audiences.c.id == row.audience_id)).scalar_one_or_none()
+            count = int(conn.execute(select(func.count()).where(
+                audience_members.c.audience_id == row.audience_id)).scalar_one())
+    if name != TEST_AUDIENCE or count > MAX_TEST_RECIPIENTS:
+        raise ConflictError(
+            f"mailing {row.id} is a test mailing: a test goes only to named addresses (at most "
+            f"{MAX_TEST_RECIPIENTS}), never to an audience; create a regular draft and send a test "
+            "of it with `mailcarrier mailings test-send ID --to ADDRESS` or POST "
+            "/api/v1/mailings/ID/test-send")
 
 
 def _enqueue_range(engine: Engine, row: Any, conditions: list[ColumnElement[bool]], start: int,

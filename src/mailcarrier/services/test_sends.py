@@ -22,8 +22,8 @@ from mailcarrier.storage.engine import run_write
 
 __all__ = ["MAX_TEST_ADDRESSES", "TEST_AUDIENCE", "send_test"]
 
-TEST_AUDIENCE = "Test recipients"
-MAX_TEST_ADDRESSES = 20
+TEST_AUDIENCE = mailing_service.TEST_AUDIENCE
+MAX_TEST_ADDRESSES = mailing_service.MAX_TEST_RECIPIENTS
 
 
 def send_test(engine: Engine, account_id: int, mailing_id: int, addresses: Sequence[str],

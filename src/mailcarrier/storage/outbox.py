@@ -399,7 +399,9 @@ def _settle_mailings(conn: Connection, mailing_ids: set[int], now: datetime) -> 
         ).values(state=DeliveryState.FAILED.value, last_reason="cancelled", final_at=now,
                  next_attempt_at=None))
     still_open = exists().where(d.mailing_id == m.id, d.state.in_(OPEN_STATES))
-    conn.execute(update(mailings).where(m.id.in_(mailing_ids), m.state == "sending", ~still_open)
+    # an automation with a trigger stays active between the contacts it is sent to
+    conn.execute(update(mailings).where(m.id.in_(mailing_ids), m.state == "sending", ~still_open,
+                                        m.trigger.is_(None))
                  .values(state="done", finished_at=now))
 
 
