@@ -19,8 +19,8 @@ from pathlib import Path
 from flufl.bounce import all_failures
 
 from mailcarrier.domain.bounce import parse_bounce
+from mailcarrier.domain.classify import clear_cache
 from mailcarrier.domain.errors import ParseError
-from mailcarrier.domain.reason import clear_cache
 
 # CPU seconds of this process: the machine is shared (2 cores, other jobs running), and
 # "per second on one core" is what the target asks. Ours and the peer are timed alike.

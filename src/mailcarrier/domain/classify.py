@@ -43,10 +43,11 @@ Every result names the rule that decided it; :func:`explain` lists the evidence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from mailcarrier.domain.evidence import Evidence, normalise_text
+from mailcarrier.domain.reason import clear_cache as clear_reason_cache
 from mailcarrier.domain.reason import decide_reason
 from mailcarrier.domain.rules_engine import Rule, RuleSet, Scope, default_rules
 from mailcarrier.domain.smtp_reply import EnhancedStatus, SMTPReply, SMTPStage, status_in_text
@@ -58,8 +59,17 @@ from mailcarrier.domain.vocabulary import (
     category_for,
 )
 
-__all__ = ["Classification", "Evidence", "classify", "classify_evidence", "classify_internal",
-           "classify_reply", "explain", "normalise_text"]
+__all__ = [
+    "Classification",
+    "Evidence",
+    "classify",
+    "classify_evidence",
+    "classify_internal",
+    "classify_reply",
+    "clear_cache",
+    "explain",
+    "normalise_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +155,21 @@ def _classify(rules: RuleSet, evidence: Evidence) -> Classification:
     return consequences(evidence, reason, rule_id, rule)
 
 
+def clear_cache() -> None:
+    """Forget every decided reply and reason (benchmarks measure cold decisions)."""
+    _classify.cache_clear()
+    _classify_text.cache_clear()
+    clear_reason_cache()
+
+
 def classify_evidence(evidence: Evidence, rules: RuleSet | None = None) -> Classification:
     """Classify one recipient's failure, from a live reply or from a bounce email."""
     rules = rules or default_rules()
+    # Addresses and IP literals never decide a reason: masked, replies that differ only in
+    # them share one decision (and one cache entry), live and in a bounce alike.
+    masked = normalise_text(evidence.diagnostic)
+    if masked != evidence.diagnostic:
+        evidence = replace(evidence, diagnostic=masked)
     if evidence.context:
         # The notice varies from bounce to bounce: not worth a cache entry.
         reason, rule_id, rule = decide_reason(evidence, rules)
@@ -179,8 +201,15 @@ def classify(
     a DSN ``Action: delayed``).
     """
     action = "failed" if permanent_hint is True else "delayed" if permanent_hint is False else ""
-    evidence = Evidence(" ".join(text.split()), _status_of(text, status), stage, "smtp", action, code=code)
-    return classify_evidence(evidence, rules)
+    # The per-reply hot path: masked text as the key, no Evidence built on a cache hit.
+    return _classify_text(rules or default_rules(), normalise_text(text), code, _status_of(text, status),
+                          stage, action)
+
+
+@lru_cache(maxsize=65536)
+def _classify_text(rules: RuleSet, text: str, code: int | None, status: str | None, stage: SMTPStage,
+                   action: str) -> Classification:
+    return _classify(rules, Evidence(text, status, stage, "smtp", action, code=code))
 
 
 def classify_reply(reply: SMTPReply, rules: RuleSet | None = None) -> Classification:
