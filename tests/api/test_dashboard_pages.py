@@ -11,8 +11,10 @@ import re
 from datetime import timedelta
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import Engine, select
 
+from mailcarrier.api.dashboard.import_jobs import ImportJob, ImportJobs
 from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
 from mailcarrier.domain.vocabulary import Category, Reason
 from mailcarrier.services.contacts import ContactEventRecord, apply_event
@@ -143,6 +145,9 @@ async def test_contact_page_history_and_audited_reactivation(client: httpx.Async
             activities.c.contact_id == ann, activities.c.type == "reactivate"))]
     assert causes == ["reactivated by alice (dashboard): confirmed by phone"]
     assert (await client.get("/dashboard/contacts/99999999")).status_code == 404
+    rows = _csv(await client.get(f"/dashboard/contacts/{ann}/history.csv"))
+    assert [r[2] for r in rows[1:]] == ["status_changed", "reactivate", "status_changed", "hard_bounce"]
+    assert rows[4][6] == "2 – invalid address" and rows[4][8] == "550"
 
 
 async def test_reactivation_needs_the_write_scope_and_refuses_opted_out(client: httpx.AsyncClient, db: Engine,
@@ -222,6 +227,10 @@ async def test_mailing_create_preview_check_test_send_and_actions(client: httpx.
     mailing_id = int(url.rsplit("/", 1)[1])
     draft = await client.get(url, params={"preview_contact": ids["bob@b.example"]})
     assert 'id="preview-subject">Hello Bob<' in draft.text and "Hi Bob" in draft.text
+    by_address = await client.get(url, params={"preview_email": "ANN@a.example"})
+    assert 'id="preview-subject">Hello Ann<' in by_address.text
+    unknown = await client.get(url, params={"preview_email": "nobody@a.example"})
+    assert unknown.status_code == 404 and "No contact" in unknown.text
     checked = await client.post(f"{url}/check", data={"csrf_token": token})
     assert checked.status_code == 200 and 'id="checks"' in checked.text
     assert "unsubscribe link" in checked.text and "postal address" in checked.text
@@ -261,6 +270,7 @@ async def test_mailing_create_preview_check_test_send_and_actions(client: httpx.
 async def test_read_only_key_sees_no_write_forms(client: httpx.AsyncClient, db: Engine, account_id: int) -> None:
     await _login(client, db, account_id, scopes=("reports:read",))
     assert (await client.get("/dashboard/mailings/new")).status_code == 403
+    assert "/dashboard/mailings/new" not in (await client.get("/dashboard/")).text
     assert "need a key" in (await client.get("/dashboard/audiences")).text
 
 
@@ -302,3 +312,23 @@ async def test_static_assets_are_served_from_the_package(client: httpx.AsyncClie
     assert js.status_code == 200 and "data-live" in js.text
     assert (await client.get("/dashboard/static/../session.py")).status_code == 404
     assert (await client.get("/dashboard/static/other.js")).status_code == 404
+
+
+async def test_import_progress_page_while_running(client: httpx.AsyncClient, app: FastAPI, db: Engine,
+                                                  account_id: int) -> None:
+    """The progress page of an import still running: a progress bar at the share of the file
+    read, and the live region that makes the page update itself (until the job is done)."""
+    await _login(client, db, account_id)
+    jobs = ImportJobs()
+    app.state.dashboard_import_jobs = jobs
+    job = ImportJob("job1", account_id, "news", "big.csv", 4000, T0, consumed=1000)
+    jobs._jobs[job.id] = job  # a job caught mid-way, as the background thread leaves it
+    page = await client.get("/dashboard/imports/job1")
+    assert '<progress id="import-progress" max="100" value="25">' in page.text
+    assert 'data-state="running" data-live="1"' in page.text and 'data-figure="percent">25%<' in page.text
+    job.state, job.error = "failed", "malformed CSV at line 3"
+    page = await client.get("/dashboard/imports/job1")
+    assert "data-live" not in page.text and "malformed CSV at line 3" in page.text
+    other = ImportJob("job2", account_id + 1000, "news", "x.csv", 1, T0)
+    jobs._jobs[other.id] = other
+    assert (await client.get("/dashboard/imports/job2")).status_code == 404  # another account's job

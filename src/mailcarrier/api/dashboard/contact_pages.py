@@ -7,6 +7,8 @@ service and :mod:`mailcarrier.services.contacts`, as the REST API's do.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
@@ -17,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mailcarrier.api.auth import has_scope
 from mailcarrier.api.context import AppContext, app_context
+from mailcarrier.api.dashboard import charts
 from mailcarrier.api.dashboard.session import Session
 from mailcarrier.api.dashboard.web import csv_download, current_session, render, require_scope
 from mailcarrier.api.pagination import MAX_ID
@@ -144,6 +147,35 @@ def contact_page(contact_id: int, before: Annotated[int | None, Query(ge=1, le=M
     return _contact_page(ctx, session, contact_id, before=before,
                          flash="The contact is active again; the reactivation is in its history."
                          if reactivated else None)
+
+
+HISTORY_COLUMNS = ("id", "occurred_at", "type", "mailing_id", "delivery_id", "category", "category_name",
+                   "reason", "reply_code", "enhanced_status", "diagnostic", "remote_mta", "cause", "details")
+
+
+@router.get("/contacts/{contact_id}/history.csv")
+def history_export(contact_id: int, session: Session = Depends(current_session),
+                   ctx: AppContext = Depends(app_context)) -> Response:
+    """The contact's whole activity history as CSV, newest first."""
+    if not 1 <= contact_id <= MAX_ID:
+        raise NotFoundError(f"no contact {contact_id} in this account")
+    views.get_contact(ctx.engine, session.account_id, contact_id)
+
+    def rows() -> Iterator[list[object]]:
+        before: int | None = None
+        while True:
+            page = views.contact_history(ctx.engine, session.account_id, contact_id, before_id=before,
+                                         limit=500)
+            for a in page[:500]:
+                yield [a.id, a.occurred_at, a.type, a.mailing_id, a.delivery_id, a.category,
+                       charts.category_label(a.category) if a.category else "", a.reason, a.reply_code,
+                       a.enhanced_status, a.diagnostic, a.remote_mta, a.cause,
+                       json.dumps(a.details, sort_keys=True) if a.details else ""]
+            if len(page) <= 500:
+                return
+            before = page[499].id
+
+    return csv_download(f"contact-{contact_id}-history.csv", HISTORY_COLUMNS, rows())
 
 
 @router.post("/contacts/{contact_id}/reactivate", response_model=None)

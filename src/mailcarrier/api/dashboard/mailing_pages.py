@@ -20,6 +20,7 @@ from mailcarrier.api.dashboard import charts
 from mailcarrier.api.dashboard.session import Session
 from mailcarrier.api.dashboard.web import csv_download, current_session, render, require_scope
 from mailcarrier.api.pagination import MAX_ID
+from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
 from mailcarrier.services import mailings as mailing_service
@@ -158,11 +159,20 @@ def _response_page(ctx: AppContext, session: Session, mailing_id: int, *, status
 
 @router.get("/mailings/{mailing_id}", response_class=HTMLResponse)
 def mailing_page(mailing_id: int, preview_contact: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+                 preview_email: Annotated[str, Query(max_length=320, pattern=NO_NUL)] = "",
                  session: Session = Depends(current_session),
                  ctx: AppContext = Depends(app_context)) -> HTMLResponse:
-    """A draft's preview and checks, or a sent mailing's response page (live while it sends)."""
+    """A draft's preview (for a contact chosen in the list or by address) and checks, or a sent
+    mailing's response page (live while it sends)."""
     summary = mailing_service.get_mailing(ctx.engine, session.account_id, _mailing_id(mailing_id))
     if summary.state == "draft":
+        if preview_email.strip():
+            found = views.list_contacts(ctx.engine, session.account_id, after_id=0, limit=1,
+                                        email=preview_email)
+            if not found:
+                missing = f"No contact {preview_email.strip()!r} in this account to preview for."
+                return _draft_page(ctx, session, mailing_id, status=404, error=missing)
+            preview_contact = found[0].id
         return _draft_page(ctx, session, mailing_id, preview_contact=preview_contact)
     return _response_page(ctx, session, mailing_id)
 

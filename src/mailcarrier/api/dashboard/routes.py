@@ -81,7 +81,8 @@ def index(session: Session = Depends(current_session),
     """The mailing lists of seed 003."""
     lists = [(key, label, reports.list_mailings(ctx.engine, session.account_id, key, limit=20))
              for key, label in LISTS]
-    return render("index.html", section="mailings", lists=lists)
+    return render("index.html", section="mailings", lists=lists,
+                  can_write=has_scope(session.scopes, "mailings:write"))
 
 
 @router.get("/mailings.csv")
