@@ -13,6 +13,7 @@ Every query filters by ``account_id``: one account never sees another's figures.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,12 +21,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, func, select, text, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.errors import ConfigurationError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.domain.vocabulary import DeliveryState
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
 from mailcarrier.storage.tracking_tables import tracking_hits
@@ -58,6 +60,8 @@ ATTEMPTED = ("in_progress", "delivered", "bounced_hard", "bounced_soft")
 MAILING_LISTS = ("test", "in_progress", "automated", "sent")
 _WATERMARK = "bounce_rollup"
 _ROLLUP_CHUNK = 50_000
+
+_log = logging.getLogger("mailcarrier.reports")
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,8 +372,7 @@ def refresh_rollups(engine: Engine) -> int:
     """
     folded = 0
     while True:
-        with write_transaction(engine) as conn:
-            done = _fold_chunk(conn)
+        done = run_write(engine, _fold_chunk, what="folding bounce rollups")
         if done == 0:
             return folded
         folded += done
@@ -448,7 +451,11 @@ def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
     if until < since:
         raise ValueError("the report period ends before it starts")
     if refresh:
-        refresh_rollups(engine)
+        try:
+            refresh_rollups(engine)
+        except OperationalError as error:  # busy past the retries: report what is folded so far
+            _log.warning("bounce rollups not refreshed, the report may lag: %s", error,
+                         extra={"event": "reports.refresh_skipped"})
     b, r = bounce_rollup.c, domain_rollup.c
     with engine.connect() as conn:
         daily = list(conn.execute(

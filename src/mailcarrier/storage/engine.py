@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mailcarrier.config import Settings
 
@@ -98,9 +99,58 @@ def _sqlite_engine(url_text: str, *, echo: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE":
+            _take_write_lock(connection.connection.driver_connection)
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+#: After a process released the write lock, its next write waits this long before asking
+#: again, so that writers of other processes waiting for the lock get it in turn.
+SQLITE_HANDOFF_SECONDS = 0.005
+#: How often a writer waiting for the lock asks again (from the first to the longest pause).
+SQLITE_POLL_SECONDS = (0.0005, 0.002)
+_handoff = threading.Lock()
+_last_release = [0.0]
+
+
+def _take_write_lock(raw: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock in turn with the other writers.
+
+    SQLite's own busy handler polls every 100 ms once it has waited a while: a writer that
+    commits and begins again at once (an import, a worker) then nearly always wins the lock
+    over one already waiting, which may wait out the whole busy timeout (an inbound email
+    not acknowledged for a minute, an API write failing). Here the waiting writer asks every
+    millisecond or two, and a process that just released the lock lets
+    ``SQLITE_HANDOFF_SECONDS`` pass before asking again, so the lock goes round. After the
+    busy timeout the usual "database is locked" error is raised (:func:`run_write` retries).
+    """
+    with _handoff:
+        pause = SQLITE_HANDOFF_SECONDS - (time.monotonic() - _last_release[0])
+    if pause > 0:
+        time.sleep(pause)
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    wait = SQLITE_POLL_SECONDS[0]
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(wait)
+            wait = min(SQLITE_POLL_SECONDS[1], wait * 1.5)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _released_write_lock() -> None:
+    with _handoff:
+        _last_release[0] = time.monotonic()
 
 
 class StaleWriteError(Exception):
@@ -183,4 +233,6 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn.commit()
     finally:
         conn.close()
+        if options:
+            _released_write_lock()
 
