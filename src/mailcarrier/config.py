@@ -7,11 +7,12 @@ prefix are an error, so a typo in a setting name is caught instead of ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings"]
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
         "Domain of the VERP return-paths; its MX must point at `mailcarrier inbound`."))
     public_url: str = Field("http://127.0.0.1:8025", description=(
         "Base URL of `mailcarrier serve`, used in tracking links and List-Unsubscribe."))
+    trusted_proxies: str = Field("", description=(
+        "Comma-separated addresses or CIDR networks of the reverse proxies in front of `mailcarrier "
+        "serve`, whose X-Forwarded-For and X-Forwarded-Proto are believed. Empty: forwarded headers "
+        "are ignored and the connecting address is the client (rate limits count it)."))
     static_routes: str = Field("", description=(
         "Static routing table replacing DNS MX look-ups, 'pattern=host:port' entries separated by "
         "commas, e.g. '*.test=127.0.0.1:2525,*=127.0.0.1:2526'. Empty: use DNS."))
@@ -190,6 +195,18 @@ class Settings(BaseSettings):
         "Reports flag a mailing whose hard-bounce rate reaches this share as 'warn'."))
     report_hard_bounce_alert: float = Field(0.05, gt=0, le=1, description=(
         "Reports flag a mailing whose hard-bounce rate reaches this share as 'alert'."))
+
+    @field_validator("trusted_proxies", "inbound_unlimited_peers")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Each entry must be an IP address or CIDR network: a typo must not silently trust nothing."""
+        for entry in value.split(","):
+            if entry.strip():
+                try:
+                    ipaddress.ip_network(entry.strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{entry.strip()!r} is not an IP address or CIDR network") from exc
+        return value
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""

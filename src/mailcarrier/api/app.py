@@ -20,6 +20,7 @@ from mailcarrier.api.context import AppContext
 from mailcarrier.api.dashboard.security import DashboardSecurity
 from mailcarrier.api.docs import install_offline_docs
 from mailcarrier.api.problems import install_problem_handlers
+from mailcarrier.api.proxies import TrustedProxies
 from mailcarrier.api.routers import ROUTERS
 from mailcarrier.api.tracking_state import build_tracking_state
 from mailcarrier.config import Settings
@@ -59,6 +60,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     app.state.tracking = tracking
     install_problem_handlers(app)
     app.add_middleware(DashboardSecurity, secret=settings.resolved_secret)
+    # Outermost: every layer below sees the client address the configured proxies vouch for.
+    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)
     for router in ROUTERS:
         app.include_router(router)
     return app

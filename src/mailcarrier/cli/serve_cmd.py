@@ -160,7 +160,9 @@ def serve_command(
     try:
         uvicorn.run("mailcarrier.cli.serve_cmd:serving_app", factory=True, host=host, port=port,
                     workers=workers, access_log=access_log, log_level=log_level,
-                    proxy_headers=True, server_header=False)
+                    # Forwarded headers are the app's business (api/proxies.py, trusted_proxies):
+                    # uvicorn's own handling believes them from loopback.
+                    proxy_headers=False, server_header=False)
     finally:
         # The servers have closed their spool segments: the writer drains them and exits.
         code = writer.stop()
