@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mailcarrier.cli.main import app
@@ -68,3 +69,13 @@ def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> 
     assert {c["check"]: c["status"] for c in checks}["DNSBL bl.test for 127.0.0.2"] == "fail"
     result = runner.invoke(app, ["domains", "check", "good.test", "--account", "loner", *url])
     assert result.exit_code == 1 and "on no pool" in result.output
+
+
+def test_default_selector_is_the_one_keys_are_signed_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One selector setting everywhere: `dkim generate` and signing use dkim_selector, so does
+    the check (it looked up 'mailcarrier._domainkey' while keys were published as 'mc1')."""
+    monkeypatch.setenv("MAILCARRIER_DKIM_SELECTOR", "s1")
+    code, checks = run("good.test", "--ip", "127.0.0.2", "--bounce-domain", "bounces.good.test",
+                       "--inbound-host", "mx.mailcarrier.test")
+    assert code == 0, checks
+    assert "DKIM s1._domainkey.good.test" in {c["check"] for c in checks}

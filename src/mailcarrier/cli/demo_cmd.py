@@ -29,7 +29,12 @@ from mailcarrier.cli.mailings_cmd import figures_table
 from mailcarrier.cli.sandbox_cmd import behaviour_table
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.delivery.sandbox import Sandbox
-from mailcarrier.delivery.worker import SimulatedClock, WorkerStats, run_worker
+from mailcarrier.delivery.worker import (
+    WorkerStats,
+    retry_policy,
+    run_worker,
+    simulated_clock_ending_now,
+)
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
 from mailcarrier.inbound.smtp_server import InboundServer
 from mailcarrier.services import account_views as views
@@ -82,9 +87,10 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
                               "(the retry schedule runs on a simulated clock); inbound bounces on port "
                               f"{inbound.port}")
                 started = time.monotonic()
-                clock = SimulatedClock()
+                clock = simulated_clock_ending_now(engine, retry_policy(settings))
+                begun = clock.now()
                 stats = asyncio.run(run_worker(settings, engine, until_idle=True, clock=clock))
-                _print_stats(console, stats, time.monotonic() - started, clock.now() - now)
+                _print_stats(console, stats, time.monotonic() - started, clock.now() - begun)
                 expected = len(sandbox.handler.asynchronous_bounces)
                 deadline = time.monotonic() + 15
                 while len(sandbox.handler.dsns_sent) + len(sandbox.handler.dsn_errors) < expected \

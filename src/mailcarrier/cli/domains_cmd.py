@@ -67,7 +67,9 @@ def check(
         "Check for the IPs of this account's pool (added to --ip), and its open DNSBL listings.")),
     database_url: str | None = typer.Option(None, "--database-url",
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
-    selector: str = typer.Option("mailcarrier", "--selector", help="DKIM selector."),
+    selector: str | None = typer.Option(None, "--selector", help=(
+        "DKIM selector (default: the dkim_selector setting, the one keys are generated, "
+        "published and signed with).")),
     bounce_domain: str | None = typer.Option(None, help="Envelope/bounce domain (default: setting)."),
     inbound_host: str | None = typer.Option(None, help="Our inbound MX host (default: hostname setting)."),
     dnsbl: list[str] = typer.Option([], "--dnsbl", help="Blocklist zone to query (repeatable)."),
@@ -83,7 +85,7 @@ def check(
     request = DomainCheckRequest(
         domain=domain.strip().rstrip(".").lower(),
         sending_ips=tuple(dict.fromkeys([*ips, *pool_ips])),
-        dkim_selector=selector,
+        dkim_selector=selector or settings.dkim_selector,
         bounce_domain=bounce_domain or settings.bounce_domain,
         inbound_host=inbound_host or settings.hostname,
         dnsbl_zones=tuple(dnsbl),

@@ -25,7 +25,14 @@ from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.source_routing import routing_for
-from mailcarrier.delivery.worker import Clock, SimulatedClock, SystemClock, WorkerStats, run_worker
+from mailcarrier.delivery.worker import (
+    Clock,
+    SystemClock,
+    WorkerStats,
+    retry_policy,
+    run_worker,
+    simulated_clock_ending_now,
+)
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services.tracking import make_link_hook
 from mailcarrier.storage.engine import is_sqlite, make_engine
@@ -41,7 +48,9 @@ def worker_command(
     concurrency: int | None = typer.Option(None, "--concurrency", min=1,
                                            help="Messages in flight at once (default: setting)."),
     simulate_time: bool = typer.Option(False, "--simulate-time", help=(
-        "Jump over waits for scheduled retries instead of sleeping (tests, demos; one worker only).")),
+        "Jump over waits for scheduled retries instead of sleeping (tests, demos; one worker "
+        "only): the open deliveries are replayed as if due 30 hours ago, so the whole retry "
+        "schedule runs in seconds and ends by now; nothing is dated in the future.")),
     worker_id: str | None = typer.Option(None, "--worker-id", help="Name in claims (default host:pid:rand)."),
     processes: int = typer.Option(1, "--processes", min=1, help=(
         "Worker processes to run (rendering, signing and SMTP are CPU-bound: one per core).")),
@@ -98,7 +107,8 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         typer.echo(warning, err=True)
     if is_sqlite(engine):
         console.print("[dim]SQLite: workers take turns on the single write lock[/dim]")
-    clock: Clock = SimulatedClock() if simulate_time else SystemClock()
+    clock: Clock = simulated_clock_ending_now(engine, retry_policy(settings)) if simulate_time \
+        else SystemClock()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -67,7 +67,8 @@ from mailcarrier.storage.tables import mailings
 
 _LOG = logging.getLogger(__name__)
 
-__all__ = ["Clock", "SimulatedClock", "SystemClock", "WorkerStats", "retry_policy", "retrying", "run_worker"]
+__all__ = ["Clock", "SimulatedClock", "SystemClock", "WorkerStats", "retry_policy", "retrying", "run_worker",
+           "simulated_clock_ending_now"]
 
 
 class Clock(Protocol):
@@ -96,24 +97,53 @@ class SystemClock:
 
 
 class SimulatedClock:
-    """Real time plus an offset that jumps forward whenever the worker would wait."""
+    """Real time plus an offset that jumps forward whenever the worker would wait.
+
+    With ``not_after_real_time`` the clock never runs ahead of the real one: a run that
+    starts in the past (:func:`simulated_clock_ending_now`) jumps over waits only up to
+    now, so nothing it stores is dated in the future; past that it waits in real time.
+    """
 
     simulated = True
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, *, not_after_real_time: bool = False) -> None:
         self._offset = (start - datetime.now(UTC)) if start else timedelta(0)
+        self._capped = not_after_real_time
+        if self._capped:
+            self._offset = min(self._offset, timedelta(0))
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
 
     async def sleep(self, seconds: float) -> None:
         self._offset += timedelta(seconds=seconds)
+        if self._capped and self._offset > timedelta(0):
+            await asyncio.sleep(self._offset.total_seconds())
+            self._offset = timedelta(0)
         await asyncio.sleep(0)
 
     def advance_to(self, when: datetime) -> None:
         gap = when - self.now()
         if gap > timedelta(0):
             self._offset += gap
+        if self._capped:
+            self._offset = min(self._offset, timedelta(0))
+
+
+def simulated_clock_ending_now(engine: Engine, policy: RetryPolicy, *,
+                               now: datetime | None = None) -> SimulatedClock:
+    """A simulated clock for ``--simulate-time`` whose run ends by the real present.
+
+    The run is replayed as if the open deliveries had been due ``policy.max_age`` (plus a
+    few minutes) ago: their due times (and their mailings' start) move back to then, and the
+    clock starts there and is capped at real time. The whole retry schedule then fits
+    before now, so no stored timestamp lies in the future and reports "up to today" see the
+    same attempts and bounces as the mailing's figures.
+    """
+    real = now or datetime.now(UTC)
+    start = real - policy.max_age - timedelta(minutes=5)
+    outbox.rewind_open_work(engine, start)
+    return SimulatedClock(start, not_after_real_time=True)
 
 
 @dataclass
@@ -645,6 +675,10 @@ async def _wait_for_work(worker: _Worker, *, until_idle: bool, stop: asyncio.Eve
     if clock.simulated and until_idle:
         if wake is not None:
             clock.advance_to(wake)
+            behind = (wake - clock.now()).total_seconds()
+            if behind > 0:  # a clock capped at real time: the rest is waited for real
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(poll_seconds, behind))
         else:  # open rows claimed by another live worker: give it real time
             await asyncio.sleep(min(poll_seconds, 0.2))
         return True

@@ -72,6 +72,7 @@ __all__ = [
     "record_results",
     "recover_expired",
     "renew_leases",
+    "rewind_open_work",
     "take_contact_events",
     "write_transaction",
 ]
@@ -441,6 +442,22 @@ def has_open_work(engine: Engine) -> bool:
     with engine.connect() as conn:
         found = conn.execute(select(d.id).where(d.state.in_(OPEN_STATES), sending).limit(1)).first()
     return found is not None
+
+
+def rewind_open_work(engine: Engine, start: datetime) -> int:
+    """Move the open, unclaimed deliveries of sending mailings due after ``start`` to be due
+    at ``start``, and those mailings' start back to it (a simulated run replayed from the
+    past); returns how many deliveries moved."""
+    d, m = deliveries.c, mailings.c
+    sending = exists().where(m.id == d.mailing_id, m.state == "sending")
+    with write_transaction(engine) as conn:
+        moved = conn.execute(update(deliveries).where(
+            d.state.in_(OPEN_STATES), d.claimed_by.is_(None), d.next_attempt_at > start, sending,
+        ).values(next_attempt_at=start)).rowcount
+        # (not automations: their start is when they began to watch for new audience members)
+        conn.execute(update(mailings).where(m.state == "sending", m.trigger.is_(None),
+                                            m.started_at > start).values(started_at=start))
+    return int(moved or 0)
 
 
 def next_wake_up(engine: Engine, now: datetime) -> datetime | None:
