@@ -274,3 +274,25 @@ def test_relay_denied_never_invalidates_and_a_552_at_rcpt_is_retried() -> None:
     assert grey.retry and grey.category is Category.TEMPORARY
     unknown_4xx = _live(RCPT, "450 4.1.1 <pat@dest.test>: Recipient address rejected: User unknown")
     assert unknown_4xx.category is not Category.INVALID_ADDRESS and unknown_4xx.retry
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(REPLIES), st.integers(0, 2**32), st.sampled_from(["", "Note: ", "Reason: "]))
+def test_folding_the_diagnostic_code_never_changes_the_verdict(entry: tuple[SMTPStage, str], seed: int,
+                                                                boilerplate: str) -> None:
+    """RFC 5322 folding of a long Diagnostic-Code field (continuation lines) reads the same."""
+    stage, template = entry
+    rcpt = "pat.doe@dest.test"
+    reply = template.format(a=rcpt)
+    rng = random.Random(seed)
+    words = reply.split(" ")
+    folded = words[0] + "".join((" \r\n    " if rng.random() < 0.3 else " ") + w for w in words[1:])
+    raw = _rfc3464(stage, reply, rcpt).replace(f"Diagnostic-Code: smtp; {reply}".encode(),
+                                              f"Diagnostic-Code: smtp; {folded}".encode())
+    raw = raw.replace(b"This is the mail system", f"{boilerplate}This is the mail system".encode())
+    report = parse_bounce(raw)
+    assert report is not None
+    record = next(r for r in report.records if r.recipient == rcpt)
+    assert (record.reason.value, int(record.category),
+            record.bounce_type.value if record.bounce_type else None,
+            record.address_invalid) == _verdict(_live(stage, reply))
