@@ -90,3 +90,17 @@ async def test_every_form_on_a_page_carries_the_token_and_logout_checks_it(
     assert (await client.get("/dashboard/")).status_code == 200, "a forged logout must not log out"
     out = await client.post("/dashboard/logout", headers={"X-CSRF-Token": token})
     assert out.status_code == 303
+
+
+async def test_every_state_changing_dashboard_route_refuses_a_missing_token(
+        client: httpx.AsyncClient, db: Engine, account_id: int) -> None:
+    """Pages added later (contacts, audiences, mailings) inherit the check from the dashboard router."""
+    login = await client.get("/dashboard/login")
+    await client.post("/dashboard/login", data={"key": _key(db, account_id), "csrf_token": _token(login.text)})
+    paths = ["/dashboard/audiences", "/dashboard/imports", "/dashboard/mailings", "/dashboard/mailings/1/check",
+             "/dashboard/mailings/1/test-send", "/dashboard/mailings/1/pause", "/dashboard/contacts/1/reactivate",
+             "/dashboard/logout"]
+    for path in paths:
+        r = await client.post(path, data={"name": "x"})
+        assert r.status_code == 403, (path, r.status_code)
+        assert "CSRF" in r.json()["detail"]
