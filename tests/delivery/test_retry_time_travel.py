@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
-from mailcarrier.services.mailings import mailing_figures, pause_mailing, resume_mailing
+from mailcarrier.services.figures import mailing_figures
+from mailcarrier.services.mailings import pause_mailing, resume_mailing
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import attempts, deliveries, domain_backoffs
 from tests.delivery.world import T0, make_world, settings_for, start_mailing

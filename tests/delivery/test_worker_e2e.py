@@ -11,7 +11,8 @@ from sqlalchemy import Engine, select, update
 
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
-from mailcarrier.services.mailings import MailingDraft, create_mailing, mailing_figures, send_mailing
+from mailcarrier.services.figures import mailing_figures
+from mailcarrier.services.mailings import MailingDraft, create_mailing, send_mailing
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import attempts, contacts, deliveries, mailings
 from tests.delivery.world import T0, make_world, settings_for, start_mailing

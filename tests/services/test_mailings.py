@@ -13,13 +13,13 @@ from mailcarrier.domain.errors import ConflictError, NotFoundError
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.domain.verp import decode_return_path
 from mailcarrier.services.composition import MailingRenderer, RecipientData, TemplateRenderError
+from mailcarrier.services.figures import mailing_figures
 from mailcarrier.services.mailings import (
     MailingDraft,
     Segment,
     cancel_mailing,
     create_mailing,
     get_mailing,
-    mailing_figures,
     pause_mailing,
     resume_mailing,
     send_mailing,

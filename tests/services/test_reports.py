@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.services import reports
+from mailcarrier.services import figures, reports
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import activities, contacts, deliveries
 from tests.services.report_world import RECIPIENTS, T0, World, build
@@ -41,14 +41,14 @@ def test_response_page_every_recipient_in_exactly_one_bucket(world: World) -> No
     assert page.recipients == len(RECIPIENTS)
     assert page.reconciles
     seen: dict[int, str] = {}
-    for bucket in reports.BUCKETS:
+    for bucket in figures.BUCKETS:
         members = _all_recipients(world, bucket)
         assert len(members) == page.buckets[bucket], bucket
         for row in members:
             assert row.delivery_id not in seen, f"{row.email} in {seen[row.delivery_id]} and {bucket}"
             seen[row.delivery_id] = bucket
     assert set(seen) == {r.delivery_id for r in _all_recipients(world)}
-    expected = {b: sum(1 for r in RECIPIENTS if r[2] == b) for b in reports.BUCKETS}
+    expected = {b: sum(1 for r in RECIPIENTS if r[2] == b) for b in figures.BUCKETS}
     assert page.buckets == expected
 
 

@@ -13,7 +13,7 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL, Address
-from mailcarrier.services import automation, pools, reports
+from mailcarrier.services import automation, figures, pools, reports
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services.test_sends import send_test
 
@@ -21,7 +21,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/mailings", tags=["mailings"])
 MailingId = Annotated[int, Path(ge=1, le=MAX_ID)]
-BUCKET_PATTERN = "^(" + "|".join(reports.BUCKETS) + ")$"
+BUCKET_PATTERN = "^(" + "|".join(figures.BUCKETS) + ")$"
 
 
 class NewMailing(BaseModel):

@@ -42,6 +42,7 @@ from mailcarrier.services import automation, reports
 from mailcarrier.services import contacts as contact_service
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services.contact_import import import_csv
+from mailcarrier.services.figures import MailingFigures, mailing_figures
 from mailcarrier.services.policies import status_policy
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
@@ -65,7 +66,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures:
+def run_demo(data_dir: Path, console: Console) -> MailingFigures:
     """Run the demo in ``data_dir`` (a fresh SQLite database there) and return the figures."""
     now = datetime.now(UTC)
     with Sandbox(stall_seconds=3.0, dsn_delay=3.0) as sandbox:
@@ -100,7 +101,7 @@ def run_demo(data_dir: Path, console: Console) -> mailing_service.MailingFigures
                 console.print(f"[bold]5.[/bold] {len(sandbox.handler.dsns_sent)} asynchronous bounce(s) "
                               "(250 first, DSN later) received by inbound and applied")
             summary = mailing_service.get_mailing(engine, account_id, mailing_id)
-            figures = mailing_service.mailing_figures(engine, account_id, mailing_id)
+            figures = mailing_figures(engine, account_id, mailing_id)
             console.print(figures_table(summary, figures))
             _print_filtering(console, engine, account_id, mailing_id)
             _print_welcome(console, engine, account_id, welcome_id)

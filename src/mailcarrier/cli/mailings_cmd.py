@@ -20,6 +20,7 @@ from mailcarrier.domain.vocabulary import Category
 from mailcarrier.services import automation
 from mailcarrier.services import mailings as service
 from mailcarrier.services.contact_import import normalise_address
+from mailcarrier.services.figures import MailingFigures, mailing_figures
 from mailcarrier.services.hygiene import DomainNotSendableError
 from mailcarrier.services.pools import sender_hygiene_gate
 from mailcarrier.services.test_sends import send_test
@@ -44,7 +45,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(ExitCode.FAILED)
 
 
-def figures_table(summary: service.MailingSummary, figures: service.MailingFigures) -> Table:
+def figures_table(summary: service.MailingSummary, figures: MailingFigures) -> Table:
     """The response figures of a mailing as a Rich table (also used by ``mailcarrier demo``)."""
     table = Table(title=f"mailing {summary.id} {summary.name!r} ({summary.kind}, {summary.state})",
                   show_header=True)
@@ -213,13 +214,13 @@ def show_command(mailing_id: int, account: str = ACCOUNT_OPTION,
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
         summary = service.get_mailing(engine, owner.id, mailing_id)
-        figures = service.mailing_figures(engine, owner.id, mailing_id)
+        figures = mailing_figures(engine, owner.id, mailing_id)
     except (MailcarrierError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:
         engine.dispose()
     if output is TableFormat.JSON:
-        typer.echo(to_json({"mailing": summary, "figures": figures, "sent": figures.sent}))
+        typer.echo(to_json({"mailing": summary, "figures": figures.headline(), "sent": figures.sent}))
         return
     Console().print(figures_table(summary, figures))
 

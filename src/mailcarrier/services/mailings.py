@@ -1,4 +1,4 @@
-"""Mailings: create, send (enqueue), pause, resume, cancel, and the figures of one mailing.
+"""Mailings: create, send (enqueue), pause, resume and cancel (their figures: ``services.figures``).
 
 Creating a mailing validates its Jinja2 templates (sandboxed: no file access, no private
 attributes) by rendering them against a sample contact (the audience's first), so template
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, literal, or_, select, true, update
+from sqlalchemy import Engine, case, func, literal, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,14 +34,12 @@ __all__ = [
     "KINDS",
     "MARKETING_KINDS",
     "MailingDraft",
-    "MailingFigures",
     "MailingSummary",
     "Segment",
     "cancel_mailing",
     "create_mailing",
     "get_mailing",
     "list_mailings",
-    "mailing_figures",
     "pause_mailing",
     "resume_mailing",
     "send_mailing",
@@ -52,7 +50,6 @@ KINDS = ("test", "regular", "automated")
 ENQUEUE_ID_RANGE = 50_000
 _SAMPLE = template_context("sample.contact@example.com", "Sample", "Contact", {},
                            "https://example.invalid/u/sample")
-_FINAL = tuple(s.value for s in DeliveryState if s.is_final)
 _OPEN = (DeliveryState.QUEUED.value, DeliveryState.IN_PROGRESS.value)
 
 
@@ -110,34 +107,6 @@ class MailingSummary:
     finished_at: datetime | None
     #: what sends an automated mailing one contact at a time ('audience_join', 'api'), or None
     trigger: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MailingFigures:
-    """The response figures of one mailing (seed 003)."""
-
-    recipients: int
-    suppressed: int
-    queued: int
-    in_progress: int
-    delivered: int
-    outcome_unknown: int
-    bounced_hard: int
-    bounced_soft: int
-    failed: int
-    resent_after_crash: int
-    #: Final bounces by marketer category (1, 2, 3, 4, 9) and by reason.
-    bounced_by_category: dict[int, int]
-    bounced_by_reason: dict[str, int]
-
-    @property
-    def sent(self) -> int:
-        """Recipients at least one attempt was made for."""
-        return self.delivered + self.bounced_hard + self.bounced_soft + self.in_progress
-
-    @property
-    def final(self) -> int:
-        return self.delivered + self.bounced_hard + self.bounced_soft + self.failed
 
 
 def _sending_domain(address: str) -> str:
@@ -357,33 +326,3 @@ def cancel_mailing(engine: Engine, account_id: int, mailing_id: int, now: dateti
     """Give up the mailing: recipients not yet final become ``failed`` (reason ``cancelled``)."""
     return _set_state(engine, account_id, mailing_id, ("draft", "sending", "paused"), "cancelled", now)
 
-
-def mailing_figures(engine: Engine, account_id: int, mailing_id: int) -> MailingFigures:
-    row = _row(engine, account_id, mailing_id)
-    d = deliveries.c
-    with engine.connect() as conn:
-        by_state: dict[str, int] = dict(conn.execute(
-            select(d.state, func.count()).where(d.mailing_id == row.id).group_by(d.state)).all())
-        unknown = conn.execute(select(func.count()).where(d.mailing_id == row.id,
-                                                         d.outcome_unknown.is_(True))).scalar_one()
-        crash = conn.execute(select(func.count()).where(d.mailing_id == row.id,
-                                                       d.resent_after_crash.is_(True))).scalar_one()
-        bounced = or_(d.state == DeliveryState.BOUNCED_HARD.value,
-                      d.state == DeliveryState.BOUNCED_SOFT.value)
-        by_category: dict[int | None, int] = dict(conn.execute(select(d.last_category, func.count()).where(
-            d.mailing_id == row.id, bounced).group_by(d.last_category)).all())
-        by_reason: dict[str | None, int] = dict(conn.execute(select(d.last_reason, func.count()).where(
-            and_(d.mailing_id == row.id, bounced)).group_by(d.last_reason)).all())
-
-    def count(state: DeliveryState) -> int:
-        return int(by_state.get(state.value, 0))
-
-    return MailingFigures(
-        recipients=sum(int(v) for v in by_state.values()), suppressed=count(DeliveryState.SUPPRESSED),
-        queued=count(DeliveryState.QUEUED), in_progress=count(DeliveryState.IN_PROGRESS),
-        delivered=count(DeliveryState.DELIVERED), outcome_unknown=int(unknown),
-        bounced_hard=count(DeliveryState.BOUNCED_HARD), bounced_soft=count(DeliveryState.BOUNCED_SOFT),
-        failed=count(DeliveryState.FAILED), resent_after_crash=int(crash),
-        bounced_by_category={int(k if k is not None else 9): int(v) for k, v in by_category.items()},
-        bounced_by_reason={str(k): int(v) for k, v in by_reason.items()},
-    )

@@ -26,14 +26,13 @@ from sqlalchemy.exc import OperationalError
 from mailcarrier.config import Settings
 from mailcarrier.domain.errors import ConfigurationError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
-from mailcarrier.domain.vocabulary import DeliveryState
+from mailcarrier.services.figures import BOUNCED, BUCKETS, figures_of
 from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
 from mailcarrier.storage.tracking_tables import tracking_hits
 
 __all__ = [
-    "BUCKETS",
     "BounceReport",
     "Engagement",
     "MailingRate",
@@ -51,12 +50,7 @@ __all__ = [
     "response_page",
 ]
 
-#: The response page's buckets, one per delivery state, in the order they are shown.
-BUCKETS: tuple[str, ...] = tuple(s.value for s in DeliveryState)
 BOUNCE_KINDS = ("hard_bounce", "soft_bounce")
-BOUNCED = (DeliveryState.BOUNCED_HARD.value, DeliveryState.BOUNCED_SOFT.value)
-#: Buckets whose recipients had at least one attempt ("sent" on seed 003's response page).
-ATTEMPTED = ("in_progress", "delivered", "bounced_hard", "bounced_soft")
 MAILING_LISTS = ("test", "in_progress", "automated", "sent")
 _WATERMARK = "bounce_rollup"
 _ROLLUP_CHUNK = 50_000
@@ -144,6 +138,8 @@ class ResponsePage:
     outcome_unknown: int
     suspected_filtering: int
     engagement: Engagement
+    #: The headline figures under the names every surface uses (``services.figures``).
+    figures: dict[str, object] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -236,22 +232,9 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
     d = deliveries.c
     with engine.connect() as conn:
         m = _mailing_row(conn, account_id, mailing_id)
+        figures = figures_of(conn, account_id, [mailing_id])[mailing_id]
         where = and_(d.mailing_id == mailing_id, d.account_id == account_id)
-        buckets = dict.fromkeys(BUCKETS, 0)
-        for state, count in conn.execute(select(d.state, func.count()).where(where).group_by(d.state)):
-            buckets[state] = int(count)
-        attempted = sum(buckets[s] for s in ATTEMPTED)
         bounced_where = and_(where, d.state.in_(BOUNCED))
-        by_category: Counter[int] = Counter()
-        reasons: Counter[tuple[str, int | None]] = Counter()
-        filtering = 0
-        for category, reason, suspected, count in conn.execute(
-                select(d.last_category, d.last_reason, d.suspected_filtering, func.count())
-                .where(bounced_where)
-                .group_by(d.last_category, d.last_reason, d.suspected_filtering)):
-            by_category[int(category) if category is not None else 9] += int(count)
-            reasons[(reason or "undefined", category)] += int(count)
-            filtering += int(count) if suspected else 0
         domains = [DomainCount(dom, int(n), int(hard or 0), int(filt or 0)) for dom, n, hard, filt in
                    conn.execute(select(d.domain, func.count(),
                                        func.sum(case((d.state == "bounced_hard", 1), else_=0)),
@@ -261,19 +244,19 @@ def response_page(engine: Engine, account_id: int, mailing_id: int,
                                 .order_by(func.count().desc(), d.domain).limit(top))]
         next_attempt = conn.execute(select(type_coerce(func.min(d.next_attempt_at), UTCDateTime()))
                                     .where(where, d.state.in_(("queued", "in_progress")))).scalar()
-        unknown = conn.execute(select(func.count()).where(
-            where, d.outcome_unknown == True)).scalar_one()  # noqa: E712
         engagement = _engagement(conn, account_id, mailing_id)
-    rate = buckets["bounced_hard"] / attempted if attempted else 0.0
-    top_reasons = [ReasonCount(r, c, n, explain(r)) for (r, c), n in reasons.most_common(top)]
+    rate = figures.hard_bounce_rate
+    top_reasons = [ReasonCount(r, c, n, explain(r))
+                   for (r, c), n in list(figures.bounced_by_reason_category.items())[:top]]
     return ResponsePage(
         mailing_id=m.id, name=m.name, kind=m.kind, state=m.state, subject=m.subject,
         created_at=m.created_at, started_at=m.started_at, finished_at=m.finished_at,
-        recipients=sum(buckets.values()), buckets=buckets, attempted=attempted,
+        recipients=figures.recipients, buckets=dict(figures.buckets), attempted=figures.sent,
         hard_bounce_rate=rate, hard_bounce_level=rate_level(rate, thresholds),
-        bounced_by_category=dict(sorted(by_category.items())), top_reasons=top_reasons,
-        top_domains=domains, next_attempt_at=next_attempt, outcome_unknown=int(unknown),
-        suspected_filtering=filtering, engagement=engagement)
+        bounced_by_category=dict(figures.bounced_by_category), top_reasons=top_reasons,
+        top_domains=domains, next_attempt_at=next_attempt, outcome_unknown=figures.outcome_unknown,
+        suspected_filtering=figures.suspected_filtering, engagement=engagement,
+        figures=figures.headline())
 
 
 def _engagement(conn: Connection, account_id: int, mailing_id: int) -> Engagement:
@@ -328,7 +311,7 @@ def mailing_recipients(engine: Engine, account_id: int, mailing_id: int, *,
 def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int | None = None,
                   limit: int = 50) -> list[MailingSummary]:
     """Seed 003's lists: ``test``, ``in_progress``, ``automated`` or ``sent`` mailings, newest first."""
-    m, d = mailings.c, deliveries.c
+    m = mailings.c
     conditions = {
         "test": m.kind == "test",
         "automated": m.kind == "automated",
@@ -344,20 +327,13 @@ def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int
         query = query.where(m.id < before_id)
     with engine.connect() as conn:
         rows = list(conn.execute(query))
-        figures: dict[int, dict[str, int]] = {}
-        if rows:
-            for mid, state, n in conn.execute(
-                    select(d.mailing_id, d.state, func.count())
-                    .where(d.account_id == account_id, d.mailing_id.in_([r.id for r in rows]))
-                    .group_by(d.mailing_id, d.state)):
-                figures.setdefault(mid, {})[state] = int(n)
+        figures = figures_of(conn, account_id, [r.id for r in rows])
     out = []
     for r in rows:
-        f = figures.get(r.id, {})
-        out.append(MailingSummary(
-            r.id, r.name, r.kind, r.state, r.subject, r.created_at, sum(f.values()),
-            f.get("delivered", 0), f.get("bounced_hard", 0) + f.get("bounced_soft", 0),
-            f.get("queued", 0) + f.get("in_progress", 0)))
+        f = figures[r.id]
+        # "in progress" on a list means not final yet: queued or with a retry pending
+        out.append(MailingSummary(r.id, r.name, r.kind, r.state, r.subject, r.created_at, f.recipients,
+                                  f.delivered, f.bounced, f.open))
     return out
 
 
@@ -528,32 +504,22 @@ def _mailing_rates(conn: Connection, account_id: int, thresholds: Thresholds, si
                    until: date, top: int) -> list[MailingRate]:
     """Hard-bounce rate of the account's mailings created in the period, newest first.
 
-    The numerator is the mailing's hard bounces from the rollup (late bounces included);
-    the denominator is the recipients it was sent to (``recipients_total`` minus the
-    suppressed, as ``send_mailing`` records them), or, for mailings without those totals,
-    the attempted deliveries counted from the store.
+    The rate is the response page's (``services.figures``): the recipients whose final state
+    is a hard bounce (late bounces included) among those attempted. It used to divide the
+    bounce rollup's count by the recipients at send time, and disagreed with the page.
     """
-    m, d, b = mailings.c, deliveries.c, bounce_rollup.c
+    m = mailings.c
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    chosen = list(conn.execute(select(m.id, m.name, m.recipients_total, m.suppressed_total).where(
+    chosen = list(conn.execute(select(m.id, m.name).where(
         m.account_id == account_id, m.kind != "test", m.created_at >= start, m.created_at < end)
         .order_by(m.id.desc()).limit(top)))
-    if not chosen:
-        return []
-    hard = {int(mid): int(n) for mid, n in conn.execute(
-        select(b.mailing_id, func.sum(b.count)).where(
-            b.account_id == account_id, b.kind == "hard_bounce",
-            b.mailing_id.in_([r.id for r in chosen])).group_by(b.mailing_id))}
+    figures = figures_of(conn, account_id, [r.id for r in chosen])
     out = []
     for r in chosen:
-        attempted = int(r.recipients_total or 0) - int(r.suppressed_total or 0)
-        if attempted <= 0:
-            attempted = int(conn.execute(select(func.count()).where(
-                d.mailing_id == r.id, d.state.in_(ATTEMPTED))).scalar_one())
-        bounced = hard.get(int(r.id), 0)
-        rate = bounced / attempted if attempted else 0.0
-        out.append(MailingRate(r.id, r.name, attempted, bounced, rate, rate_level(rate, thresholds)))
+        f = figures[r.id]
+        out.append(MailingRate(r.id, r.name, f.sent, f.bounced_hard, f.hard_bounce_rate,
+                               rate_level(f.hard_bounce_rate, thresholds)))
     return out
 
 

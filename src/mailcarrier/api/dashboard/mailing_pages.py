@@ -23,8 +23,8 @@ from mailcarrier.api.pagination import MAX_ID
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
+from mailcarrier.services import figures, pools, reports
 from mailcarrier.services import mailings as mailing_service
-from mailcarrier.services import pools, reports
 from mailcarrier.services.content_check import DEFAULT_URI_ZONES, ContentReport, check_mailing, render_sample
 from mailcarrier.services.hygiene import resolver_for
 from mailcarrier.services.test_sends import MAX_TEST_ADDRESSES, send_test
@@ -40,7 +40,7 @@ FUNNEL_COLOURS = {"delivered": "#137333", "bounced_hard": "#b3261e", "bounced_so
                   "failed": "#202124"}
 #: Seconds between refreshes of a response page while its mailing is in progress.
 LIVE_EVERY = 3
-EXPORT_BUCKETS = "^(all|bounced|" + "|".join(reports.BUCKETS) + ")$"
+EXPORT_BUCKETS = "^(all|bounced|" + "|".join(figures.BUCKETS) + ")$"
 RECIPIENT_COLUMNS = ("delivery_id", "contact_id", "email", "state", "attempts", "reason", "category",
                      "category_name", "reply_code", "next_attempt_at", "suspected_filtering")
 EXAMPLE_HTML = ("<html><body>\n<p>Hello {{ first_name }},</p>\n<p>Our news of the month.</p>\n"
@@ -134,7 +134,7 @@ def _response_page(ctx: AppContext, session: Session, mailing_id: int, *, status
                    error: str | None = None) -> HTMLResponse:
     page = reports.response_page(ctx.engine, session.account_id, mailing_id,
                                  reports.report_thresholds(ctx.settings))
-    bounced = [row for bucket in reports.BOUNCED
+    bounced = [row for bucket in figures.BOUNCED
                for row in reports.mailing_recipients(ctx.engine, session.account_id, mailing_id,
                                                      bucket=bucket, limit=100)]
     funnel = charts.bar_chart("Delivery funnel (share of recipients)", [
@@ -251,7 +251,7 @@ def recipients_export(mailing_id: int,
     """The mailing's recipients as CSV: ``bounced`` (hard and soft, the default), one bucket, or all."""
     mailing_id = _mailing_id(mailing_id)
     mailing_service.get_mailing(ctx.engine, session.account_id, mailing_id)
-    buckets: tuple[str | None, ...] = reports.BOUNCED if bucket == "bounced" else (
+    buckets: tuple[str | None, ...] = figures.BOUNCED if bucket == "bounced" else (
         (None,) if bucket == "all" else (bucket,))
 
     def rows() -> Iterator[list[object]]:
