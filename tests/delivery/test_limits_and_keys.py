@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
 from mailcarrier.delivery.limits import load_limits, parse_overrides
-from mailcarrier.delivery.pool import ConnectionLimits
+from mailcarrier.delivery.smtp_sessions import ConnectionLimits
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.services.composition import DkimSigner
 

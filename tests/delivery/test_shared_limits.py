@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.smtp_sessions import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.worker import retrying
 from mailcarrier.storage import outbox
 from mailcarrier.storage.migrate import upgrade

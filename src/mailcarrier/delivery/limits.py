@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from mailcarrier.delivery.pool import ConnectionLimits
+from mailcarrier.delivery.smtp_sessions import ConnectionLimits
 from mailcarrier.domain.errors import ConfigurationError
 
 __all__ = ["DestinationLimits", "LimitRule", "load_limits", "parse_overrides"]

@@ -42,7 +42,7 @@ from mailcarrier.delivery import contact_outcomes
 from mailcarrier.delivery.dkim_keys import signing_keys
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
 from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
-from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
+from mailcarrier.delivery.smtp_sessions import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.source_routing import SourceRouting
 from mailcarrier.delivery.transport import ConnectionFacts, RejectedError, SendResult, TransportError
 from mailcarrier.domain.classify import Classification, classify, classify_internal, classify_reply

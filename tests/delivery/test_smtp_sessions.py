@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from mailcarrier.delivery.pool import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.sandbox import Sandbox
+from mailcarrier.delivery.smtp_sessions import ConnectionLimits, SmtpPool
 
 
 def test_connections_and_messages_per_connection_are_capped() -> None:
