@@ -224,6 +224,10 @@ async def test_segments_export_and_suspected_filtering_decisions(api: Ctx) -> No
     r = await api.http.get("/api/v1/contacts", params={"suspected_filtering": "true"}, headers=api.mine)
     [held] = r.json()["items"]
     assert held["email"] == "dee@corp.example" and held["suspected_filtering"] is True
+    assert held["last_bounce_type"] == "hard"
+    r = await api.http.get("/api/v1/bounces", headers=api.mine)
+    labels = {(b["reason"], b["category"]): (b["bounce_type"], b["address_invalid"]) for b in r.json()["items"]}
+    assert labels[("userunknown", 2)] == ("hard", True) and labels[("mailboxfull", 3)] == ("soft", False)
     r = await api.http.get("/api/v1/contacts", params={
         "bounce_reason": "userunknown", "bounced_since": (T0 - timedelta(hours=1)).isoformat(),
         "bounced_until": (T0 + timedelta(hours=1)).isoformat()}, headers=api.mine)

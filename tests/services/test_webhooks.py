@@ -97,6 +97,10 @@ def test_bounce_activity_becomes_signed_post(world: World, receiver: Receiver) -
     bounced = [b for b in bodies if b["type"] == "bounced"]
     assert {b["data"]["reason"] for b in bounced} == {"userunknown", "filtered", "blocked", "mailboxfull"}
     assert any(b["data"]["suspected_filtering"] for b in bounced)
+    # seed 001's two answers: hard = categories 1 and 2, address invalid = category 2 only
+    labels = {b["data"]["reason"]: (b["data"]["bounce_type"], b["data"]["address_invalid"]) for b in bounced}
+    assert labels == {"userunknown": ("hard", True), "filtered": ("hard", False),
+                      "blocked": ("hard", False), "mailboxfull": ("soft", False)}
     for request in receiver.requests:
         header = request["headers"]["Mailcarrier-Signature"]
         assert webhooks.verify_signature(endpoint.secret, header, request["body"],

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.storage.tables import (
@@ -87,6 +88,8 @@ class ContactView:
     created_at: datetime
     #: held as suspected B2B filtering: a user confirms (invalid) or releases (real) it
     suspected_filtering: bool = False
+    #: the latest bounce's type in seed 001's sense: "hard" (categories 1, 2) or "soft"
+    last_bounce_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,10 @@ class AttemptView:
     reason: str | None
     category: int | None
     outcome: str
+    #: seed 001: "hard" (categories 1, 2) or "soft" (3, 4, 9); None when not a bounce
+    bounce_type: str | None = None
+    #: seed 001's "Email Invalid": category 2 only
+    address_invalid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,10 @@ class DeliveryView:
     suspected_filtering: bool
     delivered_at: datetime | None
     attempts: list[AttemptView]
+    #: seed 001: "hard" (categories 1, 2) or "soft" (3, 4, 9); None when not a bounce
+    bounce_type: str | None = None
+    #: seed 001's "Email Invalid": category 2 only
+    address_invalid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +174,10 @@ class BounceView:
     explanation: str
     provider: str | None
     postmaster: str | None
+    #: seed 001: "hard" (categories 1, 2) or "soft" (3, 4, 9); None when not a bounce
+    bounce_type: str | None = None
+    #: seed 001's "Email Invalid": category 2 only
+    address_invalid: bool = False
 
 
 def _contact(r: Any) -> ContactView:
@@ -172,7 +187,8 @@ def _contact(r: Any) -> ContactView:
         r.last_bounce_category, r.last_bounce_reason,
         explain(r.last_bounce_reason) if r.last_bounce_reason else None, r.last_bounce_reply_code,
         r.last_bounce_diagnostic, r.last_delivered_at, r.last_engaged_at, r.status_changed_at,
-        r.created_at, bool(r.suspected_filtering))
+        r.created_at, bool(r.suspected_filtering),
+        bounce_labels(r.last_bounce_reason, r.last_bounce_category)[0])
 
 
 def list_audiences(engine: Engine, account_id: int, *, after_id: int, limit: int) -> list[AudienceView]:
@@ -313,12 +329,14 @@ def get_delivery(engine: Engine, account_id: int, delivery_id: int) -> DeliveryV
         tried = [AttemptView(a.number, a.started_at, a.ended_at, a.return_path, a.local_ip,
                              a.remote_ip, a.mx_host, a.tls_version, a.reply_code, a.enhanced_status,
                              a.reply_text, a.queue_id, a.internal_code, a.reason, a.category,
-                             a.outcome)
+                             a.outcome, *bounce_labels(a.reason, a.category))
                  for a in conn.execute(select(attempts).where(t.delivery_id == delivery_id)
                                        .order_by(t.number))]
     return DeliveryView(r.id, r.mailing_id, r.contact_id, r.email, r.state, r.attempt_count,
                         r.next_attempt_at, r.last_reason, r.last_category, r.last_reply_code,
-                        bool(r.outcome_unknown), bool(r.suspected_filtering), r.delivered_at, tried)
+                        bool(r.outcome_unknown), bool(r.suspected_filtering), r.delivered_at, tried,
+                        *(bounce_labels(r.last_reason, r.last_category) if r.state.startswith("bounced")
+                          else (None, False)))
 
 
 def list_bounces(engine: Engine, account_id: int, *, after_id: int, limit: int,
@@ -344,7 +362,8 @@ def list_bounces(engine: Engine, account_id: int, *, after_id: int, limit: int,
                               r.occurred_at, r.reason, r.category, r.reply_code, r.enhanced_status,
                               r.diagnostic, r.remote_mta, explain(r.reason),
                               provider.name if provider else None,
-                              provider.postmaster if provider else None))
+                              provider.postmaster if provider else None,
+                              *bounce_labels(r.reason, r.category)))
     return out
 
 

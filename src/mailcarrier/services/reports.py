@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
+from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import ConfigurationError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.services.figures import BOUNCED, BUCKETS, figures_of
@@ -175,6 +176,10 @@ class RecipientRow:
     reply_code: int | None
     next_attempt_at: datetime | None
     suspected_filtering: bool
+    #: seed 001: "hard" (categories 1, 2) or "soft" (3, 4, 9) for a bounced recipient
+    bounce_type: str | None = None
+    #: seed 001's "Email Invalid": category 2 only
+    address_invalid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +310,10 @@ def mailing_recipients(engine: Engine, account_id: int, mailing_id: int, *,
             query = query.where(d.state == bucket)
         return [RecipientRow(r.id, r.contact_id, r.email, r.state, r.attempt_count, r.last_reason,
                              r.last_category, r.last_reply_code, r.next_attempt_at,
-                             bool(r.suspected_filtering)) for r in conn.execute(query)]
+                             bool(r.suspected_filtering),
+                             *(bounce_labels(r.last_reason, r.last_category)
+                               if r.state.startswith("bounced") else (None, False)))
+                for r in conn.execute(query)]
 
 
 def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int | None = None,

@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
 from mailcarrier.services.tracking import settled_events
@@ -338,7 +339,9 @@ def _activity_data(r: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"contact_id": r.contact_id, "email": r.email, "mailing_id": r.mailing_id,
                             "delivery_id": r.delivery_id, "occurred_at": r.occurred_at.isoformat()}
     if r.type in ("hard_bounce", "soft_bounce"):
-        data.update(hard=r.type == "hard_bounce", reason=r.reason, category=r.category,
+        bounce_type, address_invalid = bounce_labels(r.reason, r.category)
+        data.update(hard=r.type == "hard_bounce", bounce_type=bounce_type,
+                    address_invalid=address_invalid, reason=r.reason, category=r.category,
                     reply_code=r.reply_code, enhanced_status=r.enhanced_status,
                     diagnostic=r.diagnostic, suspected_filtering=bool(details.get("suspected_filtering")))
     elif r.type == "status_changed":
