@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 
-from mailcarrier.services import reports
+from mailcarrier.services import report_rollups, reports
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.engine import make_engine
@@ -281,7 +281,7 @@ def main() -> None:
               f"{counts['deliveries']} deliveries, {counts['attempts']} attempts, {counts['activities']} "
               f"events ({recorded} recorded) in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
-        folded = reports.refresh_rollups(engine)
+        folded = report_rollups.refresh_rollups(engine)
         print(f"initial rollup of {folded} activities: {time.perf_counter() - start:.1f} s (one-off)")
         account_id = counts["account_id"]
         with engine.connect() as conn:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.services import figures, reports
+from mailcarrier.services import figures, report_rollups, reports
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.tables import activities, contacts, deliveries
 from tests.services.report_world import RECIPIENTS, T0, World, build
@@ -143,7 +143,7 @@ def test_bounce_report_counts_new_bounces_incrementally(world: World) -> None:
     wider = reports.bounce_report(world.engine, world.account_id, since=DAY,
                                   until=DAY + timedelta(days=1))
     assert wider.total == first.total + 1
-    assert reports.refresh_rollups(world.engine) == 0  # nothing left to fold, nothing counted twice
+    assert report_rollups.refresh_rollups(world.engine) == 0  # nothing left to fold, nothing counted twice
     assert reports.bounce_report(world.engine, world.account_id, since=DAY,
                                  until=DAY + timedelta(days=1)).total == wider.total
 
@@ -169,7 +169,7 @@ def test_concurrent_refreshes_while_writing_count_every_bounce_once(world: World
     def refresh() -> None:
         try:
             for _ in range(15):
-                reports.refresh_rollups(world.engine)
+                report_rollups.refresh_rollups(world.engine)
         except BaseException as exc:  # surfaced in the main thread
             errors.append(exc)
 
