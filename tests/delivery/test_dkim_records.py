@@ -69,6 +69,12 @@ def test_ed25519_signs_beside_rsa_by_default(tmp_path: Path, algorithm: str,
         [dns_record(k) for k in keys]
 
 
+def test_an_ed25519_key_made_earlier_signs_beside_rsa_whatever_the_setting(tmp_path: Path) -> None:
+    load_or_create_key(tmp_path, "shop.example", "mc1", "ed25519")  # e.g. dkim generate --algorithm ed25519
+    keys = signing_keys(tmp_path, "shop.example", "mc1", "rsa")
+    assert [(k.selector, k.algorithm) for k in keys] == [("mc1", "ed25519-sha256"), ("mc1-rsa", "rsa-sha256")]
+
+
 def test_existing_rsa_selector_is_not_doubled(tmp_path: Path) -> None:
     load_or_create_key(tmp_path, "shop.example", "mc1", "rsa")
     assert [k.algorithm for k in signing_keys(tmp_path, "shop.example", "mc1", "ed25519")] == ["rsa-sha256"]

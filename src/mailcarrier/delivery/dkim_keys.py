@@ -110,12 +110,14 @@ def load_or_create_key(data_dir: Path, domain: str, selector: str, algorithm: st
 def signing_keys(data_dir: Path, domain: str, selector: str, algorithm: str = "rsa") -> tuple[DkimKey, ...]:
     """Every key a message of ``domain`` is signed with, each generated on first use.
 
-    ``ed25519`` (the RFC 8463 way): the Ed25519 key under ``selector`` and an RSA key under
-    ``<selector>-rsa``. A selector whose existing key is RSA signs with that key alone.
+    An Ed25519 key under ``selector`` (``algorithm`` ed25519, or a key generated so earlier,
+    e.g. by ``dkim generate --algorithm ed25519``) signs beside an RSA key under
+    ``<selector>-rsa``, the RFC 8463 way, unless ``algorithm`` is ``ed25519-only``. A selector
+    whose key is RSA signs with that key alone.
     """
     if algorithm not in ALGORITHMS:
         raise ConfigurationError(f"DKIM algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}")
     primary = load_or_create_key(data_dir, domain, selector, algorithm)
-    if algorithm != "ed25519" or primary.algorithm != "ed25519-sha256":
+    if algorithm == "ed25519-only" or primary.algorithm != "ed25519-sha256":
         return (primary,)
     return (primary, load_or_create_key(data_dir, domain, f"{selector}-rsa", "rsa"))
