@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import load_settings
 from mailcarrier.services import webhooks
@@ -31,8 +32,16 @@ def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds betwe
         with webhook_client(webhook_target_policy(settings), timeout=10) as client:
             while True:
                 now = datetime.now(UTC)
-                queued = webhooks.pump_activities(engine, now)
-                stats = webhooks.send_due(engine, client, now, on_sent=_say_sent)
+                try:
+                    queued = webhooks.pump_activities(engine, now)
+                    stats = webhooks.send_due(engine, client, now, on_sent=_say_sent)
+                except OperationalError as exc:  # busy or unreachable past the retries: next round
+                    if once:
+                        raise
+                    why = escape(str(exc).splitlines()[0])[:300]
+                    ERR.print(f"[yellow]round failed, next in {interval:g} s:[/yellow] {why}")
+                    time.sleep(interval)
+                    continue
                 if once or queued or stats.delivered or stats.retried or stats.dead:
                     ERR.print(f"queued {queued}, delivered {stats.delivered}, retried {stats.retried}, "
                               f"dead {stats.dead}" + ("" if stats.delivered or stats.retried or stats.dead

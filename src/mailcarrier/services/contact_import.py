@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine
 
 from mailcarrier.domain.errors import ConflictError, NotFoundError, ParseError
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import run_write
 
 __all__ = ["BadRow", "ImportReport", "import_csv", "normalise_address"]
 
@@ -140,17 +139,14 @@ def _in_memory_sqlite(engine: Engine) -> bool:
 def _write_batch(engine: Engine, account_id: int, audience_id: int, batch: list[dict[str, Any]],
                  now: datetime) -> int:
     """One batch in one transaction, run again if PostgreSQL aborted it to break a deadlock
-    (a concurrent event batch locks the same contacts in id order, the import in address order).
+    (a concurrent event batch locks the same contacts in id order, the import in address order)
+    or SQLite's write lock stayed taken past the busy timeout.
     """
-    for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
-        try:
-            with write_transaction(engine) as conn:
-                contact_repo.upsert_contacts(conn, account_id, audience_id, batch, now)
-            return len(batch)
-        except DBAPIError as exc:
-            if attempt == MAX_BATCH_ATTEMPTS or not contact_repo.is_transient_conflict(exc):
-                raise
-    raise ConflictError(f"a contact import batch kept conflicting after {MAX_BATCH_ATTEMPTS} attempts")
+    def unit(conn: Connection) -> int:
+        contact_repo.upsert_contacts(conn, account_id, audience_id, batch, now)
+        return len(batch)
+
+    return run_write(engine, unit, what="importing a batch of contacts", attempts=MAX_BATCH_ATTEMPTS)
 
 
 def _audience(engine: Engine, account_id: int, name: str, now: datetime) -> account_repo.Audience:
@@ -161,7 +157,7 @@ def _audience(engine: Engine, account_id: int, name: str, now: datetime) -> acco
     for the winner's commit, fails on the unique name, and reads the winner's row (a new
     statement under READ COMMITTED sees it).
     """
-    with write_transaction(engine) as conn:
+    def unit(conn: Connection) -> account_repo.Audience:
         try:
             return account_repo.audience_by_name(conn, account_id, name)
         except NotFoundError:
@@ -170,6 +166,8 @@ def _audience(engine: Engine, account_id: int, name: str, now: datetime) -> acco
             return account_repo.create_audience(conn, account_id, name, now)
         except ConflictError:
             return account_repo.audience_by_name(conn, account_id, name)
+
+    return run_write(engine, unit, what="finding the import's audience")
 
 
 def _batches(handle: TextIO, report: ImportReport, size: int,

@@ -14,6 +14,7 @@ Each POST carries ``Mailcarrier-Signature: t=<unix time>,v1=<hex HMAC-SHA256>`` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -32,7 +33,7 @@ from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
 from mailcarrier.services.tracking import settled_events
-from mailcarrier.storage.engine import write_transaction
+from mailcarrier.storage.engine import run_write, write_transaction
 from mailcarrier.storage.report_tables import report_watermarks
 from mailcarrier.storage.tables import activities, attempts, contacts, deliveries
 from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
@@ -224,19 +225,24 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
     """
     queued = 0
     while True:
-        with write_transaction(engine) as conn:
-            more, count = _pump_chunk(conn, now, chunk)
+        more, count = run_write(engine, lambda conn: _pump_chunk(conn, now, chunk),
+                                what="queueing webhook events")
         queued += count
         if not more:
             break
     for pump in (_pump_deferrals, _pump_hits):
         while True:
-            with write_transaction(engine) as conn:
-                more, count = pump(engine, conn, now, chunk)
+            more, count = run_write(engine, functools.partial(_run_pump, pump, engine, now, chunk),
+                                    what="queueing webhook events")
             queued += count
             if not more:
                 break
     return queued
+
+
+def _run_pump(pump: Callable[[Engine, Connection, datetime, int], tuple[bool, int]], engine: Engine,
+              now: datetime, chunk: int, conn: Connection) -> tuple[bool, int]:
+    return pump(engine, conn, now, chunk)
 
 
 def _pump_deferrals(_engine: Engine, conn: Connection, now: datetime, chunk: int) -> tuple[bool, int]:
@@ -350,11 +356,16 @@ def _activity_data(r: Any) -> dict[str, Any]:
     return data
 
 
+def _execute(statement: Any, conn: Connection) -> None:
+    conn.execute(statement)
+
+
 def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
     o, w = webhook_outbox.c, webhook_endpoints.c
     due = and_(o.delivered_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now,
                or_(o.lease_until.is_(None), o.lease_until < now))
-    with write_transaction(engine) as conn:
+
+    def claim(conn: Connection) -> list[Any]:
         query = select(o.id).where(due).order_by(o.next_attempt_at, o.id).limit(batch)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -365,6 +376,8 @@ def _claim(engine: Engine, now: datetime, batch: int) -> list[Any]:
         return list(conn.execute(
             select(o.id, o.event_id, o.event_type, o.payload, o.attempts, w.url, w.secret)
             .join(webhook_endpoints, w.id == o.endpoint_id).where(o.id.in_(ids)).order_by(o.id)))
+
+    return run_write(engine, claim, what="claiming webhook events")
 
 
 def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int = 100,
@@ -403,8 +416,8 @@ def send_due(engine: Engine, client: httpx.Client, now: datetime, *, batch: int 
         else:
             values["next_attempt_at"] = now + backoff(attempts_made)
             stats = SendStats(stats.delivered, stats.retried + 1, stats.dead)
-        with write_transaction(engine) as conn:
-            conn.execute(update(webhook_outbox).where(o.id == row.id).values(**values))
+        recorded = update(webhook_outbox).where(o.id == row.id).values(**values)
+        run_write(engine, functools.partial(_execute, recorded), what="recording a webhook POST")
         if on_sent is not None:
             outcome = "delivered" if error is None else ("dead" if "dead_at" in values else "retry")
             on_sent(SentEvent(row.event_id, row.event_type, row.url, outcome, status, error,
