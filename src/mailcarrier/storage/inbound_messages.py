@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, bindparam, cast, exists, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, case, cast, exists, func, or_, select, update
 
 from mailcarrier.storage.inbound_tables import inbound_messages
 from mailcarrier.storage.tables import activities, attempts, deliveries
@@ -113,13 +113,15 @@ def claim_pending(conn: Connection, token: str, now: datetime, stale_before: dat
     """
     m = inbound_messages.c
     d = deliveries.c
-    # A parked email is free again once its delivery is no longer claimed by a worker: the
-    # worker's batch commit (state and attempt) and the release of its claim are one write.
-    sent_recorded = exists().where(d.claim_token.is_(None),
-                                   literal(WAIT_PREFIX).concat(cast(d.id, String)) == m.claim_token)
+    # A parked email is free again once no worker holds its delivery: the worker's batch
+    # commit (state and attempt) and the release of its claim are one write. A delivery that
+    # is gone (its mailing deleted) frees it too; it is then read as unmatched.
+    parked = m.claim_token.startswith(WAIT_PREFIX, autoescape=True)
+    # the delivery id out of the token, compared with the primary key (an index look-up)
+    awaited = case((parked, cast(func.substr(m.claim_token, len(WAIT_PREFIX) + 1), BigInteger)), else_=None)
+    still_claimed = exists().where(d.id == awaited, d.claim_token.is_not(None))
     free = and_(m.state == "pending",
-                or_(m.claim_token.is_(None), m.claimed_at < stale_before,
-                    and_(m.claim_token.startswith(WAIT_PREFIX, autoescape=True), sent_recorded)))
+                or_(m.claim_token.is_(None), m.claimed_at < stale_before, and_(parked, ~still_claimed)))
     # PostgreSQL: rows another processor is claiming are skipped, not waited for; SQLite has
     # one writer at a time (the caller's BEGIN IMMEDIATE) and ignores the clause.
     ids = (select(m.id).where(free).order_by(m.id).limit(limit)
