@@ -218,6 +218,7 @@ def _walk(day: Day, base: str, key: str, csv_file: Path, settings: Any, engine: 
     page.wait_for_selector("#checks")
     statuses = {row.inner_text().split("\t")[0]: row.get_attribute("data-status")
                 for row in page.locator("#checks tbody tr").all()}
+    assert page.inner_text("#preview-subject") == "Spring sale for Bob"  # the chosen contact stays
     assert statuses["unsubscribe link"] == "pass" and statuses["postal address"] == "pass"
     day.check("06-draft-preview-check")
     page.fill("#test-send textarea[name=addresses]", "marianne@shop.example")

@@ -178,7 +178,8 @@ def mailing_page(mailing_id: int, preview_contact: Annotated[int | None, Query(g
 
 
 @router.post("/mailings/{mailing_id}/check", response_class=HTMLResponse)
-def content_check(mailing_id: int, session: Session = Depends(current_session),
+def content_check(mailing_id: int, preview_contact: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
+                  session: Session = Depends(current_session),
                   ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The content and consent checks of ``mailcarrier mailings check``, on the draft's sample."""
     require_scope(session, "mailings:read")
@@ -191,12 +192,14 @@ def content_check(mailing_id: int, session: Session = Depends(current_session),
                                    bounce_domain=ctx.settings.bounce_domain, resolver=resolver,
                                    uri_zones=DEFAULT_URI_ZONES)
     except ValueError as exc:
-        return _draft_page(ctx, session, mailing_id, status=422, error=str(exc))
-    return _draft_page(ctx, session, mailing_id, check=report)
+        return _draft_page(ctx, session, mailing_id, status=422, error=str(exc),
+                           preview_contact=preview_contact)
+    return _draft_page(ctx, session, mailing_id, check=report, preview_contact=preview_contact)
 
 
 @router.post("/mailings/{mailing_id}/test-send", response_model=None)
 def test_send(mailing_id: int, addresses: Annotated[str, Form(max_length=10_000)] = "",
+              preview_contact: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
               session: Session = Depends(current_session),
               ctx: AppContext = Depends(app_context)) -> Response:
     """Send the draft's content as a separate test mailing to the named addresses."""
@@ -205,8 +208,9 @@ def test_send(mailing_id: int, addresses: Annotated[str, Form(max_length=10_000)
     try:
         test = send_test(ctx.engine, session.account_id, _mailing_id(mailing_id), named, ctx.clock())
     except (ValueError, MailcarrierError) as exc:
-        return _draft_page(ctx, session, mailing_id, status=422, error=str(exc), addresses=addresses)
-    return _draft_page(ctx, session, mailing_id, addresses=addresses,
+        return _draft_page(ctx, session, mailing_id, status=422, error=str(exc), addresses=addresses,
+                           preview_contact=preview_contact)
+    return _draft_page(ctx, session, mailing_id, addresses=addresses, preview_contact=preview_contact,
                        flash=f"Test sent to {', '.join(named)} as test mailing {test.id}.",
                        flash_link=f"/dashboard/mailings/{test.id}")
 
