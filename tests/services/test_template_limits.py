@@ -44,6 +44,12 @@ HOSTILE = [
     "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('ab', 40) }}",
     "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
     "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+    "{{ range(100000)|join(',' * 1000000) }}",
+    "{{ (',' * 1000000).join(range(10000)|map('string')) }}",
+    "{{ ([('a' * 1000000)] * 100)|join }}",
+    "{{ ([('a' * 1000000)] * 100)|string }}",
+    "{{ [[('a' * 1000000)]] * 100 }}",
+    "{% set ns = namespace(l=['a' * 1000000]) %}{% for i in range(10) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "{% for i in range(100000) %}{% for j in 'x' * 100000 %}{{ '' }}{% endfor %}{% endfor %}",
 ]
@@ -89,13 +95,14 @@ def test_the_issue_template_is_refused_at_creation_with_a_clear_problem(world: W
 def test_ordinary_templates_still_render(world: World) -> None:
     source = ("<p>{{ first_name|default('friend', true)|title }} {{ 'x'|center(9) }} {{ '%05d' % 42 }} "
               "{{ '{:>6}'.format('ok') }} {{ 2 ** 10 }} {{ 'ab' * 3 }} {{ [1] + [2] }} "
-              "{% for i in range(3) %}{{ i }}{% endfor %} {{ 'a' ~ 'b' }} {{ 'a-b'|replace('-', '+') }}</p>")
+              "{% for i in range(3) %}{{ i }}{% endfor %} {{ 'a' ~ 'b' }} {{ 'a-b'|replace('-', '+') }} "
+              "{{ [1, 2]|join('-') }} {{ ','.join(['x', 'y']) }}</p>")
     mailing_id = create_mailing(world.engine, _draft(world, source), T0)
     with world.engine.connect() as conn:
         row = conn.execute(select(mailings).where(mailings.c.id == mailing_id)).one()
     renderer = MailingRenderer(row, secret=b"s" * 32, bounce_domain="b.example", public_url="http://x")
     bodies = renderer.personalise(RecipientData(1, 1, "a@example.com", "ann", "", {}))
-    assert bodies.html == ("<p>Ann     x     00042     ok 1024 ababab [1, 2] 012 ab a+b</p>")
+    assert bodies.html == ("<p>Ann     x     00042     ok 1024 ababab [1, 2] 012 ab a+b 1-2 x,y</p>")
 
 
 def test_contact_data_that_blows_a_limit_fails_that_delivery_alone(world: World) -> None:

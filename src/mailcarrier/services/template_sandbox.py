@@ -35,9 +35,11 @@ from typing import Any
 
 from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_batch, do_indent, do_slice
+from jinja2.filters import do_batch, do_indent, do_slice, make_attrgetter, sync_do_join
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import pass_eval_context
 
 from mailcarrier.domain.errors import MailcarrierError
 
@@ -64,6 +66,16 @@ DEFAULT_LIMITS = TemplateLimits()
 _LOG2_10 = 3.3219280948873626
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _weight(value: Any, depth: int = 3) -> int:
+    """Roughly how many characters ``value`` prints as: strings by length, lists by their items."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, list | tuple) and depth:
+        nested = (v for v in value if isinstance(v, str | bytes | list | tuple))
+        return len(value) + sum(_weight(v, depth - 1) for v in nested)
+    return 1
 
 
 @dataclass
@@ -105,7 +117,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.limits = limits
         self.globals.pop("lipsum", None)
         self.filters.update(mc_budget=self._budgeted, center=self._center, indent=self._indent,
-                            format=self._format_filter, replace=self._replace_filter,
+                            format=self._format_filter, replace=self._replace_filter, join=self._join,
                             batch=self._batch, slice=self._slice)
 
     # -- the render as a whole ------------------------------------------------------------------
@@ -183,14 +195,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, str | bytes | list | tuple) and isinstance(count, int) \
                         and not isinstance(count, bool):
-                    self._refuse_chars(len(seq) * max(count, 0), "a repeated string or list")
+                    self._refuse_chars(_weight(seq) * max(count, 0), "a repeated string or list")
             if isinstance(left, int) and isinstance(right, int):
                 self._refuse_digits(left.bit_length() + right.bit_length(), "a product")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
                 and abs(left) > 1:
             self._refuse_digits(right * (abs(left).bit_length() - 1), "a power")
         elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, type(left)):
-            self._refuse_chars(len(left) + len(right), "a sum of strings or lists")
+            self._refuse_chars(_weight(left) + _weight(right), "a sum of strings or lists")
         elif operator == "%" and isinstance(left, str):
             self._check_percent_format(left)
         result = super().call_binop(context, operator, left, right)
@@ -240,9 +252,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 __self._check_replace(owner, args[0], args[1], args[2] if len(args) > 2 else -1)
             elif name in ("format", "format_map"):
                 __self._check_format_string(owner)
-            elif name == "join" and args and isinstance(args[0], list | tuple):
-                __self._refuse_chars(sum(len(str(a)) for a in args[0]) + len(owner) * len(args[0]),
-                                     "str.join()")
+            elif name == "join" and args:
+                items = list(args[0])  # a generator is read once here, then joined from the list
+                __self._refuse_chars(sum(_weight(a) for a in items) + len(owner) * len(items), "str.join()")
+                args = (items, *args[1:])
         return super().call(__context, __obj, *args, **kwargs)
 
     def _check_replace(self, text: Any, old: Any, new: Any, count: Any) -> None:
@@ -274,6 +287,16 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         text, old_s, new_s = str(value), str(old), str(new)
         self._check_replace(text, old_s, new_s, -1 if count is None else count)
         return text.replace(old_s, new_s, -1 if count is None else count)
+
+    @pass_eval_context
+    def _join(self, eval_ctx: EvalContext, value: Any, d: str = "",
+              attribute: str | int | None = None) -> str:
+        items = list(value)
+        if attribute is not None:
+            items = list(map(make_attrgetter(self, attribute), items))
+        self._refuse_chars(sum(_weight(i) for i in items) + len(str(d)) * max(len(items) - 1, 0),
+                           "the join filter")
+        return str(sync_do_join(eval_ctx, items, d))
 
     def _batch(self, value: Any, linecount: int, fill_with: Any = None) -> Any:
         self._refuse_chars(int(linecount), "the batch filter's size")
