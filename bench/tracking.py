@@ -44,7 +44,7 @@ import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from mailcarrier.config import Settings  # noqa: E402
-from mailcarrier.services.tracking import prepare_message_links  # noqa: E402
+from mailcarrier.services.tracking.links import prepare_message_links  # noqa: E402
 from mailcarrier.storage import accounts as account_repo  # noqa: E402
 from mailcarrier.storage import contacts as contact_repo  # noqa: E402
 from mailcarrier.storage.engine import make_engine  # noqa: E402

@@ -30,7 +30,7 @@ import pytest
 from mailcarrier.api.app import create_app
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import run_worker
-from mailcarrier.services.tracking import make_link_hook
+from mailcarrier.services.tracking.links import make_link_hook
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.engine import make_engine

@@ -19,7 +19,7 @@ from mailcarrier.config import Settings
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.services.mailings import MailingDraft, create_mailing, send_mailing
-from mailcarrier.services.tracking import make_link_hook
+from mailcarrier.services.tracking.links import make_link_hook
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import make_engine

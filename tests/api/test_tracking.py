@@ -26,8 +26,10 @@ import mailcarrier
 from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
-from mailcarrier.services.hit_spool import spool_marks
-from mailcarrier.services.tracking import HitWriter, mailing_engagement, settled_events, spool_directory
+from mailcarrier.services.tracking.engagement import mailing_engagement
+from mailcarrier.services.tracking.settle import settled_events
+from mailcarrier.services.tracking.spool import spool_marks
+from mailcarrier.services.tracking.writer import HitWriter, spool_directory
 from mailcarrier.storage.tables import activities, contacts
 from mailcarrier.storage.tracking_spool_tables import tracking_spool_positions
 from mailcarrier.storage.tracking_tables import consent_records, tracking_hits, tracking_links

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from mailcarrier.config import Settings
-from mailcarrier.services.tracking import PreparedMessage, prepare_message_links
+from mailcarrier.services.tracking.links import PreparedMessage, prepare_message_links
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.tables import deliveries, mailings
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event, select
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.services.composition import MailingRenderer, RecipientData
 from mailcarrier.services.mailings import MailingDraft, create_mailing
-from mailcarrier.services.tracking import LinkDirectory, make_link_hook
+from mailcarrier.services.tracking.links import LinkDirectory, make_link_hook
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import contacts, mailings
 from mailcarrier.storage.tracking_tables import tracking_links

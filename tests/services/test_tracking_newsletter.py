@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.services.composition import MailingRenderer, RecipientData
 from mailcarrier.services.mailings import MailingDraft, create_mailing
-from mailcarrier.services.tracking import LinkDirectory, make_link_hook, prepare_message_links
+from mailcarrier.services.tracking.links import LinkDirectory, make_link_hook, prepare_message_links
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import contacts, mailings
 from tests.delivery.world import T0, make_world, settings_for

@@ -21,7 +21,7 @@ from mailcarrier.api.problems import problem_response
 from mailcarrier.api.tracking_state import TrackingState, tracking_state
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, decode_token
 from mailcarrier.services import consent
-from mailcarrier.services.tracking import RawHit, stored_headers
+from mailcarrier.services.tracking.hits import RawHit, stored_headers
 
 __all__ = ["router"]
 

@@ -13,7 +13,9 @@ from mailcarrier.api.rate_limit import SlidingWindowLimiter
 from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.services.policies import status_policy
-from mailcarrier.services.tracking import HitRecorder, LinkDirectory, TrackingKeys, tracking_keys
+from mailcarrier.services.tracking.keys import TrackingKeys, tracking_keys
+from mailcarrier.services.tracking.links import LinkDirectory
+from mailcarrier.services.tracking.writer import HitRecorder
 
 __all__ = ["TrackingState", "build_tracking_state", "tracking_state"]
 

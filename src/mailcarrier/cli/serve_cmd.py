@@ -27,7 +27,7 @@ from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
 from mailcarrier.services.policies import status_policy
-from mailcarrier.services.tracking import HitWriter
+from mailcarrier.services.tracking.writer import HitWriter
 from mailcarrier.storage.engine import make_engine
 
 __all__ = ["WriterSupervisor", "run_hit_writer", "serve_command", "serving_app"]

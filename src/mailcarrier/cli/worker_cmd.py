@@ -34,7 +34,7 @@ from mailcarrier.delivery.worker import (
     simulated_clock_ending_now,
 )
 from mailcarrier.domain.errors import MailcarrierError
-from mailcarrier.services.tracking import make_link_hook
+from mailcarrier.services.tracking.links import make_link_hook
 from mailcarrier.storage.engine import is_sqlite, make_engine
 from mailcarrier.storage.outbox import OpenWork, open_work
 

@@ -20,7 +20,7 @@ worker (which renders each claimed delivery) share it without importing each oth
 Keys are passed in: the renderer takes a :class:`DkimKey` (or none), and loading or
 generating key files is the caller's I/O (``mailcarrier.delivery.dkim_keys``). Link
 rewriting for tracking plugs in as a :class:`LinkHook`
-(``mailcarrier.services.tracking.make_link_hook``).
+(``mailcarrier.services.tracking.links.make_link_hook``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, decode_token, encode_token
 from mailcarrier.domain.vocabulary import ContactStatus
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
-from mailcarrier.services.tracking import TrackingKeys
+from mailcarrier.services.tracking.keys import TrackingKeys
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import write_transaction

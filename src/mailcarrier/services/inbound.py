@@ -70,7 +70,7 @@ from mailcarrier.services.bounce_matching import (
 )
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.policies import status_policy
-from mailcarrier.services.tracking import TrackingKeys, tracking_keys
+from mailcarrier.services.tracking.keys import TrackingKeys, tracking_keys
 from mailcarrier.storage import filtering
 from mailcarrier.storage import inbound_messages as store
 from mailcarrier.storage.engine import run_write

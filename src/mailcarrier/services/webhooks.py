@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
-from mailcarrier.services.tracking import settled_events
+from mailcarrier.services.tracking.settle import settled_events
 from mailcarrier.storage.engine import run_write, write_transaction
 from mailcarrier.storage.report_tables import report_watermarks
 from mailcarrier.storage.tables import activities, attempts, contacts, deliveries

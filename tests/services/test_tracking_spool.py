@@ -20,8 +20,8 @@ import pytest
 
 import mailcarrier
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken
-from mailcarrier.services.hit_spool import SpoolProducer, SpoolReader, caught_up, spool_marks
-from mailcarrier.services.tracking import RawHit, decode_hit, encode_hit
+from mailcarrier.services.tracking.hits import RawHit, decode_hit, encode_hit
+from mailcarrier.services.tracking.spool import SpoolProducer, SpoolReader, caught_up, spool_marks
 
 
 def read_all(reader: SpoolReader, max_records: int = 1000) -> list[bytes]:
@@ -119,7 +119,7 @@ def test_records_survive_kill_9_of_the_producer(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from mailcarrier.services.hit_spool import SpoolProducer
+        from mailcarrier.services.tracking.spool import SpoolProducer
         producer = SpoolProducer(Path({str(tmp_path)!r}))
         for i in range(1000):
             producer.append(b"hit %d" % i)
