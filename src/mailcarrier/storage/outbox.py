@@ -190,13 +190,14 @@ def claim_due(engine: Engine, worker_id: str, now: datetime, *, lease: timedelta
     """Claim up to ``limit`` due deliveries of mailings that are sending, outside backed-off domains."""
     token = uuid.uuid4().hex
     d = deliveries.c
-    with write_transaction(engine) as conn:
+
+    def unit(conn: Connection) -> tuple[ClaimedDelivery, ...]:
         candidates = select(d.id).where(_due_condition(now)).limit(limit)
         if not is_sqlite(engine):
             candidates = candidates.with_for_update(skip_locked=True, of=deliveries)
         ids = list(conn.execute(candidates).scalars())
         if not ids:
-            return Claim(token, worker_id, ())
+            return ()
         conn.execute(update(deliveries).where(d.id.in_(ids), d.claimed_by.is_(None)).values(
             claimed_by=worker_id, claim_token=token, claimed_at=now, lease_until=now + lease))
         c = contacts.c
@@ -204,10 +205,11 @@ def claim_due(engine: Engine, worker_id: str, now: datetime, *, lease: timedelta
             d.id, d.account_id, d.mailing_id, d.contact_id, d.email, d.domain, d.attempt_count,
             d.first_attempt_at, c.first_name, c.last_name, c.fields, d.recovered_attempts,
         ).join_from(deliveries, contacts, c.id == d.contact_id).where(d.claim_token == token)).all()
-    claimed = tuple(ClaimedDelivery(r.id, r.account_id, r.mailing_id, r.contact_id, r.email, r.domain,
-                                    r.attempt_count, r.first_attempt_at, r.first_name, r.last_name,
-                                    dict(r.fields or {}), r.recovered_attempts) for r in rows)
-    return Claim(token, worker_id, claimed)
+        return tuple(ClaimedDelivery(r.id, r.account_id, r.mailing_id, r.contact_id, r.email, r.domain,
+                                     r.attempt_count, r.first_attempt_at, r.first_name, r.last_name,
+                                     dict(r.fields or {}), r.recovered_attempts) for r in rows)
+
+    return Claim(token, worker_id, run_write(engine, unit, what="claiming due deliveries"))
 
 
 def beat(engine: Engine, worker_id: str, now: datetime, *, lease_until: datetime,
@@ -218,7 +220,8 @@ def beat(engine: Engine, worker_id: str, now: datetime, *, lease_until: datetime
     destination's connection limit, so the limit holds across processes and hosts.
     """
     w = delivery_workers.c
-    with write_transaction(engine) as conn:
+
+    def unit(conn: Connection) -> int:
         conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker_id)
                      .values(lease_until=lease_until))
         if conn.execute(update(delivery_workers).where(w.worker_id == worker_id)
@@ -227,6 +230,9 @@ def beat(engine: Engine, worker_id: str, now: datetime, *, lease_until: datetime
         conn.execute(delete(delivery_workers).where(w.seen_at < now - alive_within * 10))
         alive = conn.execute(select(func.count()).select_from(delivery_workers)
                              .where(w.seen_at >= now - alive_within)).scalar_one()
+        return int(alive)
+
+    alive = run_write(engine, unit, what="the worker heartbeat")
     return max(1, int(alive))
 
 
@@ -251,7 +257,8 @@ def recover_expired(engine: Engine, now: datetime, *, limit: int = 10_000) -> in
     with engine.connect() as conn:  # a cheap read first: recovery is rare, the write lock is not free
         if conn.execute(select(d.id).where(expired).limit(1)).first() is None:
             return 0
-    with write_transaction(engine) as conn:
+
+    def unit(conn: Connection) -> int:
         query = select(d.id, d.attempt_count, d.claimed_by, d.claimed_at, d.lease_until, d.first_attempt_at,
                        d.return_path, d.claim_token).where(expired).limit(limit)
         if not is_sqlite(engine):
@@ -276,7 +283,9 @@ def recover_expired(engine: Engine, now: datetime, *, limit: int = 10_000) -> in
             claimed_by=None, claim_token=None, claimed_at=None, lease_until=None,
         ), [{"b_id": r.id, "b_token": r.claim_token, "b_count": r.attempt_count + 1,
              "b_first": r.first_attempt_at or r.claimed_at or now} for r in rows])
-    return len(rows)
+        return len(rows)
+
+    return run_write(engine, unit, what="recovering expired leases")
 
 
 _UPDATE_COLUMNS = ("state", "attempt_count", "first_attempt_at", "next_attempt_at", "message_id",
@@ -298,7 +307,8 @@ def record_results(engine: Engine, claim: Claim,
     """
     d = deliveries.c
     released = list(released)
-    with write_transaction(engine) as conn:
+
+    def unit(conn: Connection) -> set[int]:
         owned = set(conn.execute(select(d.id).where(d.claim_token == claim.token)).scalars())
         kept = [(a, u) for a, u in results if u.delivery_id in owned]
         if kept:
@@ -315,7 +325,9 @@ def record_results(engine: Engine, claim: Claim,
                                                        domain_backoffs.c.until <= now))
         mailing_ids = {c.mailing_id for c in claim.deliveries}
         _settle_mailings(conn, mailing_ids, now)
-    return {u.delivery_id for _, u in kept}
+        return {u.delivery_id for _, u in kept}
+
+    return run_write(engine, unit, what="recording a batch's outcomes")
 
 
 _ATTEMPT_COLUMNS = tuple(f.name for f in fields(AttemptRecord))
