@@ -44,15 +44,16 @@ def record(**overrides: object) -> AccountRecord:
             PoolKind.DEDICATED, False, False, True, "dedicated IP is recommended",
         ),
         (
+            # a dedicated sender is never moved to shared: quarantined on its own IPs
             {"current_pool": PoolKind.DEDICATED, "messages_30d": 200_000, "complaints_30d": 1_000},
-            PoolKind.SHARED, False, True, False, "complaint rate",
+            PoolKind.DEDICATED, False, False, False, "never moved to shared",
         ),
         ({"complaints_30d": 10}, PoolKind.SHARED, True, False, False, "clean record"),
         ({"complaints_30d": 11}, PoolKind.SHARED, False, False, False, "complaint rate 0.110%"),
         ({"bounces_30d": 500}, PoolKind.SHARED, True, False, False, "clean record"),
         (
             {"current_pool": PoolKind.TRUSTED, "bounces_30d": 501},
-            PoolKind.SHARED, False, True, False, "bounce rate 5.01%",
+            PoolKind.SHARED, False, True, False, "bounce rate 5.01% above the limit 5.00% (mailcarrier's own",
         ),
         (
             {"current_pool": PoolKind.TRUSTED, "unconsented_sources": ("bought-list.csv",)},

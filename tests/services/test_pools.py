@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.errors import ConflictError, NotFoundError
@@ -17,7 +17,7 @@ from mailcarrier.services import pools as svc
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.migrate import upgrade
-from mailcarrier.storage.pool_tables import pool_assignments
+from mailcarrier.storage.pool_tables import pool_assignments, sending_ips
 from mailcarrier.storage.tables import activities, deliveries, mailings
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -195,3 +195,37 @@ def test_dnsbl_results_open_and_close_listings(engine: Engine) -> None:
         events = svc.reputation_history(conn, ip_address=ip)
     assert len(events) == 1 and events[0].resolved_at == T0 + timedelta(hours=12)
     assert events[0].source == "dnsbl" and events[0].blocklist == zone
+
+
+def test_dedicated_sender_with_a_trap_hit_stays_on_its_own_ips_throttled(engine: Engine) -> None:
+    """Seed 000: a dedicated sender that burns its house down has no one to blame but itself;
+    moving it to shared handed the damage to the neighbours."""
+    with engine.begin() as conn:
+        acme = acct(conn, "acme")
+        svc.create_pool(conn, "acme-own", "dedicated", T0)
+        svc.add_ip(conn, "acme-own", "192.0.2.77", T0, schedule=STANDARD)
+        svc.assign_account(conn, acme, "acme-own", T0)
+        conn.execute(update(sending_ips).where(sending_ips.c.address == "192.0.2.77")
+                     .values(warmup_day=12))
+        sent_messages(conn, acme, 5)
+        svc.record_reputation_event(conn, "trap", T0, source="manual", account_id=acme, evidence="trap")
+        later = T0 + timedelta(days=1)
+        verdict = svc.enforce_eligibility(conn, acme, SMALL, later)
+        assert verdict.quarantined and not verdict.demoted and verdict.pool is PoolKind.DEDICATED
+        assert any("never moved to shared" in r for r in verdict.reasons)
+        current = svc.current_pool(conn, acme)
+        assert current is not None and current.name == "acme-own"
+        ip = conn.execute(select(sending_ips).where(sending_ips.c.address == "192.0.2.77")).one()
+        assert (ip.warmup_day, ip.warmup_held) == (1, True)  # throttled: the ramp restarts
+
+
+def test_account_thresholds_decide_the_rates(engine: Engine) -> None:
+    """Seed 004: an 11% (here 20%) bounce rate can be normal in B2B; the account says so."""
+    with engine.begin() as conn:
+        acme = acct(conn, "acme")
+        svc.assign_account(conn, acme, "trusted-1", T0)
+        sent_messages(conn, acme, 5, bounced=1)  # 20%
+        assert svc.evaluate_account(conn, acme, SMALL, T0).demoted
+        account_repo.set_account_policy(conn, acme, thresholds={"max_bounce_rate": 0.25})
+        verdict = svc.evaluate_account(conn, acme, SMALL, T0)
+        assert not verdict.demoted and verdict.pool is PoolKind.TRUSTED

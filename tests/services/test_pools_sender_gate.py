@@ -18,7 +18,13 @@ from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.warmup import load_schedules
 from mailcarrier.services import pools as svc
 from mailcarrier.services.hygiene import DomainNotSendableError
-from mailcarrier.services.mailings import MailingDraft, create_mailing, get_mailing, send_mailing
+from mailcarrier.services.mailings import (
+    TEST_AUDIENCE,
+    MailingDraft,
+    create_mailing,
+    get_mailing,
+    send_mailing,
+)
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.api_keys import create_api_key
@@ -113,7 +119,13 @@ def test_gate_exemptions_tests_unpooled_accounts_and_the_setting(
 ) -> None:
     gate = svc.sender_hygiene_gate(_settings(tmp_path, nameserver))
     assert gate is not None
-    test_send = _mailing(empty_engine, acme, "news@bad.test", kind="test")
+    with empty_engine.begin() as conn:  # a test goes to the test audience of named addresses only
+        tests = account_repo.create_audience(conn, acme, TEST_AUDIENCE, T0)
+        qa = contact_repo.add_contact(conn, acme, "qa@example.com", T0)
+        contact_repo.replace_audience_members(conn, tests.id, [qa], T0)
+    test_send = create_mailing(empty_engine, MailingDraft(
+        account_id=acme, from_address="news@bad.test", subject="Hi", text="Hello\n", kind="test",
+        audience_id=tests.id), T0)
     assert send_mailing(empty_engine, acme, test_send, T0, sender_check=gate).state == "sending"
     with empty_engine.begin() as conn:  # an account on no pool sends from the default source
         loner = account_repo.create_account(conn, "loner", "Loner", T0).id

@@ -1,10 +1,19 @@
 """Pool eligibility: which kind of sending-IP pool an account has earned.
 
 Tenants of a shared IP share each other's reputation, so the trusted range is reserved
-for senders with a clean record and the shared range is where a sender lands again
-after a spam-trap hit or bad complaint/bounce rates. The engine is a pure function of
-the account's record, a frozen policy and ``now``; every verdict carries its reasons so
-an operator (and the account) can see why.
+for senders with a clean record and the shared range is where a trusted sender lands again
+after a spam-trap hit or bad complaint/bounce rates. A *dedicated* sender is never moved to
+shared: that would hand its damage to the neighbours seed 000 warns about ("if you leave a
+candle unattended and burn the place down, you have no one to blame but yourself"). It stays
+on its own IPs, *quarantined*: the shell throttles them (their warm-up ramp restarts at day
+1) while the faults last.
+
+Seed 000's trusted criteria are no spam-trap hit in 12 months, fewer than 75,000 messages a
+month and opted-in lists. The bounce-rate and complaint-rate limits are this project's own
+additions, and every reason they produce says so; both are account-configurable (seed 004:
+an 11% hard-bounce rate can be normal in B2B). The engine is a pure function of the
+account's record, a frozen policy and ``now``; every verdict carries its reasons so an
+operator (and the account) can see why.
 """
 
 from __future__ import annotations
@@ -84,8 +93,9 @@ class AccountRecord:
 class Eligibility:
     """The engine's verdict: the pool the account belongs in, and why.
 
-    ``demoted`` is true when the account sits in trusted or dedicated today and must go
-    back to shared; ``recommend_dedicated`` flags volume that deserves its own IP.
+    ``demoted`` is true when the account sits in trusted today and must go back to shared;
+    ``quarantined`` when a dedicated sender has faults: it stays on its own IPs, held;
+    ``recommend_dedicated`` flags volume that deserves its own IP.
     """
 
     account: str
@@ -94,6 +104,7 @@ class Eligibility:
     demoted: bool
     recommend_dedicated: bool
     reasons: tuple[str, ...]
+    quarantined: bool = False
 
 
 def evaluate(record: AccountRecord, policy: PoolPolicy, now: datetime) -> Eligibility:
@@ -102,15 +113,20 @@ def evaluate(record: AccountRecord, policy: PoolPolicy, now: datetime) -> Eligib
     blockers = tuple(_trusted_blockers(record, policy))
     recommend_dedicated = record.messages_30d > policy.dedicated_min_messages_30d
     reasons: list[str] = [*faults, *blockers]
-    if faults:
+    quarantined = bool(faults) and record.current_pool is PoolKind.DEDICATED
+    if record.current_pool is PoolKind.DEDICATED:
+        pool = PoolKind.DEDICATED  # never onto the neighbours' shared IPs
+        if quarantined:
+            reasons.append("dedicated sender kept on its own IPs, quarantined: throttled (warm-up "
+                           "restarted) while the faults last; never moved to shared, where the "
+                           "damage would fall on the neighbours")
+    elif faults:
         pool = PoolKind.SHARED
-    elif record.current_pool is PoolKind.DEDICATED:
-        pool = PoolKind.DEDICATED
     elif record.current_pool is PoolKind.TRUSTED and not blockers:
         pool = PoolKind.TRUSTED
     else:
         pool = PoolKind.SHARED
-    demoted = bool(faults) and record.current_pool is not PoolKind.SHARED
+    demoted = bool(faults) and record.current_pool is PoolKind.TRUSTED
     if recommend_dedicated:
         reasons.append(
             f"{record.messages_30d} messages in 30 days exceeds "
@@ -125,6 +141,7 @@ def evaluate(record: AccountRecord, policy: PoolPolicy, now: datetime) -> Eligib
         demoted=demoted,
         recommend_dedicated=recommend_dedicated and not faults,
         reasons=tuple(reasons),
+        quarantined=quarantined,
     )
 
 
@@ -139,11 +156,17 @@ def _faults(record: AccountRecord, policy: PoolPolicy, now: datetime) -> Iterabl
         complaint_rate = record.complaints_30d / record.messages_30d
         if complaint_rate > policy.max_complaint_rate:
             yield (
-                f"complaint rate {complaint_rate:.3%} above the limit {policy.max_complaint_rate:.3%}"
+                f"complaint rate {complaint_rate:.3%} above the limit {policy.max_complaint_rate:.3%} "
+                f"({_OWN})"
             )
         bounce_rate = record.bounces_30d / record.messages_30d
         if bounce_rate > policy.max_bounce_rate:
-            yield f"bounce rate {bounce_rate:.2%} above the limit {policy.max_bounce_rate:.2%}"
+            yield (f"bounce rate {bounce_rate:.2%} above the limit {policy.max_bounce_rate:.2%} "
+                   f"({_OWN})")
+
+
+#: The rate limits are not among seed 000's trusted criteria: say whose they are.
+_OWN = "mailcarrier's own criterion, beyond the published trusted-IP rules; account-configurable"
 
 
 def _trusted_blockers(record: AccountRecord, policy: PoolPolicy) -> Iterable[str]:

@@ -23,6 +23,7 @@ from mailcarrier.domain.warmup import WarmupLimits, WarmupSchedule, load_schedul
 
 __all__ = [
     "ACCOUNT_THRESHOLDS",
+    "account_pool_policy",
     "account_settings",
     "account_status_policy",
     "contact_policy",
@@ -95,6 +96,18 @@ def account_status_policy(base: StatusPolicy, preset: str,
     if all(getattr(base, k) == v for k, v in changes.items()):
         return base
     return StatusPolicy(**{**{f: getattr(base, f) for f in StatusPolicy.__dataclass_fields__}, **changes})
+
+
+def account_pool_policy(base: PoolPolicy, thresholds: Mapping[str, Any]) -> PoolPolicy:
+    """``base`` (the operator's pool policy) with an account's own thresholds."""
+    names = {"max_bounce_rate": "max_bounce_rate", "max_complaint_rate": "max_complaint_rate",
+             "pool_trap_lookback_days": "trap_lookback_days",
+             "pool_trusted_max_messages_30d": "trusted_max_messages_30d",
+             "pool_dedicated_min_messages_30d": "dedicated_min_messages_30d"}
+    changes = {names[k]: v for k, v in thresholds.items() if k in names}
+    if not changes:
+        return base
+    return PoolPolicy(**{**{f: getattr(base, f) for f in PoolPolicy.__dataclass_fields__}, **changes})
 
 
 def status_policy(settings: Settings) -> StatusPolicy:

@@ -57,6 +57,8 @@ from mailcarrier.services.hygiene import (
     assert_sendable,
     resolver_for,
 )
+from mailcarrier.services.policies import account_pool_policy
+from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.pool_tables import (
     dnsbl_lookups,
@@ -387,18 +389,33 @@ def account_record(conn: Connection, account_id: int, now: datetime,
 
 
 def evaluate_account(conn: Connection, account_id: int, policy: PoolPolicy, now: datetime) -> Eligibility:
+    """The account's verdict under ``policy`` with the account's own thresholds on top."""
+    own = account_repo.account_policies(conn, [account_id]).get(account_id)
+    if own is not None:
+        policy = account_pool_policy(policy, own.thresholds)
     return evaluate(account_record(conn, account_id, now), policy, now)
 
 
 def enforce_eligibility(conn: Connection, account_id: int, policy: PoolPolicy, now: datetime,
                         shared_pool: str | None = None) -> Eligibility:
-    """Evaluate and, when the account must leave trusted/dedicated, move it to shared.
+    """Evaluate and, when the account must leave trusted, move it to shared; a dedicated
+    sender with faults stays on its own pool, throttled: its IPs' warm-up ramp restarts.
 
     The reasons become the assignment's recorded reason. ``shared_pool`` names the pool
     to move to; by default the first shared pool by name. ConflictError when there is
     no shared pool to move to.
     """
     verdict = evaluate_account(conn, account_id, policy, now)
+    if verdict.quarantined:
+        # A dedicated sender stays on its own IPs, throttled: their warm-up ramp restarts at
+        # day 1 (each IP's daily cap drops to the first day's volume and climbs again only
+        # while its daily rates stay within limits). Applied again by every enforcement while
+        # the faults last.
+        pool = current_pool(conn, account_id)
+        if pool is not None:
+            conn.execute(update(sending_ips).where(sending_ips.c.pool_id == pool.id).values(
+                warmup_day=1, warmup_as_of=now.date(), warmup_held=True))
+        return verdict
     if not verdict.demoted:
         return verdict
     if shared_pool is None:
