@@ -90,6 +90,8 @@ async def test_contact_list_filters_paginates_and_exports(client: httpx.AsyncCli
     assert 'data-figure="total">0<' in page.text
     page = await client.get("/dashboard/contacts", params={"q": "BO"})  # address or name, any case
     assert 'data-figure="total">1<' in page.text and "bob@b.example" in page.text
+    page = await client.get("/dashboard/contacts", params={"q": "Ann@A.EX"})  # part of an address
+    assert 'data-figure="total">1<' in page.text and "ann@a.example" in page.text
     page = await client.get("/dashboard/contacts", params={"q": "%"})  # a wildcard is matched literally
     assert 'data-figure="total">0<' in page.text
     page = await client.get("/dashboard/contacts", params={"audience": ids["audience"], "status": "active"})

@@ -246,8 +246,12 @@ def _segment_conditions(engine: Engine, account_id: int,
         # LIKE wildcards typed by the user are matched literally.
         term = seg.search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{term}%"
-        where.append(c.email.like(pattern, escape="\\") | func.lower(c.first_name).like(pattern, escape="\\")
-                     | func.lower(c.last_name).like(pattern, escape="\\"))
+        if "@" in term:  # an address: names cannot match, so only the address is compared
+            where.append(c.email.like(pattern, escape="\\"))
+        else:
+            where.append(c.email.like(pattern, escape="\\")
+                         | func.lower(c.first_name).like(pattern, escape="\\")
+                         | func.lower(c.last_name).like(pattern, escape="\\"))
     return where
 
 
