@@ -82,3 +82,27 @@ def test_postfix_receives_over_starttls_and_its_dsn_bounces_the_unknown_user(tmp
     [dsn] = [m for m in list_inbound(engine) if m.kind == "bounce"]
     assert (dsn.state, dsn.match_method, dsn.matched_delivery_ids) == ("processed", "verp", (gone.id,))
     engine.dispose()
+
+
+def test_postfix_dsn_that_outruns_the_workers_commit_still_bounces(tmp_path: Path) -> None:
+    """The first recipient is unknown; Postfix mails its DSN while the worker is still sending
+    the rest of the batch, before the batch (and that 250) is committed: the DSN waits.
+    (3 runs of 3 here logged "inbound email 1 waits for delivery 1's send to be recorded".)"""
+    inbound_port = free_port()
+    known = [f"user{i}" for i in range(40)]
+    postfix = Postfix(mailboxes=known, routes={"bounces.shop.example": f"[127.0.0.1]:{inbound_port}"})
+    engine = make_engine(f"sqlite:///{tmp_path / 'mc.db'}")
+    start_mailing(make_world(engine, ["gone@pf.test", *(f"{u}@pf.test" for u in known)]))
+    settings = settings_for(tmp_path, postfix.port, delivery_concurrency=1, dkim_algorithm="ed25519-only")
+    with postfix, InboundServer(engine, InboundContext.from_settings(settings),
+                                accept=accepted_addresses(settings), port=inbound_port) as inbound:
+        stats = asyncio.run(run_worker(settings, engine, until_idle=True, clock=SimulatedClock(T0)))
+        assert stats.delivered == len(known) + 1
+        postfix.wait_log(f"relay=127.0.0.1[127.0.0.1]:{inbound_port}")
+        assert _wait(lambda: _state(engine, "gone@pf.test") == "bounced_hard"), postfix.maillog()[-3000:]
+        assert inbound.wait_idle(30)
+    with engine.connect() as conn:
+        people = {r.email: r for r in conn.execute(select(contacts))}
+    assert people["gone@pf.test"].status == "error" and people["gone@pf.test"].email_invalid
+    assert all(people[f"{u}@pf.test"].status == "active" for u in known)
+    engine.dispose()
