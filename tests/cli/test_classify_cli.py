@@ -48,13 +48,29 @@ def test_rules_validate(tmp_path: Path) -> None:
 
 
 RULES = Path(__file__).resolve().parents[2] / "src" / "mailcarrier" / "domain" / "rules"
+PROVIDERS = RULES.parent / "data" / "providers"
 
 
 def test_rules_validate_reads_every_shipped_layout() -> None:
-    result = runner.invoke(app, ["rules", "validate", *map(str, sorted(RULES.glob("*.toml")))])
+    files = sorted([*RULES.glob("*.toml"), *PROVIDERS.glob("*.toml")])
+    result = runner.invoke(app, ["rules", "validate", *map(str, files)])
     assert result.exit_code == 0, result.output
-    for layout in ("rules layout", "reasons layout", "remote-hosts layout", "detectors layout"):
+    for layout in ("rules layout", "reasons layout", "provider layout", "detectors layout"):
         assert layout in result.output
+    assert result.output.count("provider layout") == len(list(PROVIDERS.glob("*.toml"))) > 10
+
+
+def test_rules_validate_finds_a_bad_rule_in_a_provider_file(tmp_path: Path) -> None:
+    bad = tmp_path / "acme.toml"
+    bad.write_text('[provider]\nid = "acme"\nname = "Acme"\ndomains = ["acme.example"]\n'
+                   '[[rule]]\ntier = "wording"\nid = "acme.x"\nreason = "blocked"\ntext = ["(unclosed"]\n'
+                   'source = "Acme postmaster page"\n')
+    result = runner.invoke(app, ["rules", "validate", str(bad)])
+    assert result.exit_code == 3 and "bad regular expression" in result.output
+    bad.write_text('[provider]\nid = "acme"\nname = "Acme"\ndomains = ["acme.example"]\n'
+                   '[[rule]]\ntier = "late"\nid = "acme.x"\nreason = "blocked"\nsource = "s"\n')
+    result = runner.invoke(app, ["rules", "validate", str(bad)])
+    assert result.exit_code == 3 and "'tier'" in result.output
 
 
 def test_rules_validate_finds_a_bad_pattern_in_a_reasons_file(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 from mailcarrier.domain.bounce import parse_bounce
 from mailcarrier.domain.classify import Evidence, classify_evidence
 from mailcarrier.domain.errors import RuleFileError
-from mailcarrier.domain.remote_hosts import compile_remote_hosts, host_of
+from mailcarrier.domain.remote_hosts import host_of
+from mailcarrier.domain.rule_files import validate_provider_text
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -76,14 +77,18 @@ def test_a_whole_dsn_from_kddi_reads_user_unknown() -> None:
     assert record.rule == "kddi.user-unknown"
 
 
+_HEAD = "[provider]\nid = 'x'\nname = 'X'\nmx = ['x.example']\n"
+
+
 @pytest.mark.parametrize("bad", [
-    "[[provider]]\nid = 'x'\n",
-    "[[provider]]\nid = 'x'\nhosts = ['(']\n[[provider.rule]]\nid = 'r'\nreason = 'filtered'\n",
-    "[[provider]]\nid = 'x'\nhosts = ['a']\n[[provider.rule]]\nid = 'r'\nreason = 'nonsense'\n",
-    "provider = 3\n",
-    "provider = [1, 2]\n",
+    "[provider]\nid = 'x'\nname = 'X'\n[[host_rule]]\nid = 'r'\nreason = 'filtered'\nsource = 's'\n",
+    _HEAD + "[[host_rule]]\nid = 'r'\nreason = 'nonsense'\nsource = 's'\n",
+    _HEAD + "[[host_rule]]\nid = 'r'\nreason = 'filtered'\ntext = ['(']\nsource = 's'\n",
+    _HEAD + "[[host_rule]]\nid = 'r'\nreason = 'filtered'\n",
+    _HEAD + "host_rule = 3\n",
+    _HEAD + "host_rule = [1, 2]\n",
     "not toml [",
 ])
-def test_a_broken_table_is_a_rule_file_error(bad: str) -> None:
+def test_a_broken_host_reading_is_a_rule_file_error(bad: str) -> None:
     with pytest.raises(RuleFileError):
-        compile_remote_hosts(bad, "test.toml")
+        validate_provider_text(bad, "test.toml")

@@ -25,7 +25,7 @@ app = typer.Typer(help="Classification rules: validate a rule file, list the shi
 
 @app.command("validate", epilog=epilog(ExitCode.CHECK_FAILED))
 def validate(paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
-    """Compile rule files of any layout ([[rule]], reasons.toml, remote_hosts.toml); exit 3 on an error."""
+    """Compile rule files of any layout ([[rule]], reasons.toml, a provider file); exit 3 on an error."""
     failed = False
     for path in paths:
         try:

@@ -1,26 +1,23 @@
-"""Connection limits per destination, from the shipped provider table plus operator overrides.
+"""Connection limits per destination, from the provider registry plus operator overrides.
 
 Receiving providers judge a sender by how many connections it opens and how many
-messages each carries, so limits are data (``data/destination_limits.toml``), matched on
-the recipient domain or the MX host. The ``destination_limits`` setting overrides or
-extends the table (``pattern=CONNECTIONSxMESSAGES``) without editing shipped files.
+messages each carries, so limits are data: each provider's ``[limits]`` in the provider
+registry (``domain/data/providers/<id>.toml``, the default in ``generic.toml``), matched
+on the recipient domain or the MX host. The ``destination_limits`` setting overrides or
+extends them (``pattern=CONNECTIONSxMESSAGES``) without editing shipped files.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from mailcarrier.delivery.smtp_sessions import ConnectionLimits
 from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.domain.provider_registry import GENERIC, Limits, registry
 
 __all__ = ["DestinationLimits", "LimitRule", "load_limits", "parse_overrides"]
-
-_TABLE = Path(__file__).parent / "data" / "destination_limits.toml"
-
 
 @dataclass(frozen=True, slots=True)
 class LimitRule:
@@ -53,23 +50,24 @@ class DestinationLimits:
         return found
 
 
-def _limits(entry: dict[str, object], where: str) -> ConnectionLimits:
-    try:
-        return ConnectionLimits(int(entry["connections"]),  # type: ignore[call-overload]
-                                int(entry["messages_per_connection"]))  # type: ignore[call-overload]
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConfigurationError(f"{where}: needs connections and messages_per_connection >= 1") from error
+def _limits(limits: Limits) -> ConnectionLimits:
+    return ConnectionLimits(limits.connections, limits.messages_per_connection)
+
+
+def _with_subdomains(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """Registry patterns cover their subdomains ("google.com" is also "*.google.com")."""
+    return tuple(q for p in patterns for q in (p, f"*.{p}"))
 
 
 @lru_cache(maxsize=1)
 def _shipped() -> DestinationLimits:
-    data = tomllib.loads(_TABLE.read_text(encoding="utf-8"))
+    providers = registry()
     rules = tuple(
-        LimitRule(str(entry["name"]), tuple(entry.get("domains", ())), tuple(entry.get("mx", ())),
-                  _limits(entry, f"destination {entry.get('name')}"))
-        for entry in data.get("destination", ())
+        LimitRule(entry.id, _with_subdomains(entry.domains), _with_subdomains(entry.mx),
+                  _limits(entry.limits))
+        for entry in providers.providers if entry.limits is not None and entry.id != GENERIC
     )
-    return DestinationLimits(rules, _limits(data["default"], "default"))
+    return DestinationLimits(rules, _limits(providers.default_limits))
 
 
 def parse_overrides(text: str) -> tuple[LimitRule, ...]:

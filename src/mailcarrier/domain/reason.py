@@ -3,8 +3,9 @@
 :func:`decide_reason` is called by :func:`mailcarrier.domain.classify.classify_evidence`
 for live replies and bounce emails alike; the precedence it applies is written in that
 module's docstring and in ``docs/classification.md``. The wording families and the status
-table are data (``rules/reasons.toml``); provider codes, stage wording, provider wording
-and bare-code meanings are ordered rule files (``rules/*.toml``) in the format of
+table are data (``rules/reasons.toml``); stage wording and bare-code meanings are ordered
+rule files (``rules/stage.toml``, ``rules/fallback.toml``) and provider codes and wording
+the rules of the provider registry (``data/providers/*.toml``), all in the format of
 :mod:`mailcarrier.domain.rules_engine`.
 """
 
@@ -21,7 +22,7 @@ from mailcarrier.domain.detectors.base import lowercase_pattern
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.evidence import Evidence, normalise_text
 from mailcarrier.domain.remote_hosts import remote_host_rules
-from mailcarrier.domain.rules_engine import Rule, RuleSet
+from mailcarrier.domain.rules_engine import PROVIDER_CODES, PROVIDER_WORDING, Rule, RuleSet
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -226,28 +227,28 @@ class RuleTiers:
     """A rule set split by where each file stands in the precedence of evidence."""
 
     user: RuleSet  #: an operator's own files: decide first
-    codes: RuleSet  #: providers' documented error codes (codes.toml)
+    codes: RuleSet  #: providers' documented error codes (registry rules with tier "code")
     stage: RuleSet  #: wording that means something particular at one SMTP stage (stage.toml)
-    providers: RuleSet  #: providers' own wording, asked when nothing general explains (providers.toml)
+    providers: RuleSet  #: providers' own wording, asked when nothing general explains (tier "wording")
     fallback: RuleSet  #: what a bare reply code means at a known stage (fallback.toml)
     code_gate: re.Pattern[str]
 
 
-_SHIPPED = ("codes.toml", "stage.toml", "providers.toml", "fallback.toml")
+_SHIPPED = (PROVIDER_CODES, "stage.toml", PROVIDER_WORDING, "fallback.toml")
 
 
 @lru_cache(maxsize=8)
 def rule_tiers(rules: RuleSet) -> RuleTiers:
-    """``rules`` grouped by the shipped file each rule comes from (anything else is the user's)."""
+    """``rules`` grouped by where each shipped rule comes from (anything else is the user's)."""
     groups: dict[str, list[Rule]] = {name: [] for name in ("user", *_SHIPPED)}
     for rule in rules.rules:
         shipped = next((name for name in _SHIPPED if rule.origin.startswith(name)), "user")
         groups[shipped].append(rule)
-    texts = [r.text.pattern for r in groups["codes.toml"] if r.text is not None]
+    texts = [r.text.pattern for r in groups[PROVIDER_CODES] if r.text is not None]
     gate = (lowercase_pattern("|".join(f"(?:{t})" for t in texts))
-            if texts and len(texts) == len(groups["codes.toml"]) else re.compile(""))
-    return RuleTiers(RuleSet(tuple(groups["user"])), RuleSet(tuple(groups["codes.toml"])),
-                     RuleSet(tuple(groups["stage.toml"])), RuleSet(tuple(groups["providers.toml"])),
+            if texts and len(texts) == len(groups[PROVIDER_CODES]) else re.compile(""))
+    return RuleTiers(RuleSet(tuple(groups["user"])), RuleSet(tuple(groups[PROVIDER_CODES])),
+                     RuleSet(tuple(groups["stage.toml"])), RuleSet(tuple(groups[PROVIDER_WORDING])),
                      RuleSet(tuple(groups["fallback.toml"])), gate)
 
 

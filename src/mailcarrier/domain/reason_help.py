@@ -1,8 +1,9 @@
 """Plain-language help for bounces: one line per reason, and the provider's postmaster docs.
 
 Seed 003 lists "error code links by company" beside every bounce so a marketer can look a
-reply up at the source. The wording and the provider table are data
-(``domain/data/reason_help.toml``); this module only loads, validates and looks them up.
+reply up at the source. The wording is data (``domain/data/reason_help.toml``); the
+providers, their MX and domain patterns and postmaster links come from the provider
+registry (``domain/data/providers/``). This module only loads, validates and looks them up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.provider_registry import Registry, names_match, registry
 from mailcarrier.domain.vocabulary import Reason
 
 __all__ = ["GUIDANCE_OUTCOMES", "Provider", "ReasonHelp", "describe_attempt", "explain", "guidance",
@@ -23,7 +25,8 @@ __all__ = ["GUIDANCE_OUTCOMES", "Provider", "ReasonHelp", "describe_attempt", "e
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """A receiving provider recognised by its MX hosts or recipient domains."""
+    """A receiving provider recognised by its MX hosts or recipient domains (registry patterns,
+    each covering its subdomains)."""
 
     name: str
     mx_suffixes: tuple[str, ...]
@@ -31,15 +34,8 @@ class Provider:
     postmaster: str
 
     def matches(self, mx_host: str | None, domain: str | None) -> bool:
-        """True when the MX host ends with one of our suffixes, or the domain is ours."""
-        if mx_host:
-            host = mx_host.lower().rstrip(".")
-            if any(host == s or host.endswith("." + s) for s in self.mx_suffixes):
-                return True
-        if domain:
-            dom = domain.lower().rstrip(".")
-            return any(dom == d or dom.endswith("." + d) for d in self.domains)
-        return False
+        """True when the MX host or the recipient's domain is one of ours."""
+        return names_match(mx_host, self.mx_suffixes) or names_match(domain, self.domains)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +47,9 @@ class ReasonHelp:
     guidance: dict[str, tuple[str, ...]]
 
 
-def parse_help(text: str) -> ReasonHelp:
-    """Read the help table from TOML; RuleFileError says what is wrong or missing."""
+def parse_help(text: str, providers: Registry | None = None) -> ReasonHelp:
+    """Read the help table from TOML, with the postmaster links of ``providers`` (none when
+    not given); RuleFileError says what is wrong or missing."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -72,8 +69,13 @@ def parse_help(text: str) -> ReasonHelp:
     missing = sorted(r.value for r in Reason if r not in reasons)
     if missing:
         raise RuleFileError(f"reason help: no explanation for {', '.join(missing)}")
-    providers = tuple(_provider(entry, i) for i, entry in enumerate(data.get("providers", [])))
-    return ReasonHelp(reasons, providers, _guidance(data.get("guidance", {})))
+    if "providers" in data:
+        raise RuleFileError("reason help: providers and their postmaster links live in the provider "
+                            "registry (domain/data/providers/<id>.toml), not here")
+    links = () if providers is None else tuple(
+        Provider(p.name, p.mx, p.domains, p.postmaster) for p in providers.providers
+        if p.postmaster and (p.mx or p.domains))
+    return ReasonHelp(reasons, links, _guidance(data.get("guidance", {})))
 
 
 #: The last four are failures before any server answered, worded as such: "no_mail_host"
@@ -117,24 +119,11 @@ def guidance(outcome: str, facts: dict[str, str | None], table: ReasonHelp | Non
     return out
 
 
-def _provider(entry: Any, index: int) -> Provider:
-    if not isinstance(entry, dict):
-        raise RuleFileError(f"reason help: providers[{index}] must be a table")
-    name, link = entry.get("name"), entry.get("postmaster")
-    mx, domains = entry.get("mx", []), entry.get("domains", [])
-    if not isinstance(name, str) or not name or not isinstance(link, str) \
-            or not link.startswith("https://"):
-        raise RuleFileError(f"reason help: providers[{index}] needs a name and an https postmaster link")
-    if not all(isinstance(x, str) for x in [*mx, *domains]) or not (mx or domains):
-        raise RuleFileError(f"reason help: provider {name!r} needs string 'mx' or 'domains' entries")
-    return Provider(name, tuple(s.lower() for s in mx), tuple(d.lower() for d in domains), link)
-
-
 @lru_cache(maxsize=1)
 def load_help() -> ReasonHelp:
     """The shipped help table (read once)."""
     text = resources.files("mailcarrier.domain.data").joinpath("reason_help.toml").read_text("utf-8")
-    return parse_help(text)
+    return parse_help(text, registry())
 
 
 def explain(reason: str | Reason | None, table: ReasonHelp | None = None) -> str:

@@ -14,8 +14,10 @@ optional constraint, and a rule matches when all of its constraints hold::
     scope = "domain"                    # recipient | message | domain (back off the whole domain)
     source = "RFC 5321 4.5.3.1.10"      # why the rule exists; required for review, not matched
 
-Files are read once (``importlib.resources``) in the order of :data:`RULE_FILES`; a
-user file may be prepended with :func:`load_rules`. :func:`validate_rule_file` backs the
+The shipped rules are, in order: the providers' documented codes (``tier = "code"`` rules
+of :mod:`mailcarrier.domain.provider_registry`), ``stage.toml``, the providers' wording
+(``tier = "wording"``) and ``fallback.toml``, read once (``importlib.resources``); a user
+file may be prepended with :func:`load_rules`. :func:`validate_rule_file` backs the
 ``mailcarrier rules validate`` command.
 """
 
@@ -30,14 +32,20 @@ from importlib import resources
 from pathlib import Path
 
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.provider_registry import ProviderRule, Tier, registry
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["RULE_FILES", "Rule", "RuleSet", "Scope", "compile_rule", "default_rules", "load_rules",
+__all__ = ["PROVIDER_CODES", "PROVIDER_WORDING", "RULE_FILES", "Rule", "RuleSet", "Scope",
+           "compile_provider_rule", "compile_rule", "default_rules", "load_rules",
            "validate_rule_file", "validate_rules_toml"]
 
-#: The shipped rule files; where each stands in the precedence is in :mod:`mailcarrier.domain.classify`.
-RULE_FILES: tuple[str, ...] = ("codes.toml", "stage.toml", "providers.toml", "fallback.toml")
+#: The shipped rule files of ``rules/`` that hold ``[[rule]]`` tables (no provider's knowledge);
+#: where each stands in the precedence is in :mod:`mailcarrier.domain.classify`.
+RULE_FILES: tuple[str, ...] = ("stage.toml", "fallback.toml")
+#: How the origin of a provider's rule starts, by tier: ``rule_tiers`` groups rules by it.
+PROVIDER_CODES = "provider-code:"
+PROVIDER_WORDING = "provider-wording:"
 
 _KEYS = frozenset({"id", "reason", "codes", "status", "stages", "text", "retry", "scope", "source"})
 
@@ -163,14 +171,23 @@ def _check_unique(rules: Iterable[Rule]) -> None:
         seen[rule.id] = rule.origin
 
 
+def compile_provider_rule(rule: ProviderRule) -> Rule:
+    """A provider registry rule compiled; its origin says its tier (codes or wording)."""
+    prefix = PROVIDER_CODES if rule.tier is Tier.CODE else PROVIDER_WORDING
+    return compile_rule(dict(rule.table), prefix + rule.origin)
+
+
 def load_rules(extra: Sequence[Path] = ()) -> RuleSet:
     """The shipped rules, with the rules of ``extra`` files evaluated first."""
     rules: list[Rule] = []
     for path in extra:
         rules.extend(_parse(Path(path).read_text(encoding="utf-8"), str(path)))
     package = resources.files("mailcarrier.domain") / "rules"
-    for name in RULE_FILES:
-        rules.extend(_parse((package / name).read_text(encoding="utf-8"), name))
+    providers = registry()
+    rules.extend(compile_provider_rule(r) for r in providers.rules(Tier.CODE))
+    rules.extend(_parse((package / "stage.toml").read_text(encoding="utf-8"), "stage.toml"))
+    rules.extend(compile_provider_rule(r) for r in providers.rules(Tier.WORDING))
+    rules.extend(_parse((package / "fallback.toml").read_text(encoding="utf-8"), "fallback.toml"))
     _check_unique(rules)
     return RuleSet(tuple(rules))
 

@@ -1,10 +1,12 @@
 """Per-provider limits and deferral automation: throttling that listens to replies.
 
 Large mailbox providers publish (or reveal through their 421 replies) how fast one IP
-may send. The limits and the automation rules are data (``data/throttle.toml``); this
-module is the pure state machine: ``on_reply(state, event, rules)`` returns the new
-state and what changed, and ``effective_limits`` tells the worker what it may do now.
-Every start and end is returned as a value so the caller can log it.
+may send. The limits and the automation signals are data: each provider's ``[limits]`` and
+``[[deferral]]`` tables in the provider registry (``data/providers/<id>.toml``, the
+default and the generic signal in ``generic.toml``); this module is the pure state machine:
+``on_reply(state, event, rules)`` returns the new state and what changed, and
+``effective_limits`` tells the worker what it may do now. Every start and end is returned
+as a value so the caller can log it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from types import MappingProxyType
 
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.provider_registry import GENERIC, Registry, names_match, registry
 
 __all__ = [
     "ActionKind",
@@ -30,10 +32,12 @@ __all__ = [
     "ThrottleDecision",
     "ThrottleRules",
     "ThrottleState",
+    "compile_deferral",
     "effective_limits",
     "load_throttle_rules",
     "on_reply",
     "parse_throttle_rules",
+    "throttle_rules_of",
 ]
 
 _HOUR = timedelta(hours=1)
@@ -46,7 +50,8 @@ class ActionKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProviderLimits:
-    """What one sending IP may do towards one provider. ``domains`` are suffixes."""
+    """What one sending IP may do towards one provider. ``domains`` are recipient domain and
+    MX host patterns, each covering its subdomains (see :func:`provider_registry.names_match`)."""
 
     provider: str
     domains: tuple[str, ...]
@@ -79,9 +84,8 @@ class ThrottleRules:
 
     def provider_for(self, host_or_domain: str) -> ProviderLimits:
         """The provider a recipient domain or MX host belongs to (``default`` otherwise)."""
-        host = host_or_domain.strip().rstrip(".").lower()
         for limits in self.providers.values():
-            if any(host == d or host.endswith("." + d) for d in limits.domains):
+            if names_match(host_or_domain, limits.domains):
                 return limits
         return self.providers["default"]
 
@@ -227,13 +231,18 @@ def _provider(name: str, table: object) -> ProviderLimits:
 def _rule(index: int, raw: object, providers: Mapping[str, ProviderLimits]) -> DeferralRule:
     if not isinstance(raw, dict):
         raise RuleFileError(f"deferral rule #{index} must be a table")
-    name = raw.get("name")
-    where = f"deferral rule #{index} ({name!r})"
-    if not isinstance(name, str) or not name:
-        raise RuleFileError(f"{where}: 'name' is required")
     provider = raw.get("provider", "*")
     if provider != "*" and provider not in providers:
-        raise RuleFileError(f"{where}: unknown provider {provider!r}")
+        raise RuleFileError(f"deferral rule #{index} ({raw.get('name')!r}): unknown provider {provider!r}")
+    return compile_deferral(raw, str(provider), f"deferral rule #{index}")
+
+
+def compile_deferral(raw: Mapping[str, object], provider: str, where: str) -> DeferralRule:
+    """One signal table compiled for ``provider`` ("*": any); RuleFileError names what is wrong."""
+    name = raw.get("name")
+    where = f"{where} ({name!r})"
+    if not isinstance(name, str) or not name:
+        raise RuleFileError(f"{where}: 'name' is required")
     try:
         pattern = re.compile(str(raw.get("pattern", "")), re.IGNORECASE)
     except re.error as exc:
@@ -249,7 +258,7 @@ def _rule(index: int, raw: object, providers: Mapping[str, ProviderLimits]) -> D
         raise RuleFileError(f"{where}: 'rate_factor' must be a number in (0, 1]")
     return DeferralRule(
         name=name,
-        provider=str(provider),
+        provider=provider,
         pattern=pattern,
         threshold_per_hour=_positive_int(where, raw, "threshold_per_hour"),
         action=action,
@@ -259,8 +268,24 @@ def _rule(index: int, raw: object, providers: Mapping[str, ProviderLimits]) -> D
     )
 
 
+def throttle_rules_of(providers: Registry) -> ThrottleRules:
+    """Limits and signals of every registry provider with ``[limits]``, in registry order; the
+    generic file gives ``default`` and the signals that hold for any provider (tried last)."""
+    limits: dict[str, ProviderLimits] = {}
+    rules: list[DeferralRule] = []
+    for entry in providers.providers:
+        if entry.limits is None:
+            continue
+        name = "default" if entry.id == GENERIC else entry.id
+        limits[name] = ProviderLimits(name, entry.domains + entry.mx, entry.limits.connections,
+                                      entry.limits.messages_per_connection, entry.limits.messages_per_hour)
+        rules.extend(compile_deferral(raw, "*" if entry.id == GENERIC else entry.id,
+                                      f"{entry.file} deferral #{number}")
+                     for number, raw in enumerate(entry.deferrals, 1))
+    return ThrottleRules(providers=MappingProxyType(limits), deferral_rules=tuple(rules))
+
+
 @cache
 def load_throttle_rules() -> ThrottleRules:
-    """The shipped limits and automation rules."""
-    text = (resources.files("mailcarrier.domain") / "data" / "throttle.toml").read_text("utf-8")
-    return parse_throttle_rules(text)
+    """The shipped limits and automation signals, from the provider registry."""
+    return throttle_rules_of(registry())
