@@ -12,10 +12,12 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
+from mailcarrier.delivery.contact_outcomes import apply_pending
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
+from mailcarrier.domain.contact_status import StatusPolicy
 from mailcarrier.services import reports
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.tables import activities, audience_members, contacts, deliveries
@@ -93,3 +95,36 @@ def test_gateway_suddenly_refusing_addresses_it_accepted_before(empty_engine: En
                                     activities.c.type == "hard_bounce")).scalar_one()
     # the newcomer was never delivered to: only the domain's behaviour across mailings tells
     assert any("suddenly rejects 6 addresses it accepted in earlier mailings" in n for n in notes["policy"])
+
+
+def test_refusals_applied_before_the_evidence_crossed_the_threshold_are_rejudged(
+        empty_engine: Engine) -> None:  # noqa: F811
+    """A big domain's recipients land in several batches: the first refusals are applied as
+    invalid before the domain has refused enough to look like a gateway; once it does, those
+    contacts are held too instead of staying invalid."""
+    world = make_world(empty_engine, GATEWAY)
+    mailing_id = start_mailing(world)
+
+    def refuse(addresses: list[str]) -> None:
+        with empty_engine.begin() as conn:
+            conn.execute(update(deliveries).where(deliveries.c.email.in_(addresses)).values(
+                state="bounced_hard", last_reason="userunknown", last_category=2, last_reply_code=550,
+                attempt_count=1, final_at=T0, contact_event_pending=True))
+
+    refuse([f"staff{i}@gateway.example" for i in range(3)])  # first batch: 3 of 10, under 5
+    apply_pending(empty_engine, StatusPolicy(), T0)
+    assert [_contacts(empty_engine)[f"staff{i}@gateway.example"].email_invalid for i in range(3)] \
+        == [True, True, True]  # type: ignore[attr-defined]
+    refuse([f"staff{i}@gateway.example" for i in range(3, 6)])  # second batch: now 6 of 10
+    apply_pending(empty_engine, StatusPolicy(), T0 + timedelta(minutes=1))
+    people, rows = _contacts(empty_engine), _deliveries(empty_engine, mailing_id)
+    for i in range(6):
+        person = people[f"staff{i}@gateway.example"]
+        assert (person.status, person.email_invalid, person.suspected_filtering) == ("active", False, True)  # type: ignore[attr-defined]
+        assert rows[f"staff{i}@gateway.example"].suspected_filtering  # type: ignore[attr-defined]
+    assert reports.response_page(empty_engine, world.account_id, mailing_id).suspected_filtering == 6
+    apply_pending(empty_engine, StatusPolicy(), T0 + timedelta(minutes=2))  # nothing left to redo
+    with empty_engine.connect() as conn:
+        redone = conn.execute(select(activities.c.id).where(
+            activities.c.type == "filtering_suspected")).all()
+    assert len(redone) == 3

@@ -229,3 +229,15 @@ def test_a_delivery_ends_the_suspicion() -> None:
     held = decide(POLICY, ContactState(), _unknown(DomainEvidence(6, 10)), T0).after
     after = decide(POLICY, held, ContactEvent(K.DELIVERED, T0 + timedelta(days=1)), T0).after
     assert not after.suspected_filtering and after.consecutive_blocks == 0
+
+
+def test_rejudging_an_invalidation_as_filtering_holds_the_contact() -> None:
+    invalid = decide(POLICY, ContactState(), _unknown(None), T0).after
+    assert (invalid.status, invalid.email_invalid) == (E, True)
+    rejudged = decide(POLICY, invalid, ContactEvent(K.FILTERING_SUSPECTED, T0), T0)
+    assert rejudged.suspected_filtering and rejudged.reason is Reason.FILTERED
+    assert (rejudged.after.status, rejudged.after.email_invalid, rejudged.after.suspected_filtering) \
+        == (A, False, True)
+    assert rejudged.after.total_bounces == invalid.total_bounces  # counted once, not twice
+    again = decide(POLICY, rejudged.after, ContactEvent(K.FILTERING_SUSPECTED, T0), T0)
+    assert not again.suspected_filtering and again.after == rejudged.after

@@ -96,6 +96,9 @@ def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
     tests = _test_mailings(engine, {e.mailing_id for e in pending})
     records = [r for r in records_for(pending, evidence) if r.mailing_id not in tests]
 
+    suspected_pairs: set[tuple[int, str]] = set()
+    domain_of = {e.delivery_id: (e.mailing_id, e.domain) for e in pending}
+
     def mark(conn: Connection, transitions: list[Transition]) -> None:
         # the applied records are those taken, in order: pair them by delivery id
         taken = [r for r in records if r.delivery_id in applied_ids]
@@ -103,6 +106,8 @@ def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
                      if t.suspected_filtering and r.delivery_id is not None]
         if suspected:
             filtering.mark_suspected(conn, suspected)
+        suspected_pairs.clear()
+        suspected_pairs.update(domain_of[i] for i in suspected)
 
     applied_ids: set[int] = set()
 
@@ -112,4 +117,28 @@ def apply_pending(engine: Engine, policy: StatusPolicy, now: datetime,
         return applied_ids
 
     applied = apply_events(engine, policy, records, now, take=take, finish=mark)
+    if suspected_pairs:
+        _rejudge(engine, policy, suspected_pairs, now)
     return len(applied)
+
+
+def _rejudge(engine: Engine, policy: StatusPolicy, pairs: set[tuple[int, str]], now: datetime) -> None:
+    """Hold, rather than leave invalid, the contacts a domain refused earlier in the same
+    mailing, before its evidence crossed the threshold (a big domain's recipients spread over
+    several batches). Idempotent: the delivery is marked suspected in the same transaction."""
+    with engine.connect() as conn:
+        earlier = filtering.invalidated_earlier(conn, pairs)
+    if not earlier:
+        return
+    records = [ContactEventRecord(account_id, contact_id,
+                                  ContactEvent(EventKind.FILTERING_SUSPECTED, now, Reason.FILTERED,
+                                               Category.SPAM_BLOCK),
+                                  mailing_id=mailing_id, delivery_id=delivery_id,
+                                  cause="delivery engine: the domain's later refusals point to filtering")
+               for account_id, contact_id, mailing_id, delivery_id in earlier]
+
+    def mark(conn: Connection, transitions: list[Transition]) -> None:
+        filtering.mark_suspected(conn, [r.delivery_id for r, t in zip(records, transitions, strict=True)
+                                        if t.suspected_filtering and r.delivery_id is not None])
+
+    apply_events(engine, policy, records, now, finish=mark)

@@ -61,6 +61,9 @@ class EventKind(enum.StrEnum):
     FILTERING_CONFIRMED = "filtering_confirmed"
     #: a user checked a suspected-filtering contact: the address is real (gateway filtering)
     FILTERING_RELEASED = "filtering_released"
+    #: a refusal already applied as an invalid address is judged again, as suspected
+    #: filtering, because its domain's evidence in the same mailing grew afterwards
+    FILTERING_SUSPECTED = "filtering_suspected"
 
 
 class ContactPolicy(enum.StrEnum):
@@ -207,6 +210,18 @@ def _filtering_confirmed(_p: StatusPolicy, s: ContactState, e: ContactEvent,
                       ("suspected filtering confirmed: the address is invalid",))
 
 
+def _filtering_suspected(_p: StatusPolicy, s: ContactState, e: ContactEvent,
+                         _n: datetime) -> Transition:
+    """Undo an invalidation the later evidence contradicts: held instead (counted already)."""
+    if s.suspected_filtering or not s.email_invalid:
+        return _unchanged(s, e)
+    status = ContactStatus.ACTIVE if s.status == ContactStatus.ERROR else s.status
+    after = replace(s, status=status, email_invalid=False, suspected_filtering=True)
+    return Transition(s, after, Reason.FILTERED, Category.SPAM_BLOCK, True, (
+        "re-judged: the domain's later refusals in the same mailing point to gateway filtering; "
+        "held as suspected filtering instead of invalid",))
+
+
 def _filtering_released(_p: StatusPolicy, s: ContactState, e: ContactEvent,
                         _n: datetime) -> Transition:
     if not s.suspected_filtering:
@@ -313,4 +328,5 @@ _HANDLERS = {
     EventKind.REACTIVATE: _reactivate,
     EventKind.FILTERING_CONFIRMED: _filtering_confirmed,
     EventKind.FILTERING_RELEASED: _filtering_released,
+    EventKind.FILTERING_SUSPECTED: _filtering_suspected,
 }

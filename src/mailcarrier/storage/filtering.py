@@ -19,7 +19,8 @@ from sqlalchemy import Connection, and_, func, select, update
 
 from mailcarrier.storage.tables import contacts, deliveries
 
-__all__ = ["REFUSED_AS_UNKNOWN", "HeldContact", "domain_evidence", "held_contacts", "mark_suspected"]
+__all__ = ["REFUSED_AS_UNKNOWN", "HeldContact", "domain_evidence", "held_contacts", "invalidated_earlier",
+           "mark_suspected"]
 
 #: Last reasons of a delivery refused as unknown (``filtered`` once judged suspected).
 REFUSED_AS_UNKNOWN = ("userunknown", "filtered")
@@ -60,6 +61,25 @@ def mark_suspected(conn: Connection, delivery_ids: Sequence[int]) -> None:
         chunk = list(delivery_ids[start:start + 900])
         conn.execute(update(deliveries).where(d.id.in_(chunk))
                      .values(suspected_filtering=True, last_reason="filtered", last_category=1))
+
+
+def invalidated_earlier(conn: Connection, pairs: Iterable[tuple[int, str]],
+                        ) -> list[tuple[int, int, int, int]]:
+    """(account, contact, mailing, delivery) of refusals as unknown in these (mailing, domain)
+    pairs that were applied as invalid addresses before the domain's evidence pointed to
+    filtering: the contact is still invalid from that very mailing and not held."""
+    d, c = deliveries.c, contacts.c
+    out: list[tuple[int, int, int, int]] = []
+    for mailing_id, domain in sorted(set(pairs)):
+        rows = conn.execute(
+            select(d.account_id, d.contact_id, d.mailing_id, d.id).join(contacts, c.id == d.contact_id)
+            .where(d.mailing_id == mailing_id, d.domain == domain, d.state == "bounced_hard",
+                   d.last_reason == "userunknown", d.suspected_filtering.is_(False),
+                   d.contact_event_pending.is_(False), c.email_invalid.is_(True),
+                   c.suspected_filtering.is_(False), c.last_bounce_mailing_id == mailing_id)
+            .order_by(d.id))
+        out.extend((int(a), int(ct), int(m), int(i)) for a, ct, m, i in rows)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
