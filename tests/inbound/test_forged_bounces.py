@@ -27,7 +27,7 @@ from mailcarrier.inbound.smtp_server import InboundServer
 from mailcarrier.services.inbound import list_inbound
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.tables import activities, contacts, deliveries
-from tests.inbound.factory import BOUNCE_DOMAIN, CTX, T0, World, _crlf, delivery, dsn, make_world
+from tests.inbound.factory import BOUNCE_DOMAIN, CTX, KEY, T0, World, _crlf, delivery, dsn, make_world
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 ADDRESSES = [f"user{i}@isp{i % 7}.test" for i in range(2000)]
@@ -156,3 +156,33 @@ def test_our_message_ids_cannot_be_guessed_from_the_delivery_id() -> None:
     assert one.message_id(42) != other.message_id(42)
     assert one.message_id(42) != "mc.42.7.3@shop.test"
     assert one.message_id(42).startswith("mc.42.7.3.") and one.message_id(42).endswith("@shop.test")
+
+
+def test_an_operator_can_accept_an_unverified_bounce_after_review(small_world: World) -> None:
+    """Never applied automatically; ``bounces accept ID`` applies it, and says it was a person's call."""
+    from mailcarrier.services.contacts import history  # noqa: PLC0415
+    from mailcarrier.services.inbound import IncomingEmail, process_all, store_incoming  # noqa: PLC0415
+
+    world = small_world
+    named = ADDRESSES[:2]
+    store_incoming(world.engine, [IncomingEmail(forged_dsn(named), "smtp", "192.0.2.1:25", "",
+                                                (f"postmaster@{BOUNCE_DOMAIN}",), peer_ip="192.0.2.1",
+                                                helo="mx.isp.test")], NOW)
+    process_all(world.engine, CTX, NOW)
+    [stored] = list_inbound(world.engine, states=["unverified"])
+    _unchanged(world)
+    url = world.engine.url.render_as_string(hide_password=False)
+    env = {"MAILCARRIER_SECRET_KEY": KEY.decode(), "MAILCARRIER_BOUNCE_DOMAIN": BOUNCE_DOMAIN}
+    wrong = CliRunner().invoke(cli, ["bounces", "accept", str(stored.id + 99), "--database-url", url], env=env)
+    assert wrong.exit_code != 0 and "0 of 1" in wrong.output
+    done = CliRunner().invoke(cli, ["bounces", "accept", str(stored.id), "--database-url", url], env=env)
+    assert done.exit_code == 0, done.output
+    for address in named:
+        sent = world.sent[address]
+        assert delivery(world.engine, sent.delivery_id)["state"] == "bounced_hard"
+        [bounce] = [a for a in history(world.engine, world.account_id, sent.contact_id) if a.type == "hard_bounce"]
+        assert bounce.details is not None and bounce.details["accepted_by_operator"] is True
+        assert bounce.details["matched_by"] == "recipient"
+    assert delivery(world.engine, world.sent[ADDRESSES[2]].delivery_id)["state"] == "delivered"
+    [after] = list_inbound(world.engine)
+    assert (after.state, after.match_method) == ("processed", "recipient")

@@ -23,6 +23,7 @@ from mailcarrier.services.inbound import (
     BatchSummary,
     InboundContext,
     IncomingEmail,
+    accept_unverified,
     list_inbound,
     process_all,
     release_for_reprocess,
@@ -212,6 +213,27 @@ def reprocess_command(
         _print_summary(process_all(engine, InboundContext.from_settings(settings), _now()))
     finally:
         engine.dispose()
+
+
+@app.command("accept")
+def accept_command(
+    ids: list[int] = typer.Argument(..., help="Stored email ids in state unverified "
+                                              "(see `bounces list --unverified`)."),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Apply unverified bounces after review (matched by recipient address alone; nothing proves them)."""
+    settings = _settings(database_url)
+    engine = make_engine(settings)
+    try:
+        accepted = accept_unverified(engine, ids)
+        Console().print(f"{accepted} of {len(ids)} emails accepted")
+        if accepted:
+            _print_summary(process_all(engine, InboundContext.from_settings(settings), _now()))
+    finally:
+        engine.dispose()
+    if accepted < len(ids):
+        Console(stderr=True).print("[yellow]the others are not stored emails in state unverified[/yellow]")
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 @app.command("show")

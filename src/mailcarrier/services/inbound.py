@@ -81,6 +81,7 @@ __all__ = [
     "InboundContext",
     "IncomingEmail",
     "UnverifiedBounce",
+    "accept_unverified",
     "content_digest",
     "list_inbound",
     "pending_count",
@@ -209,6 +210,13 @@ def store_incoming(engine: Engine, emails: Sequence[IncomingEmail], now: datetim
     rows = [_row(e, now) for e in emails]
     run_write(engine, lambda conn: store.insert_inbound(conn, rows), what="storing inbound emails")
     log.debug("stored %d inbound emails", len(rows), extra={"event": "inbound.stored"})
+
+
+def accept_unverified(engine: Engine, ids: Sequence[int]) -> int:
+    """An operator reviewed these unverified emails and vouches for them: the next processing
+    run applies their recipient matches (activities say ``accepted_by_operator``)."""
+    return run_write(engine, lambda conn: store.accept_unverified(conn, ids),
+                     what="accepting unverified inbound emails")
 
 
 def release_for_reprocess(engine: Engine, states: Sequence[str], ids: Sequence[int] = ()) -> int:
@@ -476,7 +484,9 @@ def _match(conn: Any, readings: list[_Reading], ctx: InboundContext, now: dateti
     if not pending:
         return
     addresses = [a for r in pending if r.keys is not None for a in r.keys.recipients]
-    by_rcpt = store.recent_deliveries_by_email(conn, addresses, now - ctx.recipient_window)
+    # An email an operator accepted after review is matched as of when it arrived, not now.
+    since = min([now, *(r.stored.received_at for r in pending if r.stored.accepted)]) - ctx.recipient_window
+    by_rcpt = store.recent_deliveries_by_email(conn, addresses, since)
     for reading in pending:
         assert reading.keys is not None
         reading.match = attribute(reading.report, reading.keys, by_id=by_id, by_message_id=by_mid,
@@ -504,7 +514,7 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
     wanted: list[tuple[_Reading, Attribution, EventKind]] = []
     for reading in readings:
         assert reading.match is not None
-        if reading.match.method not in _VERIFIED_METHODS:
+        if reading.match.method not in _VERIFIED_METHODS and not reading.stored.accepted:
             # Matched by recipient address alone: anyone can mail postmaster@ a list of our
             # subscribers' addresses. Stored as 'unverified' for review, never applied.
             continue
@@ -564,6 +574,8 @@ def _contact_record(reading: _Reading, attribution: Attribution, kind: EventKind
     details: dict[str, Any] = {"inbound_message_id": reading.stored.id, "matched_by": reading.match.method,
                                "action": record.action, "rule": record.rule,
                                "late": delivery.state == "delivered"}
+    if reading.stored.accepted:
+        details["accepted_by_operator"] = True
     if reading.report is not None and reading.report.feedback_type:
         details["feedback_type"] = reading.report.feedback_type
     event = ContactEvent(kind, reading.stored.received_at, reason,
@@ -648,7 +660,7 @@ def _result(reading: _Reading, now: datetime) -> dict[str, Any]:
                  extra={"event": "inbound.unmatched"})
         return {**base, "state": "unmatched", "error": match.note}
     ids = [a.delivery.id for a in match.attributions]
-    if match.method not in _VERIFIED_METHODS:
+    if match.method not in _VERIFIED_METHODS and not stored.accepted:
         accounts = {a.delivery.account_id for a in match.attributions}
         log.warning("inbound email %d (%s) matched %d deliveries by recipient address alone: "
                     "unverified, not applied", stored.id, reading.kind, len(ids),

@@ -22,6 +22,7 @@ __all__ = [
     "DeliveryRef",
     "InboundRow",
     "StoredInbound",
+    "accept_unverified",
     "claim_pending",
     "count_in_state",
     "delivered_attempts",
@@ -44,6 +45,8 @@ _CHUNK = 500  # stays under SQLite's bound-parameter limit with room to spare
 #: Claim token of an email parked until the worker records the send of the delivery it bounces
 #: (``wait:<delivery id>``): the bounce outran the worker's commit of the 250.
 WAIT_PREFIX = "wait:"
+#: ``match_method`` of a pending email an operator accepted after review (see accept_unverified)
+ACCEPTED = "accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class StoredInbound:
     digest: str
     truncated: bool
     raw: bytes
+    #: an operator reviewed this unverified email and accepted it (``bounces accept``)
+    accepted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +133,12 @@ def claim_pending(conn: Connection, token: str, now: datetime, stale_before: dat
            .with_for_update(skip_locked=True).scalar_subquery())
     conn.execute(update(inbound_messages).where(m.id.in_(ids), free)
                  .values(claim_token=token, claimed_at=now))
-    query = (select(m.id, m.received_at, m.source, m.envelope_to, m.digest, m.truncated, m.raw)
+    query = (select(m.id, m.received_at, m.source, m.envelope_to, m.digest, m.truncated, m.raw,
+                    m.match_method)
              .where(m.claim_token == token, m.state == "pending").order_by(m.id))
     return [StoredInbound(r.id, r.received_at, r.source, tuple(r.envelope_to or ()), r.digest,
-                          bool(r.truncated), bytes(r.raw)) for r in conn.execute(query)]
+                          bool(r.truncated), bytes(r.raw), r.match_method == ACCEPTED)
+            for r in conn.execute(query)]
 
 
 def first_ids_by_digest(conn: Connection, digests: Iterable[str]) -> dict[str, int]:
@@ -179,6 +186,15 @@ def park_waiting(conn: Connection, parked: Sequence[tuple[int, int, str, str | N
                          error=bindparam("why"), kind=bindparam("kind")))
     conn.execute(statement, [{"row_id": row_id, "token": f"{WAIT_PREFIX}{delivery_id}", "why": why,
                               "kind": kind} for row_id, delivery_id, why, kind in parked])
+
+
+def accept_unverified(conn: Connection, ids: Sequence[int]) -> int:
+    """Mark unverified emails as accepted by an operator and send them back to pending."""
+    m = inbound_messages.c
+    result = conn.execute(update(inbound_messages).where(m.id.in_(list(ids)), m.state == "unverified")
+                          .values(state="pending", match_method=ACCEPTED, claim_token=None,
+                                  claimed_at=None))
+    return int(result.rowcount)
 
 
 def release_to_pending(conn: Connection, states: Sequence[str], ids: Sequence[int] = ()) -> int:
