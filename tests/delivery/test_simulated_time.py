@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import retry_policy, run_worker, simulated_clock_ending_now
 from mailcarrier.services import reports
-from mailcarrier.services.mailings import mailing_figures
+from mailcarrier.services.figures import mailing_figures
 from mailcarrier.storage.tables import activities, attempts, contacts, deliveries, mailings
 from tests.delivery.world import make_world, settings_for, start_mailing
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
