@@ -321,16 +321,17 @@ async def test_import_progress_page_while_running(client: httpx.AsyncClient, app
     """The progress page of an import still running: a progress bar at the share of the file
     read, and the live region that makes the page update itself (until the job is done)."""
     await _login(client, db, account_id)
-    jobs = ImportJobs()
-    app.state.dashboard_import_jobs = jobs
-    job = ImportJob("job1", account_id, "news", "big.csv", 4000, T0, consumed=1000)
-    jobs._jobs[job.id] = job  # a job caught mid-way, as the background thread leaves it
-    page = await client.get("/dashboard/imports/job1")
+    jobs = ImportJobs(app.state.context.settings.data_dir / "dashboard-imports")
+    job = ImportJob("job1-0123456789a", account_id, "news", "big.csv", 4000, T0, consumed=1000)
+    jobs.save(job)  # a job caught mid-way, as the background thread leaves it
+    page = await client.get("/dashboard/imports/job1-0123456789a")
     assert '<progress id="import-progress" max="100" value="25">' in page.text
     assert 'data-state="running" data-live="1"' in page.text and 'data-figure="percent">25%<' in page.text
     job.state, job.error = "failed", "malformed CSV at line 3"
-    page = await client.get("/dashboard/imports/job1")
+    jobs.save(job)
+    page = await client.get("/dashboard/imports/job1-0123456789a")
     assert "data-live" not in page.text and "malformed CSV at line 3" in page.text
-    other = ImportJob("job2", account_id + 1000, "news", "x.csv", 1, T0)
-    jobs._jobs[other.id] = other
-    assert (await client.get("/dashboard/imports/job2")).status_code == 404  # another account's job
+    other = ImportJob("job2-0123456789a", account_id + 1000, "news", "x.csv", 1, T0)
+    jobs.save(other)
+    assert (await client.get("/dashboard/imports/job2-0123456789a")).status_code == 404  # another account's
+    assert (await client.get("/dashboard/imports/..%2Fjob1")).status_code == 404

@@ -22,17 +22,12 @@ __all__ = ["router"]
 
 router = APIRouter()
 MAX_UPLOAD = 512 * 1024 * 1024
-_JOBS_ATTRIBUTE = "dashboard_import_jobs"
 
 
 def _jobs(request: Request) -> ImportJobs:
-    """The application's import jobs (created on first use; one registry per app)."""
-    state = request.app.state
-    jobs = getattr(state, _JOBS_ATTRIBUTE, None)
-    if jobs is None:
-        jobs = ImportJobs()
-        setattr(state, _JOBS_ATTRIBUTE, jobs)
-    return jobs
+    """The import jobs of this installation (files under the data directory)."""
+    context: AppContext = request.app.state.context
+    return ImportJobs(context.settings.data_dir / "dashboard-imports")
 
 
 def _page(ctx: AppContext, session: Session, *, status: int = 200, error: str | None = None,
@@ -111,8 +106,8 @@ def start_import(request: Request, file: Annotated[UploadFile, File()],
 def _job(request: Request, session: Session, job_id: str) -> ImportJob:
     job = _jobs(request).get(session.account_id, job_id)
     if job is None:
-        raise NotFoundError("no such import in this server's recent imports (results are kept in memory "
-                            "until the server restarts); the contacts themselves are in the audience")
+        raise NotFoundError("no such import among this account's imports of the last 7 days; "
+                            "the contacts themselves are in the audience")
     return job
 
 

@@ -2,23 +2,27 @@
 show their progress (bytes of the file read so far) and then their result.
 
 The import itself is :func:`mailcarrier.services.contact_import.import_csv`, as for the
-REST API and the CLI. Jobs live in the memory of the server process that runs them (the
-last :data:`KEEP` of them): their result page is for the person watching the import; the
-contacts themselves are in the database either way.
+REST API and the CLI. Each job's state is a small JSON file under the data directory,
+rewritten as the import advances, so every server process of ``serve --workers N`` (and a
+restarted server) can show it; files older than :data:`KEEP_FOR` are removed.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import re
 import secrets
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -27,7 +31,8 @@ from mailcarrier.services.contact_import import ImportReport, import_csv
 
 __all__ = ["ImportJob", "ImportJobs", "RejectedRow", "upload_dir"]
 
-KEEP = 50
+KEEP_FOR = timedelta(days=7)
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,14 @@ class RejectedRow:
     line: int
     reason: str
     values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCounts:
+    rows_read: int
+    rows_imported: int
+    duplicates_merged: int
+    bad_count: int
 
 
 @dataclass
@@ -50,7 +63,7 @@ class ImportJob:
     consumed: int = 0
     state: str = "running"  #: running, done or failed
     error: str | None = None
-    report: ImportReport | None = None
+    report: ImportCounts | None = None
     header: tuple[str, ...] = ()
     rejected: list[RejectedRow] = field(default_factory=list)
 
@@ -60,41 +73,82 @@ class ImportJob:
             return 100
         return min(99, int(100 * self.consumed / self.size)) if self.size else 0
 
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImportJob:
+        return cls(
+            id=str(data["id"]), account_id=int(data["account_id"]), audience=str(data["audience"]),
+            filename=str(data["filename"]), size=int(data["size"]),
+            started_at=datetime.fromisoformat(data["started_at"]), consumed=int(data["consumed"]),
+            state=str(data["state"]), error=data.get("error"),
+            report=ImportCounts(**data["report"]) if data.get("report") else None,
+            header=tuple(data.get("header") or ()),
+            rejected=[RejectedRow(int(r["line"]), str(r["reason"]), tuple(r["values"]))
+                      for r in data.get("rejected") or ()])
+
 
 class ImportJobs:
-    """The jobs of one application; thread-safe."""
+    """The import jobs kept in ``directory`` (one JSON file each)."""
 
-    def __init__(self) -> None:
-        self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, job_id: str) -> Path:
+        return self.directory / f"{job_id}.json"
+
+    def save(self, job: ImportJob) -> None:
+        """Write the job's state atomically (a reader never sees half a file)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".job-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(job.to_json(), out)
+        os.replace(temporary, self._path(job.id))
 
     def get(self, account_id: int, job_id: str) -> ImportJob | None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-        return job if job is not None and job.account_id == account_id else None
+        """The account's job, or None (unknown id, another account's job, or an unreadable file)."""
+        if not _JOB_ID.fullmatch(job_id):
+            return None
+        try:
+            job = ImportJob.from_json(json.loads(self._path(job_id).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return job if job.account_id == account_id else None
 
     def start(self, engine: Engine, account_id: int, audience: str, filename: str, path: Path, size: int,
               now: datetime, *, cleanup: Callable[[], None]) -> ImportJob:
         """Run the import of ``path`` in a thread; ``cleanup`` removes the file afterwards."""
+        self._forget_old()
         job = ImportJob(secrets.token_urlsafe(12), account_id, audience, filename, size, now)
-        with self._lock:
-            self._jobs[job.id] = job
-            while len(self._jobs) > KEEP:
-                self._jobs.popitem(last=False)
+        self.save(job)
         thread = threading.Thread(target=self._run, args=(job, engine, path, now, cleanup),
                                   name=f"dashboard-import-{job.id}", daemon=True)
         thread.start()
         return job
 
-    @staticmethod
-    def _run(job: ImportJob, engine: Engine, path: Path, now: datetime, cleanup: Callable[[], None]) -> None:
+    def _forget_old(self) -> None:
+        limit = time.time() - KEEP_FOR.total_seconds()
+        for old in self.directory.glob("*.json") if self.directory.exists() else ():
+            try:
+                if old.stat().st_mtime < limit:
+                    old.unlink()
+            except OSError:
+                continue
+
+    def _run(self, job: ImportJob, engine: Engine, path: Path, now: datetime,
+             cleanup: Callable[[], None]) -> None:
         def progress(consumed: int) -> None:
             job.consumed = consumed
+            self.save(job)
 
         try:
             report = import_csv(engine, job.account_id, job.audience, path, now, on_progress=progress)
             job.header, job.rejected = _rejected_rows(path, report)
-            job.report = report
+            job.report = ImportCounts(report.rows_read, report.rows_imported, report.duplicates_merged,
+                                      report.bad_count)
             job.state = "done"
         except UnicodeDecodeError:
             job.error, job.state = "the file is not UTF-8 text; export it as CSV UTF-8", "failed"
@@ -104,6 +158,7 @@ class ImportJobs:
             job.error, job.state = f"the import failed: {type(exc).__name__}: {exc}", "failed"
         finally:
             cleanup()
+            self.save(job)
 
 
 def _rejected_rows(path: Path, report: ImportReport) -> tuple[tuple[str, ...], list[RejectedRow]]:
