@@ -33,8 +33,8 @@ from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.source_routing import PoolRouting
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.warmup import WarmupLimits, load_schedules
-from mailcarrier.services import pools
 from mailcarrier.services.mailings import MailingDraft, create_mailing, send_mailing
+from mailcarrier.services.pools import membership
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import upgrade
@@ -81,10 +81,10 @@ def world(engine: Engine, messages: int, routed: bool) -> int:
         conn.execute(audience_members.insert(), [{"audience_id": audience.id, "contact_id": i, "added_at": T0}
                                                  for i in ids])
         if routed:
-            pools.create_pool(conn, "house", "dedicated", T0)
+            membership.create_pool(conn, "house", "dedicated", T0)
             for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
-                pools.add_ip(conn, "house", ip, T0, schedule=load_schedules()["standard"], warm=True)
-            pools.assign_account(conn, account.id, "house", T0)
+                membership.add_ip(conn, "house", ip, T0, schedule=load_schedules()["standard"], warm=True)
+            membership.assign_account(conn, account.id, "house", T0)
     mailing = create_mailing(engine, MailingDraft(account_id=account.id, from_address="news@shop.test",
                                                   subject="Hi {{ first_name }}", html=HTML,
                                                   text="Hello {{ first_name }} {{ unsubscribe_url }}",

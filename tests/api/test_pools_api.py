@@ -13,7 +13,9 @@ from sqlalchemy import Engine
 
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
+from mailcarrier.services.pools import membership, throttling
+from mailcarrier.services.pools import reputation as pool_reputation
+from mailcarrier.services.pools import warmup as pool_warmup
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.api_keys import create_api_key
 
@@ -42,25 +44,25 @@ def build(engine: Engine, acme: int) -> Keys:
     with engine.begin() as conn:
         other = account_repo.create_account(conn, "other", "Other", BEFORE).id
         solo = account_repo.create_account(conn, "solo", "Solo", BEFORE).id
-        svc.create_pool(conn, "apartment", "shared", BEFORE)
-        svc.add_ip(conn, "apartment", "127.0.0.2", BEFORE, schedule=load_schedules()["standard"], warm=True)
-        svc.add_ip(conn, "apartment", "127.0.0.3", T0, schedule=load_schedules()["conservative"])
-        svc.create_pool(conn, "house", "dedicated", BEFORE)
-        svc.add_ip(conn, "house", "127.0.0.9", BEFORE, schedule=load_schedules()["standard"], warm=True)
+        membership.create_pool(conn, "apartment", "shared", BEFORE)
+        membership.add_ip(conn, "apartment", "127.0.0.2", BEFORE, schedule=load_schedules()["standard"], warm=True)
+        membership.add_ip(conn, "apartment", "127.0.0.3", T0, schedule=load_schedules()["conservative"])
+        membership.create_pool(conn, "house", "dedicated", BEFORE)
+        membership.add_ip(conn, "house", "127.0.0.9", BEFORE, schedule=load_schedules()["standard"], warm=True)
         for account in (acme, other):
-            svc.assign_account(conn, account, "apartment", BEFORE)
-        svc.assign_account(conn, solo, "house", BEFORE)
+            membership.assign_account(conn, account, "apartment", BEFORE)
+        membership.assign_account(conn, solo, "house", BEFORE)
         for _ in range(3):
-            svc.record_send(conn, "127.0.0.3", "default", T0)
+            pool_warmup.record_send(conn, "127.0.0.3", "default", T0)
         listed = Check("DNSBL bl.test for 127.0.0.2", CheckStatus.FAIL, "listed: 127.0.0.2", "delist")
-        svc.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", listed)], T0 - timedelta(days=1))
-        svc.record_reputation_event(conn, "trap", T0 - timedelta(hours=5), source="bounce",
+        pool_reputation.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", listed)], T0 - timedelta(days=1))
+        pool_reputation.record_reputation_event(conn, "trap", T0 - timedelta(hours=5), source="bounce",
                                     ip_address="127.0.0.2", account_id=other,
                                     evidence="550 5.7.1 spamtrap hit for victim@shop.test")
-        svc.record_reputation_event(conn, "trap", T0 - timedelta(hours=4), source="manual",
+        pool_reputation.record_reputation_event(conn, "trap", T0 - timedelta(hours=4), source="manual",
                                     ip_address="127.0.0.9", account_id=solo, evidence="solo's trap")
         for ip in ("127.0.0.2", "127.0.0.9"):
-            svc.record_reply_for_throttling(conn, ip, "yahoo.com", T0 - timedelta(minutes=30), delivered=False,
+            throttling.record_reply_for_throttling(conn, ip, "yahoo.com", T0 - timedelta(minutes=30), delivered=False,
                                             text=TSS04.format(ip=ip))
         keys = [create_api_key(conn, acme, "read", ["pools:read"], BEFORE)[1],
                 create_api_key(conn, acme, "write", ["pools:write"], BEFORE)[1],

@@ -20,7 +20,8 @@ from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
+from mailcarrier.services.pools import membership
+from mailcarrier.services.pools import throttling as pool_throttling
 from tests.delivery.world import T0, make_world, settings_for, start_mailing
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -74,11 +75,11 @@ def test_slow_down_holds_one_connection_until_the_first_clean_delivery(
     recipients = [f"u{i}@gmail.com" for i in range(40)]
     world = make_world(empty_engine, recipients)
     with empty_engine.begin() as conn:
-        svc.create_pool(conn, "house", "dedicated", T0)
-        svc.add_ip(conn, "house", IP, T0, schedule=load_schedules()["standard"], warm=True)
-        svc.assign_account(conn, world.account_id, "house", T0)
+        membership.create_pool(conn, "house", "dedicated", T0)
+        membership.add_ip(conn, "house", IP, T0, schedule=load_schedules()["standard"], warm=True)
+        membership.assign_account(conn, world.account_id, "house", T0)
         for second in range(3):  # Gmail said "rate limit" three times: the automation slows it down
-            decision = svc.record_reply_for_throttling(conn, IP, "gmail.com", T0 + timedelta(seconds=second),
+            decision = pool_throttling.record_reply_for_throttling(conn, IP, "gmail.com", T0 + timedelta(seconds=second),
                                                        delivered=False, text=RATE_LIMITED)
     assert decision.started is not None and decision.started.connections == 1
     start_mailing(world, now=T0 + timedelta(minutes=1))
@@ -126,7 +127,7 @@ def test_slow_down_holds_one_connection_until_the_first_clean_delivery(
     assert during and max(during) == 1, proxy.opened  # one connection while slowed down
     assert after and max(after) > 1, proxy.opened  # the first clean delivery lifted the cap
     with empty_engine.connect() as conn:
-        log = svc.throttle_log(conn)
+        log = pool_throttling.throttle_log(conn)
     assert {(e.provider, e.rule) for e in log} == {("gmail", "gmail-rate-limited")}
     # each further "rate limit" renewed the slow-down; the first clean delivery ended it
     assert log[0].end_reason == "clean delivery"

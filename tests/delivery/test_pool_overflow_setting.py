@@ -16,7 +16,7 @@ from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
+from mailcarrier.services.pools import membership
 from mailcarrier.storage.tables import attempts, deliveries
 from tests.delivery.world import T0, make_world, settings_for, start_mailing
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
@@ -30,11 +30,11 @@ def _send(engine: Engine, tmp_path: Path, overflow: str) -> tuple[Counter[tuple[
     """Run a mailing of CAP + 10 messages; (IP, day) of each delivery, and the states."""
     world = make_world(engine, [f"user{i}@example.com" for i in range(CAP + 10)])
     with engine.begin() as conn:
-        svc.create_pool(conn, "house", "dedicated", T0)
-        svc.add_ip(conn, "house", NEW_IP, T0, schedule=load_schedules()["conservative"])
-        svc.create_pool(conn, "warm", "shared", T0)
-        svc.add_ip(conn, "warm", WARM_IP, T0, schedule=load_schedules()["standard"], warm=True)
-        svc.assign_account(conn, world.account_id, "house", T0)
+        membership.create_pool(conn, "house", "dedicated", T0)
+        membership.add_ip(conn, "house", NEW_IP, T0, schedule=load_schedules()["conservative"])
+        membership.create_pool(conn, "warm", "shared", T0)
+        membership.add_ip(conn, "warm", WARM_IP, T0, schedule=load_schedules()["standard"], warm=True)
+        membership.assign_account(conn, world.account_id, "house", T0)
     start_mailing(world, now=LATE)
     with Sandbox() as sandbox:
         settings = settings_for(tmp_path, sandbox.port, pool_overflow=overflow)
@@ -73,8 +73,8 @@ def test_overflow_waits_for_tomorrow_when_unset(empty_engine: Engine,  # noqa: F
 def test_overflow_pool_must_exist_and_be_shared(empty_engine: Engine, tmp_path: Path) -> None:  # noqa: F811
     make_world(empty_engine, ["a@example.com"])
     with empty_engine.begin() as conn:
-        svc.create_pool(conn, "house", "dedicated", T0)
-        svc.add_ip(conn, "house", NEW_IP, T0, schedule=load_schedules()["standard"])
+        membership.create_pool(conn, "house", "dedicated", T0)
+        membership.add_ip(conn, "house", NEW_IP, T0, schedule=load_schedules()["standard"])
     with pytest.raises(ConfigurationError, match=r"'nope'.*does not exist"):
         routing_for(empty_engine, settings_for(tmp_path, 25, pool_overflow="nope"))
     with pytest.raises(ConfigurationError, match="'house' is dedicated"):

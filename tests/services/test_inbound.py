@@ -11,7 +11,6 @@ from sqlalchemy import Engine, select
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import ContactEvent, EventKind
-from mailcarrier.services import pools
 from mailcarrier.services.contacts import ContactEventRecord, apply_event, history
 from mailcarrier.services.inbound import (
     IncomingEmail,
@@ -22,6 +21,7 @@ from mailcarrier.services.inbound import (
     store_incoming,
 )
 from mailcarrier.services.policies import warmup_schedule
+from mailcarrier.services.pools import membership
 from mailcarrier.storage.pool_tables import ip_daily_volume
 from mailcarrier.storage.tables import attempts, deliveries
 from tests.inbound.factory import (
@@ -245,8 +245,8 @@ def test_user_unknown_after_a_later_delivery_is_suspected_filtering(world: World
 def test_late_bounce_and_complaint_count_against_the_sending_ip_day(world: World) -> None:
     ann, bob = world.sent["ann@aol.test"], world.sent["bob@aol.test"]
     with world.engine.begin() as conn:
-        pools.create_pool(conn, "shared", "shared", T0)
-        pools.add_ip(conn, "shared", "192.0.2.10", T0, schedule=warmup_schedule(Settings(_env_file=None)))
+        membership.create_pool(conn, "shared", "shared", T0)
+        membership.add_ip(conn, "shared", "192.0.2.10", T0, schedule=warmup_schedule(Settings(_env_file=None)))
         conn.execute(attempts.update().values(local_ip="192.0.2.10"))
     receive(world, dsn(to=ann.return_path, recipient=ann.email),
             arf(to="fbl@sender.test", recipient=bob.email, message_id=bob.message_id),

@@ -21,8 +21,8 @@ from sqlalchemy import Engine, select, update
 from mailcarrier.domain.warmup import load_schedules
 from mailcarrier.services import contacts as contact_service
 from mailcarrier.services import inbound
-from mailcarrier.services import pools as svc
 from mailcarrier.services.inbound import IncomingEmail, process_pending, store_incoming
+from mailcarrier.services.pools import membership, reputation, warmup
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.inbound_tables import inbound_messages
 from mailcarrier.storage.pool_tables import ip_daily_volume, reputation_event_accounts, reputation_events
@@ -45,9 +45,9 @@ def _world(engine: Engine) -> None:
     world = make_world(engine, PEOPLE)
     sent = world.sent
     with engine.begin() as conn:
-        svc.create_pool(conn, "main", "shared", T0 - timedelta(days=2))
-        svc.add_ip(conn, "main", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
-        svc.assign_account(conn, world.account_id, "main", T0 - timedelta(days=1))
+        membership.create_pool(conn, "main", "shared", T0 - timedelta(days=2))
+        membership.add_ip(conn, "main", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
+        membership.assign_account(conn, world.account_id, "main", T0 - timedelta(days=1))
         conn.execute(update(attempts).values(local_ip="127.0.0.2"))
     emails = [
         dsn(to=sent["ann@receiver.test"].return_path, recipient="ann@receiver.test",
@@ -110,8 +110,8 @@ STEPS = {
     "contact events": (contact_service.state_repo, "append_activities"),
     "deliveries flipped": (inbound.store, "flip_deliveries"),
     "results saved": (inbound.store, "save_results"),
-    "counted against the sending IP": (svc, "record_ip_outcome"),
-    "reputation signals": (svc, "record_reputation_event"),
+    "counted against the sending IP": (warmup, "record_ip_outcome"),
+    "reputation signals": (reputation, "record_reputation_event"),
 }
 
 

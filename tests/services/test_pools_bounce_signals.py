@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import Engine, update
 
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
 from mailcarrier.services.inbound import IncomingEmail, process_pending, store_incoming
+from mailcarrier.services.pools import eligibility, membership, reputation
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.tables import attempts
 from tests.inbound.factory import CTX, T0, dsn, make_world
@@ -24,10 +24,10 @@ def test_dsn_naming_a_listing_or_trap_is_recorded_with_neighbours(empty_engine: 
     sent = world.sent
     with empty_engine.begin() as conn:
         neighbour = account_repo.create_account(conn, "neighbour", "Neighbour", T0 - timedelta(days=2)).id
-        svc.create_pool(conn, "apartment", "shared", T0 - timedelta(days=2))
-        svc.add_ip(conn, "apartment", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
+        membership.create_pool(conn, "apartment", "shared", T0 - timedelta(days=2))
+        membership.add_ip(conn, "apartment", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
         for account in (world.account_id, neighbour):
-            svc.assign_account(conn, account, "apartment", T0 - timedelta(days=1))
+            membership.assign_account(conn, account, "apartment", T0 - timedelta(days=1))
         conn.execute(update(attempts).where(attempts.c.delivery_id.in_(
             [sent["ann@receiver.test"].delivery_id, sent["bob@receiver.test"].delivery_id]))
             .values(local_ip="127.0.0.2"))
@@ -46,9 +46,9 @@ def test_dsn_naming_a_listing_or_trap_is_recorded_with_neighbours(empty_engine: 
     summary = process_pending(empty_engine, CTX, later)
     assert summary.bounced_deliveries == 3
     with empty_engine.connect() as conn:
-        on_ip = svc.reputation_history(conn, ip_address="127.0.0.2")
-        mine = svc.reputation_history(conn, account_id=world.account_id)
-        verdict = svc.account_record(conn, world.account_id, later)
+        on_ip = reputation.reputation_history(conn, ip_address="127.0.0.2")
+        mine = reputation.reputation_history(conn, account_id=world.account_id)
+        verdict = eligibility.account_record(conn, world.account_id, later)
     assert sorted((e.kind.value, e.blocklist, e.source) for e in on_ip) == [
         ("listing", "Spamhaus", "bounce"), ("trap", "", "bounce")]
     assert all(e.neighbours == ("neighbour", "shop") and e.account == "shop" for e in on_ip)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
 from mailcarrier.services.hygiene import DnsHygiene, DomainNotSendableError, assert_sendable
+from mailcarrier.services.pools import membership, reputation, sender_checks
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.migrate import upgrade
 from mailcarrier.storage.pool_tables import dnsbl_lookups
@@ -35,16 +35,16 @@ def db(empty_engine: Engine) -> Iterator[tuple[Engine, int]]:  # noqa: F811
     upgrade(empty_engine)
     with empty_engine.begin() as conn:
         acme = account_repo.create_account(conn, "acme", "Acme", T0).id
-        svc.create_pool(conn, "house", "dedicated", T0)
-        svc.add_ip(conn, "house", "127.0.0.2", T0, schedule=STANDARD)
-        svc.assign_account(conn, acme, "house", T0)
+        membership.create_pool(conn, "house", "dedicated", T0)
+        membership.add_ip(conn, "house", "127.0.0.2", T0, schedule=STANDARD)
+        membership.assign_account(conn, acme, "house", T0)
     yield empty_engine, acme
 
 
 def test_domain_passing_every_check_is_sendable(db: tuple[Engine, int], resolver: dns.resolver.Resolver) -> None:
     engine, acme = db
     with engine.connect() as conn:
-        request = svc.domain_check_request(conn, acme, "Good.Test.", dkim_selector="s1",
+        request = sender_checks.domain_check_request(conn, acme, "Good.Test.", dkim_selector="s1",
                                            bounce_domain="bounces.good.test", inbound_host="mx.mailcarrier.test")
     assert request.sending_ips == ("127.0.0.2",) and request.domain == "good.test"
     checks = DnsHygiene(resolver, lifetime=2.0).check_domain(request)
@@ -56,8 +56,8 @@ def test_pool_ip_without_fcrdns_refuses_marketing_mail_with_fixes(
 ) -> None:
     engine, acme = db
     with engine.begin() as conn:
-        svc.add_ip(conn, "house", "127.0.0.3", T0, schedule=STANDARD)
-        request = svc.domain_check_request(conn, acme, "good.test", dkim_selector="weak",
+        membership.add_ip(conn, "house", "127.0.0.3", T0, schedule=STANDARD)
+        request = sender_checks.domain_check_request(conn, acme, "good.test", dkim_selector="weak",
                                            bounce_domain="bounces.good.test", inbound_host="mx.mailcarrier.test")
     checks = DnsHygiene(resolver, lifetime=2.0).check_domain(request)
     with pytest.raises(DomainNotSendableError) as caught:
@@ -75,14 +75,14 @@ def test_scheduled_dnsbl_check_records_listings_not_query_errors(
     engine, _ = db
     hygiene = DnsHygiene(resolver, lifetime=2.0)
     with engine.begin() as conn:
-        svc.add_ip(conn, "house", "127.0.0.3", T0, schedule=STANDARD)
-        svc.add_ip(conn, "house", "127.0.0.4", T0, schedule=STANDARD)
-    results = {r.ip_address: r for r in svc.dnsbl_check(engine, hygiene, ["bl.test"], T0)}
-    again = svc.dnsbl_check(engine, hygiene, ["bl.test"], T0 + timedelta(hours=6))
+        membership.add_ip(conn, "house", "127.0.0.3", T0, schedule=STANDARD)
+        membership.add_ip(conn, "house", "127.0.0.4", T0, schedule=STANDARD)
+    results = {r.ip_address: r for r in sender_checks.dnsbl_check(engine, hygiene, ["bl.test"], T0)}
+    again = sender_checks.dnsbl_check(engine, hygiene, ["bl.test"], T0 + timedelta(hours=6))
     with engine.connect() as conn:
         statuses = conn.execute(select(dnsbl_lookups.c.status).order_by(dnsbl_lookups.c.id)).scalars().all()
-        listed = svc.reputation_history(conn, ip_address="127.0.0.2")
-        errors = svc.reputation_history(conn, ip_address="127.0.0.3")
+        listed = reputation.reputation_history(conn, ip_address="127.0.0.2")
+        errors = reputation.reputation_history(conn, ip_address="127.0.0.3")
     assert results["127.0.0.2"].new_listing and results["127.0.0.2"].check.status.value == "fail"
     assert results["127.0.0.3"].check.status.value == "error" and not results["127.0.0.3"].new_listing
     assert results["127.0.0.4"].check.status.value == "pass"
@@ -97,6 +97,6 @@ def test_assert_domain_sendable_uses_the_pool_of_the_account(
     engine, acme = db
     hygiene = DnsHygiene(resolver, lifetime=2.0)
     args = {"dkim_selector": "s1", "bounce_domain": "bounces.good.test", "inbound_host": "mx.mailcarrier.test"}
-    svc.assert_domain_sendable(engine, hygiene, acme, "good.test", **args)
+    sender_checks.assert_domain_sendable(engine, hygiene, acme, "good.test", **args)
     with pytest.raises(DomainNotSendableError, match=r"SPF bad\.test for 127\.0\.0\.2"):
-        svc.assert_domain_sendable(engine, hygiene, acme, "bad.test", **args)
+        sender_checks.assert_domain_sendable(engine, hygiene, acme, "bad.test", **args)

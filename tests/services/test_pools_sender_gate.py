@@ -16,7 +16,6 @@ from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
 from mailcarrier.services.hygiene import DomainNotSendableError
 from mailcarrier.services.mailings import (
     TEST_AUDIENCE,
@@ -25,6 +24,7 @@ from mailcarrier.services.mailings import (
     get_mailing,
     send_mailing,
 )
+from mailcarrier.services.pools import membership, reputation, sender_checks
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.api_keys import create_api_key
@@ -60,9 +60,9 @@ def acme(empty_engine: Engine) -> int:  # noqa: F811
     with empty_engine.begin() as conn:
         account = account_repo.create_account(conn, "acme", "Acme", T0)
         contact_repo.add_contact(conn, account.id, "ann@example.com", T0)
-        svc.create_pool(conn, "house", "dedicated", T0)
-        svc.add_ip(conn, "house", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
-        svc.assign_account(conn, account.id, "house", T0)
+        membership.create_pool(conn, "house", "dedicated", T0)
+        membership.add_ip(conn, "house", "127.0.0.2", T0, schedule=load_schedules()["standard"], warm=True)
+        membership.assign_account(conn, account.id, "house", T0)
     return account.id
 
 
@@ -79,7 +79,7 @@ def _queued(engine: Engine, mailing_id: int) -> int:
 def test_failing_domain_is_refused_with_fixes_and_stays_a_draft(
     empty_engine: Engine, acme: int, tmp_path: Path, nameserver: str,  # noqa: F811
 ) -> None:
-    gate = svc.sender_hygiene_gate(_settings(tmp_path, nameserver))
+    gate = sender_checks.sender_hygiene_gate(_settings(tmp_path, nameserver))
     assert gate is not None
     bad = _mailing(empty_engine, acme, "news@bad.test")
     with pytest.raises(DomainNotSendableError) as caught:
@@ -99,25 +99,25 @@ def test_failing_domain_is_refused_with_fixes_and_stays_a_draft(
 def test_open_dnsbl_listing_of_a_pool_ip_blocks_until_a_clean_lookup(
     empty_engine: Engine, acme: int, tmp_path: Path, nameserver: str,  # noqa: F811
 ) -> None:
-    gate = svc.sender_hygiene_gate(_settings(tmp_path, nameserver))
+    gate = sender_checks.sender_hygiene_gate(_settings(tmp_path, nameserver))
     assert gate is not None
     listed = Check("DNSBL bl.test for 127.0.0.2", CheckStatus.FAIL, "listed: 127.0.0.2", "request delisting")
     clean = Check("DNSBL bl.test for 127.0.0.2", CheckStatus.PASS, "not listed", "")
     with empty_engine.begin() as conn:
-        svc.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", listed)], T0)
+        reputation.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", listed)], T0)
     first = _mailing(empty_engine, acme, "news@good.test")
     with pytest.raises(DomainNotSendableError, match=r"DNSBL bl\.test for 127\.0\.0\.2: listed since .*"
                                                      r"request delisting from bl\.test"):
         send_mailing(empty_engine, acme, first, T0, sender_check=gate)
     with empty_engine.begin() as conn:
-        svc.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", clean)], T0 + timedelta(hours=1))
+        reputation.record_dnsbl_results(conn, [("127.0.0.2", "bl.test", clean)], T0 + timedelta(hours=1))
     assert send_mailing(empty_engine, acme, first, T0, sender_check=gate).state == "sending"
 
 
 def test_gate_exemptions_tests_unpooled_accounts_and_the_setting(
     empty_engine: Engine, acme: int, tmp_path: Path, nameserver: str,  # noqa: F811
 ) -> None:
-    gate = svc.sender_hygiene_gate(_settings(tmp_path, nameserver))
+    gate = sender_checks.sender_hygiene_gate(_settings(tmp_path, nameserver))
     assert gate is not None
     with empty_engine.begin() as conn:  # a test goes to the test audience of named addresses only
         tests = account_repo.create_audience(conn, acme, TEST_AUDIENCE, T0)
@@ -132,7 +132,7 @@ def test_gate_exemptions_tests_unpooled_accounts_and_the_setting(
         contact_repo.add_contact(conn, loner, "bob@example.com", T0)
     unpooled = _mailing(empty_engine, loner, "news@bad.test")
     assert send_mailing(empty_engine, loner, unpooled, T0, sender_check=gate).state == "sending"
-    assert svc.sender_hygiene_gate(_settings(tmp_path, nameserver, enforce_sender_hygiene=False)) is None
+    assert sender_checks.sender_hygiene_gate(_settings(tmp_path, nameserver, enforce_sender_hygiene=False)) is None
 
 
 async def test_api_send_answers_409_with_what_to_fix(

@@ -20,7 +20,7 @@ from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.source_routing import PoolRouting, routing_for
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.warmup import WarmupLimits, load_schedules
-from mailcarrier.services import pools as svc
+from mailcarrier.services.pools import membership, throttling
 from mailcarrier.storage.pool_tables import ip_daily_volume, sending_ips
 from mailcarrier.storage.tables import attempts, deliveries
 from tests.delivery.world import T0, make_world, settings_for, start_mailing
@@ -40,10 +40,10 @@ def test_pool_of_three_ips_warmup_cap_and_yahoo_suspension(empty_engine: Engine,
     fans = [f"fan{i}@yahoo.com" for i in range(4)]
     world = make_world(empty_engine, [*users, *fans])
     with empty_engine.begin() as conn:
-        svc.create_pool(conn, "house", "dedicated", T0)
+        membership.create_pool(conn, "house", "dedicated", T0)
         for ip in IPS:
-            svc.add_ip(conn, "house", ip, T0, schedule=load_schedules()["conservative"])
-        svc.assign_account(conn, world.account_id, "house", T0)
+            membership.add_ip(conn, "house", ip, T0, schedule=load_schedules()["conservative"])
+        membership.assign_account(conn, world.account_id, "house", T0)
     start_mailing(world)
 
     carried: dict[str, str] = {}
@@ -74,7 +74,7 @@ def test_pool_of_three_ips_warmup_cap_and_yahoo_suspension(empty_engine: Engine,
         tries = conn.execute(select(attempts).order_by(attempts.c.started_at, attempts.c.id)).all()
         volume = conn.execute(select(sending_ips.c.address, ip_daily_volume.c.day, ip_daily_volume.c.sent)
                               .join(sending_ips, sending_ips.c.id == ip_daily_volume.c.ip_id)).all()
-        log = svc.throttle_log(conn, as_of=LATE + timedelta(days=3))
+        log = throttling.throttle_log(conn, as_of=LATE + timedelta(days=3))
 
     # Every message delivered, each by one of the pool's IPs, as the sandbox saw it.
     assert {r.state for r in rows.values()} == {"delivered"}
@@ -120,8 +120,8 @@ def test_routing_is_off_without_ips_and_unassigned_accounts_use_the_default_sour
         settings = settings_for(tmp_path, sandbox.port)
         assert routing_for(empty_engine, settings) is None
         with empty_engine.begin() as conn:  # a pool exists, but this account is on none
-            svc.create_pool(conn, "other", "shared", T0)
-            svc.add_ip(conn, "other", "127.0.0.5", T0, schedule=load_schedules()["standard"], warm=True)
+            membership.create_pool(conn, "other", "shared", T0)
+            membership.add_ip(conn, "other", "127.0.0.5", T0, schedule=load_schedules()["standard"], warm=True)
         routing = routing_for(empty_engine, settings)
         assert routing is not None
         asyncio.run(run_worker(settings, empty_engine, until_idle=True, clock=SimulatedClock(T0),

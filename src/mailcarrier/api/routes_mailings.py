@@ -13,8 +13,9 @@ from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL, Address
-from mailcarrier.services import automation, figures, pools, reports
+from mailcarrier.services import automation, figures, reports
 from mailcarrier.services import mailings as mailing_service
+from mailcarrier.services.pools import sender_checks
 from mailcarrier.services.test_sends import send_test
 
 __all__ = ["router"]
@@ -99,7 +100,7 @@ def send(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailing
     """Queue the mailing for its audience's active contacts; 409 unless it is a draft, or when
     the account's pool fails sender hygiene for the From domain (the detail says what to fix)."""
     return _out(mailing_service.send_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock(),
-                                             sender_check=pools.sender_hygiene_gate(ctx.settings)))
+                                             sender_check=sender_checks.sender_hygiene_gate(ctx.settings)))
 
 
 @router.post("/{mailing_id}/pause", response_model=Mailing)
@@ -160,7 +161,7 @@ def activate(mailing_id: MailingId, body: Activation,
     """Start an automated draft with its trigger (409 for other kinds or states)."""
     try:
         summary = automation.activate(ctx.engine, who.account_id, mailing_id, body.trigger, ctx.clock(),
-                                      sender_check=pools.sender_hygiene_gate(ctx.settings))
+                                      sender_check=sender_checks.sender_hygiene_gate(ctx.settings))
     except ValueError as exc:
         raise ProblemError(422, str(exc)) from exc
     return _out(summary)

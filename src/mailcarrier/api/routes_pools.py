@@ -25,8 +25,9 @@ from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL
-from mailcarrier.services import pools
 from mailcarrier.services.policies import pool_policy, warmup_limits
+from mailcarrier.services.pools import account_view, values
+from mailcarrier.services.pools import eligibility as pool_eligibility
 from mailcarrier.storage.engine import write_transaction
 
 __all__ = ["router"]
@@ -120,21 +121,21 @@ class ApplicationIn(BaseModel):
     kind: Literal["trusted", "dedicated"]
 
 
-def event_out(e: pools.AccountEvent) -> EventOut:
+def event_out(e: account_view.AccountEvent) -> EventOut:
     return EventOut.model_validate({
         "id": e.id, "kind": e.kind.value, "ip_address": e.ip_address, "blocklist": e.blocklist,
         "source": e.source, "occurred_at": e.occurred_at, "resolved_at": e.resolved_at,
         "caused_by_this_account": e.caused_here, "accounts_on_ip": e.accounts_on_ip, "evidence": e.evidence})
 
 
-def _application(a: pools.Application) -> ApplicationOut:
+def _application(a: values.Application) -> ApplicationOut:
     return ApplicationOut.model_validate({
         "id": a.id, "kind": a.kind.value, "state": a.state, "eligible": a.eligible,
         "reasons": list(a.reasons), "requested_at": a.requested_at, "decided_at": a.decided_at,
         "decided_by": a.decided_by})
 
 
-def pool_out(view: pools.AccountPool) -> PoolOut:
+def pool_out(view: account_view.AccountPool) -> PoolOut:
     """The API shape of the account's pool (the dashboard renders the same service value)."""
     return PoolOut.model_validate({
         "name": view.pool.name if view.pool else None, "kind": view.pool.kind.value if view.pool else None,
@@ -150,7 +151,7 @@ def get_pool(who: Principal = Depends(require_scopes("pools:read")),
              ctx: AppContext = Depends(app_context)) -> PoolOut:
     """The account's pool and its IPs today: warm-up day and cap, volume sent, open listings."""
     with ctx.engine.connect() as conn:
-        view = pools.account_pool(conn, who.account_id, ctx.clock(), warmup_limits(ctx.settings))
+        view = account_view.account_pool(conn, who.account_id, ctx.clock(), warmup_limits(ctx.settings))
     return pool_out(view)
 
 
@@ -159,8 +160,9 @@ def get_eligibility(who: Principal = Depends(require_scopes("pools:read")),
                     ctx: AppContext = Depends(app_context)) -> EligibilityPage:
     """Where the eligibility engine puts the account now, why, and its pool applications."""
     with ctx.engine.connect() as conn:
-        verdict = pools.evaluate_account(conn, who.account_id, pool_policy(ctx.settings), ctx.clock())
-        applications = pools.list_applications(conn, account_id=who.account_id)
+        verdict = pool_eligibility.evaluate_account(conn, who.account_id, pool_policy(ctx.settings),
+                                                    ctx.clock())
+        applications = pool_eligibility.list_applications(conn, account_id=who.account_id)
     eligibility = EligibilityOut.model_validate({
         "belongs_in": verdict.pool.value, "trusted_eligible": verdict.trusted_eligible,
         "demoted": verdict.demoted, "recommend_dedicated": verdict.recommend_dedicated,
@@ -175,12 +177,12 @@ def apply(body: ApplicationIn, who: Principal = Depends(require_scopes("pools:wr
     """Apply for the trusted or a dedicated pool: the engine's verdict is recorded now (an
     ineligible application is refused at once, with the reasons); an operator approves later."""
     with write_transaction(ctx.engine) as conn:
-        application = pools.apply_for_pool(conn, who.account_id, body.kind, pool_policy(ctx.settings),
-                                           ctx.clock())
+        application = pool_eligibility.apply_for_pool(conn, who.account_id, body.kind,
+                                                      pool_policy(ctx.settings), ctx.clock())
     return _application(application)
 
 
-def throttle_out(entry: pools.ThrottleLogEntry, now: datetime) -> ThrottleActionOut:
+def throttle_out(entry: values.ThrottleLogEntry, now: datetime) -> ThrottleActionOut:
     in_force = entry.ended_at is None and entry.started_at <= now < entry.until
     return ThrottleActionOut.model_validate({
         "ip_address": entry.ip_address, "provider": entry.provider, "action": entry.kind.value,
@@ -196,7 +198,7 @@ def get_throttle(active: Annotated[bool, Query(description="Only actions in forc
     """The deferral automation's suspensions and slow-downs on the pool's IPs, newest first."""
     now = ctx.clock()
     with ctx.engine.connect() as conn:
-        entries = pools.account_throttle_log(conn, who.account_id, now, active=active, limit=limit)
+        entries = account_view.account_throttle_log(conn, who.account_id, now, active=active, limit=limit)
     return [throttle_out(e, now) for e in entries]
 
 
@@ -207,7 +209,7 @@ def get_events(limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     """Trap hits and blocklist listings that touched the account, newest first: its own, and
     those of IPs it shared when they happened (the neighbours effect)."""
     with ctx.engine.connect() as conn:
-        return [event_out(e) for e in pools.account_events(conn, who.account_id, limit=limit)]
+        return [event_out(e) for e in account_view.account_events(conn, who.account_id, limit=limit)]
 
 
 @router.post("/events", response_model=EventOut, status_code=201)
@@ -219,9 +221,9 @@ def report_event(body: EventIn, who: Principal = Depends(require_scopes("pools:w
         raise ProblemError(422, "occurred_at before 1970 is not accepted")
     try:
         with write_transaction(ctx.engine) as conn:
-            event = pools.report_event(conn, who.account_id, body.kind, now, ip_address=body.ip_address,
-                                       blocklist=body.blocklist, evidence=body.evidence,
-                                       occurred_at=body.occurred_at)
+            event = account_view.report_event(conn, who.account_id, body.kind, now,
+                                              ip_address=body.ip_address, blocklist=body.blocklist,
+                                              evidence=body.evidence, occurred_at=body.occurred_at)
     except ValueError as exc:  # a listing without IP or list, a time outside the assignment
         raise ProblemError(422, str(exc)) from exc
     return event_out(event)

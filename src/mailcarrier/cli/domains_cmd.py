@@ -14,8 +14,8 @@ from mailcarrier.cli.options import TableFormat, format_option, next_step
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.errors import ConflictError, MailcarrierError
-from mailcarrier.services import pools
 from mailcarrier.services.hygiene import DnsHygiene, DomainCheckRequest, failures
+from mailcarrier.services.pools import membership, sender_checks
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
 
@@ -46,12 +46,12 @@ def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[
     try:
         with engine.connect() as conn:
             account_id = account_repo.account_by_slug(conn, slug).id
-            pool = pools.current_pool(conn, account_id)
+            pool = membership.current_pool(conn, account_id)
             if pool is None:
                 hint = next_step("pools", "assign", slug, "POOL", database_url=settings.database_url)
                 raise ConflictError(f"account {slug} is on no pool; assign one with: {hint}")
-            addresses = tuple(ip.address for ip in pools.pool_ips(conn, pool.id) if ip.enabled)
-            return addresses, pools.open_dnsbl_listings(conn, addresses)
+            addresses = tuple(ip.address for ip in membership.pool_ips(conn, pool.id) if ip.enabled)
+            return addresses, sender_checks.open_dnsbl_listings(conn, addresses)
     except MailcarrierError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.FAILED) from exc

@@ -22,7 +22,7 @@ from mailcarrier.services import mailings as service
 from mailcarrier.services.contact_import import normalise_address
 from mailcarrier.services.figures import MailingFigures, mailing_figures
 from mailcarrier.services.hygiene import DomainNotSendableError
-from mailcarrier.services.pools import sender_hygiene_gate
+from mailcarrier.services.pools.sender_checks import sender_hygiene_gate
 from mailcarrier.services.test_sends import send_test
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo

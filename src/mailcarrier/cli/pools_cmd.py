@@ -22,9 +22,12 @@ from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.domain.pools import Eligibility
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services import pools as svc
 from mailcarrier.services.hygiene import DnsHygiene
 from mailcarrier.services.policies import pool_policy, warmup_schedule
+from mailcarrier.services.pools import eligibility as pool_eligibility
+from mailcarrier.services.pools import membership, sender_checks, values
+from mailcarrier.services.pools import reputation as pool_reputation
+from mailcarrier.services.pools import throttling as pool_throttling
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine, write_transaction
 
@@ -68,7 +71,7 @@ def create_command(name: str, kind: str = typer.Argument(..., help="shared, trus
                    description: str = typer.Option("", help="Free text."),
                    database_url: str | None = DB_OPTION) -> None:
     """Create a pool NAME of KIND."""
-    pool = _run(database_url, lambda conn, _: svc.create_pool(conn, name, kind, _now(), description))
+    pool = _run(database_url, lambda conn, _: membership.create_pool(conn, name, kind, _now(), description))
     Console().print(f"created {pool.kind.value} pool {pool.name} (id {pool.id})")
 
 
@@ -79,11 +82,11 @@ def add_ip_command(pool: str, address: str,
                    warm: bool = typer.Option(False, "--warm", help="Already warm: skip the ramp."),
                    database_url: str | None = DB_OPTION) -> None:
     """Add source ADDRESS to POOL; a new IP starts its warm-up ramp today."""
-    def job(conn: Connection, settings: Settings) -> svc.SendingIp:
+    def job(conn: Connection, settings: Settings) -> values.SendingIp:
         chosen = warmup_schedule(settings) if schedule is None else load_schedules().get(schedule)
         if chosen is None:
             raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(load_schedules())}")
-        return svc.add_ip(conn, pool, address, _now(), schedule=chosen, hostname=hostname, warm=warm)
+        return membership.add_ip(conn, pool, address, _now(), schedule=chosen, hostname=hostname, warm=warm)
     ip = _run(database_url, job)
     state = "warm" if warm else f"warm-up day 1 of {ip.warmup.schedule}"
     Console().print(f"added {ip.address} to {pool} ({state})")
@@ -94,8 +97,9 @@ def assign_command(account: str, pool: str,
                    reason: str = typer.Option("assigned by operator", help="Recorded with the assignment."),
                    database_url: str | None = DB_OPTION) -> None:
     """Put ACCOUNT on POOL (the previous assignment is kept as history)."""
-    def job(conn: Connection, _: Settings) -> svc.Pool:
-        return svc.assign_account(conn, account_repo.account_by_slug(conn, account).id, pool, _now(), reason)
+    def job(conn: Connection, _: Settings) -> values.Pool:
+        account_id = account_repo.account_by_slug(conn, account).id
+        return membership.assign_account(conn, account_id, pool, _now(), reason)
     target = _run(database_url, job)
     Console().print(f"{account} now sends from {target.kind.value} pool {target.name}")
 
@@ -103,7 +107,7 @@ def assign_command(account: str, pool: str,
 @app.command("list")
 def list_command(database_url: str | None = DB_OPTION) -> None:
     """Pools with their IPs (warm-up day, sent today) and accounts."""
-    views = _run(database_url, lambda conn, _: svc.list_pools(conn))
+    views = _run(database_url, lambda conn, _: membership.list_pools(conn))
     table = Table("pool", "kind", "IPs", "accounts")
     for view in views:
         ips = "\n".join(
@@ -129,9 +133,9 @@ def evaluate_command(account: list[str] = typer.Option([], "--account", help="On
             account_repo.list_accounts(conn)
         out = []
         for acct in chosen:
-            pool = svc.current_pool(conn, acct.id)
-            verdict = (svc.enforce_eligibility(conn, acct.id, policy, now) if enforce
-                       else svc.evaluate_account(conn, acct.id, policy, now))
+            pool = membership.current_pool(conn, acct.id)
+            verdict = (pool_eligibility.enforce_eligibility(conn, acct.id, policy, now) if enforce
+                       else pool_eligibility.evaluate_account(conn, acct.id, policy, now))
             out.append((acct.slug, pool.name if pool else None, verdict))
         return out
     rows = _run(database_url, job)
@@ -153,9 +157,9 @@ def evaluate_command(account: list[str] = typer.Option([], "--account", help="On
 def apply_command(account: str, kind: str = typer.Argument(..., help="trusted or dedicated."),
                   database_url: str | None = DB_OPTION) -> None:
     """Apply for a pool kind: the eligibility engine runs now, an operator approves later."""
-    def job(conn: Connection, settings: Settings) -> svc.Application:
+    def job(conn: Connection, settings: Settings) -> values.Application:
         acct = account_repo.account_by_slug(conn, account)
-        return svc.apply_for_pool(conn, acct.id, kind, pool_policy(settings), _now())
+        return pool_eligibility.apply_for_pool(conn, acct.id, kind, pool_policy(settings), _now())
     application = _run(database_url, job)
     console = Console()
     if application.state == "pending":
@@ -171,9 +175,9 @@ def apply_command(account: str, kind: str = typer.Argument(..., help="trusted or
 
 
 def _decide(application_id: int, approve: bool, who: str, pool: str | None, note: str,
-            database_url: str | None) -> svc.Application:
-    def job(conn: Connection, settings: Settings) -> svc.Application:
-        return svc.decide_application(conn, application_id, approve=approve, who=who, now=_now(),
+            database_url: str | None) -> values.Application:
+    def job(conn: Connection, settings: Settings) -> values.Application:
+        return pool_eligibility.decide_application(conn, application_id, approve=approve, who=who, now=_now(),
                                       policy=pool_policy(settings), pool_name=pool, note=note)
     return _run(database_url, job)
 
@@ -201,9 +205,9 @@ def refuse_command(application_id: int, who: str = typer.Option(..., "--who", he
 def applications_command(state: str | None = typer.Option(None, help="pending, approved or refused."),
                          database_url: str | None = DB_OPTION) -> None:
     """List pool applications."""
-    def job(conn: Connection, _: Settings) -> list[tuple[str, svc.Application]]:
+    def job(conn: Connection, _: Settings) -> list[tuple[str, values.Application]]:
         slugs = {a.id: a.slug for a in account_repo.list_accounts(conn)}
-        return [(slugs.get(a.account_id, "?"), a) for a in svc.list_applications(conn, state)]
+        return [(slugs.get(a.account_id, "?"), a) for a in pool_eligibility.list_applications(conn, state)]
     table = Table("#", "account", "kind", "state", "requested (UTC)", "decided by", "reasons")
     for slug, a in _run(database_url, job):
         table.add_row(str(a.id), slug, a.kind.value, a.state, a.requested_at.isoformat(timespec="seconds"),
@@ -212,17 +216,17 @@ def applications_command(state: str | None = typer.Option(None, help="pending, a
 
 
 def _record_event(kind: str, ip: str | None, account: str | None, blocklist: str, evidence: str,
-                  database_url: str | None) -> list[svc.ReputationEvent]:
-    def job(conn: Connection, _: Settings) -> list[svc.ReputationEvent]:
+                  database_url: str | None) -> list[values.ReputationEvent]:
+    def job(conn: Connection, _: Settings) -> list[values.ReputationEvent]:
         account_id = account_repo.account_by_slug(conn, account).id if account else None
-        event_id = svc.record_reputation_event(conn, kind, _now(), source="manual", ip_address=ip,
+        event_id = pool_reputation.record_reputation_event(conn, kind, _now(), source="manual", ip_address=ip,
                                                account_id=account_id, blocklist=blocklist, evidence=evidence)
-        return [e for e in svc.reputation_history(conn, ip_address=ip, account_id=account_id)
+        return [e for e in pool_reputation.reputation_history(conn, ip_address=ip, account_id=account_id)
                 if e.id == event_id]
     return _run(database_url, job)
 
 
-def _print_event_recorded(events: list[svc.ReputationEvent]) -> None:
+def _print_event_recorded(events: list[values.ReputationEvent]) -> None:
     for event in events:
         Console().print(f"recorded {event.kind.value} #{event.id}"
                         f"{' on ' + event.ip_address if event.ip_address else ''}; accounts on the IP then: "
@@ -253,9 +257,9 @@ def events_command(ip: str | None = typer.Option(None, "--ip"),
                    account: str | None = typer.Option(None, "--account"),
                    database_url: str | None = DB_OPTION) -> None:
     """Trap hits and listings, with the accounts that shared the IP at the time."""
-    def job(conn: Connection, _: Settings) -> list[svc.ReputationEvent]:
+    def job(conn: Connection, _: Settings) -> list[values.ReputationEvent]:
         account_id = account_repo.account_by_slug(conn, account).id if account else None
-        return svc.reputation_history(conn, ip_address=ip, account_id=account_id)
+        return pool_reputation.reputation_history(conn, ip_address=ip, account_id=account_id)
     table = Table("#", "when (UTC)", "kind", "IP", "list", "source", "caused by", "accounts on the IP",
                   "resolved")
     for e in _run(database_url, job):
@@ -296,7 +300,7 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
     when the last round found a listing.
     """
     hygiene = DnsHygiene(_resolver(nameserver), lifetime=timeout)
-    results: list[svc.DnsblResult] = []
+    results: list[values.DnsblResult] = []
     done = 0
     try:
         while True:
@@ -317,11 +321,11 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
-def _dnsbl_round(database_url: str | None, hygiene: DnsHygiene, zones: list[str]) -> list[svc.DnsblResult]:
+def _dnsbl_round(database_url: str | None, hygiene: DnsHygiene, zones: list[str]) -> list[values.DnsblResult]:
     """One round of look-ups (no transaction is open during the DNS queries)."""
     engine = make_engine(_settings(database_url))
     try:
-        return svc.dnsbl_check(engine, hygiene, zones, _now())
+        return sender_checks.dnsbl_check(engine, hygiene, zones, _now())
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.FAILED) from exc
@@ -329,7 +333,7 @@ def _dnsbl_round(database_url: str | None, hygiene: DnsHygiene, zones: list[str]
         engine.dispose()
 
 
-def _print_dnsbl(results: list[svc.DnsblResult]) -> None:
+def _print_dnsbl(results: list[values.DnsblResult]) -> None:
     title = f"DNSBL look-ups {_now().isoformat(timespec='seconds')}"
     table = Table("IP", "zone", "status", "detail", title=title)
     for r in results:
@@ -345,8 +349,8 @@ def throttle_command(active: bool = typer.Option(False, "--active", help="Only a
                      database_url: str | None = DB_OPTION) -> None:
     """The deferral automation's log: suspensions and slow-downs per IP and provider."""
     now = _now()
-    entries = _run(database_url, lambda conn, _: svc.throttle_log(conn, active_at=now if active else None,
-                                                                  as_of=now))
+    entries = _run(database_url, lambda conn, _: pool_throttling.throttle_log(
+        conn, active_at=now if active else None, as_of=now))
     table = Table("IP", "provider", "action", "rule", "started (UTC)", "until", "ended", "trigger")
     for e in entries:
         ended = f"{e.ended_at.isoformat(timespec='seconds')} ({e.end_reason})" if e.ended_at else "-"

@@ -28,8 +28,11 @@ from mailcarrier.domain.pools import PoolKind
 from mailcarrier.domain.smtp_reply import SMTPReply
 from mailcarrier.domain.throttle_rules import ThrottleRules, load_throttle_rules
 from mailcarrier.domain.warmup import WarmupLimits
-from mailcarrier.services import pools
 from mailcarrier.services.policies import warmup_limits
+from mailcarrier.services.pools import membership, reputation, source_ips
+from mailcarrier.services.pools import throttling as pool_throttling
+from mailcarrier.services.pools import values as pool_values
+from mailcarrier.services.pools import warmup as pool_warmup
 from mailcarrier.storage.engine import run_write
 from mailcarrier.storage.pool_tables import sending_ips
 
@@ -39,7 +42,8 @@ __all__ = ["PoolRouting", "SourceRouting", "routing_for"]
 class SourceRouting(Protocol):
     """What the worker needs from source-IP routing."""
 
-    async def choose(self, account_id: int, domain: str, mx_host: str, now: datetime) -> pools.SourcePick: ...
+    async def choose(self, account_id: int, domain: str, mx_host: str,
+                     now: datetime) -> pool_values.SourcePick: ...
 
     async def observe(self, account_id: int, address: str, domain: str, mx_host: str, now: datetime,
                       reply: SMTPReply) -> None: ...
@@ -53,7 +57,7 @@ class SourceRouting(Protocol):
 class _Credit:
     """Messages reserved on one IP for (account, provider) and not handed out yet."""
 
-    pick: pools.SourcePick
+    pick: pool_values.SourcePick
     left: int
     reserved_at: datetime
 
@@ -91,21 +95,22 @@ class PoolRouting:
 
     def _release(self, conn: Connection, credit: _Credit) -> None:
         if credit.left > 0 and credit.pick.address:
-            pools.release_reserved(conn, credit.pick.address, credit.pick.provider, credit.reserved_at,
+            pool_warmup.release_reserved(conn, credit.pick.address, credit.pick.provider, credit.reserved_at,
                                    credit.left)
 
     def _choose(self, account_id: int, destination: str, now: datetime,
-                stale: _Credit | None) -> pools.SourcePick:
-        def unit(conn: Connection) -> pools.SourcePick:
+                stale: _Credit | None) -> pool_values.SourcePick:
+        def unit(conn: Connection) -> pool_values.SourcePick:
             if stale is not None:
                 self._release(conn, stale)
-            return pools.choose_source_ip(conn, account_id, destination, now,
+            return source_ips.choose_source_ip(conn, account_id, destination, now,
                                           warmup_limits=self.warmup_limits, rules=self.rules,
                                           overflow_pool=self.overflow_pool, batch=self.batch)
 
         return run_write(self.engine, unit, what="choosing a source IP")
 
-    async def choose(self, account_id: int, domain: str, mx_host: str, now: datetime) -> pools.SourcePick:
+    async def choose(self, account_id: int, domain: str, mx_host: str,
+                     now: datetime) -> pool_values.SourcePick:
         destination = self._destination(domain, mx_host)
         key = (account_id, (self.rules or load_throttle_rules()).provider_for(destination).provider)
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -132,16 +137,16 @@ class PoolRouting:
                 self._release(conn, credit)
             try:
                 if delivered or reply.is_transient:
-                    pools.record_reply_for_throttling(conn, address, destination, now, delivered=delivered,
-                                                      text=text, rules=self.rules)
+                    pool_throttling.record_reply_for_throttling(
+                        conn, address, destination, now, delivered=delivered, text=text, rules=self.rules)
                 else:
-                    pools.ip_by_address(conn, address)
+                    membership.ip_by_address(conn, address)
             except NotFoundError:  # the default source address, not one of a pool
                 return
             if not delivered:
-                pools.record_reputation_signal(conn, text, address, account_id, now)
+                reputation.record_reputation_signal(conn, text, address, account_id, now)
             if reply.code >= 500:
-                pools.record_ip_outcome(conn, address, now.date(), bounced=1)
+                pool_warmup.record_ip_outcome(conn, address, now.date(), bounced=1)
 
         run_write(self.engine, unit, what="recording a reply for throttling")
 
@@ -196,7 +201,7 @@ def routing_for(engine: Engine, settings: Settings, *,
             return None
         if overflow is not None:
             try:
-                kind = pools.pool_by_name(conn, overflow).kind
+                kind = membership.pool_by_name(conn, overflow).kind
             except NotFoundError as exc:
                 raise ConfigurationError(f"overflow pool {overflow!r} (MAILCARRIER_POOL_OVERFLOW) does not "
                                          "exist: create it with `mailcarrier pools create` or clear the "

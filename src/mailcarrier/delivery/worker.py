@@ -60,7 +60,7 @@ from mailcarrier.services.composition import (
     TemplateRenderError,
 )
 from mailcarrier.services.policies import status_policy
-from mailcarrier.services.pools import SourcePick
+from mailcarrier.services.pools.values import SourcePick
 from mailcarrier.storage import outbox
 from mailcarrier.storage.engine import is_transient
 from mailcarrier.storage.tables import mailings

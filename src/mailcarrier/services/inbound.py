@@ -59,7 +59,7 @@ from mailcarrier.domain.contact_status import (
 from mailcarrier.domain.errors import NotFoundError, ParseError
 from mailcarrier.domain.tracking import TokenPurpose, decode_token
 from mailcarrier.domain.vocabulary import Category, Reason
-from mailcarrier.services import consent, pools
+from mailcarrier.services import consent
 from mailcarrier.services.bounce_matching import (
     Attribution,
     MatchKeys,
@@ -70,6 +70,7 @@ from mailcarrier.services.bounce_matching import (
 )
 from mailcarrier.services.contacts import ContactEventRecord, apply_events
 from mailcarrier.services.policies import status_policy
+from mailcarrier.services.pools import reputation, warmup
 from mailcarrier.services.tracking.keys import TrackingKeys, tracking_keys
 from mailcarrier.storage import filtering
 from mailcarrier.storage import inbound_messages as store
@@ -435,7 +436,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         store.park_waiting(conn, batch.parked, now)
         if batch.events:
             _count_against_sending_ips(conn, batch.events, transitions)
-            pools.record_bounce_signals_in(conn, [(a.delivery.id, e.account_id, e.diagnostic or "")
+            reputation.record_bounce_signals_in(conn, [(a.delivery.id, e.account_id, e.diagnostic or "")
                                                   for e, a in batch.events], now)  # traps, listings
 
     mark = time.perf_counter()
@@ -612,7 +613,7 @@ def _count_against_sending_ips(conn: Connection, events: list[tuple[ContactEvent
                                transitions: Sequence[Any]) -> None:
     """Late hard bounces and complaints count against the IP and day that sent the message.
 
-    They hold that IP's warm-up ramp like synchronous ones (:func:`pools.record_ip_outcome`);
+    They hold that IP's warm-up ramp like synchronous ones (:func:`warmup.record_ip_outcome`);
     messages sent from an address outside every pool are not counted anywhere.
     """
     counted: dict[int, str] = {}
@@ -628,7 +629,7 @@ def _count_against_sending_ips(conn: Connection, events: list[tuple[ContactEvent
         tally[key] = tally.get(key, 0) + 1
     for (address, day, what), count in sorted(tally.items()):
         try:
-            pools.record_ip_outcome(conn, address, day, **{what: count})
+            warmup.record_ip_outcome(conn, address, day, **{what: count})
         except NotFoundError:
             continue  # the default source address, not one of a pool
 

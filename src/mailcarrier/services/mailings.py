@@ -211,7 +211,7 @@ def send_mailing(engine: Engine, account_id: int, mailing_id: int, now: datetime
     """Enqueue the mailing's deliveries and start it; safe to re-run after an interruption.
 
     ``sender_check(engine, account_id, sending_domain)`` runs first for marketing kinds and
-    raises to refuse the send (``services.pools.sender_hygiene_gate`` builds the hygiene one);
+    raises to refuse the send (``services.pools.sender_checks.sender_hygiene_gate`` builds the hygiene one);
     nothing is enqueued then, and the mailing stays a draft to send again once fixed.
     """
     row = _row(engine, account_id, mailing_id)

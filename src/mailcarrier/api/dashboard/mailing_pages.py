@@ -23,10 +23,11 @@ from mailcarrier.api.pagination import MAX_ID
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
-from mailcarrier.services import figures, pools, reports
+from mailcarrier.services import figures, reports
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services.content_check import DEFAULT_URI_ZONES, ContentReport, check_mailing, render_sample
 from mailcarrier.services.hygiene import resolver_for
+from mailcarrier.services.pools import sender_checks
 from mailcarrier.services.test_sends import MAX_TEST_ADDRESSES, send_test
 
 __all__ = ["router"]
@@ -230,7 +231,7 @@ def mailing_action(mailing_id: int, action: str, session: Session = Depends(curr
     try:
         if action == "send":
             mailing_service.send_mailing(ctx.engine, account, mailing_id, now,
-                                         sender_check=pools.sender_hygiene_gate(ctx.settings))
+                                         sender_check=sender_checks.sender_hygiene_gate(ctx.settings))
         elif action == "pause":
             mailing_service.pause_mailing(ctx.engine, account, mailing_id, now)
         elif action == "resume":

@@ -26,9 +26,11 @@ from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.routes_reports import FIRST_REPORT_DAY
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.domain.errors import NotFoundError
-from mailcarrier.services import evidence, pools, reports
+from mailcarrier.services import evidence, reports
 from mailcarrier.services.hygiene import DnsHygiene, failures, resolver_for
 from mailcarrier.services.policies import pool_policy, warmup_limits
+from mailcarrier.services.pools import account_view, sender_checks
+from mailcarrier.services.pools import eligibility as pool_eligibility
 from mailcarrier.storage.api_keys import authenticate_key
 
 __all__ = ["router"]
@@ -192,13 +194,13 @@ def pool_page(session: Session = Depends(current_session),
     (the same service calls and shapes as ``/api/v1/pools``)."""
     now = ctx.clock()
     with ctx.engine.connect() as conn:
-        view = pools.account_pool(conn, session.account_id, now, warmup_limits(ctx.settings))
-        verdict = pools.evaluate_account(conn, session.account_id, pool_policy(ctx.settings), now)
-        applications = list(reversed(pools.list_applications(conn, account_id=session.account_id)))
+        view = account_view.account_pool(conn, session.account_id, now, warmup_limits(ctx.settings))
+        verdict = pool_eligibility.evaluate_account(conn, session.account_id, pool_policy(ctx.settings), now)
+        applications = list(reversed(pool_eligibility.list_applications(conn, account_id=session.account_id)))
         throttle = [routes_pools.throttle_out(e, now)
-                    for e in pools.account_throttle_log(conn, session.account_id, now, limit=50)]
+                    for e in account_view.account_throttle_log(conn, session.account_id, now, limit=50)]
         events = [routes_pools.event_out(e)
-                  for e in pools.account_events(conn, session.account_id, limit=100)]
+                  for e in account_view.account_events(conn, session.account_id, limit=100)]
     return render("pool.html", section="pool", pool=view, verdict=verdict, applications=applications,
                   throttle=throttle, events=events)
 
@@ -213,11 +215,11 @@ def domain_check_page(domain: Annotated[str, Query(min_length=1, max_length=253,
     """``mailcarrier domains check`` for the account's pool IPs: what sending from DOMAIN needs."""
     settings = ctx.settings
     with ctx.engine.connect() as conn:
-        request = pools.domain_check_request(conn, session.account_id, domain,
+        request = sender_checks.domain_check_request(conn, session.account_id, domain,
                                              dkim_selector=settings.dkim_selector,
                                              bounce_domain=settings.bounce_domain,
                                              inbound_host=settings.hostname)
-        listings = pools.open_dnsbl_listings(conn, request.sending_ips)
+        listings = sender_checks.open_dnsbl_listings(conn, request.sending_ips)
     checks = [*DnsHygiene(resolver_for(settings.hygiene_nameserver), lifetime=5.0).check_domain(request),
               *listings]
     return render("domain_check.html", section="pool", domain=request.domain, ips=request.sending_ips,
