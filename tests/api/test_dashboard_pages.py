@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 
 from mailcarrier.api.dashboard.import_jobs import ImportJob, ImportJobs
+from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import ContactEvent, EventKind, StatusPolicy
 from mailcarrier.domain.vocabulary import Category, Reason
 from mailcarrier.services.contacts import ContactEventRecord, apply_event
@@ -23,7 +24,9 @@ from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.tables import activities, audience_members, deliveries, mailings
+from mailcarrier.storage.tracking_tables import tracking_hits
 from tests.api.conftest import T0, Clock
+from tests.api.world import make_mailing
 
 _TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 HTML = '<p>Hi {{ first_name }}</p><p>Shop Ltd, 1 Market Street, Springfield</p><a href="{{ unsubscribe_url }}">u</a>'
@@ -335,3 +338,29 @@ async def test_import_progress_page_while_running(client: httpx.AsyncClient, app
     jobs.save(other)
     assert (await client.get("/dashboard/imports/job2-0123456789a")).status_code == 404  # another account's
     assert (await client.get("/dashboard/imports/..%2Fjob1")).status_code == 404
+
+
+async def test_contact_page_marks_opens_and_clicks_person_or_machine(client: httpx.AsyncClient, db: Engine,
+                                                                    settings: Settings, account_id: int) -> None:
+    mailing_id, (ann,) = make_mailing(db, settings, account_id, ["ann@a.example"], T0)
+    with db.begin() as conn:
+        for kind, verdict, reasons, agent in (
+                ("click", "machine", ["scanner network 192.0.2.0/24"], "SafeLinks"),
+                ("open", "human", [], "Thunderbird"),
+                ("open", "apple_mpp", ["Apple Mail Privacy Protection"], "Mozilla/5.0")):
+            conn.execute(tracking_hits.insert().values(
+                kind=kind, occurred_at=T0 + timedelta(minutes=5), method="GET", ip="192.0.2.9",
+                user_agent=agent, headers={}, token_valid=True, account_id=account_id, mailing_id=mailing_id,
+                delivery_id=ann.delivery_id, contact_id=ann.contact_id, verdict=verdict, reasons=reasons))
+        conn.execute(tracking_hits.insert().values(  # a forged token is no activity of the contact
+            kind="click", occurred_at=T0, method="GET", ip="203.0.113.1", user_agent="x", headers={},
+            token_valid=False, account_id=account_id, mailing_id=mailing_id, delivery_id=ann.delivery_id))
+    await _login(client, db, account_id)
+    page = await client.get(f"/dashboard/contacts/{ann.contact_id}")
+    hits = page.text.split('id="hits"', 1)[1].split("</table>", 1)[0]
+    assert hits.count("<tr>") == 3 + 1  # three hits and the header row
+    assert 'class="badge person">person<' in hits
+    assert 'class="badge machine">machine (scanner)<' in hits and "scanner network 192.0.2.0/24" in hits
+    assert "machine (Apple MPP)" in hits and "203.0.113.1" not in page.text
+    deliveries_part = page.text.split("Deliveries and attempts", 1)[1]
+    assert f'href="/dashboard/mailings/{mailing_id}">spring</a>: delivered' in deliveries_part
