@@ -58,7 +58,8 @@ COMMANDS: tuple[LazyCommand, ...] = (
                 "Contacts: import, segments and export, status, history, reactivation, suspected "
                 "filtering.", _SEND),
     LazyCommand("mailings", "mailings_cmd", "app",
-                "Mailings: create, check, send, pause, resume, cancel, figures.", _SEND),
+                "Mailings: create, check, send, test-send, automate (activate, trigger), pause, "
+                "resume, cancel, figures.", _SEND),
     LazyCommand("content", "mailings_check_cmd", "app", "Pre-send content and consent checks.", _SEND),
     LazyCommand("report", "report_cmd", "app", "Reports: a mailing's response page, the bounce report.",
                 _SEND),

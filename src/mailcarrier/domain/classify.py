@@ -9,23 +9,29 @@ that speaks deciding (:mod:`mailcarrier.domain.reason`):
 2. **An operator's own rules** (``rules validate``-checked files passed to :func:`load_rules`).
 3. **An MTA's own fixed wording**, read by the bounce detector that knows that MTA
    (Exim's "retry timeout exceeded" is ``expired`` whatever its status says).
-4. **A provider's documented code** (``codes.toml``: Yahoo's [TSS04], Orange's OFR_506,
-   Microsoft's S3150), more exact than the RFC 3463 status it comes with.
-5. **Wording that means something particular at one stage** (``stage.toml``): a 4xx at the
-   banner, too many recipients at RCPT, a size refusal after DATA, STARTTLS refused.
+4. **A provider's documented code** (``tier = "code"`` rules of the provider registry,
+   ``data/providers/*.toml``: Yahoo's [TSS04], Orange's OFR_506, Microsoft's S3150), more
+   exact than the RFC 3463 status it comes with.
+5. **A provider's reading keyed by the answering host** (``[[host_rule]]`` tables), when the
+   status is vague.
 6. **Specific wording and the enhanced status's detail** (``reasons.toml``), reason by
-   reason in a fixed order: a reason wins when the status names it or its wording
-   occurs where the command allows it. The stage only separates wordings that mean
-   different things at different stages: "user unknown" answered to RCPT is a missing
-   mailbox, the same words answered to the end of DATA come from a content filter
-   (``filtered``), after MAIL FROM it is our sender that is ``rejected``.
-7. A refusal at the banner or EHLO that no wording explains is ``blocked``.
-8. **Broader wording**, then a status that only names a vague reason; a permanent
-   refusal after DATA that nothing explains is ``filtered``.
-9. **A provider's own wording** (``providers.toml``) when nothing general explains it.
-10. **The reply code's class at its stage** (``fallback.toml``, RFC 5321 section 4.2),
-    for live replies and bounces that name the command.
-11. ``expired`` for a delayed notice, ``onhold`` for words nothing explains, ``undefined``.
+   reason in a fixed order: a reason wins when the status names it or its wording occurs
+   where the command allows it. The stage only separates wordings that mean different
+   things at different stages: "user unknown" answered to RCPT is a missing mailbox, the
+   same words answered to the end of DATA come from a content filter (``filtered``),
+   after MAIL FROM it is our sender that is ``rejected``.
+7. **Wording particular to one stage** (``stage.toml``): greylisting, a 4xx at the banner,
+   too many recipients at RCPT, a size refusal after DATA, STARTTLS refused.
+8. A refusal at the banner or EHLO that nothing explains is ``blocked``.
+9. **Broader wording**, then a status that only names a vague reason; a permanent
+   refusal after DATA that nothing explains is ``filtered``; a local program's failure
+   is ``mailererror``.
+10. **A provider's own wording** (``tier = "wording"`` rules of the registry) when nothing
+    general explains it.
+11. ``expired`` for a delayed notice; vacation wording.
+12. **The reply code at its stage** (``fallback.toml``, RFC 5321 section 4.2), when the
+    command is known.
+13. ``onhold`` for words nothing explains, ``undefined`` when there are none.
 
 Then the consequences, from the reason and the codes (:func:`consequences`):
 

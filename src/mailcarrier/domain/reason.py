@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from mailcarrier.domain.detectors.base import lowercase_pattern
 from mailcarrier.domain.errors import RuleFileError
-from mailcarrier.domain.evidence import Evidence, normalise_text
+from mailcarrier.domain.evidence import Evidence
+from mailcarrier.domain.patterns import lowercase_pattern
 from mailcarrier.domain.remote_hosts import remote_host_rules
 from mailcarrier.domain.rules_engine import PROVIDER_CODES, PROVIDER_WORDING, Rule, RuleSet
 from mailcarrier.domain.smtp_reply import SMTPStage
@@ -45,8 +45,9 @@ class ReasonTable:
     sources: dict[Reason, tuple[str, ...]]
 
     def match(self, reason: Reason, text: str) -> bool:
-        pattern = self.patterns.get(reason)
-        return pattern is not None and pattern.search(text) is not None
+        # One decision asks about the same family several times (first pass, the
+        # not-really-unknown checks, second pass): each family is searched once per text.
+        return _family_match(self, reason, text)
 
     def which(self, reason: Reason, text: str) -> int | None:
         """The index of the first of ``reason``'s patterns found in ``text`` (slow; for tracing)."""
@@ -63,6 +64,12 @@ class ReasonTable:
         if found is None and status[:1] in "45":
             found = self.status.get(("5" if status[0] == "4" else "4") + status[1:])
         return found
+
+
+@lru_cache(maxsize=8192)
+def _family_match(table: ReasonTable, reason: Reason, text: str) -> bool:
+    pattern = table.patterns.get(reason)
+    return pattern is not None and pattern.search(text) is not None
 
 
 def _reasons(values: object, key: str) -> tuple[Reason, ...]:
@@ -257,7 +264,12 @@ Decision = tuple[Reason, str, "Rule | None"]
 
 
 def decide_reason(evidence: Evidence, rules: RuleSet, table: ReasonTable | None = None) -> Decision:
-    """The reason for one recipient, the id of what decided it and the deciding data rule."""
+    """The reason for one recipient, the id of what decided it and the deciding data rule.
+
+    ``evidence.diagnostic`` is read as :func:`~mailcarrier.domain.evidence.normalise_text`
+    leaves it (addresses masked, whitespace collapsed): call through
+    :func:`mailcarrier.domain.classify.classify_evidence`, which does that once.
+    """
     table = table or reason_table()
     tiers = rule_tiers(rules)
     if not evidence.context:
@@ -280,6 +292,7 @@ def clear_cache() -> None:
     _decide.cache_clear()
     _early.cache_clear()
     _notice.cache_clear()
+    _family_match.cache_clear()
 
 
 @lru_cache(maxsize=4096)
@@ -313,7 +326,7 @@ def _early(tiers: RuleTiers, evidence: Evidence) -> Decision | None:
     if status.startswith("2.") or (not status and code is not None and 200 <= code < 400
                                    and evidence.diagnostic_type == "smtp"):
         return Reason.DELIVERED, "positive-reply", None
-    masked = normalise_text(evidence.diagnostic)
+    masked = evidence.diagnostic  # classify_evidence masked and collapsed it already
     if tiers.user.rules:
         found = _from_rule(tiers.user.first_match(code, status, evidence.command, masked))
         if found is not None:
@@ -338,7 +351,8 @@ def _decide(table: ReasonTable, tiers: RuleTiers, evidence: Evidence) -> Decisio
         return early
     hint = evidence.hint
     status = evidence.status
-    text = " ".join(evidence.diagnostic.split()).lower()
+    masked = evidence.diagnostic
+    text = masked.lower()
     named = table.status_reason(status)
     if evidence.remote_host and (named is None or named in table.vague):
         by_host = remote_host_rules().match(evidence.remote_host, status, evidence.command, text)
@@ -358,7 +372,7 @@ def _decide(table: ReasonTable, tiers: RuleTiers, evidence: Evidence) -> Decisio
     # Wording that means something particular at the stage it answered (rules without a
     # stage hold at any stage, greylisting for one).
     staged = tiers.stage.first_match(evidence.code, status or "", evidence.command,
-                                     normalise_text(evidence.diagnostic))
+                                     masked)
     if staged is not None:
         return staged.reason, staged.id, staged
     if evidence.command in (SMTPStage.CONNECT, SMTPStage.EHLO) and not temporary:
@@ -373,7 +387,7 @@ def _decide(table: ReasonTable, tiers: RuleTiers, evidence: Evidence) -> Decisio
     # When nothing general explains a reply, a provider's own wording (Gmail's, Microsoft's
     # S3150, Yahoo's TSS04 ...) may.
     provider = tiers.providers.first_match(evidence.code, status or "", evidence.command,
-                                           normalise_text(evidence.diagnostic))
+                                           masked)
     if provider is not None:
         return provider.reason, provider.id, provider
     if evidence.action == "delayed":

@@ -18,6 +18,7 @@ from typing import Protocol
 from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.patterns import lowercase_pattern
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -28,7 +29,6 @@ __all__ = [
     "Wording",
     "addresses",
     "compile_wording",
-    "lowercase_pattern",
     "split_diagnostic_type",
     "wording",
 ]
@@ -216,15 +216,6 @@ class Wording:
             if pattern.search(recipient):
                 return reason
         return None
-
-
-def lowercase_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a pattern meant for lowercased text.
-
-    Case-insensitive matching folds case at every position tried, several times slower
-    than matching lowercased text; a pattern with capitals keeps the flag.
-    """
-    return re.compile(pattern, 0 if pattern == pattern.lower() else re.IGNORECASE)
 
 
 def _any(patterns: object, where: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
