@@ -2,7 +2,8 @@
 
 Every error the API returns has the same shape, so clients handle one format: ``type``,
 ``title``, ``status``, ``detail`` and, for validation errors, ``errors``. Domain exceptions
-map to statuses here, once, instead of in every route; an unexpected exception becomes a
+map here, once, instead of in every route: each :class:`~mailcarrier.domain.errors.ErrorKind`
+to one problem type and status (:data:`PROBLEM_TYPES`); an unexpected exception becomes a
 500 whose body reveals nothing about the internals.
 """
 
@@ -17,26 +18,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mailcarrier.domain.errors import (
-    ConflictError,
-    MailcarrierError,
-    NotFoundError,
-    ParseError,
-    RuleFileError,
-)
+from mailcarrier.domain.errors import ErrorKind, MailcarrierError
 
-__all__ = ["PROBLEM_JSON", "ProblemError", "install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_JSON", "PROBLEM_TYPES", "ProblemError", "install_problem_handlers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("mailcarrier.api")
 
-#: Domain exception -> HTTP status; the first matching class (in order) wins.
-_STATUS_BY_ERROR: tuple[tuple[type[MailcarrierError], int], ...] = (
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (ParseError, 422),
-    (RuleFileError, 422),
-)
+#: Each kind of domain error has one problem type and one status (domain/errors.py).
+PROBLEM_TYPES: dict[ErrorKind, tuple[str, int]] = {
+    ErrorKind.NOT_FOUND: ("urn:mailcarrier:problem:not-found", 404),
+    ErrorKind.CONFLICT: ("urn:mailcarrier:problem:conflict", 409),
+    ErrorKind.INVALID_INPUT: ("urn:mailcarrier:problem:invalid-input", 422),
+    ErrorKind.UNAVAILABLE: ("urn:mailcarrier:problem:unavailable", 503),
+    ErrorKind.REFUSED_BY_POLICY: ("urn:mailcarrier:problem:refused-by-policy", 403),
+}
 
 
 class ProblemError(MailcarrierError):
@@ -93,10 +89,13 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
-    for error_class, status in _STATUS_BY_ERROR:
-        if isinstance(exc, error_class):
-            return problem_response(status, str(exc), instance=request.url.path)
-    return await _on_unexpected(request, exc)
+    assert isinstance(exc, MailcarrierError)
+    type_, status = PROBLEM_TYPES[exc.kind]
+    if exc.kind is ErrorKind.UNAVAILABLE:  # the detail may name internals: log it, say less
+        _log.warning("unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(status, "a service this request needs is unavailable; try again later",
+                                type_=type_, instance=request.url.path, headers={"Retry-After": "30"})
+    return problem_response(status, str(exc), type_=type_, instance=request.url.path)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -168,8 +168,11 @@ def _root(version: bool = typer.Option(False, "--version", is_eager=True, callba
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a domain error a command lets escape ends it with its
+    kind's exit status (``cli/error_kinds.py``)."""
+    from mailcarrier.cli.error_kinds import run  # noqa: PLC0415 (kept out of the start-up imports)
+
+    run(app)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from jinja2 import Template, TemplateError
 
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.message import MessageParts, compose_message
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken, encode_token
 from mailcarrier.domain.verp import VerpAddress, encode_return_path
@@ -182,7 +183,7 @@ class DkimSigner:
 # --- templates -------------------------------------------------------------------------------
 
 
-class TemplateRenderError(ValueError):
+class TemplateRenderError(InvalidInputError):
     """A mailing template does not compile or render (wrong syntax, unknown variable, unsafe access)."""
 
 

@@ -30,7 +30,7 @@ from mailcarrier.domain.dns_checks import (
     dnsbl_query_name,
     interpret_dnsbl,
 )
-from mailcarrier.domain.errors import ConfigurationError, ConflictError
+from mailcarrier.domain.errors import ConfigurationError, ConflictError, UnavailableError
 
 __all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendableError", "assert_sendable",
            "failures", "resolver_for"]
@@ -53,7 +53,7 @@ def resolver_for(nameserver: str) -> dns.resolver.Resolver:
     return resolver
 
 
-class DnsQueryError(Exception):
+class DnsQueryError(UnavailableError):
     """A DNS query failed for a reason other than 'no such record'."""
 
 
