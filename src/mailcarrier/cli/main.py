@@ -79,6 +79,7 @@ COMMANDS: tuple[LazyCommand, ...] = (
                 "Sending IPs and pools (shared, trusted, dedicated): eligibility, warm-up, reputation "
                 "events, throttling log.", _SENDER),
     LazyCommand("db", "db_cmd", "app", "Database schema management.", _RUN),
+    LazyCommand("config", "config_cmd", "app", "The effective configuration.", _RUN),
     LazyCommand("serve", "serve_cmd", "serve_command", "Run the API server until interrupted.", _RUN),
     LazyCommand("worker", "worker_cmd", "worker_command",
                 "Deliver queued messages: claim, render, sign, send, record; retries follow the schedule.",
