@@ -260,3 +260,25 @@ async def test_segments_export_and_suspected_filtering_decisions(api: Ctx) -> No
     assert r.status_code == 422 and "marketo, emma" in r.text
     r = await api.http.get("/api/v1/account/policy", headers=api.theirs)
     assert r.json()["contact_policy"] == "marketo"  # another account is not affected
+
+
+async def test_automated_mailing_activate_and_trigger(api: Ctx) -> None:
+    """A stored automated mailing, activated with the 'api' trigger, sent to one contact."""
+    w = api.world
+    r = await api.http.post("/api/v1/mailings", headers=api.mine, json={
+        "from_address": "news@shop.example", "subject": "Your receipt", "text": "Thanks\n",
+        "kind": "automated"})
+    assert r.status_code == 201, r.text
+    mailing = r.json()["id"]
+    ann = w.contacts["ann@example.com"]
+    r = await api.http.post(f"/api/v1/mailings/{mailing}/trigger", json={"contact_id": ann}, headers=api.mine)
+    assert r.status_code == 409  # not active yet
+    r = await api.http.post(f"/api/v1/mailings/{mailing}/activate", json={"trigger": "api"}, headers=api.mine)
+    assert r.status_code == 200 and r.json()["trigger"] == "api" and r.json()["state"] == "sending"
+    r = await api.http.post(f"/api/v1/mailings/{mailing}/trigger", json={"contact_id": ann}, headers=api.mine)
+    assert r.status_code == 201 and r.json()["contact_id"] == ann
+    r = await api.http.post(f"/api/v1/mailings/{mailing}/trigger", json={"contact_id": ann}, headers=api.mine)
+    assert r.status_code == 409 and "already had" in r.text
+    r = await api.http.get("/api/v1/mailings", params={"which": "automated"}, headers=api.mine)
+    listed = {m["id"]: m for m in r.json()["items"]}
+    assert listed[mailing]["recipients"] == 1
