@@ -3,8 +3,10 @@ status and one CLI exit status; errors that stood outside the root now derive fr
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -108,3 +110,16 @@ def test_a_command_ends_with_the_kinds_exit_status(kind: ErrorKind, capsys: pyte
     assert ended.value.code == int(EXIT_CODES[kind])
     err = capsys.readouterr().err
     assert err.strip() == f"error ({kind.value}): {EXAMPLES[kind]}" and "Traceback" not in err
+
+
+def test_services_raise_no_bare_builtin_errors() -> None:
+    """A service refuses a value with InvalidInputError (a ValueError too), not a bare
+    ValueError that the API would answer with a 500 and the CLI with a traceback."""
+    services = Path(mailcarrier.__file__).parent / "services"
+    bare = []
+    for path in sorted(services.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) \
+                    and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("ValueError", "LookupError"):
+                bare.append(f"{path.relative_to(services)}:{node.lineno}")
+    assert bare == []

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailcarrier.domain.bounce_labels import bounce_labels
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.storage.tables import (
     activities,
@@ -222,7 +222,7 @@ def _segment_conditions(engine: Engine, account_id: int,
     where: list[ColumnElement[bool]] = [c.account_id == account_id]
     if seg.status is not None:
         if seg.status not in CONTACT_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
+            raise InvalidInputError(f"status must be one of {', '.join(CONTACT_STATUSES)}")
         where.append(c.status == seg.status)
     if seg.email is not None:
         where.append(c.email == seg.email.strip().lower())

@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, and_, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.domain.vocabulary import ContactStatus, DeliveryState
 from mailcarrier.services.mailings import MARKETING_KINDS, MailingSummary, get_mailing
 from mailcarrier.storage.engine import run_write
@@ -38,7 +38,7 @@ def activate(engine: Engine, account_id: int, mailing_id: int, trigger: str, now
              sender_check: Callable[[Engine, int, str], None] | None = None) -> MailingSummary:
     """Start an automated draft with its trigger; ConflictError/ValueError say what is wrong."""
     if trigger not in TRIGGERS:
-        raise ValueError(f"unknown trigger {trigger!r}; choose one of {', '.join(TRIGGERS)}")
+        raise InvalidInputError(f"unknown trigger {trigger!r}; choose one of {', '.join(TRIGGERS)}")
     summary = get_mailing(engine, account_id, mailing_id)
     if summary.kind != "automated":
         raise ConflictError(f"mailing {mailing_id} is a {summary.kind} mailing; only an automated "
@@ -46,7 +46,7 @@ def activate(engine: Engine, account_id: int, mailing_id: int, trigger: str, now
     if summary.state != "draft":
         raise ConflictError(f"mailing {mailing_id} is {summary.state}; only a draft can be activated")
     if trigger == "audience_join" and summary.audience_id is None:
-        raise ValueError("a welcome (audience_join) needs the mailing's audience: create it with one")
+        raise InvalidInputError("a welcome (audience_join) needs the mailing's audience: create it with one")
     if sender_check is not None and summary.kind in MARKETING_KINDS:
         sender_check(engine, account_id, summary.sending_domain)
 

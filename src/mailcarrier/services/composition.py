@@ -93,11 +93,11 @@ class DkimKey:
         key = serialization.load_pem_private_key(pem, password=None)
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size < 1024:
-                raise ValueError(f"DKIM RSA key for {domain} is {key.key_size} bits; use 2048")
+                raise InvalidInputError(f"DKIM RSA key for {domain} is {key.key_size} bits; use 2048")
             return cls(domain, selector, key)
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return cls(domain, selector, key)
-        raise ValueError(f"DKIM key for {domain} must be RSA or Ed25519, got {type(key).__name__}")
+        raise InvalidInputError(f"DKIM key for {domain} must be RSA or Ed25519, got {type(key).__name__}")
 
     @property
     def algorithm(self) -> str:

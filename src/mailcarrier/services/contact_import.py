@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Engine
 
-from mailcarrier.domain.errors import ConflictError, NotFoundError, ParseError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError, ParseError
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contacts as contact_repo
 from mailcarrier.storage.engine import run_write
@@ -89,7 +89,7 @@ def _full_check(address: str) -> str:
     try:
         result = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from exc
+        raise InvalidInputError(str(exc)) from exc
     return f"{result.local_part}@{result.ascii_domain}".lower()
 
 

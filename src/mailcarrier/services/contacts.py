@@ -30,7 +30,7 @@ from mailcarrier.domain.contact_status import (
     Transition,
     decide,
 )
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.services.policies import account_status_policy
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage import contact_state as state_repo
@@ -126,7 +126,7 @@ def reactivate(engine: Engine, policy: StatusPolicy, account_id: int, contact_id
                who: str, why: str, now: datetime) -> Transition:
     """Explicitly restore a contact to ``active``, recording who and why."""
     if not who.strip() or not why.strip():
-        raise ValueError("reactivation needs who did it and why")
+        raise InvalidInputError("reactivation needs who did it and why")
     record = ContactEventRecord(account_id, contact_id, ContactEvent(EventKind.REACTIVATE, now),
                                 cause=f"reactivated by {who}: {why}",
                                 details={"who": who, "why": why})
@@ -157,7 +157,7 @@ def release_filtering(engine: Engine, policy: StatusPolicy, account_id: int, con
 def _user_decision(engine: Engine, policy: StatusPolicy, account_id: int, contact_id: int,
                    kind: EventKind, *, who: str, why: str, now: datetime) -> Transition:
     if not who.strip() or not why.strip():
-        raise ValueError("a decision on suspected filtering needs who made it and why")
+        raise InvalidInputError("a decision on suspected filtering needs who made it and why")
     verb = "confirmed invalid" if kind is EventKind.FILTERING_CONFIRMED else "released as real"
     record = ContactEventRecord(account_id, contact_id, ContactEvent(kind, now),
                                 cause=f"suspected filtering {verb} by {who}: {why}",

@@ -33,7 +33,7 @@ from mailcarrier.domain.content_lint import (
     too_many_images,
 )
 from mailcarrier.domain.dns_checks import Check, CheckStatus, interpret_dnsbl
-from mailcarrier.domain.errors import MailcarrierError, NotFoundError, ParseError
+from mailcarrier.domain.errors import InvalidInputError, MailcarrierError, NotFoundError, ParseError
 from mailcarrier.domain.message import MessageParts, compose_message
 from mailcarrier.domain.public_url import public_url_problem
 from mailcarrier.services.template_sandbox import BoundedSandbox, TemplateLimitError
@@ -152,7 +152,7 @@ def render_sample(conn: Connection, account_id: int, mailing_id: int, now: datet
         html = env.from_string(row.html_body).render(context)
         text = env.from_string(row.text_body).render(context)
     except (TemplateError, TemplateLimitError) as exc:
-        raise ValueError(f"mailing #{mailing_id} does not render: {exc}") from exc
+        raise InvalidInputError(f"mailing #{mailing_id} does not render: {exc}") from exc
     sender = formataddr((row.from_name, row.from_address)) if row.from_name else row.from_address
     token = secrets.token_hex(8)
     parts = MessageParts(

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, case, func, literal, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.domain.vocabulary import ContactStatus, DeliveryState
 from mailcarrier.services.composition import check_templates, template_context
 from mailcarrier.storage.engine import write_transaction
@@ -112,7 +112,7 @@ class MailingSummary:
 def _sending_domain(address: str) -> str:
     local, at, domain = address.strip().rpartition("@")
     if not at or not local or not domain or any(c in address for c in "\r\n <>"):
-        raise ValueError(f"invalid sender address {address!r}")
+        raise InvalidInputError(f"invalid sender address {address!r}")
     return domain.lower()
 
 
@@ -123,12 +123,12 @@ def create_mailing(engine: Engine, draft: MailingDraft, now: datetime) -> int:
     a later contact whose data still breaks the template fails alone at send time.
     """
     if draft.kind not in KINDS:
-        raise ValueError(f"mailing kind must be one of {', '.join(KINDS)}, not {draft.kind!r}")
+        raise InvalidInputError(f"mailing kind must be one of {', '.join(KINDS)}, not {draft.kind!r}")
     if not draft.html and not draft.text:
-        raise ValueError("a mailing needs an HTML or a text body")
+        raise InvalidInputError("a mailing needs an HTML or a text body")
     for label, value in (("subject", draft.subject), ("from name", draft.from_name)):
         if "\r" in value or "\n" in value:
-            raise ValueError(f"the {label} contains a line break")
+            raise InvalidInputError(f"the {label} contains a line break")
     domain = _sending_domain(draft.from_address)
     with write_transaction(engine) as conn:
         if draft.audience_id is not None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.contact_status import ContactPolicy, StatusPolicy
-from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.domain.errors import ConfigurationError, InvalidInputError
 from mailcarrier.domain.outbound_targets import TargetPolicy
 from mailcarrier.domain.pools import PoolPolicy
 from mailcarrier.domain.warmup import WarmupLimits, WarmupSchedule, load_schedules
@@ -63,7 +63,7 @@ def validate_thresholds(values: Mapping[str, Any]) -> dict[str, Any]:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'thresholds'}: {e['msg']}"
                              for e in exc.errors())
-        raise ValueError(f"invalid account thresholds ({problems}); allowed: "
+        raise InvalidInputError(f"invalid account thresholds ({problems}); allowed: "
                          f"{', '.join(ACCOUNT_THRESHOLDS)}") from None
     return {k: v for k, v in checked.model_dump().items() if v is not None}
 
@@ -74,7 +74,7 @@ def contact_policy(name: str) -> ContactPolicy:
         return ContactPolicy(name)
     except ValueError:
         choices = ", ".join(p.value for p in ContactPolicy)
-        raise ValueError(f"unknown contact policy {name!r}; choose one of {choices}") from None
+        raise InvalidInputError(f"unknown contact policy {name!r}; choose one of {choices}") from None
 
 
 def account_settings(settings: Settings, thresholds: Mapping[str, Any]) -> Settings:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.bounce_labels import bounce_labels
-from mailcarrier.domain.errors import ConfigurationError, NotFoundError
+from mailcarrier.domain.errors import ConfigurationError, InvalidInputError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.services.figures import BOUNCED, BUCKETS, figures_of
 from mailcarrier.services.report_rollups import as_date, refresh_rollups
@@ -292,7 +292,7 @@ def mailing_recipients(engine: Engine, account_id: int, mailing_id: int, *,
                        limit: int = 100) -> list[RecipientRow]:
     """The mailing's recipients (optionally one bucket), by delivery id, ``limit`` after ``after_id``."""
     if bucket is not None and bucket not in BUCKETS:
-        raise ValueError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")
+        raise InvalidInputError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")
     d = deliveries.c
     with engine.connect() as conn:
         _mailing_row(conn, account_id, mailing_id)
@@ -322,7 +322,7 @@ def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int
         "sent": and_(m.kind == "regular", m.state.in_(("done", "cancelled"))),
     }
     if which not in conditions:
-        raise ValueError(f"unknown list {which!r}; choose one of {', '.join(MAILING_LISTS)}")
+        raise InvalidInputError(f"unknown list {which!r}; choose one of {', '.join(MAILING_LISTS)}")
     query = (select(m.id, m.name, m.kind, m.state, m.subject, m.created_at)
              .where(m.account_id == account_id, conditions[which])
              .order_by(m.id.desc()).limit(max(1, min(limit, 1000))))
@@ -347,7 +347,7 @@ def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
                   refresh: bool = True) -> BounceReport:
     """Bounces of the account between ``since`` and ``until`` (inclusive days, UTC)."""
     if until < since:
-        raise ValueError("the report period ends before it starts")
+        raise InvalidInputError("the report period ends before it starts")
     if refresh:
         try:
             refresh_rollups(engine)
@@ -453,7 +453,7 @@ def domain_trend(engine: Engine, account_id: int, *, since: date, until: date,
     dashboard calls first); days without bounces are absent and read as zero.
     """
     if until < since:
-        raise ValueError("the report period ends before it starts")
+        raise InvalidInputError("the report period ends before it starts")
     r = domain_rollup.c
     period = and_(r.account_id == account_id, r.day >= since, r.day <= until)
     with engine.connect() as conn:

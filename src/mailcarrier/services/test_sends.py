@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.services import account_views as views
 from mailcarrier.services import mailings as mailing_service
 from mailcarrier.services.contact_import import normalise_address
@@ -35,15 +35,15 @@ def send_test(engine: Engine, account_id: int, mailing_id: int, addresses: Seque
     source = mailing_service.get_mailing(engine, account_id, mailing_id)
     wanted = [a for a in (x.strip() for x in addresses) if a]
     if not wanted:
-        raise ValueError("name at least one address to send the test to")
+        raise InvalidInputError("name at least one address to send the test to")
     if len(wanted) > MAX_TEST_ADDRESSES:
-        raise ValueError(f"a test goes to at most {MAX_TEST_ADDRESSES} addresses, not {len(wanted)}")
+        raise InvalidInputError(f"a test goes to at most {MAX_TEST_ADDRESSES} addresses, not {len(wanted)}")
     normalised = set()
     for address in wanted:
         try:
             normalised.add(normalise_address(address))
         except ValueError as exc:
-            raise ValueError(f"invalid test address {address!r}: {exc}") from exc
+            raise InvalidInputError(f"invalid test address {address!r}: {exc}") from exc
     def members(conn: Connection) -> int:
         try:
             audience = account_repo.audience_by_name(conn, account_id, TEST_AUDIENCE)

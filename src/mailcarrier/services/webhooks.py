@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailcarrier.domain.bounce_labels import bounce_labels
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
 from mailcarrier.services.tracking.settle import settled_events
 from mailcarrier.storage.engine import run_write, write_transaction
@@ -136,7 +136,7 @@ def _check(url: str, events: Sequence[str], policy: TargetPolicy) -> tuple[str, 
     check_url(url, policy)  # UnsafeTargetError is a ValueError; checked again, resolved, at connect time
     unknown = [e for e in events if e not in EVENT_TYPES and e != "*"]
     if unknown or not events:
-        raise ValueError(f"choose events among {', '.join(EVENT_TYPES)} or '*'"
+        raise InvalidInputError(f"choose events among {', '.join(EVENT_TYPES)} or '*'"
                          + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
     return tuple(dict.fromkeys(events))
 
@@ -155,7 +155,7 @@ def create_endpoint(engine: Engine, account_id: int, url: str, events: Sequence[
     """
     chosen = _check(url, events, policy)
     if "\x00" in description:
-        raise ValueError("the description contains a NUL character")
+        raise InvalidInputError("the description contains a NUL character")
     secret = "whsec_" + secrets.token_urlsafe(32)
     with write_transaction(engine) as conn:
         key = conn.execute(webhook_endpoints.insert().values(
@@ -204,7 +204,7 @@ def enqueue_event(conn: Connection, account_id: int, event_type: str, data: dict
                   now: datetime, *, event_id: str | None = None) -> int:
     """Queue one event for every subscribed endpoint of the account, in the caller's transaction."""
     if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event {event_type!r}")
+        raise InvalidInputError(f"unknown webhook event {event_type!r}")
     ident = event_id or uuid.uuid4().hex
     payload = {"id": ident, "type": event_type, "created_at": now.isoformat(), "data": data}
     rows = [{"account_id": account_id, "endpoint_id": eid, "event_id": ident,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.domain.reputation_signals import SignalKind
 from mailcarrier.domain.warmup import (
     WarmupLimits,
@@ -174,7 +174,7 @@ def report_event(conn: Connection, account_id: int, kind: SignalKind | str, now:
     event_kind = SignalKind(kind)
     when = occurred_at or now
     if when > now:
-        raise ValueError("occurred_at is in the future")
+        raise InvalidInputError("occurred_at is in the future")
     pool = conn.execute(select(pool_assignments.c.pool_id, pool_assignments.c.assigned_at).where(
         pool_assignments.c.account_id == account_id, pool_assignments.c.ended_at.is_(None))).one_or_none()
     address = None
@@ -182,17 +182,17 @@ def report_event(conn: Connection, account_id: int, kind: SignalKind | str, now:
         try:
             address = str(ipaddress.ip_address(ip_address.strip()))
         except ValueError:
-            raise ValueError(f"{ip_address!r} is not an IP address") from None
+            raise InvalidInputError(f"{ip_address!r} is not an IP address") from None
         ip = conn.execute(select(sending_ips.c.pool_id).where(sending_ips.c.address == address)).one_or_none()
         if pool is None or ip is None or ip.pool_id != pool.pool_id:
             raise NotFoundError(f"no sending IP {address} in this account's pool")
         if when < pool.assigned_at:
-            raise ValueError(f"occurred_at is before this account joined its pool "
+            raise InvalidInputError(f"occurred_at is before this account joined its pool "
                              f"({pool.assigned_at.isoformat(timespec='seconds')})")
     if event_kind is SignalKind.LISTING and address is None:
-        raise ValueError("a listing names the listed IP (ip_address)")
+        raise InvalidInputError("a listing names the listed IP (ip_address)")
     if event_kind is SignalKind.LISTING and not blocklist.strip():
-        raise ValueError("a listing names the blocklist")
+        raise InvalidInputError("a listing names the blocklist")
     event_id = record_reputation_event(
         conn, event_kind, now, source="api", ip_address=address,
         account_id=account_id if event_kind is SignalKind.TRAP else None,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailcarrier.domain.consent import ConsentTable, unconsented
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.domain.pools import AccountRecord, Eligibility, PoolKind, PoolPolicy, evaluate
 from mailcarrier.services.policies import account_pool_policy
 from mailcarrier.services.pools.membership import assign_account, current_pool, pool_by_name
@@ -125,7 +125,7 @@ def apply_for_pool(conn: Connection, account_id: int, kind: PoolKind | str, poli
     """
     pool_kind = PoolKind(kind)
     if pool_kind is PoolKind.SHARED:
-        raise ValueError("every account may use a shared pool: no application needed")
+        raise InvalidInputError("every account may use a shared pool: no application needed")
     pending = conn.execute(select(pool_applications.c.id).where(
         pool_applications.c.account_id == account_id, pool_applications.c.kind == pool_kind.value,
         pool_applications.c.state == "pending")).first()

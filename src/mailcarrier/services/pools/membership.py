@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.domain.pools import PoolKind
 from mailcarrier.domain.warmup import (
     WarmupSchedule,
@@ -48,11 +48,11 @@ def create_pool(conn: Connection, name: str, kind: PoolKind | str, now: datetime
     """A new pool; ConflictError if the name is taken, ValueError for an unknown kind."""
     name = name.strip()
     if not name or len(name) > 64:
-        raise ValueError("a pool needs a name of 1-64 characters")
+        raise InvalidInputError("a pool needs a name of 1-64 characters")
     try:
         pool_kind = PoolKind(kind)
     except ValueError:
-        raise ValueError(f"unknown pool kind {kind!r}: use shared, trusted or dedicated") from None
+        raise InvalidInputError(f"unknown pool kind {kind!r}: use shared, trusted or dedicated") from None
     try:
         with conn.begin_nested():
             key = conn.execute(ip_pools.insert().values(
@@ -87,7 +87,7 @@ def add_ip(conn: Connection, pool_name: str, address: str, now: datetime, *,
     try:
         normalised = str(ipaddress.ip_address(address.strip()))
     except ValueError:
-        raise ValueError(f"{address!r} is not an IP address") from None
+        raise InvalidInputError(f"{address!r} is not an IP address") from None
     pool = pool_by_name(conn, pool_name)
     day = len(schedule.daily) + 1 if warm else 1
     values = {"address": normalised, "pool_id": pool.id, "hostname": hostname.strip().rstrip("."),

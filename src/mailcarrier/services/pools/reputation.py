@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, or_, select, update
 
 from mailcarrier.domain.dns_checks import Check, CheckStatus
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.reputation_signals import SignalKind, find_signal
 from mailcarrier.services.pools.membership import accounts_on_ip, ip_by_address
 from mailcarrier.services.pools.values import DnsblResult, ReputationEvent
@@ -43,9 +44,9 @@ def record_reputation_event(conn: Connection, kind: SignalKind | str, now: datet
     """Record a trap hit or listing; the accounts on the IP at that moment become its neighbours."""
     event_kind = SignalKind(kind)
     if source not in _REPUTATION_SOURCES:
-        raise ValueError(f"unknown source {source!r}: use one of {', '.join(_REPUTATION_SOURCES)}")
+        raise InvalidInputError(f"unknown source {source!r}: use one of {', '.join(_REPUTATION_SOURCES)}")
     if ip_address is None and account_id is None:
-        raise ValueError("a trap hit or listing needs an IP, an account or both")
+        raise InvalidInputError("a trap hit or listing needs an IP, an account or both")
     when = occurred_at or now
     ip = ip_by_address(conn, str(ipaddress.ip_address(ip_address.strip()))) if ip_address else None
     key = conn.execute(reputation_events.insert().values(

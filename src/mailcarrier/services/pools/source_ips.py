@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.source_ip import IpStatus
 from mailcarrier.domain.source_ip import choose_source_ip as choose_from_statuses
 from mailcarrier.domain.throttle_rules import (
@@ -87,7 +88,7 @@ def choose_source_ip(conn: Connection, account_id: int, destination: str, now: d
     ``address`` None means wait; ``reasons`` say why.
     """
     if batch < 1:
-        raise ValueError("batch must be at least 1")
+        raise InvalidInputError("batch must be at least 1")
     rules = rules or load_throttle_rules()
     limits = rules.provider_for(destination)
     warmup_limits = warmup_limits or WarmupLimits()

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, case, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.warmup import (
     DayStats,
     WarmupLimits,
@@ -78,7 +79,7 @@ def release_reserved(conn: Connection, address: str, provider: str, reserved_at:
                      count: int) -> None:
     """Give back ``count`` messages reserved at ``reserved_at`` but never sent (uncount them)."""
     if count < 0:
-        raise ValueError("count cannot be negative")
+        raise InvalidInputError("count cannot be negative")
     if count == 0:
         return
     ip = ip_by_address(conn, address)
@@ -95,7 +96,7 @@ def record_ip_outcome(conn: Connection, address: str, day: date, *, bounced: int
                       complained: int = 0) -> None:
     """Count bounces and complaints against the day the IP sent them (they hold the ramp)."""
     if bounced < 0 or complained < 0:
-        raise ValueError("counts cannot be negative")
+        raise InvalidInputError("counts cannot be negative")
     ip = ip_by_address(conn, address)
     lock_pools(conn, [ip.pool_id])
     _bump(conn, ip_daily_volume, {"ip_id": ip.id, "day": day}, bounced=bounced, complained=complained)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.tracking import TokenPurpose, TrackingToken
 
 __all__ = ["STORED_HEADERS", "RawHit", "decode_hit", "encode_hit", "stored_headers"]
@@ -68,7 +69,7 @@ def decode_hit(record: bytes) -> RawHit:
                               int(delivery_id), int(link_id), int(expires_at))
     at = datetime.fromisoformat(data["t"])
     if at.tzinfo is None:
-        raise ValueError(f"spool record without a time zone: {data['t']!r}")
+        raise InvalidInputError(f"spool record without a time zone: {data['t']!r}")
     return RawHit(kind=str(data["k"]), at=at, method=str(data["m"]), ip=str(data["ip"]),
                   user_agent=str(data["ua"]), headers={str(k): str(v) for k, v in data["h"].items()},
                   token=token)
