@@ -1,5 +1,5 @@
-"""One source for each figure: the CLI, the API, the dashboard and the bounce report show the
-same headline figures for the demo's mailing (every recipient final) and for a mailing still
+"""One source for each figure: the CLI, the API, the dashboard, the webhooks and the bounce
+report show the same headline figures for the demo's mailing (every recipient final) and for a mailing still
 in progress (queued, retrying, delivered and bounced recipients at once)."""
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from mailcarrier.api.app import create_app
 from mailcarrier.cli import mailings_cmd
 from mailcarrier.cli.demo_cmd import run_demo
 from mailcarrier.config import Settings
-from mailcarrier.services import reports
+from mailcarrier.services import reports, webhooks
 from mailcarrier.services.figures import mailing_figures
 from mailcarrier.services.mailings import MailingDraft, create_mailing, send_mailing
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.tables import deliveries
+from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
 
 _TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 _FIGURE = re.compile(r'data-figure="([a-z_]+)">([0-9]+)<')
@@ -47,6 +48,7 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MAILCARRIER_")}
+    hooked_since = datetime.now(UTC) - timedelta(minutes=1)
     try:
         root = tmp_path_factory.mktemp("figures")
         done = run_demo(root / "demo", Console(record=True, width=120)).mailing_id
@@ -57,6 +59,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     with engine.begin() as conn:
         account_id = account_repo.account_by_slug(conn, "demo").id
         _, key = create_api_key(conn, account_id, "figures", ["*"], datetime.now(UTC))
+        conn.execute(webhook_endpoints.insert().values(  # stored as is: no delivery is attempted here
+            account_id=account_id, url="https://hooks.shop.example/mailcarrier", secret="s" * 32,
+            events=["mailing_finished"], active=True, description="", created_at=hooked_since))
     now = datetime.now(UTC)
     sending = create_mailing(engine, MailingDraft(account_id=account_id, from_address="news@shop.example",
                                                   subject="Second", text="Hello {{ first_name }}"), now)
@@ -134,3 +139,13 @@ async def test_cli_api_dashboard_and_report_show_the_same_figures(
     rate = next(r for r in report.mailing_rates if r.mailing_id == mailing_id)
     assert (rate.attempted, rate.bounced_hard) == (expected.sent, expected.bounced_hard)
     assert rate.rate == pytest.approx(expected.hard_bounce_rate)
+
+    webhooks.pump_activities(demo.engine, datetime.now(UTC))
+    with demo.engine.connect() as conn:
+        finished = [row.payload for row in conn.execute(select(webhook_outbox.c.payload).where(
+            webhook_outbox.c.event_type == "mailing_finished"))]
+    sent = [p["data"] for p in finished if p["data"]["mailing_id"] == mailing_id]
+    if which == "done":  # the webhook tells the figures the mailing finished with
+        assert len(sent) == 1 and sent[0]["figures"] == headline and sent[0]["state"] == "done"
+    else:
+        assert sent == []  # still sending: no event yet

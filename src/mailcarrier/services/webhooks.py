@@ -22,7 +22,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,10 +32,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.domain.outbound_targets import TargetPolicy, check_url
+from mailcarrier.services.figures import figures_of
 from mailcarrier.services.tracking.settle import settled_events
 from mailcarrier.storage.engine import run_write, write_transaction
 from mailcarrier.storage.report_tables import report_watermarks
-from mailcarrier.storage.tables import activities, attempts, contacts, deliveries
+from mailcarrier.storage.tables import activities, attempts, contacts, deliveries, mailings
 from mailcarrier.storage.webhook_tables import webhook_endpoints, webhook_outbox
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 EVENT_TYPES = ("delivered", "deferred", "bounced", "opened", "clicked", "complained",
-               "unsubscribed", "status_changed")
+               "unsubscribed", "status_changed", "mailing_finished")
 #: Activity type -> webhook event type.
 #: Opens and clicks are not taken from the history (it records people only) but from the
 #: settled tracking hits, which carry the human/machine verdict.
@@ -71,6 +72,7 @@ LEASE = timedelta(seconds=60)
 _WATERMARK = "webhook_pump"
 _HIT_WATERMARK = "webhook_hits"
 _ATTEMPT_WATERMARK = "webhook_attempts"
+_FINISHED_WATERMARK = "webhook_mailings_finished"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ def pump_activities(engine: Engine, now: datetime, *, chunk: int = 5000) -> int:
         queued += count
         if not more:
             break
-    for pump in (_pump_deferrals, _pump_hits):
+    for pump in (_pump_deferrals, _pump_hits, _pump_finished_mailings):
         while True:
             more, count = run_write(engine, functools.partial(_run_pump, pump, engine, now, chunk),
                                     what="queueing webhook events")
@@ -278,6 +280,45 @@ def _pump_deferrals(_engine: Engine, conn: Connection, now: datetime, chunk: int
         conn.execute(update(report_watermarks).where(report_watermarks.c.name == _ATTEMPT_WATERMARK)
                      .values(last_id=newest))
     return top is not None, count
+
+
+def _pump_finished_mailings(_engine: Engine, conn: Connection, now: datetime,
+                            chunk: int) -> tuple[bool, int]:
+    """A mailing whose every recipient is final becomes a ``mailing_finished`` event carrying its
+    headline figures (``services.figures``: the numbers the CLI, API and dashboard show).
+
+    The watermark holds the finish time in milliseconds (at first, the creation of the first
+    endpoint); mailings finished at that very millisecond are looked at again and
+    deduplicated by their event id. Late bounces can still change the figures afterwards:
+    the event says how the mailing stood when it finished.
+    """
+    last = _watermark(conn, _FINISHED_WATERMARK)
+    m = mailings.c
+    if last == 0:  # first run: from the first endpoint on, not every mailing ever finished
+        first = conn.execute(select(func.min(webhook_endpoints.c.created_at))).scalar()
+        if first is None:
+            return False, 0
+        last = int(first.timestamp() * 1000)
+    since = datetime.fromtimestamp(last / 1000, tz=UTC)
+    rows = list(conn.execute(select(m.id, m.account_id, m.state, m.finished_at).where(
+        m.state.in_(("done", "cancelled")), m.finished_at.is_not(None), m.finished_at >= since)
+        .order_by(m.finished_at, m.id).limit(chunk)))
+    if not rows:
+        return False, 0
+    hooked = _hooked_accounts(conn)
+    count = 0
+    for r in rows:
+        if r.account_id not in hooked:
+            continue
+        figures = figures_of(conn, r.account_id, [r.id])[r.id]
+        data = {"mailing_id": r.id, "state": r.state, "finished_at": r.finished_at.isoformat(),
+                "figures": figures.headline()}
+        count += enqueue_event(conn, r.account_id, "mailing_finished", data, now,
+                               event_id=f"mailing-{r.id}-finished")
+    newest = int(rows[-1].finished_at.timestamp() * 1000)
+    conn.execute(update(report_watermarks).where(report_watermarks.c.name == _FINISHED_WATERMARK)
+                 .values(last_id=newest))
+    return len(rows) == chunk and newest > last, count
 
 
 def _watermark(conn: Connection, name: str) -> int:
