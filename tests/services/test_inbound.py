@@ -23,7 +23,7 @@ from mailcarrier.services.inbound import (
 from mailcarrier.services.policies import warmup_schedule
 from mailcarrier.services.pools import membership
 from mailcarrier.storage.pool_tables import ip_daily_volume
-from mailcarrier.storage.tables import attempts, deliveries
+from mailcarrier.storage.tables import activities, attempts, deliveries, mailings
 from tests.inbound.factory import (
     CTX,
     T0,
@@ -272,3 +272,23 @@ def test_two_processors_never_act_on_the_same_email(world: World) -> None:
     assert states.count("processed") == len(raws) and states.count("duplicate") == len(raws) * 4
     for sent in world.sent.values():
         assert contact(world.engine, sent.contact_id)["total_bounces"] == 1
+
+
+def test_late_bounce_of_a_test_send_is_recorded_on_the_delivery_and_never_changes_the_contact(
+        world: World) -> None:
+    # Seed 003: a test mailing goes to named test addresses and never changes a contact's
+    # status, whether its outcome comes back during the session or later by email.
+    with world.engine.begin() as conn:
+        conn.execute(mailings.update().where(mailings.c.id == world.mailing_id).values(kind="test"))
+    ann = world.sent["ann@aol.test"]
+    receive(world, dsn(to=ann.return_path, recipient=ann.email), envelope_to=(ann.return_path,))
+    row = delivery(world.engine, ann.delivery_id)
+    assert (row["state"], row["last_reason"], row["last_category"]) == ("bounced_hard", "userunknown", 2)
+    person = contact(world.engine, ann.contact_id)
+    assert person["status"] == "active" and not person["email_invalid"]
+    with world.engine.connect() as conn:
+        bounces = conn.execute(select(activities.c.id).where(activities.c.contact_id == ann.contact_id,
+                                                             activities.c.type == "hard_bounce")).all()
+    assert bounces == []
+    [stored] = list_inbound(world.engine)
+    assert (stored.state, stored.match_method) == ("processed", "verp")

@@ -419,7 +419,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         # SQLite): what they decide from (delivery states, bounces already counted) cannot
         # change before the writes. Run again from here if the unit is retried.
         _match(conn, live, ctx, now)
-        batch.events, batch.flips = _plan(conn, live, ctx, now)
+        batch.events, batch.flips, batch.test_rows = _plan(conn, live, ctx, now)
         batch.parked = [(r.stored.id, waiting, f"waiting for the send of delivery {waiting} to be recorded",
                          r.kind) for r in readings if (waiting := r.waiting_for) is not None]
         parked_ids = {row_id for row_id, *_rest in batch.parked}
@@ -431,7 +431,7 @@ def process_pending(engine: Engine, ctx: InboundContext, now: datetime, *,
         # between two steps cannot leave a bounce half applied (its delivery flipped but
         # not counted against the sending IP, or the emails still claimed and read again).
         summary.bounced_deliveries = store.flip_deliveries(
-            conn, _delivery_rows(batch.events, transitions, batch.flips, now))
+            conn, _delivery_rows(batch.events, transitions, batch.flips, now) + batch.test_rows)
         store.save_results(conn, batch.results)
         store.park_waiting(conn, batch.parked, now)
         if batch.events:
@@ -463,6 +463,7 @@ class _Batch:
 
     events: list[tuple[ContactEventRecord, Attribution]] = field(default_factory=list)
     flips: set[int] = field(default_factory=set)
+    test_rows: list[dict[str, Any]] = field(default_factory=list)
     parked: list[tuple[int, int, str, str | None]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -494,7 +495,9 @@ def _match(conn: Any, readings: list[_Reading], ctx: InboundContext, now: dateti
                                   by_recipient=by_rcpt)
 
 
-_Plan = tuple[list[tuple[ContactEventRecord, Attribution]], set[int]]
+#: The contact events to apply, the deliveries they flip, and the delivery rows flipped without
+#: a contact event (bounces of test sends: seed 003, a test send never changes a contact).
+_Plan = tuple[list[tuple[ContactEventRecord, Attribution]], set[int], list[dict[str, Any]]]
 _IN_FLIGHT_STATES = ("queued", "in_progress")
 #: Only these methods prove which message bounced; a bounce matched by them may wait for its send.
 _VERIFIED_METHODS = ("verp", "message_id")
@@ -535,7 +538,14 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
                 continue
             wanted.append((reading, attribution, kind))
     if not wanted:
-        return [], set()
+        return [], set(), []
+    tests = store.test_mailings(conn, {a.delivery.mailing_id for _, a, _k in wanted})
+    test_rows = [_test_send_row(a, now) for _, a, k in wanted
+                 if a.delivery.mailing_id in tests and k is not EventKind.COMPLAINT and a.record is not None
+                 and a.delivery.state in _SENT_STATES]
+    wanted = [(r, a, k) for r, a, k in wanted if a.delivery.mailing_id not in tests]
+    if not wanted:
+        return [], set(), test_rows
     seen = store.seen_activities(conn, (a.delivery for _, a, _k in wanted), _COUNTED)
     pairs = {(a.delivery.mailing_id, a.delivery.domain) for _, a, k in wanted
              if a.record is not None and a.record.category == Category.INVALID_ADDRESS}
@@ -564,7 +574,20 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
         if kind is not EventKind.COMPLAINT:
             flips.add(delivery.id)
         events.append((_contact_record(reading, attribution, kind, evidence), attribution))
-    return events, flips
+    return events, flips, test_rows
+
+
+def _test_send_row(attribution: Attribution, now: datetime) -> dict[str, Any]:
+    """The delivery row of a test send's late bounce: recorded on the delivery, not the contact."""
+    record = attribution.record
+    assert record is not None
+    category = Category(record.category)
+    return {"delivery_id": attribution.delivery.id,
+            "state": "bounced_hard" if category.is_hard else "bounced_soft",
+            "last_reason": record.reason.value, "last_category": int(category),
+            "last_reply_code": record.reply_code, "last_enhanced_status": record.status,
+            "last_diagnostic": record.diagnostic[:2000] or None, "suspected_filtering": False,
+            "final_at": now}
 
 
 def _contact_record(reading: _Reading, attribution: Attribution, kind: EventKind,

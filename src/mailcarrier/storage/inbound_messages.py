@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, and_, bindparam, case, cast, exists, func, or_, select, update
 
 from mailcarrier.storage.inbound_tables import inbound_messages
-from mailcarrier.storage.tables import activities, attempts, deliveries
+from mailcarrier.storage.tables import activities, attempts, deliveries, mailings
 
 __all__ = [
     "DeliveryRef",
@@ -39,6 +39,7 @@ __all__ = [
     "release_to_pending",
     "save_results",
     "seen_activities",
+    "test_mailings",
 ]
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit with room to spare
@@ -285,6 +286,15 @@ def recent_deliveries_by_email(conn: Connection, emails: Iterable[str],
     for refs in found.values():
         refs.sort(key=lambda r: (r.last_seen_at is not None, r.last_seen_at, r.id), reverse=True)
     return found
+
+
+def test_mailings(conn: Connection, mailing_ids: Iterable[int]) -> set[int]:
+    """Which of these mailings are test sends (their outcomes never change a contact)."""
+    ids = sorted(set(mailing_ids))
+    if not ids:
+        return set()
+    return set(conn.execute(select(mailings.c.id).where(mailings.c.id.in_(ids),
+                                                        mailings.c.kind == "test")).scalars())
 
 
 def seen_activities(conn: Connection, refs: Iterable[DeliveryRef],
