@@ -8,8 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcarrier.domain.patterns import lowercase_pattern
-from mailcarrier.domain.reason import family_parts, reason_table
+from mailcarrier.domain.patterns import family_parts, lowercase_pattern
+from mailcarrier.domain.reason import reason_table
 
 from .reply_cases import reply_cases
 
@@ -61,3 +61,12 @@ def test_case_flag_and_group_references_keep_the_family_whole() -> None:
     assert family_parts((r"(a)b\1", "c")) == (re.compile(r"(?:(a)b\1)|(?:c)"),)
     # No pattern at all: the empty alternation matches any text, as before.
     assert _split_finds((), "anything")
+
+
+def test_a_pattern_with_its_own_top_level_alternatives_stays_whole() -> None:
+    # "abc|def" is two alternatives: grouped under "a" it would read "a(?:bc|def)".
+    sources = ("abc|def", "(?:a|b)x|y", "[|(]z")
+    for text, found in [("def", True), ("adef", True), ("y", True), ("bx", True), ("(z", True),
+                        ("|z", True), ("ab", False), ("z", False)]:
+        assert _split_finds(sources, text) is found, text
+        assert (_whole(sources).search(text) is not None) is found, text

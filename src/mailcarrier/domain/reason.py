@@ -20,14 +20,13 @@ from importlib import resources
 
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.evidence import Evidence
-from mailcarrier.domain.patterns import lowercase_pattern
+from mailcarrier.domain.patterns import family_parts, lowercase_pattern
 from mailcarrier.domain.remote_hosts import remote_host_rules
 from mailcarrier.domain.rules_engine import PROVIDER_CODES, PROVIDER_WORDING, Rule, RuleSet
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
-__all__ = ["ReasonTable", "RuleTiers", "clear_cache", "compile_reason_table", "decide_reason", "family_parts",
-           "reason_table",
+__all__ = ["ReasonTable", "RuleTiers", "clear_cache", "compile_reason_table", "decide_reason", "reason_table",
            "rule_tiers"]
 
 
@@ -44,8 +43,9 @@ class ReasonTable:
     patterns: dict[Reason, re.Pattern[str]]
     #: Each reason's patterns as written, in file order (for tracing which one matched).
     sources: dict[Reason, tuple[str, ...]]
-    #: Each family as the regexes :func:`family_parts` splits it into: searched in turn,
-    #: they find a match exactly when the family's one alternation does, several times faster.
+    #: Each family as the regexes :func:`~mailcarrier.domain.patterns.family_parts` splits it
+    #: into: searched in turn, they find a match exactly when the family's one alternation
+    #: does, several times faster.
     parts: dict[Reason, tuple[re.Pattern[str], ...]]
 
     def match(self, reason: Reason, text: str) -> bool:
@@ -73,81 +73,6 @@ class ReasonTable:
 @lru_cache(maxsize=8192)
 def _family_match(table: ReasonTable, reason: Reason, text: str) -> bool:
     return any(part.search(text) is not None for part in table.parts.get(reason, ()))
-
-
-# A pattern whose first element is one plain character: the regex engine skips such an
-# alternative of an alternation with one comparison, and an alternation of them all with
-# the same first character is searched for that character before anything is tried.
-_SPECIAL = frozenset("\\[](){}|.^$*+?")
-_QUANTIFIER = frozenset("*+?{")
-# Anything that refers to a group by number or name: splitting would renumber the groups.
-_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
-
-
-def _plain_head(pattern: str) -> bool:
-    return bool(pattern) and pattern[0] not in _SPECIAL and pattern[1:2] not in _QUANTIFIER
-
-
-def _expand_head(pattern: str, budget: int = 16) -> list[str]:
-    """``pattern`` as alternatives that together match exactly what it matches, each
-    beginning with a plain character where a leading group of plain alternatives allows.
-
-    ``(?:a|b)R`` matches where ``aR`` or ``bR`` does, and ``(?:a|b)?R`` where ``aR``, ``bR``
-    or ``R`` does: identities of regular expressions. Anything else is left as written.
-    """
-    if not pattern.startswith("(?:"):
-        return [pattern]
-    end = pattern.find(")", 3)
-    inner = pattern[3:end]
-    if end < 0 or any(c in inner for c in "\\[]()"):
-        return [pattern]
-    rest = pattern[end + 1:]
-    choices = inner.split("|")
-    if rest[:1] == "?":
-        rest = rest[1:]
-        if rest[:1] in ("?", "+"):
-            return [pattern]  # lazy or possessive: keep it as it is
-        choices.append("")
-    if rest[:1] in _QUANTIFIER or len(choices) > budget:
-        return [pattern]
-    out: list[str] = []
-    for choice in choices:
-        out += _expand_head(choice + rest, budget - len(choices))
-    return out
-
-
-def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    """The regexes that, searched in turn, find a match exactly when the alternation of
-    ``sources`` (``(?:p1)|(?:p2)|...``, compiled by :func:`lowercase_pattern`) does.
-
-    An alternation's search tries every alternative at every position of the text when
-    one alternative begins with a group, a class or an assertion, and tries them one by
-    one wherever it does try. Leading groups of plain words are expanded, the alternatives
-    that begin with a plain character are grouped under it (``c(?:r1|r2)|d(?:...)``: one
-    comparison per first character, and the engine skips at C speed to where one of them
-    occurs), the others are searched apart. A text holds a match of an alternation exactly
-    when it holds a match of one alternative, so the parts together find the same; the
-    case flag is the whole family's.
-    """
-    whole = "|".join(f"(?:{p})" for p in sources)
-    flags = 0 if whole == whole.lower() else re.IGNORECASE
-    if not sources or any(_GROUP_REFERENCE.search(p) for p in sources):
-        # (An empty family compiles to the empty pattern, which matches any text.)
-        return (re.compile(whole, flags),)
-    by_head: dict[str, list[str]] = {}
-    others: list[str] = []
-    for source in sources:
-        for alternative in _expand_head(source):
-            if _plain_head(alternative):
-                by_head.setdefault(alternative[0], []).append(alternative[1:])
-            else:
-                others.append(alternative)
-    # "c(?:r1|r2)" for the alternatives "cr1" and "cr2": the first character is a single
-    # plain one, so what follows it is a pattern of its own.
-    headed = "|".join(head + "(?:" + "|".join(f"(?:{r})" for r in rests) + ")"
-                      for head, rests in by_head.items())
-    groups = [g for g in (headed, "|".join(f"(?:{p})" for p in others)) if g]
-    return tuple(re.compile(group, flags) for group in groups)
 
 
 def _reasons(values: object, key: str) -> tuple[Reason, ...]:
