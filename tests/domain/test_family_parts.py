@@ -8,6 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailcarrier.domain.detectors.base import wording
 from mailcarrier.domain.patterns import family_parts, lowercase_pattern
 from mailcarrier.domain.reason import reason_table
 
@@ -70,3 +71,14 @@ def test_a_pattern_with_its_own_top_level_alternatives_stays_whole() -> None:
                         ("|z", True), ("ab", False), ("z", False)]:
         assert _split_finds(sources, text) is found, text
         assert (_whole(sources).search(text) is not None) is found, text
+
+
+def test_detector_gates_rule_out_only_texts_no_pattern_matches() -> None:
+    words = wording()
+    texts = [case.reply.lower() for case in reply_cases()] + [
+        "after rcpt to: 550 no", "retry timeout exceeded", "mailbox is full", "banner", "nothing here"]
+    for patterns, gate in ((words.commands, words.command_gate), (words.hints, words.hint_gate)):
+        assert gate
+        for text in texts:
+            anywhere = any(p.search(text) for p, _ in patterns)
+            assert any(g.search(text) for g in gate) is anywhere, text

@@ -32,10 +32,19 @@ def _plain_head(pattern: str) -> bool:
 def _one_branch(pattern: str) -> bool:
     """Whether ``pattern`` has no ``|`` outside groups (so a part of it is not one
     alternative of its own); True only when that is sure, for a valid pattern."""
+    branches = _branches(pattern)
+    return branches is not None and len(branches) == 1
+
+
+def _branches(pattern: str) -> list[str] | None:
+    """The alternatives of ``pattern``'s ``|`` outside groups (``a|b(?:c|d)`` is ``a`` and
+    ``b(?:c|d)``), for a valid pattern; None when that is not sure."""
     if "(?#" in pattern:
-        return False  # a comment may hold anything
+        return None  # a comment may hold anything
     depth = 0
     at = 0
+    start = 0
+    branches: list[str] = []
     while at < len(pattern):
         char = pattern[at]
         if char == "\\":
@@ -55,9 +64,11 @@ def _one_branch(pattern: str) -> bool:
         elif char == ")":
             depth -= 1
         elif char == "|" and depth <= 0:
-            return False
+            branches.append(pattern[start:at])
+            start = at + 1
         at += 1
-    return True
+    branches.append(pattern[start:])
+    return branches
 
 
 def _expand_head(pattern: str, budget: int = 16) -> list[str]:
@@ -97,7 +108,8 @@ def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     one wherever it does try. Leading groups of plain words are expanded, the alternatives
     that begin with a plain character are grouped under it (``c(?:r1|r2)|d(?:...)``: one
     comparison per first character, and the engine skips at C speed to where one of them
-    occurs), the others are searched apart. A text holds a match of an alternation exactly
+    occurs), the others are searched apart; a pattern's own top-level alternatives count as
+    alternatives of the family. A text holds a match of an alternation exactly
     when it holds a match of one alternative, so the parts together find the same; the
     case flag is the whole family's.
     """
@@ -109,7 +121,7 @@ def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     by_head: dict[str, list[str]] = {}
     others: list[str] = []
     for source in sources:
-        for alternative in _expand_head(source):
+        for alternative in (a for branch in _branches(source) or [source] for a in _expand_head(branch)):
             if _plain_head(alternative) and _one_branch(alternative):
                 by_head.setdefault(alternative[0], []).append(alternative[1:])
             else:

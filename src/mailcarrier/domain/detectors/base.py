@@ -18,7 +18,7 @@ from typing import Protocol
 from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.errors import RuleFileError
-from mailcarrier.domain.patterns import lowercase_pattern
+from mailcarrier.domain.patterns import family_parts, lowercase_pattern
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
@@ -196,9 +196,15 @@ class Wording:
     markers: re.Pattern[str]
     original: re.Pattern[str]
     recipient_hints: tuple[tuple[re.Pattern[str], Reason], ...] = ()
+    #: All command (hint) patterns as one family (:func:`family_parts`): a text none of
+    #: them matches is ruled out with one or two searches instead of one per pattern.
+    command_gate: tuple[re.Pattern[str], ...] = ()
+    hint_gate: tuple[re.Pattern[str], ...] = ()
 
     def command_in(self, text: str) -> SMTPStage:
         text = text.lower()  # patterns are lowercase: no case-folding per character
+        if self.command_gate and not any(gate.search(text) for gate in self.command_gate):
+            return SMTPStage.UNKNOWN
         for pattern, stage in self.commands:
             if pattern.search(text):
                 return stage
@@ -206,6 +212,8 @@ class Wording:
 
     def hint_in(self, text: str) -> Reason | None:
         text = text.lower()
+        if self.hint_gate and not any(gate.search(text) for gate in self.hint_gate):
+            return None
         for pattern, reason in self.hints:
             if pattern.search(text):
                 return reason
@@ -246,4 +254,7 @@ def compile_wording(data: str) -> Wording:
                         re.IGNORECASE | re.MULTILINE)
     except (tomllib.TOMLDecodeError, KeyError, ValueError, TypeError, AttributeError, re.error) as exc:
         raise RuleFileError(f"detectors.toml: {exc}") from None
-    return Wording(commands, hints, markers, original, recipient_hints)
+    # The gates match wherever one of the patterns does (case-insensitive when one is).
+    return Wording(commands, hints, markers, original, recipient_hints,
+                   family_parts(tuple(p.pattern for p, _ in commands)) if commands else (),
+                   family_parts(tuple(p.pattern for p, _ in hints)) if hints else ())
