@@ -243,7 +243,9 @@ class RuleTiers:
     stage: RuleSet  #: wording that means something particular at one SMTP stage (stage.toml)
     providers: RuleSet  #: providers' own wording, asked when nothing general explains (tier "wording")
     fallback: RuleSet  #: what a bare reply code means at a known stage (fallback.toml)
-    code_gate: re.Pattern[str]
+    #: Matches wherever one of the ``codes`` rules' texts does (all of them have one), as
+    #: :func:`~mailcarrier.domain.patterns.family_parts`; otherwise the empty pattern.
+    code_gate: tuple[re.Pattern[str], ...]
 
 
 _SHIPPED = (PROVIDER_CODES, "stage.toml", PROVIDER_WORDING, "fallback.toml")
@@ -257,8 +259,8 @@ def rule_tiers(rules: RuleSet) -> RuleTiers:
         shipped = next((name for name in _SHIPPED if rule.origin.startswith(name)), "user")
         groups[shipped].append(rule)
     texts = [r.text.pattern for r in groups[PROVIDER_CODES] if r.text is not None]
-    gate = (lowercase_pattern("|".join(f"(?:{t})" for t in texts))
-            if texts and len(texts) == len(groups[PROVIDER_CODES]) else re.compile(""))
+    gate = (family_parts(tuple(texts))
+            if texts and len(texts) == len(groups[PROVIDER_CODES]) else (re.compile(""),))
     return RuleTiers(RuleSet(tuple(groups["user"])), RuleSet(tuple(groups[PROVIDER_CODES])),
                      RuleSet(tuple(groups["stage.toml"])), RuleSet(tuple(groups[PROVIDER_WORDING])),
                      RuleSet(tuple(groups["fallback.toml"])), gate)
@@ -340,7 +342,7 @@ def _early(tiers: RuleTiers, evidence: Evidence) -> Decision | None:
     if hint is not None and hint not in _WEAK_HINTS:
         return hint, f"detector:{hint.value}", None
     text = masked.lower()
-    if tiers.code_gate.search(text) is not None:
+    if any(gate.search(text) is not None for gate in tiers.code_gate):
         # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason
         # more exactly than the RFC 3463 status it comes with or the stage.
         found = _from_rule(tiers.codes.first_match(code, status, evidence.command, text))
