@@ -1,22 +1,30 @@
-"""One error model: every deliberate error has a kind, and each kind one API problem type and
-status and one CLI exit status; errors that stood outside the root now derive from it."""
+"""One error model: every deliberate error has a kind, and each kind its own API problem type
+and status and its own CLI exit status, from one table; errors that stood outside the root now
+derive from it."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import os
 import pkgutil
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import typer
 from fastapi import FastAPI
+from typer.testing import CliRunner
 
 import mailcarrier
+from mailcarrier.api.app import create_app
 from mailcarrier.api.problems import PROBLEM_JSON, PROBLEM_TYPES, install_problem_handlers
+from mailcarrier.cli import main as cli_main
 from mailcarrier.cli.error_kinds import EXIT_CODES, run
 from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.config import Settings
 from mailcarrier.domain.errors import (
     ConflictError,
     DeliveryTimeoutError,
@@ -28,7 +36,13 @@ from mailcarrier.domain.errors import (
     UnavailableError,
 )
 from mailcarrier.services.composition import TemplateRenderError
-from mailcarrier.services.hygiene import DnsQueryError
+from mailcarrier.services.hygiene import DnsQueryError, DomainNotSendableError
+from mailcarrier.storage import accounts as account_repo
+from mailcarrier.storage.api_keys import create_api_key
+from mailcarrier.storage.engine import make_engine
+from mailcarrier.storage.migrate import upgrade
+from tests.services.local_dns import local_dns
+from tests.services.test_hygiene import ZONE
 
 EXAMPLES: dict[ErrorKind, MailcarrierError] = {
     ErrorKind.NOT_FOUND: NotFoundError("mailing 7 not found in account 1"),
@@ -52,13 +66,124 @@ def _every_error_class() -> list[type[MailcarrierError]]:
     return found
 
 
-def test_each_kind_has_its_own_problem_type_and_status_and_an_exit_status() -> None:
+def test_each_kind_has_its_own_problem_type_status_and_exit_status_from_one_table() -> None:
     assert set(PROBLEM_TYPES) == set(ErrorKind) == set(EXIT_CODES)
     types = [problem_type for problem_type, _status in PROBLEM_TYPES.values()]
     statuses = [status for _type, status in PROBLEM_TYPES.values()]
+    codes = [int(code) for code in EXIT_CODES.values()]
     assert len(set(types)) == len(types) and len(set(statuses)) == len(statuses)
-    assert EXIT_CODES[ErrorKind.REFUSED_BY_POLICY] is ExitCode.REFUSED
-    assert all(code is not ExitCode.OK for code in EXIT_CODES.values())
+    assert len(set(codes)) == len(codes)  # one-to-one: a script tells the kinds apart by status alone
+    for kind in ErrorKind:  # the API and the CLI read the same table
+        assert PROBLEM_TYPES[kind] == (kind.problem_type, kind.http_status)
+        assert kind.problem_type == f"urn:mailcarrier:problem:{kind.value}"
+        assert EXIT_CODES[kind] == kind.exit_status
+    assert {kind: int(code) for kind, code in EXIT_CODES.items()} == {
+        ErrorKind.NOT_FOUND: 7, ErrorKind.CONFLICT: 8, ErrorKind.INVALID_INPUT: 9,
+        ErrorKind.UNAVAILABLE: 10, ErrorKind.REFUSED_BY_POLICY: 5}
+    # the general statuses keep their meaning: no kind takes 0-4 or 6
+    general = {ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.CHECK_FAILED, ExitCode.PARTIAL,
+               ExitCode.INCONSISTENT}
+    assert [int(code) for code in sorted(general)] == [0, 1, 2, 3, 4, 6]
+    assert not general & set(EXIT_CODES.values())
+
+
+def test_top_level_help_lists_each_kinds_exit_status() -> None:
+    shown = CliRunner().invoke(cli_main.app, ["--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    for kind, code in EXIT_CODES.items():
+        words = kind.value.replace("-by-", " by ").replace("-", " ")
+        assert any(line.strip().startswith(f"{int(code)}  ") and words in line
+                   for line in shown.stdout.splitlines()), (kind, shown.stdout)
+
+
+def test_refusal_by_sender_hygiene_is_refused_by_policy_not_a_conflict() -> None:
+    """The CLI ended a hygiene refusal with 5 (refused) while the API said 409 (conflict)."""
+    assert DomainNotSendableError.kind is ErrorKind.REFUSED_BY_POLICY
+
+
+def _silent_listener() -> socket.socket:
+    """A TCP port that accepts connections and never says a word (an IMAP server that hangs)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    return listener
+
+
+def test_each_kind_ends_a_real_command_with_its_own_exit_status(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("MAILCARRIER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILCARRIER_DATA_DIR", str(tmp_path / "data"))
+    db = f"sqlite:///{tmp_path / 'mc.db'}"
+    url = ["--database-url", db]
+    invoke = CliRunner(env={"COLUMNS": "200"}).invoke
+    (tmp_path / "c.csv").write_text("email\nann@example.com\n", encoding="utf-8")
+    (tmp_path / "m.txt").write_text("Hello\nUnsubscribe: {{ unsubscribe_url }}\n", encoding="utf-8")
+    for step in (["db", "upgrade"], ["accounts", "create", "shop"], ["pools", "create", "house", "dedicated"],
+                 ["pools", "add-ip", "house", "127.0.0.2", "--warm"], ["pools", "assign", "shop", "house"],
+                 ["contacts", "import", "c.csv", "--audience", "news", "--account", "shop"],
+                 ["mailings", "create", "--subject", "Hi", "--from", "news@bad.test", "--audience", "news",
+                  "--text", "m.txt", "--account", "shop"]):
+        done = invoke(cli_main.app, [*step, *url])
+        assert done.exit_code == 0, (step, done.output)
+
+    ended = {
+        ErrorKind.NOT_FOUND: invoke(cli_main.app, ["mailings", "show", "999", "--account", "shop", *url]),
+        ErrorKind.CONFLICT: invoke(cli_main.app, ["accounts", "create", "shop", *url]),
+        ErrorKind.INVALID_INPUT: invoke(cli_main.app, ["accounts", "create", "a b", *url]),
+    }
+    with _silent_listener() as imap:
+        ended[ErrorKind.UNAVAILABLE] = invoke(cli_main.app, ["bounces", "import", "--imap"], env={
+            "MAILCARRIER_DATABASE_URL": db, "MAILCARRIER_SECRET_KEY": "k" * 32,
+            "MAILCARRIER_BOUNCE_DOMAIN": "bounces.shop.test", "MAILCARRIER_IMAP_HOST": "127.0.0.1",
+            "MAILCARRIER_IMAP_PORT": str(imap.getsockname()[1]), "MAILCARRIER_IMAP_TLS": "false",
+            "MAILCARRIER_IMAP_STARTTLS": "false", "MAILCARRIER_IMAP_USER": "u",
+            "MAILCARRIER_IMAP_PASSWORD": "p", "MAILCARRIER_IMAP_TIMEOUT": "0.5"})
+    with local_dns(ZONE) as resolver:  # bad.test fails sender hygiene: the pool refuses its mail
+        for key, value in {"DKIM_SELECTOR": "s1", "BOUNCE_DOMAIN": "bounces.good.test",
+                           "HOSTNAME": "mx.mailcarrier.test",
+                           "HYGIENE_NAMESERVER": f"127.0.0.1:{resolver.port}"}.items():
+            monkeypatch.setenv(f"MAILCARRIER_{key}", value)
+        ended[ErrorKind.REFUSED_BY_POLICY] = invoke(cli_main.app, ["mailings", "send", "1", "--account", "shop",
+                                                                   *url])
+
+    reasons = {ErrorKind.NOT_FOUND: "mailing 999 not found", ErrorKind.CONFLICT: "already exists",
+               ErrorKind.INVALID_INPUT: "invalid account slug", ErrorKind.UNAVAILABLE: "did not answer",
+               ErrorKind.REFUSED_BY_POLICY: "bad.test"}
+    for kind, result in ended.items():
+        assert result.exit_code == EXIT_CODES[kind] == kind.exit_status, (kind, result.output)
+        assert reasons[kind] in result.output and "Traceback" not in result.output, (kind, result.output)
+    assert len({result.exit_code for result in ended.values()}) == len(ErrorKind)
+
+
+async def test_the_real_api_answers_domain_errors_with_their_kinds_problem_type(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'mc.db'}")
+    upgrade(engine)
+    now = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        shop = account_repo.create_account(conn, "shop", "Shop", now)
+        _, key = create_api_key(conn, shop.id, "k", ["audiences:*"], now)
+    settings = Settings(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
+                        public_url="http://mc.test")
+    app = create_app(settings, engine, clock=lambda: now)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mc.test", headers=headers) as http:
+            made = await http.post("/api/v1/audiences", json={"name": "news"})
+            answers = {
+                ErrorKind.CONFLICT: await http.post("/api/v1/audiences", json={"name": "news"}),
+                ErrorKind.INVALID_INPUT: await http.post("/api/v1/audiences", json={"name": "  "}),
+                ErrorKind.NOT_FOUND: await http.get("/api/v1/audiences/999"),
+            }
+    engine.dispose()
+    assert made.status_code == 201, made.text
+    for kind, response in answers.items():
+        assert response.status_code == kind.http_status, (kind, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM_JSON)
+        assert response.json()["type"] == kind.problem_type, (kind, response.text)
 
 
 def test_every_error_class_of_the_package_has_a_kind() -> None:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailcarrier.api.app import create_app
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.main import app as cli
 from mailcarrier.config import Settings
 from mailcarrier.storage.engine import make_engine
@@ -64,7 +65,7 @@ async def test_issued_key_opens_its_scopes_only_until_revoked(world: tuple[Setti
 
     # another account cannot revoke it
     refused = runner.invoke(cli, ["accounts", "keys", "revoke", "other", prefix, "--database-url", url])
-    assert refused.exit_code == 1 and "no API key" in refused.output
+    assert refused.exit_code == ExitCode.NOT_FOUND and "no API key" in refused.output
     _invoke("accounts", "keys", "revoke", "acme", prefix, "--database-url", url)
     assert (await _get(settings, url, key, "/api/v1/audiences")).status_code == 401
 
@@ -73,10 +74,10 @@ def test_bad_requests_are_clear_errors(world: tuple[Settings, str]) -> None:
     _, url = world
     unknown = runner.invoke(cli, ["accounts", "keys", "create", "nobody", "--name", "x",
                                   "--database-url", url])
-    assert unknown.exit_code == 1 and "nobody" in unknown.output
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "nobody" in unknown.output
     blank = runner.invoke(cli, ["accounts", "keys", "create", "acme", "--name", " ",
                                 "--database-url", url])
-    assert blank.exit_code == 1 and "name" in blank.output
+    assert blank.exit_code == ExitCode.INVALID_INPUT and "name" in blank.output
 
 
 def test_unknown_scopes_are_refused_and_nothing_is_stored(world: tuple[Settings, str]) -> None:

@@ -8,6 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from mailcarrier.cli import accounts_cmd, audiences_cmd, contacts_cmd, db_cmd
+from mailcarrier.cli.exit_codes import ExitCode
 
 app = typer.Typer()
 app.add_typer(db_cmd.app, name="db")
@@ -22,7 +23,7 @@ def test_full_flow(tmp_path: Path) -> None:
     assert run(app, ["db", "upgrade", *url]).exit_code == 0
     assert run(app, ["accounts", "create", "acme", "--name", "Acme", *url]).exit_code == 0
     dup = run(app, ["accounts", "create", "acme", *url])
-    assert dup.exit_code == 1 and "already exists" in dup.output
+    assert dup.exit_code == ExitCode.CONFLICT and "already exists" in dup.output
     assert "acme" in run(app, ["accounts", "list", *url]).output
     assert run(app, ["audiences", "create", "news", "--account", "acme", *url]).exit_code == 0
     assert "news" in run(app, ["audiences", "list", "--account", "acme", *url]).output
@@ -40,6 +41,6 @@ def test_full_flow(tmp_path: Path) -> None:
     history = run(app, ["contacts", "show", "ann@example.com", "--account", "acme", *url])
     assert "reactivate" in history.output and "alice" in history.output
     missing = run(app, ["contacts", "show", "zed@example.com", "--account", "acme", *url])
-    assert missing.exit_code == 1 and "no contact" in missing.output
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no contact" in missing.output
     other = run(app, ["contacts", "show", "ann@example.com", "--account", "nobody", *url])
-    assert other.exit_code == 1
+    assert other.exit_code == ExitCode.NOT_FOUND

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.main import app
 from mailcarrier.services.content_check import SpamdClient
 from mailcarrier.storage.contacts import add_contact
@@ -47,7 +48,7 @@ def test_content_check_reports_rules_and_consent(tmp_path: Path, spamd: SpamdCli
     assert report["consent_sources"] == [{"source": "opt_in", "kind": "opted_in", "contacts": 1}]
     assert table.exit_code == 0 and "SpamAssassin rule" in table.output and "postal address" in table.output
     missing = RUN(app, ["content", "check", "999", "--account", "acme", "--database-url", url])
-    assert missing.exit_code == 1 and "no mailing #999" in missing.output
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no mailing #999" in missing.output
     with local_dns(ZONE) as resolver:
         args[-4:-2] = ["--nameserver", f"127.0.0.1:{resolver.port}"]
         local = CliRunner(env={"COLUMNS": "300", "MAILCARRIER_PUBLIC_URL": "http://127.0.0.1:8025"}).invoke(

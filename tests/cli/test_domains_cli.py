@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.main import app
 from tests.services.local_dns import local_dns
 from tests.services.test_hygiene import ZONE
@@ -68,7 +69,7 @@ def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> 
     _, checks = run("good.test", "--account", "acme", *args, *url)
     assert {c["check"]: c["status"] for c in checks}["DNSBL bl.test for 127.0.0.2"] == "fail"
     result = runner.invoke(app, ["domains", "check", "good.test", "--account", "loner", *url])
-    assert result.exit_code == 1 and "on no pool" in result.output
+    assert result.exit_code == ExitCode.CONFLICT and "on no pool" in result.output
 
 
 def test_default_selector_is_the_one_keys_are_signed_with(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.main import app
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.transport import SmtpSession
@@ -44,7 +45,7 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     html.write_text('<p>Hi {{ first_name }} <a href="https://shop.example/sale">sale</a></p>', encoding="utf-8")
     bad = run(app, ["mailings", "create", "--subject", "Hi {{ frist_name }}", "--from", "n@shop.example",
                     "--html", str(html), "--audience", "news", "--account", "acme", *url])
-    assert bad.exit_code == 1 and "subject template" in bad.output
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "subject template" in bad.output
     created = run(app, ["mailings", "create", "--subject", "Hi {{ first_name }}", "--from", "n@shop.example",
                         "--html", str(html), "--audience", "news", "--field", "city=Oslo",
                         "--name", "oslo", "--account", "acme", *url])
@@ -93,7 +94,7 @@ def test_create_send_work_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     (row,) = json.loads(run(app, ["mailings", "list", "-f", "json", "--account", "acme", *url]).stdout)
     assert row["name"] == "oslo" and row["created_at"].startswith("20")
     cancel = run(app, ["mailings", "cancel", mailing_id, "--account", "acme", *url])
-    assert cancel.exit_code == 1 and "done" in cancel.output
+    assert cancel.exit_code == ExitCode.CONFLICT and "done" in cancel.output
 
 
 def test_dkim_generate_show_and_refuse_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +105,7 @@ def test_dkim_generate_show_and_refuse_overwrite(tmp_path: Path, monkeypatch: py
     assert made.exit_code == 0 and "k=ed25519" in made.output
     assert run(app, ["dkim", "show", "shop.example"]).output == made.output
     again = run(app, ["dkim", "generate", "shop.example"])
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == ExitCode.INVALID_INPUT and "already exists" in again.output
     rotated = run(app, ["dkim", "generate", "shop.example", "--algorithm", "rsa", "--force"])
     assert rotated.exit_code == 0 and "k=rsa" in rotated.output
 
@@ -199,5 +200,5 @@ def test_send_refused_by_sender_hygiene_exits_5(tmp_path: Path, monkeypatch: pyt
                            "HYGIENE_NAMESERVER": f"127.0.0.1:{resolver.port}"}.items():
             monkeypatch.setenv(f"MAILCARRIER_{key}", value)
         refused = run(app, ["mailings", "send", "1", "--account", "acme", *url])
-    assert refused.exit_code == 5, refused.output
+    assert refused.exit_code == ExitCode.REFUSED, refused.output
     assert "refused" in refused.output and "bad.test" in refused.output

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.main import app
 from tests.services.local_dns import local_dns
 
@@ -31,11 +32,11 @@ def setup(tmp_path: Path) -> list[str]:
 def test_pool_setup_and_errors(tmp_path: Path) -> None:
     url = setup(tmp_path)
     dup = RUN(app, ["pools", "create", "shared-1", "shared", *url])
-    assert dup.exit_code == 1 and "already exists" in dup.output
+    assert dup.exit_code == ExitCode.CONFLICT and "already exists" in dup.output
     bad = RUN(app, ["pools", "add-ip", "shared-1", "not-an-ip", *url])
-    assert bad.exit_code == 1 and "not an IP address" in bad.output
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "not an IP address" in bad.output
     unknown = RUN(app, ["pools", "add-ip", "shared-1", "127.0.0.5", "--schedule", "reckless", *url])
-    assert unknown.exit_code == 1 and "unknown schedule" in unknown.output
+    assert unknown.exit_code == ExitCode.INVALID_INPUT and "unknown schedule" in unknown.output
     listing = RUN(app, ["pools", "list", *url])
     assert "127.0.0.2" in listing.output and "acme, bolt" in listing.output
     assert "conservative day 1" in listing.output
@@ -71,7 +72,7 @@ def test_apply_approve_trap_and_evaluate(tmp_path: Path) -> None:
     assert enforced.exit_code == 0 and "moved" in enforced.output
     assert "acme, bolt" in RUN(app, ["pools", "list", *url]).output
     missing = RUN(app, ["pools", "approve", "99", "--who", "alice", *url])
-    assert missing.exit_code == 1 and "no pool application #99" in missing.output
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no pool application #99" in missing.output
 
 
 def test_dnsbl_check_and_throttle_log(tmp_path: Path) -> None:

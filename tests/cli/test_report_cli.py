@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from mailcarrier.cli import evidence_cmd, report_cmd, webhooks_cmd
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.services import webhooks
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
@@ -39,7 +40,7 @@ def test_report_mailing_prints_reconciled_buckets(tmp_path: Path) -> None:
     assert "bounced_hard" in result.output and str(len(RECIPIENTS)) in total_line
     assert "alert" in result.output and "mailboxfull" in result.output
     missing = CliRunner().invoke(app, ["report", "mailing", "999", *opts])
-    assert missing.exit_code == 1 and "no mailing 999" in missing.output
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no mailing 999" in missing.output
 
 
 def test_report_bounces(tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ def test_evidence_text_json_pdf(tmp_path: Path) -> None:
     made = CliRunner().invoke(app, ["evidence", "bob@example.com", "--format", "pdf", "-o", str(pdf), *opts])
     assert made.exit_code == 0 and pdf.read_bytes().startswith(b"%PDF-")
     unknown = CliRunner().invoke(app, ["evidence", "nobody@example.com", *opts])
-    assert unknown.exit_code == 1 and "no contact" in unknown.output
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "no contact" in unknown.output
 
 
 def test_webhooks_run_once(tmp_path: Path) -> None:

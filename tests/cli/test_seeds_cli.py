@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, select, update
 from typer.testing import CliRunner
 
 from mailcarrier.cli import accounts_cmd, contacts_cmd, db_cmd, mailings_cmd
+from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.storage.tables import contacts, deliveries, mailings
 
 app = typer.Typer()
@@ -35,7 +36,7 @@ def test_policy_segments_filtering_automation_and_test_sends(tmp_path: Path) -> 
     assert changed.exit_code == 0 and "contact policy emma" in changed.output
     assert "max_bounce_rate = 0.11" in changed.output
     bad = run(app, ["accounts", "policy", "acme", "--contact-policy", "strict", *url])
-    assert bad.exit_code == 1 and "marketo, emma" in bad.output
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "marketo, emma" in bad.output
     # contacts with bounce data
     source = tmp_path / "c.csv"
     source.write_text("email,first_name\nann@example.com,Ann\nbob@corp.example,Bob\n"
@@ -63,7 +64,7 @@ def test_policy_segments_filtering_automation_and_test_sends(tmp_path: Path) -> 
     assert run(app, ["contacts", "list", "--since", "March", *acme, *url]).exit_code == 2
     # decisions on the hold
     refused = run(app, ["contacts", "release", "ann@example.com", "--reason", "x", *acme, *url])
-    assert refused.exit_code == 1 and "not held" in refused.output
+    assert refused.exit_code == ExitCode.CONFLICT and "not held" in refused.output
     released = run(app, ["contacts", "release", "bob@corp.example", "--reason", "IT whitelisted us",
                          "--who", "alice", *acme, *url])
     assert released.exit_code == 0 and "active -> active" in released.output
@@ -83,7 +84,7 @@ def test_policy_segments_filtering_automation_and_test_sends(tmp_path: Path) -> 
     sent = run(app, ["mailings", "trigger", str(welcome), "--contact", "ann@example.com", *acme, *url])
     assert sent.exit_code == 0 and "queued for ann@example.com" in sent.output
     twice = run(app, ["mailings", "trigger", str(welcome), "--contact", "ann@example.com", *acme, *url])
-    assert twice.exit_code == 1 and "already had" in twice.output
+    assert twice.exit_code == ExitCode.CONFLICT and "already had" in twice.output
     # a test goes only to the addresses named, never to the audience
     regular = run(app, ["mailings", "create", "--subject", "News", "--from", "news@shop.example",
                         "--text", str(body), "--audience", "news", *acme, *url])

@@ -135,7 +135,7 @@ def test_gate_exemptions_tests_unpooled_accounts_and_the_setting(
     assert sender_checks.sender_hygiene_gate(_settings(tmp_path, nameserver, enforce_sender_hygiene=False)) is None
 
 
-async def test_api_send_answers_409_with_what_to_fix(
+async def test_api_send_answers_403_refused_by_policy_with_what_to_fix(
     empty_engine: Engine, acme: int, tmp_path: Path, nameserver: str,  # noqa: F811
 ) -> None:
     with empty_engine.begin() as conn:
@@ -149,8 +149,10 @@ async def test_api_send_answers_409_with_what_to_fix(
         async with httpx.AsyncClient(transport=transport, base_url="http://mc.test") as http:
             refused = await http.post(f"/api/v1/mailings/{bad}/send", headers=headers)
             sent = await http.post(f"/api/v1/mailings/{good}/send", headers=headers)
-    assert refused.status_code == 409, refused.text
+    # refused by policy, as the CLI's exit 5 says: not a conflict with the mailing's state
+    assert refused.status_code == 403, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["type"] == "urn:mailcarrier:problem:refused-by-policy"
     detail = refused.json()["detail"]
     assert "SPF bad.test for 127.0.0.2" in detail and "->" in detail
     assert sent.status_code == 200 and sent.json()["state"] == "sending"

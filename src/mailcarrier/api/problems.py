@@ -3,14 +3,17 @@
 Every error the API returns has the same shape, so clients handle one format: ``type``,
 ``title``, ``status``, ``detail`` and, for validation errors, ``errors``. Domain exceptions
 map here, once, instead of in every route: each :class:`~mailcarrier.domain.errors.ErrorKind`
-to one problem type and status (:data:`PROBLEM_TYPES`); an unexpected exception becomes a
+to its problem type and status (:data:`PROBLEM_TYPES`, from the kind table the CLI's exit
+statuses come from too); an unexpected exception becomes a
 500 whose body reveals nothing about the internals.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,14 +28,10 @@ __all__ = ["PROBLEM_JSON", "PROBLEM_TYPES", "ProblemError", "install_problem_han
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("mailcarrier.api")
 
-#: Each kind of domain error has one problem type and one status (domain/errors.py).
-PROBLEM_TYPES: dict[ErrorKind, tuple[str, int]] = {
-    ErrorKind.NOT_FOUND: ("urn:mailcarrier:problem:not-found", 404),
-    ErrorKind.CONFLICT: ("urn:mailcarrier:problem:conflict", 409),
-    ErrorKind.INVALID_INPUT: ("urn:mailcarrier:problem:invalid-input", 422),
-    ErrorKind.UNAVAILABLE: ("urn:mailcarrier:problem:unavailable", 503),
-    ErrorKind.REFUSED_BY_POLICY: ("urn:mailcarrier:problem:refused-by-policy", 403),
-}
+#: Each kind of domain error has one problem type and one status, from the kind table of
+#: domain/errors.py (which gives the CLI its exit statuses too).
+PROBLEM_TYPES: Mapping[ErrorKind, tuple[str, int]] = MappingProxyType(
+    {kind: (kind.problem_type, kind.http_status) for kind in ErrorKind})
 
 
 class ProblemError(MailcarrierError):

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from mailcarrier.api.auth import Principal, require_scopes
 from mailcarrier.api.context import AppContext, app_context
 from mailcarrier.api.pagination import MAX_ID, Cursor, Limit, Page, page_of
-from mailcarrier.api.problems import ProblemError
 from mailcarrier.api.validation import NO_NUL
 from mailcarrier.services import account_views as views
 from mailcarrier.storage import accounts as account_repo
@@ -39,13 +38,11 @@ def list_audiences(cursor: Cursor = 0, limit: Limit = 50,
 @router.post("", response_model=views.AudienceView, status_code=201)
 def create_audience(body: NewAudience, who: Principal = Depends(require_scopes("audiences:write")),
                     ctx: AppContext = Depends(app_context)) -> views.AudienceView:
-    """Create an audience; 409 if the name is taken in this account."""
-    try:
-        with write_transaction(ctx.engine) as conn:
-            made = account_repo.create_audience(conn, who.account_id, body.name.strip(), ctx.clock(),
-                                                body.description)
-    except ValueError as exc:
-        raise ProblemError(422, str(exc)) from exc
+    """Create an audience; 409 if the name is taken in this account, 422 if it is blank (both
+    domain errors, answered with their kind's problem type)."""
+    with write_transaction(ctx.engine) as conn:
+        made = account_repo.create_audience(conn, who.account_id, body.name.strip(), ctx.clock(),
+                                            body.description)
     return views.get_audience(ctx.engine, who.account_id, made.id)
 
 

@@ -97,8 +97,9 @@ def get_mailing(mailing_id: MailingId, who: Principal = Depends(require_scopes("
 @router.post("/{mailing_id}/send", response_model=Mailing)
 def send(mailing_id: MailingId, who: Principal = Depends(require_scopes("mailings:write")),
          ctx: AppContext = Depends(app_context)) -> Mailing:
-    """Queue the mailing for its audience's active contacts; 409 unless it is a draft, or when
-    the account's pool fails sender hygiene for the From domain (the detail says what to fix)."""
+    """Queue the mailing for its audience's active contacts; 409 unless it is a draft, 403
+    (refused by policy) when the account's pool fails sender hygiene for the From domain (the
+    detail says what to fix)."""
     return _out(mailing_service.send_mailing(ctx.engine, who.account_id, mailing_id, ctx.clock(),
                                              sender_check=sender_checks.sender_hygiene_gate(ctx.settings)))
 

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.options import next_step
 from mailcarrier.config import load_settings
-from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.errors import InvalidInputError, MailcarrierError
 from mailcarrier.domain.scopes import Scope
 from mailcarrier.services import policies
 from mailcarrier.services.policies import ACCOUNT_THRESHOLDS
@@ -44,7 +44,7 @@ def create_command(slug: str, name: str = typer.Option("", help="Display name.")
             account = repo.create_account(conn, slug, name, datetime.now(UTC))
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     hint = next_step("contacts", "import", "FILE.csv", "--audience", "NAME", account=account.slug,
@@ -70,7 +70,7 @@ def list_command(database_url: str | None = DB_OPTION) -> None:
 
 def _fail(exc: Exception) -> typer.Exit:
     Console(stderr=True).print(f"[red]error:[/red] {exc}")
-    return typer.Exit(ExitCode.FAILED)
+    return typer.Exit(exit_code_for(exc))
 
 
 @keys_app.command("create")
@@ -153,13 +153,13 @@ def policy_command(
                 for item in threshold:
                     name, sep, value = item.partition("=")
                     if not sep:
-                        raise ValueError(f"--threshold {item!r}: use NAME=VALUE")
+                        raise InvalidInputError(f"--threshold {item!r}: use NAME=VALUE")
                     changes[name.strip()] = value.strip() or None
                 thresholds = policies.validate_thresholds({**current, **changes})
             own = repo.set_account_policy(conn, account.id, contact_policy=preset, thresholds=thresholds)
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     out = Console()

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.options import DB_OPTION, account_option
 from mailcarrier.config import load_settings
 from mailcarrier.domain.errors import MailcarrierError
@@ -31,7 +31,7 @@ def create_command(name: str, account: str = ACCOUNT_OPTION,
             audience = repo.create_audience(conn, owner.id, name, datetime.now(UTC), description)
     except (MailcarrierError, ValueError, LookupError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     Console().print(f"created audience {audience.name!r} (id {audience.id}) in {account}")
@@ -46,7 +46,7 @@ def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OP
             audiences = repo.list_audiences(conn, repo.account_by_slug(conn, account).id)
     except LookupError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     table = Table("id", "name", "description", "created (UTC)")

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.config import Settings, load_settings
 from mailcarrier.domain.errors import MailcarrierError
@@ -107,7 +108,7 @@ def import_command(
             _print_summary(process_all(engine, InboundContext.from_settings(settings), _now()))
     except (MailcarrierError, OSError, imaplib.IMAP4.error) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     if problems:
@@ -248,6 +249,6 @@ def show_command(message_id: int = typer.Argument(..., help="Stored email id (se
         engine.dispose()
     if raw is None:
         Console(stderr=True).print(f"[red]no stored email {message_id}[/red]")
-        raise typer.Exit(ExitCode.FAILED)
+        raise typer.Exit(ExitCode.NOT_FOUND)
     sys.stdout.buffer.write(raw)
     sys.stdout.flush()

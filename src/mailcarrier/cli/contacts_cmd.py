@@ -15,10 +15,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine, select
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import DB_OPTION, account_option, next_step
 from mailcarrier.config import load_settings
-from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
 from mailcarrier.services import contacts as service
 from mailcarrier.services.contact_import import import_csv, normalise_address
@@ -36,7 +37,7 @@ ERR = Console(stderr=True)
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(ExitCode.FAILED)
+    return typer.Exit(exit_code_for(exc))
 
 
 @app.command("import", epilog=epilog(ExitCode.PARTIAL))
@@ -87,7 +88,7 @@ def show_command(address: str, account: str = ACCOUNT_OPTION,
             row = conn.execute(select(contacts).where(contacts.c.account_id == owner.id,
                                                       contacts.c.email == email)).one_or_none()
             if row is None:
-                raise LookupError(f"no contact {email} in account {account}")
+                raise NotFoundError(f"no contact {email} in account {account}")
             entries = contact_repo.activity_history(conn, owner.id, row.id,
                                                     contact_repo.ActivityFilter(limit=limit))
     except (MailcarrierError, ValueError, LookupError) as exc:
@@ -126,7 +127,7 @@ def reactivate_command(address: str, reason: str = typer.Option(..., "--reason",
             owner = account_repo.account_by_slug(conn, account)
             contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
         if contact_id is None:
-            raise LookupError(f"no contact {email} in account {account}")
+            raise NotFoundError(f"no contact {email} in account {account}")
         transition = service.reactivate(engine, status_policy(settings), owner.id,
                                         contact_id, who=who or getpass.getuser(), why=reason,
                                         now=datetime.now(UTC))
@@ -226,7 +227,7 @@ def _decide_filtering(address: str, reason: str, account: str, who: str, databas
             owner = account_repo.account_by_slug(conn, account)
             contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
         if contact_id is None:
-            raise LookupError(f"no contact {email} in account {account}")
+            raise NotFoundError(f"no contact {email} in account {account}")
         act = service.confirm_filtering if confirm else service.release_filtering
         transition = act(engine, status_policy(settings), owner.id, contact_id,
                          who=who or getpass.getuser(), why=reason, now=datetime.now(UTC))

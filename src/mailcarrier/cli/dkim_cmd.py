@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from mailcarrier.cli.exit_codes import ExitCode
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.config import load_settings
 from mailcarrier.delivery.dkim_keys import generate_key, signing_keys, zone_record
 from mailcarrier.domain.errors import ConfigurationError
@@ -32,7 +32,7 @@ def generate_command(
             keys.append(generate_key(settings.data_dir, domain, f"{name}-rsa", "rsa", overwrite=force))
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     _print_records(keys)
 
 
@@ -54,5 +54,5 @@ def show_command(
                             settings.dkim_algorithm)
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     _print_records(keys)

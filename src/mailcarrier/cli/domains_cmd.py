@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import TableFormat, format_option, next_step
 from mailcarrier.config import Settings, load_settings
@@ -54,7 +55,7 @@ def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[
             return addresses, sender_checks.open_dnsbl_listings(conn, addresses)
     except MailcarrierError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
 

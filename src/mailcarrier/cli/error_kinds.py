@@ -1,35 +1,36 @@
 """The exit status of a command that ends on a domain error, by the error's kind.
 
-Each :class:`~mailcarrier.domain.errors.ErrorKind` maps to one of the exit statuses of
-:mod:`mailcarrier.cli.exit_codes`. Those distinguish what a script does next (give up, fix
-the command line, accept a refusal), not every kind: not found, conflict, invalid input and
-unavailable all end as ``FAILED`` with the reason on standard error, a refusal by policy as
-``REFUSED``. :func:`run` applies it to any error a command lets escape, so a command need
-not catch errors it cannot add anything to.
+Each :class:`~mailcarrier.domain.errors.ErrorKind` maps to its own exit status of
+:mod:`mailcarrier.cli.exit_codes` (not found 7, conflict 8, invalid input 9, unavailable
+10, refused by policy 5), taken from the kind table the API's problem types come from too,
+so a script can tell "no such mailing" from "already sent" from "retry later" without
+reading standard error. :func:`run` applies it to any error a command lets escape, so a
+command need not catch errors it cannot add anything to; a command that catches one to
+word the message itself ends with :func:`exit_code_for` of it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.domain.errors import ErrorKind, MailcarrierError
 
 __all__ = ["EXIT_CODES", "exit_code_for", "run"]
 
-EXIT_CODES: dict[ErrorKind, ExitCode] = {
-    ErrorKind.NOT_FOUND: ExitCode.FAILED,
-    ErrorKind.CONFLICT: ExitCode.FAILED,
-    ErrorKind.INVALID_INPUT: ExitCode.FAILED,
-    ErrorKind.UNAVAILABLE: ExitCode.FAILED,
-    ErrorKind.REFUSED_BY_POLICY: ExitCode.REFUSED,
-}
+#: Each kind's exit status, from the kind table of ``domain/errors.py``.
+EXIT_CODES: Mapping[ErrorKind, ExitCode] = MappingProxyType(
+    {kind: ExitCode(kind.exit_status) for kind in ErrorKind})
 
 
-def exit_code_for(error: MailcarrierError) -> ExitCode:
-    """The exit status a command ends with on ``error``."""
-    return EXIT_CODES[error.kind]
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit status a command ends with on ``error``: its kind's for a domain error,
+    ``FAILED`` for anything else a command chose to catch (an IMAP protocol error, say)."""
+    if isinstance(error, MailcarrierError):
+        return EXIT_CODES[error.kind]
+    return ExitCode.FAILED
 
 
 def run(command: Callable[[], object]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import DB_OPTION, TextFormat, account_option, format_option
 from mailcarrier.config import load_settings
@@ -37,7 +38,7 @@ def evidence_command(
         report = evidence.collect_evidence(engine, owner.id, address, datetime.now(UTC), mailing_id=mailing)
     except (MailcarrierError, ValueError, LookupError) as exc:
         ERR.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     if fmt is TextFormat.PDF:

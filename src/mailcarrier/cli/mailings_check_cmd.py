@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option
 from mailcarrier.config import load_settings
@@ -70,7 +71,7 @@ def check_command(
                                    resolver=resolver, uri_zones=uribl)
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
     if as_json or output is TableFormat.JSON:

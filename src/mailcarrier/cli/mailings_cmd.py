@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.mailings_check_cmd import check_command
 from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, next_step, to_json
 from mailcarrier.config import load_settings
-from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.errors import InvalidInputError, MailcarrierError, NotFoundError
 from mailcarrier.domain.vocabulary import Category
 from mailcarrier.services import automation
 from mailcarrier.services import mailings as service
@@ -42,7 +43,7 @@ def _engine(database_url: str | None) -> Engine:
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(ExitCode.FAILED)
+    return typer.Exit(exit_code_for(exc))
 
 
 def figures_table(summary: service.MailingSummary, figures: MailingFigures) -> Table:
@@ -99,7 +100,7 @@ def create_command(
         for entry in field:
             key, eq, value = entry.partition("=")
             if not eq or not key:
-                raise ValueError(f"--field {entry!r} is not NAME=VALUE")
+                raise InvalidInputError(f"--field {entry!r} is not NAME=VALUE")
             fields[key] = value
         segment = service.Segment(tuple(status), fields) if status or fields else None
         with engine.connect() as conn:
@@ -134,7 +135,7 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
             summary = operations[action](engine, owner.id, mailing_id, datetime.now(UTC))
     except DomainNotSendableError as exc:  # refused by policy, not failed: exit 5
         ERR.print(f"[red]refused:[/red] {escape(str(exc))}")
-        raise typer.Exit(ExitCode.REFUSED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     except (MailcarrierError, ValueError, LookupError) as exc:
         raise _fail(exc) from exc
     finally:
@@ -293,7 +294,7 @@ def trigger_command(
             owner = account_repo.account_by_slug(conn, account)
             contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
         if contact_id is None:
-            raise LookupError(f"no contact {email} in account {account}")
+            raise NotFoundError(f"no contact {email} in account {account}")
         delivery_id = automation.trigger_for_contact(engine, owner.id, mailing_id, contact_id,
                                                      datetime.now(UTC))
     except (MailcarrierError, ValueError, LookupError) as exc:

@@ -16,10 +16,11 @@ from rich.table import Table
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import TableFormat, format_option, next_step
 from mailcarrier.config import Settings, load_settings
-from mailcarrier.domain.errors import MailcarrierError
+from mailcarrier.domain.errors import InvalidInputError, MailcarrierError
 from mailcarrier.domain.pools import Eligibility
 from mailcarrier.domain.warmup import load_schedules
 from mailcarrier.services.hygiene import DnsHygiene
@@ -51,7 +52,7 @@ def _connection(settings: Settings) -> Iterator[Connection]:
             yield conn
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
 
@@ -85,7 +86,8 @@ def add_ip_command(pool: str, address: str,
     def job(conn: Connection, settings: Settings) -> values.SendingIp:
         chosen = warmup_schedule(settings) if schedule is None else load_schedules().get(schedule)
         if chosen is None:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(load_schedules())}")
+            raise InvalidInputError(f"unknown schedule {schedule!r}; "
+                                    f"choose one of {', '.join(load_schedules())}")
         return membership.add_ip(conn, pool, address, _now(), schedule=chosen, hostname=hostname, warm=warm)
     ip = _run(database_url, job)
     state = "warm" if warm else f"warm-up day 1 of {ip.warmup.schedule}"
@@ -328,7 +330,7 @@ def _dnsbl_round(database_url: str | None, hygiene: DnsHygiene, zones: list[str]
         return sender_checks.dnsbl_check(engine, hygiene, zones, _now())
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
 

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, to_json
 from mailcarrier.config import load_settings
@@ -23,7 +24,7 @@ ERR = Console(stderr=True)
 
 def _fail(exc: Exception) -> typer.Exit:
     ERR.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-    return typer.Exit(ExitCode.FAILED)
+    return typer.Exit(exit_code_for(exc))
 
 
 @app.command("mailing", epilog=epilog(ExitCode.INCONSISTENT))

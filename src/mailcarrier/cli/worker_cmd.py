@@ -21,6 +21,7 @@ from rich.progress import (
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
@@ -134,7 +135,7 @@ def _run(until_idle: bool, concurrency: int | None, database_url: str | None, wo
         asyncio.run(main())
     except MailcarrierError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     finally:
         engine.dispose()
 

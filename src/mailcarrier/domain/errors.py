@@ -17,9 +17,12 @@ builtin still catch them::
             ├── DeliveryTimeoutError(TimeoutError)
             └── DeliveryDisconnectedError(ConnectionError)
 
-Each error has one :class:`ErrorKind` (``error.kind``), and each kind one API problem type
-and status (``api/problems.py``) and one CLI exit status (``cli/error_kinds.py``), so a
-new error class needs no handler anywhere: it is a subclass of the kind it is. A subclass
+Each error has one :class:`ErrorKind` (``error.kind``), and each kind its own API problem
+type and status and its own CLI exit status, all in one table here (:data:`KIND_OUTCOMES`,
+read through ``kind.problem_type``, ``kind.http_status`` and ``kind.exit_status``) that
+``api/problems.py`` and ``cli/error_kinds.py`` both apply, so a script and an API client
+learn the same thing from a failure, and a new error class needs no handler anywhere: it
+is a subclass of the kind it is. A subclass
 of the root that names no kind takes it from the builtin it also derives from (ValueError:
 invalid input, LookupError: not found, OSError: unavailable), else from its parent.
 
@@ -29,10 +32,14 @@ never exceptions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import ClassVar
 
 __all__ = [
+    "KIND_OUTCOMES",
     "ConfigurationError",
     "ConflictError",
     "DeliveryDisconnectedError",
@@ -40,6 +47,7 @@ __all__ = [
     "DeliveryTimeoutError",
     "ErrorKind",
     "InvalidInputError",
+    "KindOutcome",
     "MailcarrierError",
     "NotFoundError",
     "ParseError",
@@ -62,6 +70,48 @@ class ErrorKind(StrEnum):
     UNAVAILABLE = "unavailable"
     #: Understood and refused by a rule of the house (eligibility, sender hygiene).
     REFUSED_BY_POLICY = "refused-by-policy"
+
+    @property
+    def problem_type(self) -> str:
+        """The ``type`` of the API's problem document for this kind."""
+        return KIND_OUTCOMES[self].problem_type
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status the API answers this kind with."""
+        return KIND_OUTCOMES[self].http_status
+
+    @property
+    def exit_status(self) -> int:
+        """The exit status a ``mailcarrier`` command ends with on this kind."""
+        return KIND_OUTCOMES[self].exit_status
+
+
+@dataclass(frozen=True, slots=True)
+class KindOutcome:
+    """How a kind of error reaches the caller: through the API and through the command line."""
+
+    #: RFC 9457 problem type URI (``urn:mailcarrier:problem:<kind>``).
+    problem_type: str
+    #: HTTP status of the problem response.
+    http_status: int
+    #: Process exit status; 0-6 are the general statuses of ``cli/exit_codes.py``, so a
+    #: kind takes its own number after them (a refusal by policy keeps the older 5).
+    exit_status: int
+
+
+def _outcome(kind: str, http_status: int, exit_status: int) -> KindOutcome:
+    return KindOutcome(f"urn:mailcarrier:problem:{kind}", http_status, exit_status)
+
+
+#: The one table: each kind's problem type, HTTP status and exit status, each distinct.
+KIND_OUTCOMES: Mapping[ErrorKind, KindOutcome] = MappingProxyType({
+    ErrorKind.NOT_FOUND: _outcome(ErrorKind.NOT_FOUND, 404, 7),
+    ErrorKind.CONFLICT: _outcome(ErrorKind.CONFLICT, 409, 8),
+    ErrorKind.INVALID_INPUT: _outcome(ErrorKind.INVALID_INPUT, 422, 9),
+    ErrorKind.UNAVAILABLE: _outcome(ErrorKind.UNAVAILABLE, 503, 10),
+    ErrorKind.REFUSED_BY_POLICY: _outcome(ErrorKind.REFUSED_BY_POLICY, 403, 5),
+})
 
 
 _KIND_OF_BUILTIN: tuple[tuple[type[BaseException], ErrorKind], ...] = (

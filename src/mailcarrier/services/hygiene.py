@@ -30,7 +30,7 @@ from mailcarrier.domain.dns_checks import (
     dnsbl_query_name,
     interpret_dnsbl,
 )
-from mailcarrier.domain.errors import ConfigurationError, ConflictError, UnavailableError
+from mailcarrier.domain.errors import ConfigurationError, RefusedByPolicyError, UnavailableError
 
 __all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendableError", "assert_sendable",
            "failures", "resolver_for"]
@@ -157,7 +157,7 @@ def failures(checks: Iterable[Check]) -> list[Check]:
     return [check for check in checks if not check.ok]
 
 
-class DomainNotSendableError(ConflictError):
+class DomainNotSendableError(RefusedByPolicyError):
     """Marketing mail from this domain is refused until its hygiene checks pass."""
 
     def __init__(self, domain: str, problems: Iterable[Check]) -> None:

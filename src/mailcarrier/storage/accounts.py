@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailcarrier.domain.errors import ConflictError, NotFoundError
+from mailcarrier.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from mailcarrier.storage.tables import accounts, audiences
 
 __all__ = [
@@ -56,7 +56,7 @@ class Audience:
 def create_account(conn: Connection, slug: str, name: str, now: datetime) -> Account:
     """A new account; ConflictError if the slug is taken."""
     if not slug or not slug.replace("-", "").replace("_", "").isalnum() or len(slug) > 64:
-        raise ValueError(f"invalid account slug {slug!r}: use 1-64 letters, digits, '-' or '_'")
+        raise InvalidInputError(f"invalid account slug {slug!r}: use 1-64 letters, digits, '-' or '_'")
     try:
         with conn.begin_nested():
             new_id = conn.execute(accounts.insert().values(slug=slug, name=name or slug,
@@ -83,7 +83,7 @@ def create_audience(conn: Connection, account_id: int, name: str, now: datetime,
                     description: str = "") -> Audience:
     """A new audience of the account; ConflictError if the name is taken there."""
     if not name.strip():
-        raise ValueError("an audience needs a name")
+        raise InvalidInputError("an audience needs a name")
     try:
         with conn.begin_nested():
             key = conn.execute(audiences.insert().values(

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, or_, select, update
 
-from mailcarrier.domain.errors import NotFoundError
+from mailcarrier.domain.errors import InvalidInputError, NotFoundError
 from mailcarrier.domain.scopes import parse_scopes
 from mailcarrier.storage.tables import api_keys
 
@@ -89,9 +89,9 @@ def create_api_key(conn: Connection, account_id: int, name: str, scopes: Iterabl
     """
     scope_list = sorted(s.value for s in parse_scopes(scopes))
     if not scope_list:
-        raise ValueError("an API key needs at least one scope")
+        raise InvalidInputError("an API key needs at least one scope")
     if not name.strip():
-        raise ValueError("an API key needs a name")
+        raise InvalidInputError("an API key needs a name")
     for _ in range(10):
         prefix = secrets.token_hex(_PREFIX_BYTES)
         taken = conn.execute(select(api_keys.c.id).where(api_keys.c.prefix == prefix)).first()
