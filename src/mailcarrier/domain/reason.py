@@ -72,7 +72,10 @@ class ReasonTable:
 
 @lru_cache(maxsize=8192)
 def _family_match(table: ReasonTable, reason: Reason, text: str) -> bool:
-    return any(part.search(text) is not None for part in table.parts.get(reason, ()))
+    parts = table.parts.get(reason, ())
+    if len(parts) == 1:  # most families: one search, no generator
+        return parts[0].search(text) is not None
+    return any(part.search(text) is not None for part in parts)
 
 
 def _reasons(values: object, key: str) -> tuple[Reason, ...]:

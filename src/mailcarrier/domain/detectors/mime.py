@@ -75,19 +75,18 @@ class MimePart:
             # Split into logical lines (a fold starts with space or tab), then name: value.
             for line in _LOGICAL_LINE.split(text):
                 name, sep, value = line.partition(":")
-                if not sep or not name or " " in name.strip() or name[0] in " \t":
+                stripped = name.strip()
+                if not sep or not name or " " in stripped or name[0] in " \t":
                     if parsed and "=" in line:  # a fold that lost its indent ("boundary=...")
                         last, before = parsed[-1]
                         parsed[-1] = (last, before + " " + line.strip())
                     continue
                 if "\n" in value:
                     value = " ".join(value.split())
-                parsed.append((name.strip(), value.strip()))
+                parsed.append((stripped, value.strip()))
             self._headers = parsed
-            index: dict[str, str] = {}
-            for name, value in parsed:
-                index.setdefault(name.lower(), value)
-            self._index = index
+            # The first header of each name wins: written last, going backwards.
+            self._index = {name.lower(): value for name, value in reversed(parsed)}
         return self._headers
 
     def get(self, name: str, default: str = "") -> str:
@@ -123,7 +122,9 @@ class MimePart:
 
     @property
     def content_type(self) -> str:
-        return self._parse_type()
+        # Asked for every part on every walk: answered from the parsed value once there is one.
+        ctype = self._ctype
+        return ctype if ctype is not None else self._parse_type()
 
     def param(self, name: str) -> str:
         self._parse_type()
