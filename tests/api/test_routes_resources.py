@@ -12,14 +12,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 
 from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
 from mailcarrier.services import reports
+from mailcarrier.services.report_rollups import refresh_rollups
 from mailcarrier.storage.api_keys import create_api_key
 from mailcarrier.storage.migrate import upgrade
+from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import contacts
+from tests.api.dashboard_forms import csrf_token
 from tests.services.report_world import RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
@@ -63,6 +66,34 @@ async def test_response_page_matches_service(api: Ctx) -> None:
     assert body["buckets"] == page.buckets and body["recipients"] == len(RECIPIENTS)
     assert body["hard_bounce_level"] == "alert"
     assert body["bounced_by_category"] == {str(k): v for k, v in page.bounced_by_category.items()}
+
+
+async def test_bounce_report_get_writes_nothing_and_matches_a_folded_report(api: Ctx) -> None:
+    w = api.world
+
+    def stored() -> tuple[list[Any], int, int]:
+        with w.engine.connect() as conn:
+            return (list(conn.execute(select(report_watermarks))),
+                    int(conn.execute(select(func.count()).select_from(bounce_rollup)).scalar_one()),
+                    int(conn.execute(select(func.count()).select_from(domain_rollup)).scalar_one()))
+
+    before = stored()
+    params = {"since": str(T0.date()), "until": str(NOW.date())}
+    r = await api.http.get("/api/v1/reports/bounces", params=params, headers=api.mine)
+    assert r.status_code == 200, r.text
+    form = await api.http.get("/dashboard/login")
+    logged_in = await api.http.post("/dashboard/login", data={
+        "key": api.mine["Authorization"].removeprefix("Bearer "), "csrf_token": csrf_token(form.text)})
+    assert logged_in.status_code == 303, logged_in.text
+    for path in ("/dashboard/bounces", "/dashboard/bounces.csv"):
+        page = await api.http.get(path, params={"days": 2})
+        assert page.status_code == 200, (path, page.text[:300])
+    assert stored() == before  # neither the API nor the dashboard's GET folded anything
+    assert r.json()["total"] == 4
+    refresh_rollups(w.engine)
+    assert stored() != before
+    again = await api.http.get("/api/v1/reports/bounces", params=params, headers=api.mine)
+    assert again.json() == r.json()
 
 
 async def test_recipients_are_paginated_without_overlap(api: Ctx) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 
 from mailcarrier.domain.errors import NotFoundError
 from mailcarrier.services import figures, report_rollups, reports
 from mailcarrier.storage.migrate import upgrade
+from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup, report_watermarks
 from mailcarrier.storage.tables import activities, contacts, deliveries
 from tests.services.report_world import RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
@@ -131,8 +133,16 @@ def test_bounce_report(world: World) -> None:
     assert [r.mailing_id for r in other.mailing_rates] == [world.other_mailing_id]
 
 
+def _rollup_state(engine: Engine) -> tuple[list[Any], int, int]:
+    with engine.connect() as conn:
+        return (list(conn.execute(select(report_watermarks).order_by(report_watermarks.c.name))),
+                int(conn.execute(select(func.count()).select_from(bounce_rollup)).scalar_one()),
+                int(conn.execute(select(func.count()).select_from(domain_rollup)).scalar_one()))
+
+
 def test_bounce_report_counts_new_bounces_incrementally(world: World) -> None:
     first = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+    assert first.total == 4  # nothing folded yet: the whole history is the unfolded tail
     with world.engine.begin() as conn:
         conn.execute(activities.insert().values(
             account_id=world.account_id, contact_id=world.contacts["kim@example.org"],
@@ -143,9 +153,67 @@ def test_bounce_report_counts_new_bounces_incrementally(world: World) -> None:
     wider = reports.bounce_report(world.engine, world.account_id, since=DAY,
                                   until=DAY + timedelta(days=1))
     assert wider.total == first.total + 1
-    assert report_rollups.refresh_rollups(world.engine) == 0  # nothing left to fold, nothing counted twice
+    assert report_rollups.refresh_rollups(world.engine) > 0  # the report folded nothing itself
+    assert report_rollups.refresh_rollups(world.engine) == 0
     assert reports.bounce_report(world.engine, world.account_id, since=DAY,
-                                 until=DAY + timedelta(days=1)).total == wider.total
+                                 until=DAY + timedelta(days=1)) == wider
+
+
+def test_bounce_report_reads_only_and_equals_the_folded_figures(world: World) -> None:
+    """Half folded, half above the watermark: the same report as after a full fold, no write."""
+    end = DAY + timedelta(days=2)
+
+    def report() -> tuple[reports.BounceReport, dict[str, dict[date, int]]]:
+        return (reports.bounce_report(world.engine, world.account_id, since=DAY, until=end),
+                reports.domain_trend(world.engine, world.account_id, since=DAY, until=end))
+
+    report_rollups.refresh_rollups(world.engine)
+    with world.engine.begin() as conn:  # above the watermark: new rows and groups already folded
+        for i, (email, kind, reason, category, mta, filtered) in enumerate((
+                ("kim@example.org", "hard_bounce", "userunknown", 2, "mx1.example.net", False),
+                ("fay@gmail.com", "soft_bounce", "mailboxfull", 3, "gmail-smtp-in.l.google.com", False),
+                ("fay@gmail.com", "soft_bounce", "filtered", 4, "gmail-smtp-in.l.google.com", True),
+                ("kim@example.org", "soft_bounce", None, None, None, False))):
+            conn.execute(activities.insert().values(
+                account_id=world.account_id, contact_id=world.contacts[email],
+                mailing_id=world.mailing_id if i % 2 else None, type=kind,
+                occurred_at=T0 + timedelta(days=i % 3, minutes=i), reason=reason, category=category,
+                remote_mta=mta, details={"suspected_filtering": True} if filtered else {}))
+    before = _rollup_state(world.engine)
+    unfolded = report()
+    assert _rollup_state(world.engine) == before  # the report wrote nothing
+    assert unfolded[0].total == 4 + 4
+    assert report_rollups.refresh_rollups(world.engine) == 4
+    assert _rollup_state(world.engine) != before
+    folded = report()
+    assert folded == unfolded
+    assert folded[0].by_category == {1: 2, 2: 2, 3: 2, 4: 1, 9: 1}
+
+
+def test_bounce_report_answers_while_another_connection_holds_the_write_lock(world: World) -> None:
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    import sqlite3  # noqa: PLC0415 - only this test opens a raw connection
+    import time  # noqa: PLC0415
+
+    with world.engine.begin() as conn:
+        conn.execute(activities.insert().values(
+            account_id=world.account_id, contact_id=world.contacts["kim@example.org"],
+            mailing_id=world.mailing_id, type="hard_bounce", occurred_at=T0,
+            reason="userunknown", category=2, remote_mta="mx1.example.net"))
+    database = world.engine.url.database
+    assert database
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer mid-transaction (an import, a worker batch)
+    try:
+        started = time.monotonic()
+        report = reports.bounce_report(world.engine, world.account_id, since=DAY, until=DAY)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert report.total == 5
+    assert elapsed < 1.0, f"the report waited {elapsed:.1f} s for the write lock"
 
 
 def test_bounce_report_refuses_reversed_period(world: World) -> None:
@@ -207,3 +275,41 @@ def test_thresholds_come_from_settings(world: World, tmp_path: object) -> None:
     with pytest.raises(ConfigurationError, match="must not exceed"):
         reports.report_thresholds(Settings(_env_file=None, report_hard_bounce_warn=0.5,  # type: ignore[call-arg]
                                            report_hard_bounce_alert=0.1))
+
+
+def test_periodic_fold_keeps_running_through_errors_and_folds(world: World, tmp_path: Any,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    import threading  # noqa: PLC0415
+
+    from sqlalchemy import create_engine  # noqa: PLC0415
+
+    broken = create_engine(f"sqlite:///{tmp_path}/no-tables.db")  # every fold fails: no such table
+    stop = threading.Event()
+    loop = threading.Thread(target=report_rollups.fold_periodically, args=(broken, stop, 0.05))
+    loop.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(100):
+            if sum("not folded" in r.getMessage() for r in caplog.records) >= 2:
+                break
+            deadline.wait(0.05)
+        assert loop.is_alive()
+    finally:
+        stop.set()
+        loop.join(5)
+    assert not loop.is_alive()
+    assert sum("not folded" in r.getMessage() for r in caplog.records) >= 2
+    broken.dispose()
+
+    stop = threading.Event()
+    loop = threading.Thread(target=report_rollups.fold_periodically, args=(world.engine, stop, 0.05))
+    loop.start()
+    try:
+        for _ in range(100):
+            if _rollup_state(world.engine)[0]:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        loop.join(5)
+    assert report_rollups.refresh_rollups(world.engine) == 0  # the loop folded everything

@@ -27,6 +27,7 @@ from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.cli.options import public_url_warning
 from mailcarrier.config import load_settings
 from mailcarrier.services.policies import status_policy
+from mailcarrier.services.report_rollups import fold_periodically
 from mailcarrier.services.tracking.writer import HitWriter
 from mailcarrier.storage.engine import make_engine
 
@@ -76,6 +77,9 @@ def run_hit_writer(parent_pid: int, ready: Connection) -> None:
                 local_stop.set()
 
     threading.Thread(target=watch, name="mailcarrier-writer-watch", daemon=True).start()
+    # The bounce reports only read; folding their rollups is a write, so it lives here.
+    threading.Thread(target=fold_periodically, args=(engine, local_stop),
+                     name="mailcarrier-rollup-fold", daemon=True).start()
     try:
         writer.run(local_stop)
     finally:

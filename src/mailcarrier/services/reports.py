@@ -6,28 +6,27 @@ response page puts every recipient of a mailing in exactly one bucket — its de
 state — and :attr:`ResponsePage.reconciles` checks the buckets add up to the recipients.
 
 The bounce report ("Bounce House", seed 001) reads per-day rollups of bounce activities
-(``storage/report_tables.py``) that ``services.report_rollups.refresh_rollups`` brings up to date
-incrementally above a watermark, so it answers in milliseconds however long the history.
+(``storage/report_tables.py``) that writers fold incrementally above a watermark
+(``services.report_rollups``), plus the few bounces above it grouped on the fly: it answers
+in milliseconds however long the history, exactly, and never writes (a GET must not).
 Every query filters by ``account_id``: one account never sees another's figures.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, select, type_coerce
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, Select, and_, case, func, select, type_coerce, union_all
 
 from mailcarrier.config import Settings
 from mailcarrier.domain.bounce_labels import bounce_labels
 from mailcarrier.domain.errors import ConfigurationError, InvalidInputError, NotFoundError
 from mailcarrier.domain.reason_help import explain, provider_for
 from mailcarrier.services.figures import BOUNCED, BUCKETS, figures_of
-from mailcarrier.services.report_rollups import as_date, refresh_rollups
+from mailcarrier.services.report_rollups import as_date, unfolded_bounce_groups, unfolded_domain_groups
 from mailcarrier.storage.report_tables import bounce_rollup, domain_rollup
 from mailcarrier.storage.tables import UTCDateTime, activities, contacts, deliveries, mailings
 from mailcarrier.storage.tracking_tables import tracking_hits
@@ -51,7 +50,6 @@ __all__ = [
 
 MAILING_LISTS = ("test", "in_progress", "automated", "sent")
 
-_log = logging.getLogger("mailcarrier.reports")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,41 +341,34 @@ def list_mailings(engine: Engine, account_id: int, which: str, *, before_id: int
 # --- bounce report -----------------------------------------------------------------------
 
 def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
-                  thresholds: Thresholds = Thresholds(), top: int = 20,
-                  refresh: bool = True) -> BounceReport:
-    """Bounces of the account between ``since`` and ``until`` (inclusive days, UTC)."""
+                  thresholds: Thresholds = Thresholds(), top: int = 20) -> BounceReport:
+    """Bounces of the account between ``since`` and ``until`` (inclusive days, UTC).
+
+    Read-only, so a GET never writes: the folded rollups plus the bounces above the fold's
+    watermark grouped on the fly (:func:`_daily_groups`), exact however far the fold lags.
+    """
     if until < since:
         raise InvalidInputError("the report period ends before it starts")
-    if refresh:
-        try:
-            refresh_rollups(engine)
-        except OperationalError as error:  # busy past the retries: report what is folded so far
-            _log.warning("bounce rollups not refreshed, the report may lag: %s", error,
-                         extra={"event": "reports.refresh_skipped"})
-    b, r = bounce_rollup.c, domain_rollup.c
     with engine.connect() as conn:
-        daily = list(conn.execute(
-            select(b.day, b.kind, b.category, b.reason, func.sum(b.count))
-            .where(b.account_id == account_id, b.day >= since, b.day <= until)
-            .group_by(b.day, b.kind, b.category, b.reason)))
-        domain_rows = list(conn.execute(
-            select(r.domain, r.remote_mta, func.sum(r.bounces), func.sum(r.hard), func.sum(r.filtered))
-            .where(r.account_id == account_id, r.day >= since, r.day <= until)
-            .group_by(r.domain, r.remote_mta)))
+        daily = list(conn.execute(_daily_groups(conn.dialect.name, account_id, since, until)))
+        domain_rows = list(conn.execute(_domain_groups(conn.dialect.name, account_id, since, until)))
         near = _near_threshold(conn, account_id, thresholds, top)
         rates = _mailing_rates(conn, account_id, thresholds, since, until, top)
     by_day: dict[tuple[date, int], int] = Counter()
     by_day_reason: dict[tuple[date, int, str], int] = Counter()
     by_category: Counter[int] = Counter()
     reasons: Counter[tuple[str, int]] = Counter()
-    for day, _kind, category, reason, n in daily:
+    for day, _kind, raw_category, raw_reason, n in daily:
+        # the fold's normalisation, for the unfolded rows (folded ones already have it)
+        category, reason = int(raw_category or 9), raw_reason or "undefined"
         by_day[(as_date(day), int(category))] += int(n)
         by_day_reason[(as_date(day), int(category), reason)] += int(n)
         by_category[int(category)] += int(n)
         reasons[(reason, int(category))] += int(n)
     domains: dict[str, list[int]] = {}
     providers: dict[str, dict[str, Any]] = {}
-    for dom, mta, n, hard, filt in domain_rows:
+    for raw_dom, raw_mta, n, hard, filt in domain_rows:
+        dom, mta = raw_dom or "", (raw_mta or "")[:255]
         acc = domains.setdefault(dom, [0, 0, 0])
         acc[0] += int(n)
         acc[1] += int(hard or 0)
@@ -406,6 +397,37 @@ def bounce_report(engine: Engine, account_id: int, *, since: date, until: date,
         near_threshold=near, mailing_rates=rates,
         thresholds={"warn": thresholds.warn, "alert": thresholds.alert,
                     "soft_bounce_mailings_to_error": thresholds.soft_bounce_mailings_to_error})
+
+
+def _daily_groups(dialect: str, account_id: int, since: date, until: date) -> Select[Any]:
+    """Bounces per day, kind, category and reason: folded rollups and unfolded tail, one statement.
+
+    One statement is one snapshot (PostgreSQL's READ COMMITTED and SQLite alike), so a fold
+    committing meanwhile is seen either wholly or not at all: never counted twice or missed.
+    """
+    b = bounce_rollup.c
+    folded = select(b.day, b.kind, b.category, b.reason, b.count).where(
+        b.account_id == account_id, b.day >= since, b.day <= until)
+    t = unfolded_bounce_groups(dialect, account_id, since, until).subquery()
+    both = union_all(folded, select(t.c.day, t.c.kind, t.c.category, t.c.reason, t.c.count)).subquery()
+    return (select(both.c.day, both.c.kind, both.c.category, both.c.reason, func.sum(both.c.count))
+            .group_by(both.c.day, both.c.kind, both.c.category, both.c.reason))
+
+
+def _domain_rows(dialect: str, account_id: int, since: date, until: date) -> Any:
+    """Per-day bounces per domain and MX: folded rollups and unfolded tail (a subquery)."""
+    r = domain_rollup.c
+    folded = select(r.day, r.domain, r.remote_mta, r.bounces, r.hard, r.filtered).where(
+        r.account_id == account_id, r.day >= since, r.day <= until)
+    t = unfolded_domain_groups(dialect, account_id, since, until).subquery()
+    return union_all(folded, select(t.c.day, t.c.domain, t.c.remote_mta, t.c.bounces, t.c.hard,
+                                    t.c.filtered)).subquery()
+
+
+def _domain_groups(dialect: str, account_id: int, since: date, until: date) -> Select[Any]:
+    both = _domain_rows(dialect, account_id, since, until).c
+    return (select(both.domain, both.remote_mta, func.sum(both.bounces), func.sum(both.hard),
+                   func.sum(both.filtered)).group_by(both.domain, both.remote_mta))
 
 
 def _near_threshold(conn: Connection, account_id: int, thresholds: Thresholds,
@@ -449,21 +471,25 @@ def domain_trend(engine: Engine, account_id: int, *, since: date, until: date,
                  top: int = 5) -> dict[str, dict[date, int]]:
     """Bounces per day of the ``top`` receiving domains with the most bounces in the period.
 
-    Read from the per-domain rollup (brought up to date by :func:`bounce_report`, which the
-    dashboard calls first); days without bounces are absent and read as zero.
+    Read-only, like :func:`bounce_report`: the per-domain rollup plus the unfolded tail.
+    Days without bounces are absent and read as zero.
     """
     if until < since:
         raise InvalidInputError("the report period ends before it starts")
-    r = domain_rollup.c
-    period = and_(r.account_id == account_id, r.day >= since, r.day <= until)
     with engine.connect() as conn:
+        dialect = conn.dialect.name
+        both = _domain_rows(dialect, account_id, since, until).c
+        domain = func.coalesce(both.domain, "")
         leaders = [dom for dom, _n in conn.execute(
-            select(r.domain, func.sum(r.bounces)).where(period).group_by(r.domain)
-            .order_by(func.sum(r.bounces).desc(), r.domain).limit(max(1, top)))]
+            select(domain, func.sum(both.bounces)).group_by(domain)
+            .order_by(func.sum(both.bounces).desc(), domain).limit(max(1, top)))]
         trend: dict[str, dict[date, int]] = {dom: {} for dom in leaders}
         if leaders:
+            both = _domain_rows(dialect, account_id, since, until).c
+            domain = func.coalesce(both.domain, "")
             for dom, day, n in conn.execute(
-                    select(r.domain, r.day, func.sum(r.bounces)).where(period, r.domain.in_(leaders))
-                    .group_by(r.domain, r.day)):
-                trend[dom][as_date(day)] = int(n)
+                    select(domain, both.day, func.sum(both.bounces)).where(domain.in_(leaders))
+                    .group_by(domain, both.day)):
+                key = as_date(day)
+                trend[dom][key] = trend[dom].get(key, 0) + int(n)
     return trend
