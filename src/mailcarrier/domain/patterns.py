@@ -124,6 +124,11 @@ def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
         for alternative in (a for branch in _branches(source) or [source] for a in _expand_head(branch)):
             if _plain_head(alternative) and _one_branch(alternative):
                 by_head.setdefault(alternative[0], []).append(alternative[1:])
+            elif (alternative.startswith("\\b") and _plain_head(alternative[2:])
+                  and (alternative[2].isalnum() or alternative[2] == "_") and _one_branch(alternative)):
+                # "\bspam": "s" where a word begins, the boundary checked behind the "s".
+                head = alternative[2]
+                by_head.setdefault(head, []).append(f"(?<=\\b{head})" + alternative[3:])
             else:
                 others.append(alternative)
     # "c(?:r1|r2)" for the alternatives "cr1" and "cr2": the first character is a single
