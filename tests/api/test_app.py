@@ -13,6 +13,7 @@ from sqlalchemy import Engine, event, select
 from mailcarrier.api.auth import KEY_CACHE_SECONDS, Principal, has_scope, require_scopes
 from mailcarrier.domain.errors import ConflictError
 from mailcarrier.storage import api_keys as key_repo
+from mailcarrier.storage.engine import write_transaction
 from mailcarrier.storage.tables import api_keys
 from tests.api.conftest import T0, Clock
 
@@ -117,7 +118,7 @@ async def test_reads_answer_while_the_write_lock_is_held(app: FastAPI, client: h
 async def test_revoked_key_refused(client: httpx.AsyncClient, db: Engine,
         account_id: int) -> None:
     plain = _issue(db, account_id, "*")
-    with db.begin() as conn:
+    with write_transaction(db) as conn:
         key_repo.revoke_api_key(conn, account_id, plain.split("_")[1], T0)
         key_repo.revoke_api_key(conn, account_id, plain.split("_")[1], T0)
     response = await client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {plain}"})
@@ -129,7 +130,7 @@ async def test_revocation_applies_once_the_verified_key_cache_expires(
     plain = _issue(db, account_id, "*")
     headers = {"Authorization": f"Bearer {plain}"}
     assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 200
-    with db.begin() as conn:
+    with write_transaction(db) as conn:  # BEGIN IMMEDIATE: the key-use flusher may be writing too
         key_repo.revoke_api_key(conn, account_id, plain.split("_")[1], T0)
     # remembered for KEY_CACHE_SECONDS of the app's clock, then checked against the store again
     assert (await client.get("/api/v1/whoami", headers=headers)).status_code == 200
