@@ -540,7 +540,7 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
     if not wanted:
         return [], set(), []
     tests = store.test_mailings(conn, {a.delivery.mailing_id for _, a, _k in wanted})
-    test_rows = [_test_send_row(a, now) for _, a, k in wanted
+    test_rows = [_test_send_row(a.delivery.id, a.record, now) for _, a, k in wanted
                  if a.delivery.mailing_id in tests and k is not EventKind.COMPLAINT and a.record is not None
                  and a.delivery.state in _SENT_STATES]
     wanted = [(r, a, k) for r, a, k in wanted if a.delivery.mailing_id not in tests]
@@ -577,12 +577,10 @@ def _plan(conn: Connection, readings: list[_Reading], ctx: InboundContext, now: 
     return events, flips, test_rows
 
 
-def _test_send_row(attribution: Attribution, now: datetime) -> dict[str, Any]:
+def _test_send_row(delivery_id: int, record: BounceRecord, now: datetime) -> dict[str, Any]:
     """The delivery row of a test send's late bounce: recorded on the delivery, not the contact."""
-    record = attribution.record
-    assert record is not None
     category = Category(record.category)
-    return {"delivery_id": attribution.delivery.id,
+    return {"delivery_id": delivery_id,
             "state": "bounced_hard" if category.is_hard else "bounced_soft",
             "last_reason": record.reason.value, "last_category": int(category),
             "last_reply_code": record.reply_code, "last_enhanced_status": record.status,
