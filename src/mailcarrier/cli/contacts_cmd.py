@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.options import DB_OPTION, account_option, next_step
 from mailcarrier.config import load_settings
+from mailcarrier.domain.contact_status import Transition
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
 from mailcarrier.services import contacts as service
@@ -119,23 +121,7 @@ def reactivate_command(address: str, reason: str = typer.Option(..., "--reason",
                        who: str = typer.Option("", help="Who (default: the OS user)."),
                        database_url: str | None = DB_OPTION) -> None:
     """Restore a contact in error to active, recording who and why."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
-    engine = make_engine(settings)
-    try:
-        email = normalise_address(address)
-        with engine.connect() as conn:
-            owner = account_repo.account_by_slug(conn, account)
-            contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
-        if contact_id is None:
-            raise NotFoundError(f"no contact {email} in account {account}")
-        transition = service.reactivate(engine, status_policy(settings), owner.id,
-                                        contact_id, who=who or getpass.getuser(), why=reason,
-                                        now=datetime.now(UTC))
-    except (MailcarrierError, ValueError, LookupError) as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
-    Console().print(f"{email}: {transition.before.status.value} -> {transition.after.status.value}")
+    _decide(address, reason, account, who, database_url, service.reactivate)
 
 
 def _day(value: str | None, option: str) -> datetime | None:
@@ -219,6 +205,13 @@ def _export(engine: Engine, account_id: int, segment: views.ContactSegment, targ
 
 def _decide_filtering(address: str, reason: str, account: str, who: str, database_url: str | None,
                       *, confirm: bool) -> None:
+    _decide(address, reason, account, who, database_url,
+            service.confirm_filtering if confirm else service.release_filtering)
+
+
+def _decide(address: str, reason: str, account: str, who: str, database_url: str | None,
+            act: Callable[..., Transition]) -> None:
+    """A user's decision about one contact (reactivate, confirm or release), recorded with who and why."""
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     engine = make_engine(settings)
     try:
@@ -228,7 +221,6 @@ def _decide_filtering(address: str, reason: str, account: str, who: str, databas
             contact_id = contact_repo.contact_id_by_email(conn, owner.id, email)
         if contact_id is None:
             raise NotFoundError(f"no contact {email} in account {account}")
-        act = service.confirm_filtering if confirm else service.release_filtering
         transition = act(engine, status_policy(settings), owner.id, contact_id,
                          who=who or getpass.getuser(), why=reason, now=datetime.now(UTC))
     except (MailcarrierError, ValueError, LookupError) as exc:
