@@ -28,9 +28,8 @@ class ReplyCase:
         if text[:7].lower() == "x-unix;":
             dtype, text = "x-unix", text[7:].strip()
         if text[:3].isdigit():
-            parsed = parse_reply(text, self.stage)
-            return Evidence(parsed.text, str(parsed.enhanced) if parsed.enhanced else None, self.stage,
-                            dtype, self.action, remote_host=self.remote_host, code=parsed.code)
+            return Evidence.of_reply(parse_reply(text, self.stage), action=self.action, diagnostic_type=dtype,
+                                     remote_host=self.remote_host)
         return Evidence(text, None, self.stage, dtype, self.action, remote_host=self.remote_host)
 
 

@@ -40,9 +40,7 @@ def _corpus() -> list[tuple[str, Evidence]]:
 def _replies() -> list[Evidence]:
     evidence = [case.evidence() for case in reply_cases()]
     for stage, template, *_ in [*REPLIES, *VOCABULARY, *PROVIDER_REPLIES]:
-        reply = parse_reply(template.format(a="pat@dest.test"), SMTPStage(stage))
-        evidence.append(Evidence(reply.text, str(reply.enhanced) if reply.enhanced else None,
-                                 reply.stage, "smtp", "", code=reply.code))
+        evidence.append(Evidence.of_reply(parse_reply(template.format(a="pat@dest.test"), SMTPStage(stage))))
     return evidence
 
 

@@ -67,9 +67,7 @@ def classify_command(
             raise typer.Exit(ExitCode.USAGE) from None
         result = classify_reply(parsed)
     if explain_flag and parsed is not None:
-        evidence = Evidence(parsed.text, str(parsed.enhanced) if parsed.enhanced else None, parsed.stage,
-                            "smtp", "", code=parsed.code)
-        for name, said in explain(evidence):
+        for name, said in explain(Evidence.of_reply(parsed)):
             typer.echo(f"{name:>26}: {said}")
         return
     doc = classification_json(parsed, result)

@@ -98,14 +98,10 @@ def _reply_evidence(path: Path) -> list[Evidence]:
         for entry in entries:
             stage = SMTPStage(entry.get("stage", "unknown"))
             text = str(entry["reply"])
-            if text[:3].isdigit():
-                reply = parse_reply(text, stage)
-                evidence.append(Evidence(reply.text, str(reply.enhanced) if reply.enhanced else None, stage,
-                                         "smtp", str(entry.get("action", "")),
-                                         remote_host=str(entry.get("remote_host", "")), code=reply.code))
-            else:
-                evidence.append(Evidence(text, None, stage, "smtp", str(entry.get("action", "")),
-                                         remote_host=str(entry.get("remote_host", ""))))
+            action, host = str(entry.get("action", "")), str(entry.get("remote_host", ""))
+            evidence.append(Evidence.of_reply(parse_reply(text, stage), action=action, remote_host=host)
+                            if text[:3].isdigit() else
+                            Evidence(text, None, stage, "smtp", action, remote_host=host))
     except (tomllib.TOMLDecodeError, KeyError, ValueError, ParseError) as exc:
         typer.echo(f"{path}: not a replies file ([[reply]] tables with stage and reply): {exc}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None

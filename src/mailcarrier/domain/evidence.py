@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailcarrier.domain.smtp_reply import SMTPStage
+from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage
 from mailcarrier.domain.vocabulary import Reason
 
 __all__ = ["Evidence", "normalise_text"]
@@ -45,6 +45,13 @@ class Evidence:
     remote_host: str = ""
     #: The three-digit reply code, when known.
     code: int | None = None
+
+    @classmethod
+    def of_reply(cls, reply: SMTPReply, *, action: str = "", diagnostic_type: str = "smtp",
+                 remote_host: str = "") -> Evidence:
+        """The facts of a parsed reply, read at the stage it answered."""
+        return cls(reply.text, str(reply.enhanced) if reply.enhanced else None, reply.stage, diagnostic_type,
+                   action, remote_host=remote_host, code=reply.code)
 
 
 # Addresses, IP literals and bracketed hosts vary per message but never decide a reason;
