@@ -59,10 +59,15 @@ class CountingProxy:
             finally:
                 dst.close()
 
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self.open -= 1
+        async def client_side() -> None:
+            # The worker's connection is over when the worker closes its end; the sandbox may
+            # still be tearing down its side, which must not count against the next connection.
+            try:
+                await pipe(reader, up_writer)
+            finally:
+                self.open -= 1
+
+        await asyncio.gather(client_side(), pipe(up_reader, writer))
 
     async def stop(self) -> None:
         assert self.server is not None
