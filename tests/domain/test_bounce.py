@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcarrier.domain import ParseError, Reason
+from mailcarrier.domain import Category, ParseError, Reason, SMTPStage, classify
 from mailcarrier.domain.bounce import parse_bounce
 
 SAMPLES = Path(__file__).parents[2] / "src" / "mailcarrier" / "samples" / "bounces"
@@ -167,3 +167,36 @@ def test_a_content_filter_notice_below_quoted_headers_still_explains_the_refusal
                headers="From: news@sample-sender.test\r\nTo: lin@sample-receiver.test\r\nSubject: hi")
     report = parse_bounce(raw)
     assert report is not None and report.records[0].reason is Reason.NOTCOMPLIANTRFC
+
+
+def _postfix_expiry(action: str, status: str, reply: str) -> bytes:
+    """A Postfix-style DSN returning a message after its queue lifetime, quoting the last reply."""
+    return _dsn("I'm sorry to have to inform you that your message could not\r\nbe delivered.",
+                ("mila@sample-receiver.test", status, reply)).replace(
+        b"Action: failed", f"Action: {action}".encode())
+
+
+def test_a_failed_dsn_whose_last_reply_denied_the_mailbox_invalidates_it_even_as_4xx() -> None:
+    # Postfix gives up after its queue lifetime on a server that kept answering 450 4.1.1
+    # (unknown_local_recipient_reject_code = 450): the mailbox was refused to the end.
+    reply = "450 4.1.1 <mila@sample-receiver.test>: Recipient address rejected: User unknown in local recipient table"
+    report = parse_bounce(_postfix_expiry("failed", "4.1.1", reply))
+    assert report is not None
+    (record,) = report.records
+    assert (record.reason, record.category, record.hard_bounce) == (Reason.USERUNKNOWN, Category.INVALID_ADDRESS, True)
+    # While the sender is still retrying, the same answer proves nothing yet.
+    delayed = parse_bounce(_postfix_expiry("delayed", "4.1.1", reply))
+    assert delayed is not None
+    assert (delayed.records[0].category, delayed.records[0].hard_bounce) == (Category.TEMPORARY, False)
+    # Live, the 450 is a deferral: category 3, retried.
+    live = classify(reply, code=450, stage=SMTPStage.RCPT)
+    assert (live.category, live.address_invalid, live.retry) == (Category.TEMPORARY, False, True)
+
+
+def test_a_failed_dsn_on_a_temporary_dns_answer_stays_soft() -> None:
+    # Gmail reports a Null MX as 4.0.0; a domain-level 4xx is no verdict on the address.
+    reply = ("DNS Error: DNS type 'mx' lookup of sample-receiver.test responded with code SERVFAIL "
+             "Domain name not found")
+    report = parse_bounce(_postfix_expiry("failed", "4.0.0", reply))
+    assert report is not None
+    assert report.records[0].hard_bounce is False

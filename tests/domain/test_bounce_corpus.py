@@ -16,7 +16,7 @@ from mailcarrier.domain.bounce import BounceRecord, parse_bounce
 from mailcarrier.domain.errors import ParseError
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "bounces"
-FLOORS = {"reason": 0.97, "hard_bounce": 0.985, "recipient": 0.98, "record_count": 0.995}
+FLOORS = {"reason": 0.97, "hard_bounce": 0.99, "recipient": 0.98, "record_count": 0.995}
 
 pytestmark = pytest.mark.skipif(
     not (CORPUS / "labels.json").is_file(),

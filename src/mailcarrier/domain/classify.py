@@ -126,6 +126,10 @@ _DEFAULT_SCOPE: dict[Reason, Scope] = {
 _TIMEOUT_WORDS = ("timed out", "timeout", "time out", "time-out")
 
 
+#: Mailbox statements that decide the address once the sender has given up (see consequences).
+_SETTLED_WHEN_FAILED = frozenset({Reason.USERUNKNOWN, Reason.HASMOVED})
+
+
 def _permanent(evidence: Evidence) -> bool:
     code = evidence.code
     if code is not None and 400 <= code < 600:
@@ -148,7 +152,14 @@ def consequences(evidence: Evidence, reason: Reason, rule_id: str, rule: Rule | 
         permanent = not rule.retry
     words = evidence.diagnostic.lower()
     timeout = reason in (Reason.NETWORKERROR, Reason.EXPIRED) and any(w in words for w in _TIMEOUT_WORDS)
-    category = category_for(reason, permanent=permanent, timeout=timeout)
+    # A bounce email reporting the recipient "failed" ends the sender's retries. When the
+    # server's last word was that the mailbox does not exist (or moved), that answer stands
+    # even if worded as 4xx: Postfix returns a message whose queue lifetime ran out on
+    # "450 4.1.1 User unknown" with Action: failed. Domain-level 4xx answers (DNS errors,
+    # a Null MX that Gmail reports as 4.0.0) stay temporary: a DNS failure proves nothing.
+    # A live 4xx has action "" and stays a temporary failure, category 3.
+    settled = permanent or (evidence.action == "failed" and reason in _SETTLED_WHEN_FAILED)
+    category = category_for(reason, permanent=settled, timeout=timeout)
     scope = (rule.scope if rule is not None and rule.scope is not None
              else _DEFAULT_SCOPE.get(reason, Scope.RECIPIENT))
     return Classification(reason, category, category is Category.INVALID_ADDRESS, permanent,
