@@ -8,8 +8,10 @@ tuned on: a fair check that recipient extraction generalises.
 For each file the expected set is the union of the addresses the test table lists for it
 (a file listed twice, once by a detector that does not read it, keeps the addresses of the
 one that does; ``dumbass_01.txt`` is expected empty by ``test_scan_unrecognized``). Ours is
-the set of recipients of the records ``parse_bounce`` returns for a bounce (kinds ``dsn``
-and ``nonstandard``: auto-replies and complaints are not failed recipients). Addresses
+the set of addresses the sender mailed, per record ``parse_bounce`` returns for a bounce
+(kinds ``dsn`` and ``nonstandard``: auto-replies and complaints are not failed recipients):
+``original_recipient`` when the report states one (RFC 3464 Original-Recipient, Sendmail's
+"expanded from"), else ``recipient``; inbound matching looks addresses up the same way. Addresses
 compare case-insensitively, as mailbox matching does in practice. The figure is the share
 of files whose two sets are exactly equal; flufl.bounce's own result (``all_failures``,
 temporary and permanent) is scored the same way.
@@ -88,7 +90,9 @@ def ours(raw: bytes) -> frozenset[str]:
         return frozenset()
     if report is None or report.kind not in ("dsn", "nonstandard"):
         return frozenset()
-    return frozenset(r.recipient.lower() for r in report.records if r.recipient)
+    # The address the sender mailed (Original-Recipient, Sendmail's "expanded from"), which is
+    # what a list manager or inbound matching looks up, else the final recipient.
+    return frozenset((r.original_recipient or r.recipient).lower() for r in report.records if r.recipient)
 
 
 def peer(raw: bytes) -> frozenset[str]:

@@ -80,7 +80,8 @@ def contact(engine: Engine, contact_id: int) -> dict[str, Any]:
 
 def dsn(*, to: str, recipient: str, status: str = "5.1.1", action: str = "failed",
         diagnostic: str = "smtp; 550 5.1.1 <{r}>: Recipient address rejected: User unknown",
-        message_id: str | None = None, dsn_id: str = "dsn-1@mx.receiver.test") -> bytes:
+        message_id: str | None = None, dsn_id: str = "dsn-1@mx.receiver.test",
+        original_recipient: str | None = None) -> bytes:
     """An RFC 3464 delivery status notification, as Postfix writes them."""
     original = (f"Message-ID: <{message_id}>\n" if message_id else "") + \
         f"From: news@shop.test\nTo: {recipient}\nSubject: Spring\n"
@@ -106,7 +107,7 @@ Content-Type: message/delivery-status
 Reporting-MTA: dns; mx.receiver.test
 
 Final-Recipient: rfc822; {recipient}
-Action: {action}
+{f"Original-Recipient: rfc822; {original_recipient}{chr(10)}" if original_recipient else ""}Action: {action}
 Status: {status}
 Remote-MTA: dns; mailstore.receiver.test
 Diagnostic-Code: {diagnostic.format(r=recipient)}

@@ -97,6 +97,17 @@ def test_bounce_matched_by_recipient_alone_is_unverified_and_changes_nothing(wor
     assert not [a for a in history(world.engine, world.account_id, cy.contact_id) if "bounce" in a.type]
 
 
+def test_recipient_match_uses_the_address_the_sender_mailed_before_the_alias_target(world: World) -> None:
+    """RFC 3464 2.3.1: Original-Recipient is the address we sent to; the alias target is not ours."""
+    cy = world.sent["cy@corp.test"]
+    with world.engine.begin() as conn:
+        conn.execute(deliveries.update().values(delivered_at=LATER - timedelta(days=1)))
+    receive(world, dsn(to="postmaster@bounces.sender.test", recipient="c.young@mailstore.corp.test",
+                       original_recipient=cy.email))
+    [stored] = list_inbound(world.engine)
+    assert (stored.match_method, stored.matched_delivery_ids) == ("recipient", (cy.delivery_id,))
+
+
 def test_recipient_match_ignores_old_deliveries(world: World) -> None:
     cy = world.sent["cy@corp.test"]
     store_incoming(world.engine, [IncomingEmail(dsn(to="x@y.test", recipient=cy.email), "file")], LATER)

@@ -9,6 +9,8 @@ Three methods, tried in order of authority, and the one that matched is recorded
    ``References`` (auto-replies quote it there).
 3. ``recipient``: the bounced address plus that address's most recent delivery within a window;
    when deliveries of several accounts qualify the email stays unmatched rather than guess.
+   The address the sender used comes first: a DSN's ``Original-Recipient`` (RFC 3464 2.3.1) or
+   Sendmail's "(expanded from: ...)", before the ``Final-Recipient`` an alias expanded it to.
 
 The functions here read values only (the look-ups are done in batches by the caller), so the
 decision is testable without a database.
@@ -107,7 +109,7 @@ def match_keys(raw: bytes, envelope_to: tuple[str, ...], report: BounceReport | 
     message_ids: list[str] = []
     if report is not None and report.original_message_id:
         message_ids.append(report.original_message_id.strip().strip("<>"))
-    recipients = tuple(dict.fromkeys(r.recipient.lower() for r in report.records if r.recipient)) \
+    recipients = tuple(dict.fromkeys(a.lower() for r in report.records for a in _addresses_of(r) if a)) \
         if report is not None else ()
     if valid:  # the envelope is the strongest evidence: no need to search the text
         return MatchKeys(tuple(valid), tuple(forged), tuple(message_ids), recipients)
@@ -123,11 +125,19 @@ def match_keys(raw: bytes, envelope_to: tuple[str, ...], report: BounceReport | 
                      recipients)
 
 
+def _addresses_of(record: BounceRecord) -> tuple[str, ...]:
+    """The addresses a record speaks for: the one the sender used first, then the final one."""
+    if record.original_recipient:
+        return (record.original_recipient, record.recipient)
+    return (record.recipient,)
+
+
 def _best_record(report: BounceReport | None, delivery: DeliveryRef) -> BounceRecord | None:
     """The record about ``delivery``: its own address first, else the most telling one."""
     if report is None or not report.records:
         return None
-    own = [r for r in report.records if r.recipient.lower() == delivery.email.lower()]
+    email = delivery.email.lower()
+    own = [r for r in report.records if any(a.lower() == email for a in _addresses_of(r) if a)]
     pool = own or list(report.records)
     return min(pool, key=lambda r: _ACTION_RANK.get(r.action, 3))
 
@@ -149,11 +159,12 @@ def attribute(report: BounceReport | None, keys: MatchKeys, *,
     found: list[Attribution] = []
     notes: list[str] = []
     for record in report.records if report is not None else ():
-        refs = by_recipient.get(record.recipient.lower(), [])
+        address, refs = next(((a, by_recipient[a.lower()]) for a in _addresses_of(record)
+                              if a and by_recipient.get(a.lower())), ("", []))
         if not refs:
             continue
         if len({r.account_id for r in refs}) > 1:
-            notes.append(f"{record.recipient}: recent deliveries in several accounts")
+            notes.append(f"{address}: recent deliveries in several accounts")
             continue
         if all(a.delivery.id != refs[0].id for a in found):
             found.append(Attribution(refs[0], record))
