@@ -146,17 +146,20 @@ class Reply:
     text: str
     expected: str = ""
     action: str = ""
+    remote_host: str = ""
 
     def evidence(self) -> Evidence:
         if self.text[:3].isdigit():
-            return Evidence.of_reply(parse_reply(self.text, self.stage), action=self.action)
-        return Evidence(self.text, None, self.stage, "smtp", self.action)
+            return Evidence.of_reply(parse_reply(self.text, self.stage), action=self.action,
+                                     remote_host=self.remote_host)
+        return Evidence(self.text, None, self.stage, "smtp", self.action, remote_host=self.remote_host)
 
 
 def catalogue() -> list[Reply]:
     """replies.toml and the reply tables of the domain tests, each reply once."""
     doc = tomllib.loads(REPLIES.read_text(encoding="utf-8"))
-    found = [Reply(SMTPStage(r["stage"]), r["reply"], r["reason"], r.get("action", "")) for r in doc["reply"]
+    found = [Reply(SMTPStage(r["stage"]), r["reply"], r["reason"], r.get("action", ""), r.get("remote_host", ""))
+             for r in doc["reply"]
              if not r["reply"].lower().startswith("x-unix;")]
     try:
         from tests.domain.test_classify import PROVIDER_REPLIES  # noqa: PLC0415 - optional tables

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mailcarrier.domain import SMTPStage, parse_reply
 from mailcarrier.domain.evidence import Evidence
-from mailcarrier.domain.vocabulary import Reason
+from mailcarrier.domain.vocabulary import BounceType, Category, Reason
 
 DATA = Path(__file__).parent / "data" / "replies.toml"
 
@@ -21,6 +21,9 @@ class ReplyCase:
     action: str
     source: str
     remote_host: str = ""
+    #: Seed 001's category and bounce type the reply must get, where the case states them.
+    category: Category | None = None
+    bounce_type: BounceType | None = None
 
     def evidence(self) -> Evidence:
         text = self.reply
@@ -36,4 +39,6 @@ class ReplyCase:
 def reply_cases() -> list[ReplyCase]:
     doc = tomllib.loads(DATA.read_text(encoding="utf-8"))
     return [ReplyCase(SMTPStage(r["stage"]), r["reply"], Reason(r["reason"]), r.get("action", ""), r["source"],
-                      r.get("remote_host", "")) for r in doc["reply"]]
+                      r.get("remote_host", ""),
+                      Category(r["category"]) if "category" in r else None,
+                      BounceType(r["type"]) if "type" in r else None) for r in doc["reply"]]

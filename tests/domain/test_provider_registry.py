@@ -42,8 +42,12 @@ PROVIDERS = PACKAGE / "domain" / "data" / "providers"
 # registry: first match wins within a tier, so this order is part of the classifier. One
 # move: yahoo.tss11, added last to codes.toml, now stands with Yahoo's other codes, before
 # Orange's and EarthLink's; their texts share nothing, so no reply reads differently.
-CODE_TIER = ["yahoo.tss04.mail-from", "yahoo.tss04", "yahoo.tss09", "yahoo.ts01-ts03", "yahoo.user-unknown",
-             "yahoo.mailbox-disabled", "yahoo.tss11", "orange.ofr-506", "orange.ofr-505", "earthlink.blocklisted"]
+CODE_TIER = ["gmail.4.7.23-ptr-mismatch", "microsoft.rst-restricted", "microsoft.rst-send-size",
+             "microsoft.5.7.520-forwarding", "microsoft.message-expired",
+             "yahoo.tss04.mail-from", "yahoo.tss04", "yahoo.tss09", "yahoo.ts01-ts03", "yahoo.user-unknown",
+             "yahoo.mailbox-disabled", "yahoo.tss11", "comcast.bl", "orange.ofr-506", "orange.ofr-505",
+             "netease.dt-spm", "netease.rbl", "netease.hl-rep", "netease.connections", "netease.rate",
+             "netease.authentication", "earthlink.blocklisted"]
 WORDING_TIER = [
     "gmail.user-unknown", "gmail.over-quota", "gmail.rate-limited", "gmail.unauthenticated", "gmail.ptr",
     "gmail.spam", "gmail.reputation", "gmail.policy", "microsoft.5.7.515", "microsoft.authentication-level",

@@ -33,6 +33,11 @@ def test_reply_without_enhanced_status() -> None:
     assert reply.enhanced is None and reply.is_transient
 
 
+def test_status_written_with_a_hash_after_the_code() -> None:
+    reply = parse_reply("550 #5.1.0 Address rejected.", SMTPStage.RCPT)  # Cisco Secure Email (IronPort)
+    assert reply.enhanced == EnhancedStatus(5, 1, 0) and reply.text == "Address rejected."
+
+
 def test_ip_address_is_not_an_enhanced_status() -> None:
     assert find_enhanced_status("Client host [5.1.1.2] blocked") is None
     assert find_enhanced_status("said: 550 5.7.1 blocked") == EnhancedStatus(5, 7, 1)

@@ -127,9 +127,10 @@ def reason_table() -> ReasonTable:
 
 
 # Reasons whose wording, when a 5.1.1-style status says "user unknown", shows the server
-# meant something else (a relay refusal, a block, a full mailbox ...).
+# meant something else (a relay refusal, a block, a full mailbox, a rate limit: Comcast's
+# "452 4.1.0 ... Rate limit exceeded", RL codes of postmaster.comcast.net).
 _NOT_REALLY_UNKNOWN = (Reason.NORELAYING, Reason.BLOCKED, Reason.MAILBOXFULL, Reason.HASMOVED,
-                       Reason.REJECTED, Reason.NOTACCEPT, Reason.FILTERED)
+                       Reason.REJECTED, Reason.NOTACCEPT, Reason.FILTERED, Reason.SPEEDING)
 _EARLY_COMMANDS = frozenset({SMTPStage.CONNECT, SMTPStage.EHLO, SMTPStage.MAIL, SMTPStage.RCPT})
 _DATA_COMMANDS = frozenset({SMTPStage.DATA, SMTPStage.EOD})
 
@@ -162,8 +163,12 @@ _NOT_REALLY_FILTERED = (Reason.SPEEDING,)
 def _filtered(table: ReasonTable, named: Reason | None, text: str, command: SMTPStage) -> bool:
     if named is Reason.FILTERED:
         return not any(table.match(other, text) for other in _NOT_REALLY_FILTERED)
-    if named is Reason.SUSPEND or command is SMTPStage.RCPT:
+    if named is Reason.SUSPEND:
         return False
+    if command is SMTPStage.RCPT:
+        # The recipient's own filter speaks at RCPT too ("Delivery refused due to recipient
+        # preferences"); missing-mailbox words there were userunknown's to take.
+        return table.match(Reason.FILTERED, text)
     return table.match(Reason.FILTERED, text) or table.match(Reason.USERUNKNOWN, text)
 
 
@@ -371,11 +376,19 @@ def _decide(table: ReasonTable, tiers: RuleTiers, evidence: Evidence) -> Decisio
     temporary = _temporary(evidence)
     local = evidence.diagnostic_type == "x-unix"
     if not local:
+        command = evidence.command
         for reason in table.first_pass:
             if reason is Reason.HOSTUNKNOWN and temporary:
                 continue  # a temporary DNS failure does not prove the domain is missing
             test = _FIRST_TESTS.get(reason) or _by_status_or_words(reason)
-            if test(table, named, text, evidence.command):
+            if reason is Reason.USERUNKNOWN and command is SMTPStage.UNKNOWN and not evidence.action:
+                # A live reply whose stage the caller did not give (``mailcarrier classify``
+                # without --stage): missing-mailbox wording is the RCPT answer it almost always
+                # is (RFC 5321 3.3, 4.2.2: mailbox replies answer RCPT). A bounce record always
+                # has an Action; there an unstated command keeps the gateway reading (filtered).
+                if test(table, named, text, SMTPStage.RCPT):
+                    return reason, f"first:{reason.value}", None
+            elif test(table, named, text, command):
                 return reason, f"first:{reason.value}", None
     if hint is not None:
         return hint, f"detector:{hint.value}", None

@@ -104,7 +104,8 @@ class SMTPReply:
 
 
 _LINE = re.compile(r"\s*([2-5]\d\d)([ \-]|$)(.*)", re.DOTALL)
-_LEADING_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+# "#5.1.0" is how Cisco Secure Email (IronPort) and qmail-style servers write the status.
+_LEADING_STATUS = re.compile(r"#?([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 
 
 def parse_reply(raw: str | bytes, stage: SMTPStage = SMTPStage.UNKNOWN) -> SMTPReply:
