@@ -74,7 +74,7 @@ def main() -> None:
         with engine.begin() as conn:
             conn.execute(update(contacts).where(contacts.c.id % 20 == 0).values(
                 status="error", last_bounce_category=2, last_bounce_reason="userunknown", last_bounce_at=NOW))
-        settings = Settings(_env_file=None, data_dir=root / "data",  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=root / "data",
                             secret_key="bench-secret-0123456789abcdef")
         app = create_app(settings, engine, clock=lambda: NOW)
         with TestClient(app, base_url="http://mc.bench") as http:

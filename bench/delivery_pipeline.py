@@ -89,11 +89,11 @@ def ours(messages: int, processes: int, sign: bool) -> float:
     sink = _sink(port)
     try:
         url = _prepare(folder, messages)
-        settings = Settings(_env_file=None, data_dir=folder / "data", secret_key="b" * 32,  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=folder / "data", secret_key="b" * 32,
                             static_routes=f"*=127.0.0.1:{port}", dkim_sign=sign, smtp_timeout=30)
         if sign:  # the key is generated once, not inside the timed part
             from mailcarrier.delivery.dkim_keys import load_or_create_key  # noqa: PLC0415
-            load_or_create_key(settings.data_dir, "shop.example", settings.dkim_selector, "rsa")
+            load_or_create_key(settings.storage.data_dir, "shop.example", settings.delivery.dkim_selector, "rsa")
         context = multiprocessing.get_context("fork")
         started = time.perf_counter()
         workers = [context.Process(target=_worker, args=(url, settings, n)) for n in range(processes)]

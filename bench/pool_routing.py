@@ -111,7 +111,7 @@ def main() -> None:
     peer: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, Sandbox() as sandbox:
         work = Path(tmp)
-        settings = Settings(_env_file=None, data_dir=work / "data",  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=work / "data",
                             secret_key="bench-secret-" + "x" * 20, static_routes=f"*=127.0.0.1:{sandbox.port}",
                             dkim_sign=False, bounce_domain="bounces.shop.test", public_url="https://m.shop.test")
         for round_no in range(args.rounds):

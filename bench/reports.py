@@ -216,7 +216,7 @@ OUR_APP = '''
 import os
 from mailcarrier.api.app import create_app
 from mailcarrier.config import Settings
-app = create_app(Settings(database_url=os.environ["BENCH_DB_URL"], secret_key="bench-secret-0123456789abcdef",
+app = create_app(Settings.of(database_url=os.environ["BENCH_DB_URL"], secret_key="bench-secret-0123456789abcdef",
                           data_dir=os.environ["BENCH_DATA_DIR"]))
 '''
 

@@ -78,7 +78,7 @@ def build(settings: Settings, recipients: int) -> list[str]:
             prepared = prepare_message_links(conn, settings, account_id=account.id,
                                               mailing_id=mailing_id, delivery_id=delivery_id,
                                               html=HTML, text=None, now=delivered)
-            paths += [m.split(settings.public_url, 1)[1]
+            paths += [m.split(settings.api.public_url, 1)[1]
                       for m in re.findall(r'href="([^"]+)"', prepared.html or "")]
     engine.dispose()
     return paths
@@ -184,7 +184,7 @@ def main() -> None:
         python_path = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": python_path, "MAILCARRIER_DATA_DIR": tmp, "MAILCARRIER_SECRET_KEY": "bench-secret-" + "k" * 32,
                "MAILCARRIER_PUBLIC_URL": base, "MAILCARRIER_DATABASE_URL": f"sqlite:///{tmp}/bench.db"}
-        settings = Settings(_env_file=None, data_dir=Path(tmp),  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=Path(tmp),
                             secret_key=env["MAILCARRIER_SECRET_KEY"], public_url=base,
                             database_url=env["MAILCARRIER_DATABASE_URL"])
         started = time.perf_counter()

@@ -165,7 +165,7 @@ async def test_the_real_api_answers_domain_errors_with_their_kinds_problem_type(
     with engine.begin() as conn:
         shop = account_repo.create_account(conn, "shop", "Shop", now)
         _, key = create_api_key(conn, shop.id, "k", ["audiences:*"], now)
-    settings = Settings(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
+    settings = Settings.of(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
                         public_url="http://mc.test")
     app = create_app(settings, engine, clock=lambda: now)
     headers = {"Authorization": f"Bearer {key}"}

@@ -1,231 +1,312 @@
-"""Settings, read from the environment (prefix ``MAILCARRIER_``) or a ``.env`` file.
+"""Settings: a tree of sections, read once at start-up from overrides, the environment, a
+``.env`` file and an optional TOML config file, parsed and validated as they are read.
 
-One :class:`Settings` object is built at start-up and passed explicitly to the layers
-that need it; nothing reads the environment at import time. Unknown variables with our
-prefix are an error, so a typo in a setting name is caught instead of ignored.
+One :class:`Settings` object is built at start-up and passed explicitly to the layers that
+need it; nothing reads the environment at import time. Code reads ``settings.inbound.port``
+or ``settings.delivery.retry_schedule`` (a tuple of hours, not the text it came from).
+
+Operators keep the flat names they know: every leaf answers to ``MAILCARRIER_<FLAT NAME>``
+(:data:`LEAVES`), in the environment and in ``.env``; a config file (``MAILCARRIER_CONFIG``
+or ``mailcarrier --config``) has one table per section, ``[inbound] port = 2526``. Sources,
+first wins: explicit overrides (CLI flags, by flat name), the environment, ``.env``, the
+config file, the defaults; where each value came from is kept (``mailcarrier config show``).
+
+A wrong value stops the load with :class:`SettingsError`, one line per problem naming the
+variable (or file entry), the bad entry and the expected form. An unknown name in ``.env`` or
+in the config file is an error, and so is an environment variable that looks like a
+misspelt setting (``MAILCARRIER_INBOUND_PROT``); other ``MAILCARRIER_*`` variables are left
+alone, because the prefix is shared (``MAILCARRIER_ACCOUNT``, the test harness's).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import difflib
+import os
 import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic.fields import FieldInfo
 
-__all__ = ["Settings", "load_settings"]
+from mailcarrier.config_sections import (
+    SECTIONS,
+    ApiSettings,
+    ContactSettings,
+    DeliverySettings,
+    DnsSettings,
+    ImapSettings,
+    InboundSettings,
+    PoolSettings,
+    ReportSettings,
+    SecuritySettings,
+    StorageSettings,
+    TrackingSettings,
+    WebhookSettings,
+)
+from mailcarrier.config_values import ValueFormatError
+from mailcarrier.domain.errors import ConfigurationError
+
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "LEAVES", "Leaf", "Origin", "Settings", "SettingsError", "Source",
+           "load_settings", "read_settings"]
+
+ENV_PREFIX = "MAILCARRIER_"
+#: The variable naming the TOML config file (``mailcarrier --config`` sets it).
+CONFIG_ENV = "MAILCARRIER_CONFIG"
 
 
-class Settings(BaseSettings):
-    """Everything an operator can configure."""
+class SettingsError(ConfigurationError):
+    """The settings could not be loaded: one line per wrong value or unknown name."""
 
-    model_config = SettingsConfigDict(env_prefix="MAILCARRIER_", env_file=".env", extra="forbid",
-                                      env_file_encoding="utf-8")
 
-    data_dir: Path = Field(Path("./mailcarrier-data"), description=(
-        "Directory for the embedded SQLite database, generated secrets and DKIM keys."))
-    database_url: str | None = Field(None, description=(
-        "SQLAlchemy URL of the system of record. Unset: SQLite file in data_dir. "
-        "PostgreSQL: postgresql+psycopg://user@host:5432/db"))
-    secret_key: str | None = Field(None, description=(
-        "Master secret for VERP and tracking signatures. Unset: generated once and kept in "
-        "data_dir/secret.key. Changing it invalidates outstanding bounce addresses and links."))
-    hostname: str = Field("mailcarrier.localhost", description="Name used in EHLO and Message-IDs.")
-    bounce_domain: str = Field("bounces.mailcarrier.localhost", description=(
-        "Domain of the VERP return-paths; its MX must point at `mailcarrier inbound`."))
-    public_url: str = Field("http://127.0.0.1:8025", description=(
-        "Base URL of `mailcarrier serve`, used in tracking links and List-Unsubscribe."))
-    trusted_proxies: str = Field("", description=(
-        "Comma-separated addresses or CIDR networks of the reverse proxies in front of `mailcarrier "
-        "serve`, whose X-Forwarded-For and X-Forwarded-Proto are believed. Empty: forwarded headers "
-        "are ignored and the connecting address is the client (rate limits count it)."))
-    static_routes: str = Field("", description=(
-        "Static routing table replacing DNS MX look-ups, 'pattern=host:port' entries separated by "
-        "commas, e.g. '*.test=127.0.0.1:2525,*=127.0.0.1:2526'. Empty: use DNS."))
-    pool_trap_lookback_days: int = Field(365, ge=1, description=(
-        "A spam-trap hit within this many days keeps an account out of (or moves it out of) trusted."))
-    pool_trusted_max_messages_30d: int = Field(75_000, ge=1, description=(
-        "Trusted pool: fewer than this many messages in the last 30 days."))
-    pool_dedicated_min_messages_30d: int = Field(100_000, ge=1, description=(
-        "Above this many messages in 30 days a dedicated IP is recommended."))
-    max_complaint_rate: float = Field(0.001, ge=0, le=1, description=(
-        "Complaint rate above which an account returns to shared and a warm-up ramp holds."))
-    max_bounce_rate: float = Field(0.05, ge=0, le=1, description=(
-        "Bounce rate above which an account returns to shared and a warm-up ramp holds."))
-    warmup_schedule: str = Field("standard", description=(
-        "Warm-up schedule for new or idle IPs: conservative, standard or aggressive."))
-    warmup_idle_restart_days: int = Field(30, ge=1, description=(
-        "An IP idle this many days restarts its warm-up."))
-    pool_overflow: str = Field("", description=(
-        "Name of a warm shared pool that carries what an account's own pool may not send now "
-        "(warm-up caps, hourly limits, suspensions). Empty: such messages wait."))
-    enforce_sender_hygiene: bool = Field(True, description=(
-        "Refuse to send regular and automated mailings of an account assigned to a pool from a "
-        "domain failing SPF/DKIM/DMARC/FCrDNS/MX checks or with a listed pool IP."))
-    hygiene_nameserver: str = Field("", description=(
-        "Resolver HOST[:PORT] for sender-hygiene checks (empty: the system's resolver)."))
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One setting: where it sits in the tree and the flat name operators use."""
 
-    status_soft_bounce_mailings: int = Field(3, ge=1, description=(
-        "Consecutive mailings that all failed temporarily before a contact moves to error."))
-    status_block_limit: int = Field(3, ge=1, description=(
-        "Consecutive category-1 blocks before a contact moves to error."))
-    filtering_reject_share: float = Field(0.30, gt=0, le=1, description=(
-        "Suspected B2B filtering: share of a domain's recipients in one mailing rejected as unknown."))
-    filtering_min_rejected: int = Field(5, ge=1, description=(
-        "Suspected B2B filtering: minimum rejected recipients of that domain in the mailing."))
-    filtering_recent_days: int = Field(90, ge=0, description=(
-        "Suspected B2B filtering: a 'user unknown' for an address delivered to or engaged with "
-        "within this many days."))
-    inbound_host: str = Field("127.0.0.1", description="Address `mailcarrier inbound` listens on.")
-    inbound_port: int = Field(2526, ge=0, le=65535, description="Port `mailcarrier inbound` listens on.")
-    inbound_max_bytes: int = Field(10_000_000, ge=1024, description=(
-        "Largest inbound email accepted (SMTP answers 552 above it; imported files are stored "
-        "truncated and marked failed)."))
-    inbound_max_sessions: int = Field(100, ge=0, description=(
-        "SMTP sessions `mailcarrier inbound` holds at once, all peers together (each may buffer a "
-        "message up to inbound_max_bytes); more get 421. 0: unlimited."))
-    inbound_max_sessions_per_peer: int = Field(10, ge=0, description=(
-        "SMTP sessions one peer address (IPv6: its /64) may hold at once; more get 421. 0: unlimited."))
-    inbound_peer_connections_per_minute: int = Field(120, ge=0, description=(
-        "New SMTP connections one peer may open per minute; more get 421. 0: unlimited."))
-    inbound_peer_messages_per_minute: int = Field(300, ge=0, description=(
-        "Messages one peer may send per minute; more get 451 at RCPT (retried later). 0: unlimited."))
-    inbound_unlimited_peers: str = Field("127.0.0.0/8,::1", description=(
-        "Comma-separated addresses or CIDR networks exempt from the per-peer inbound limits (a relay "
-        "in front of `mailcarrier inbound` sends everything); the total session limit still applies."))
-    inbound_accept_addresses: str = Field("", description=(
-        "Comma-separated feedback-loop and abuse addresses the inbound server also accepts, besides "
-        "signed VERP addresses and postmaster@<bounce domain>."))
-    inbound_tls_cert: Path | None = Field(None, description=(
-        "PEM certificate for STARTTLS on the inbound server (with inbound_tls_key). Unset: no TLS."))
-    inbound_tls_key: Path | None = Field(None, description="PEM private key for inbound_tls_cert.")
-    inbound_recipient_match_days: int = Field(30, ge=1, description=(
-        "A bounce matched by recipient address alone attaches to that address's delivery sent "
-        "within this many days."))
-    imap_host: str = Field("", description="IMAP server of the bounce mailbox (`bounces import --imap`).")
-    imap_port: int = Field(993, ge=1, le=65535, description="IMAP port (993 with TLS, 143 without).")
-    imap_tls: bool = Field(True, description="Connect to IMAP over TLS (IMAPS).")
-    imap_starttls: bool = Field(True, description=(
-        "Without imap_tls: upgrade the plain connection with STARTTLS, and refuse to log in when "
-        "the server does not offer it. Off only for a server you trust on a private network: the "
-        "password would travel in clear."))
-    imap_ca_file: Path | None = Field(None, description=(
-        "PEM file of the CA (or the self-signed certificate) that signs the IMAP server's "
-        "certificate; default: the system's trusted CAs. Certificates are always verified."))
-    imap_timeout: float = Field(30.0, gt=0, description=(
-        "Seconds to wait for the IMAP server to connect and to answer each command."))
-    imap_user: str = Field("", description="IMAP login name.")
-    imap_password: str = Field("", description="IMAP password.")
-    imap_folder: str = Field("INBOX", description="IMAP folder to read bounces from.")
-    imap_delete: bool = Field(False, description=(
-        "Delete messages from the IMAP folder once stored. Off: they are only flagged \\Seen and "
-        "$MailcarrierStored, so nothing unread is ever destroyed."))
-    dkim_selector: str = Field("mc1", description="DKIM selector of the generated sending-domain keys.")
-    dkim_algorithm: str = Field("rsa", pattern="^(rsa|ed25519|ed25519-only)$", description=(
-        "DKIM signing: rsa (2048 bits); ed25519 = an Ed25519 signature plus an RSA one under "
-        "the selector '<selector>-rsa' (RFC 8463 dual signing: verifiers without ed25519 still "
-        "pass); ed25519-only = Ed25519 alone."))
-    dkim_sign: bool = Field(True, description="Sign every message with the sending domain's DKIM key.")
-    delivery_batch_size: int = Field(500, ge=1, description="Deliveries claimed per worker batch.")
-    delivery_concurrency: int = Field(200, ge=1, description=(
-        "SMTP sessions one worker keeps busy at once, across all destinations."))
-    delivery_lease_seconds: float = Field(120.0, gt=0, description=(
-        "A claimed delivery whose worker stops renewing for this long is recovered by others."))
-    smtp_timeout: float = Field(60.0, gt=0, description="Seconds to wait for each SMTP reply.")
-    retry_schedule_hours: str = Field("0,1,6,30", description=(
-        "Start of each delivery attempt, in hours after the first; its length is the attempt count. "
-        "The default is seed 003's four attempts over 30 hours."))
-    retry_max_age_hours: float = Field(30.0, gt=0, description=(
-        "After this long a still-deferred recipient is a soft bounce (expired)."))
-    retry_outcome_unknown: bool = Field(False, description=(
-        "Resend after no answer to the final '.' (147/148), risking a duplicate."))
-    destination_limits: str = Field("", description=(
-        "Per-destination overrides 'pattern=CONNECTIONSxMESSAGES', comma separated, matched on the "
-        "recipient domain or MX host, e.g. 'gmail.com=5x50,*.example=2x10'."))
-    source_ip: str = Field("", description="Local address to send from (empty: the system's choice).")
+    section: str
+    name: str
+    flat: str
+    field: FieldInfo
 
-    tracking_key_id: int = Field(1, ge=0, le=255, description=(
-        "Key id signing new tracking links; bump it when rotating secret_key and list the old "
-        "secret in tracking_retired_secrets so links in delivered mail keep working."))
-    tracking_retired_secrets: str = Field("", description=(
-        "Earlier tracking secrets still accepted, 'KEY_ID:SECRET' entries separated by commas."))
-    tracking_link_days: int = Field(400, ge=0, description=(
-        "Click, open and unsubscribe links expire this many days after sending (0: never)."))
-    tracking_burst_seconds: float = Field(5.0, gt=0, description=(
-        "Machine clicks: several links of one message hit from one address within this many seconds."))
-    tracking_burst_links: int = Field(2, ge=1, description=(
-        "Machine clicks: more than this many links of one message in one burst."))
-    tracking_shared_ip_seconds: float = Field(60.0, gt=0, description=(
-        "Machine clicks: window in which one address clicking for many recipients is a scanner."))
-    tracking_shared_ip_recipients: int = Field(2, ge=1, description=(
-        "Machine clicks: one address clicking for more than this many recipients of a mailing."))
-    tracking_after_delivery_seconds: float = Field(60.0, ge=0, description=(
-        "Hits this soon after delivery (the 250 reply, not the send) are machines; scanner bursts "
-        "start a median ~43 s after delivery."))
-    tracking_hold_seconds: float = Field(60.0, ge=0, description=(
-        "Webhooks and automation see an open or click only after this hold, so a burst is "
-        "recognised as a machine before anyone is notified."))
-    tracking_spool_dir: Path | None = Field(None, description=(
-        "Directory where accepted opens and clicks wait for the writer (one file per server "
-        "process; survives a crash). Unset: data_dir/tracking-spool."))
-    tracking_writer: Literal["thread", "external"] = Field("thread", description=(
-        "Who writes spooled hits to the database: 'thread' (a thread of the app; embedded use) or "
-        "'external' (a writer process; `mailcarrier serve` sets this and starts it)."))
-    tracking_writer_nice: int = Field(10, ge=0, le=19, description=(
-        "Niceness added to the writer process of `mailcarrier serve`: under CPU contention the "
-        "endpoints come first and the writer catches up after (measured p99 about halved)."))
-    tracking_batch_size: int = Field(500, ge=1, description="Hits written per database transaction.")
-    subscribe_confirm_hours: int = Field(48, ge=1, description=(
-        "A double opt-in confirmation link expires after this many hours."))
-    subscribe_rate_limit: int = Field(5, ge=1, description=(
-        "Subscription requests accepted per client address per subscribe_rate_window_seconds."))
-    subscribe_rate_window_seconds: float = Field(600.0, gt=0, description=(
-        "Window of the per-address subscription rate limit."))
-    subscribe_from_address: str = Field("", description=(
-        "Sender of double opt-in confirmations (empty: confirm@<hostname>)."))
-    webhook_allow_http: bool = Field(False, description=(
-        "Allow plain http webhook URLs (default: https only)."))
-    webhook_internal_hosts: str = Field("", description=(
-        "Comma-separated host names, addresses or CIDR networks that webhooks may reach although "
-        "they are internal (loopback, private, link-local...), over http or https; for self-hosted "
-        "receivers. Every other internal target is refused, at registration and at connect time."))
-    report_hard_bounce_warn: float = Field(0.02, gt=0, le=1, description=(
-        "Reports flag a mailing whose hard-bounce rate reaches this share as 'warn'."))
-    report_hard_bounce_alert: float = Field(0.05, gt=0, le=1, description=(
-        "Reports flag a mailing whose hard-bounce rate reaches this share as 'alert'."))
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flat.upper()
 
-    @field_validator("trusted_proxies", "inbound_unlimited_peers")
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def secret(self) -> bool:
+        extra = self.field.json_schema_extra
+        return isinstance(extra, dict) and extra.get("secret") is True
+
+
+#: Every setting by its flat name (``inbound_port``), in section order.
+LEAVES: Mapping[str, Leaf] = {
+    str(info.alias): Leaf(section, name, str(info.alias), info)
+    for section, model in SECTIONS.items() for name, info in model.model_fields.items()
+}
+_BY_ENV = {leaf.env: leaf for leaf in LEAVES.values()}
+
+
+class Origin(StrEnum):
+    """Where a setting's value came from, lowest precedence first."""
+
+    DEFAULT = "default"
+    FILE = "file"
+    DOTENV = ".env"
+    ENV = "env"
+    OVERRIDE = "override"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A value's origin, the name it was given there (a variable, a file entry, an override)
+    and the file it was read from (``.env`` or the config file)."""
+
+    origin: Origin
+    where: str
+    file: str = ""
+
+
+class Settings(BaseModel):
+    """Everything an operator can configure, by section (:data:`SECTIONS`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    pools: PoolSettings = Field(default_factory=PoolSettings)
+    contacts: ContactSettings = Field(default_factory=ContactSettings)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+
     @classmethod
-    def _networks(cls, value: str) -> str:
-        """Each entry must be an IP address or CIDR network: a typo must not silently trust nothing."""
-        for entry in value.split(","):
-            if entry.strip():
-                try:
-                    ipaddress.ip_network(entry.strip(), strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"{entry.strip()!r} is not an IP address or CIDR network") from exc
-        return value
+    def of(cls, **values: object) -> Settings:
+        """Settings from these values (flat names) and the defaults, reading nothing else
+        (tests, embedding)."""
+        return _build([_Layer(Origin.OVERRIDE, {flat: (value, flat) for flat, value in values.items()})])
+
+    def value(self, flat: str) -> object:
+        """A leaf's value by its flat name (``inbound_port``)."""
+        leaf = LEAVES[flat]
+        return getattr(getattr(self, leaf.section), leaf.name)
+
+    def source(self, flat: str) -> Source:
+        """Where a leaf's value came from (the default unless a source set it)."""
+        return self._sources.get(flat, Source(Origin.DEFAULT, "default"))
+
+    def with_values(self, **values: object) -> Settings:
+        """A copy with some leaves (flat names) replaced and validated: an account's thresholds."""
+        sections: dict[str, dict[str, object]] = {}
+        for flat, value in values.items():
+            leaf = _leaf(flat, "setting")
+            sections.setdefault(leaf.section, dict(getattr(self, leaf.section)))[leaf.name] = value
+        try:
+            changed = {name: SECTIONS[name].model_validate(fields) for name, fields in sections.items()}
+        except ValidationError as error:
+            raise SettingsError(str(error)) from None
+        copy = self.model_copy(update=changed)
+        copy._sources = {**self._sources, **{flat: Source(Origin.OVERRIDE, flat) for flat in values}}
+        return copy
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'mailcarrier.db').resolve()}"
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite:///{(self.storage.data_dir / 'mailcarrier.db').resolve()}"
 
     def resolved_secret(self) -> bytes:
         """The master secret; generated and stored (mode 0600) on first use."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.data_dir / "secret.key"
+        if self.security.secret_key is not None and self.security.secret_key.get_secret_value():
+            return self.security.secret_key.get_secret_value().encode()
+        data_dir = self.storage.data_dir
+        path = data_dir / "secret.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(48), encoding="ascii")
         return path.read_text(encoding="ascii").strip().encode()
 
 
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    """One source's values: flat name -> (raw value, the name it was given there)."""
+
+    origin: Origin
+    values: dict[str, tuple[object, str]]
+    file: str = ""
+
+
+def _leaf(flat: str, what: str) -> Leaf:
+    leaf = LEAVES.get(flat.lower())
+    if leaf is None:
+        close = difflib.get_close_matches(flat.lower(), LEAVES, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SettingsError(f"{flat!r} is not a {what}{hint}")
+    return leaf
+
+
+def _environment_layer(environ: Mapping[str, str], origin: Origin, *, strict: bool, file: str = "") -> _Layer:
+    """``MAILCARRIER_*`` names of the environment or ``.env``. ``strict``: every one must be
+    a setting (``.env``); else only names that look like a misspelt setting are refused."""
+    values: dict[str, tuple[object, str]] = {}
+    problems: list[str] = []
+    for name, value in environ.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        leaf = _BY_ENV.get(upper)
+        if leaf is not None:
+            values[leaf.flat] = (value, f"{upper} (in {file})" if file else upper)
+            continue
+        close = difflib.get_close_matches(upper, _BY_ENV, n=1, cutoff=0.85)
+        if strict or close:
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{upper}{f' (in {file})' if file else ''} is not a setting{hint}")
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return _Layer(origin, values, file)
+
+
+def _file_layer(path: Path) -> _Layer:
+    """A TOML file with one table per section, leaves by their name in the section."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SettingsError(f"config file {path}: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    values: dict[str, tuple[object, str]] = {}
+    problems: list[str] = []
+    for section, table in document.items():
+        model = SECTIONS.get(section)
+        if model is None or not isinstance(table, dict):
+            problems.append(f"config file {path}: [{section}] is not a section; the sections are "
+                            f"{', '.join(SECTIONS)}")
+            continue
+        for name, value in table.items():
+            info = model.model_fields.get(name)
+            if info is None:
+                close = difflib.get_close_matches(name, model.model_fields, n=1, cutoff=0.7)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                problems.append(f"config file {path}: [{section}] {name} is not a setting{hint}")
+                continue
+            values[str(info.alias)] = (value, f"[{section}] {name} (in {path})")
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return _Layer(Origin.FILE, values, str(path))
+
+
+def _explain(error: dict[str, Any], shown: Mapping[str, tuple[object, str]]) -> str:
+    loc = error["loc"]
+    flat = str(loc[1]) if len(loc) > 1 else None
+    if flat is None or flat not in LEAVES:
+        return f"[{loc[0]}]: {str(error['msg']).removeprefix('Value error, ')}"
+    value, where = shown.get(flat, (None, flat))
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ValueFormatError):
+        return f"{where}: {cause}"
+    given = "" if LEAVES[flat].secret else f"={value!r}"
+    return f"{where}{given}: {str(error['msg']).removeprefix('Value error, ')}"
+
+
+def _build(layers: list[_Layer]) -> Settings:
+    """Merge the layers (later ones win), validate, and remember each value's source."""
+    chosen: dict[str, tuple[object, str]] = {}
+    sources: dict[str, Source] = {}
+    for layer in layers:
+        for flat, (given, where) in layer.values.items():
+            leaf = _leaf(flat, "setting")
+            unset = layer.origin in (Origin.ENV, Origin.DOTENV) and given == "" and leaf.field.default is None
+            chosen[leaf.flat] = (None if unset else given, where)  # an empty variable unsets an optional one
+            sources[leaf.flat] = Source(layer.origin, where, layer.file)
+    tree: dict[str, dict[str, object]] = {}
+    for flat, (value, _) in chosen.items():
+        tree.setdefault(LEAVES[flat].section, {})[flat] = value
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as error:
+        problems = [_explain(dict(e), chosen) for e in error.errors(include_input=False)]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    settings._sources = sources
+    return settings
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment, with explicit overrides (CLI flags) on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """The settings of this process: ``overrides`` (flat names, e.g. from CLI flags) over the
+    environment over ``./.env`` over the config file (``$MAILCARRIER_CONFIG``) over the
+    defaults. Raises :class:`SettingsError` naming every wrong value."""
+    return read_settings(os.environ, Path(".env"), None, overrides)
+
+
+def read_settings(environ: Mapping[str, str], env_file: Path | None, config_file: Path | None,
+                  overrides: Mapping[str, object]) -> Settings:
+    """:func:`load_settings` from explicit sources: ``config_file`` (else ``environ``'s
+    ``MAILCARRIER_CONFIG``) under ``env_file`` under ``environ`` under ``overrides``."""
+    layers: list[_Layer] = []
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    if config_file is not None:
+        layers.append(_file_layer(config_file))
+    if env_file is not None and env_file.is_file():
+        dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        layers.append(_environment_layer(dotenv, Origin.DOTENV, strict=True, file=str(env_file)))
+    layers.append(_environment_layer(environ, Origin.ENV, strict=False))
+    layers.append(_Layer(Origin.OVERRIDE, {flat: (value, f"{flat} (override)")
+                                           for flat, value in overrides.items()}))
+    return _build(layers)

@@ -42,7 +42,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
+    return Settings.of(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
                     public_url="http://mc.test")
 
 

@@ -324,7 +324,7 @@ async def test_import_progress_page_while_running(client: httpx.AsyncClient, app
     """The progress page of an import still running: a progress bar at the share of the file
     read, and the live region that makes the page update itself (until the job is done)."""
     await _login(client, db, account_id)
-    jobs = ImportJobs(app.state.context.settings.data_dir / "dashboard-imports")
+    jobs = ImportJobs(app.state.context.settings.storage.data_dir / "dashboard-imports")
     job = ImportJob("job1-0123456789a", account_id, "news", "big.csv", 4000, T0, consumed=1000)
     jobs.save(job)  # a job caught mid-way, as the background thread leaves it
     page = await client.get("/dashboard/imports/job1-0123456789a")

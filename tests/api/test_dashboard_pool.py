@@ -46,7 +46,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with engine.begin() as conn:
         _, dash_key = create_api_key(conn, acme, "dashboard", ["reports:read", "pools:read"], BEFORE)
     with local_dns(ZONE) as resolver:
-        settings = Settings(_env_file=None, data_dir=tmp / "data",  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=tmp / "data",
                             secret_key="test-master-secret-0123456789", public_url="http://mc.test",
                             dkim_selector="s1", bounce_domain="bounces.good.test", hostname="mx.mailcarrier.test",
                             hygiene_nameserver=f"127.0.0.1:{resolver.port}")

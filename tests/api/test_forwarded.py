@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from mailcarrier.api.app import create_app
 from mailcarrier.api.proxies import TrustedProxies
 from mailcarrier.config import Settings
+from mailcarrier.config_values import parse_list, parse_network
 from tests.api.conftest import Clock
 from tests.api.live import free_port
 from tests.api.test_tracking import start_server
@@ -29,7 +30,7 @@ async def _client_seen(trusted: str, peer: str, headers: list[tuple[bytes, bytes
     async def app(scope: Any, _receive: Any, _send: Any) -> None:
         seen.update(client=scope["client"][0], scheme=scope["scheme"])
 
-    await TrustedProxies(app, trusted)({"type": "http", "client": (peer, 5000), "scheme": "http",
+    await TrustedProxies(app, parse_list(trusted, parse_network))({"type": "http", "client": (peer, 5000), "scheme": "http",
                                         "headers": headers}, None, None)  # type: ignore[arg-type]
     return seen["client"], seen["scheme"]
 
@@ -50,7 +51,7 @@ async def test_forwarded_headers_only_from_trusted_proxies() -> None:
 
 def test_a_typo_in_trusted_proxies_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an IP address"):
-        Settings(data_dir=tmp_path, trusted_proxies="127.0.0.1,proxy.local")
+        Settings.of(data_dir=tmp_path, trusted_proxies="127.0.0.1,proxy.local")
 
 
 async def _burst(http: httpx.AsyncClient, headers: list[dict[str, str]]) -> list[int]:
@@ -63,7 +64,7 @@ async def test_subscribe_rate_limit_counts_the_proxied_client(settings: Settings
     spoofed = [{"X-Forwarded-For": f"192.0.2.{n}"} for n in range(8)]
     for trusted, peer, expect_limited in (("", "127.0.0.1", True), ("127.0.0.1", "127.0.0.1", False),
                                           ("127.0.0.1", "198.51.100.7", True)):
-        app = create_app(settings.model_copy(update={"trusted_proxies": trusted}), db, clock=clock)
+        app = create_app(settings.with_values(trusted_proxies=trusted), db, clock=clock)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=(peer, 40000))
             async with httpx.AsyncClient(transport=transport, base_url="http://mc.test") as http:

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def test_click_and_unsubscribe_through_real_uvicorn(db: Engine, settings: Settings,
                                                      account_id: int) -> None:
     port = free_port()
-    live_settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    live_settings = settings.with_values(public_url=f"http://127.0.0.1:{port}")
     _m, (ann,) = make_mailing(db, live_settings, account_id, ["ann@a.example"],
                               datetime.now(UTC) - timedelta(hours=1))
     app = create_app(live_settings, db)
@@ -92,7 +92,7 @@ def test_browser_opens_delivered_message_clicks_and_lands(tmp_path: Path) -> Non
             return await original(server, session, envelope)
 
         sandbox.handler.handle_DATA = keep  # type: ignore[method-assign]
-        settings = Settings(_env_file=None, data_dir=tmp_path / "data",  # type: ignore[call-arg]
+        settings = Settings.of(data_dir=tmp_path / "data",
                             secret_key="browser-test-secret-0123456789",
                             static_routes=f"*=127.0.0.1:{sandbox.port}", smtp_timeout=2.0,
                             dkim_algorithm="ed25519", public_url=f"http://127.0.0.1:{api_port}")

@@ -57,7 +57,7 @@ def _serve(engine: Engine, tmp: Path) -> Iterator[tuple[str, str]]:
     world = build(engine)
     with engine.begin() as conn:
         _, key = create_api_key(conn, world.account_id, "fuzz", ["*"], T0)
-    app = create_app(Settings(data_dir=tmp / "data", secret_key="fuzz-master-secret-0123456789",
+    app = create_app(Settings.of(data_dir=tmp / "data", secret_key="fuzz-master-secret-0123456789",
                               public_url="http://127.0.0.1"), engine,
                      clock=lambda: T0 + timedelta(days=1))
     port = _free_port()

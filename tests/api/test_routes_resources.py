@@ -45,7 +45,7 @@ def world(empty_engine: Engine) -> Iterator[World]:  # noqa: F811
 
 @pytest.fixture
 async def api(world: World, tmp_path: Path) -> AsyncIterator[Ctx]:
-    settings = Settings(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
+    settings = Settings.of(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
                         public_url="http://mc.test")
     with world.engine.begin() as conn:
         _, mine = create_api_key(conn, world.account_id, "mine", ["*"], T0)

@@ -284,7 +284,7 @@ async def test_settling_after_hold_feeds_contacts_and_webhooks(
     await hit(app, bob.click_url(1), method="HEAD")
     flush(app)
     assert recorder.settle() == 0 and settled_events(db) == []  # still within the hold
-    clock.advance(seconds=settings.tracking_hold_seconds + 1)
+    clock.advance(seconds=settings.tracking.hold_seconds + 1)
     assert recorder.settle() == 2
     events = settled_events(db)
     assert [(e.contact_id, e.verdict, e.url) for e in events] == [
@@ -358,9 +358,9 @@ def write_locked(db: Engine) -> Iterator[None]:
 def start_server(db: Engine, settings: Settings, port: int) -> subprocess.Popen[bytes]:
     """``mailcarrier serve`` in a session of its own (so kill -9 reaches its writer too)."""
     source = str(Path(mailcarrier.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": source, "MAILCARRIER_DATA_DIR": str(settings.data_dir),
-           "MAILCARRIER_SECRET_KEY": settings.secret_key or "",
-           "MAILCARRIER_PUBLIC_URL": settings.public_url,
+    env = {**os.environ, "PYTHONPATH": source, "MAILCARRIER_DATA_DIR": str(settings.storage.data_dir),
+           "MAILCARRIER_SECRET_KEY": settings.resolved_secret().decode(),
+           "MAILCARRIER_PUBLIC_URL": settings.api.public_url,
            "MAILCARRIER_DATABASE_URL": db.url.render_as_string(hide_password=False)}
     proc = subprocess.Popen([sys.executable, "-m", "mailcarrier.cli.main", "serve", "--port", str(port),
                              "--log-level", "warning"], env=env, start_new_session=True,
@@ -487,7 +487,7 @@ def test_serve_replaces_a_writer_that_dies(db: Engine, settings: Settings, accou
 
 async def test_writer_killed_after_a_commit_stores_nothing_twice(
         db: Engine, settings: Settings, clock: Clock, account_id: int) -> None:
-    external = settings.model_copy(update={"tracking_writer": "external"})  # no writer thread
+    external = settings.with_values(tracking_writer="external")  # no writer thread
     app = create_app(external, db, clock=clock)
     _m, (ann,) = make_mailing(db, external, account_id, ["ann@a.example"], T0)
     clock.now = T0 + timedelta(minutes=10)

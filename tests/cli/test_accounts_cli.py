@@ -42,7 +42,7 @@ def world(tmp_path: Path) -> tuple[Settings, str]:
     _invoke("db", "upgrade", "--database-url", url)
     _invoke("accounts", "create", "acme", "--name", "Acme", "--database-url", url)
     _invoke("accounts", "create", "other", "--database-url", url)
-    settings = Settings(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
+    settings = Settings.of(data_dir=tmp_path / "data", secret_key="test-master-secret-0123456789",
                         public_url="http://mc.test", database_url=url)
     return settings, url
 

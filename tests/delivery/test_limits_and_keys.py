@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailcarrier.config_values import parse_destination_limit, parse_list
 from mailcarrier.delivery.dkim_keys import dns_record, generate_key, load_or_create_key
-from mailcarrier.delivery.limits import load_limits, parse_overrides
+from mailcarrier.delivery.limits import load_limits, override_rules
 from mailcarrier.delivery.smtp_sessions import ConnectionLimits
 from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.services.composition import DkimSigner
@@ -28,12 +29,12 @@ def test_providers_by_domain_or_mx_and_default() -> None:
 
 
 def test_overrides_come_first_and_bad_ones_are_refused() -> None:
-    limits = load_limits("gmail.com=2x10, *.corp=1X5")
+    limits = load_limits(parse_list("gmail.com=2x10, *.corp=1X5", parse_destination_limit))
     assert limits.for_destination("gmail.com", "x") == ("setting:gmail.com", ConnectionLimits(2, 10))
     assert limits.for_destination("a.corp", "x")[1] == ConnectionLimits(1, 5)
     for bad in ("gmail.com", "gmail.com=5", "=5x5", "x=0x5", "x=ax5", "x=²x5"):
         with pytest.raises(ConfigurationError):
-            parse_overrides(bad)
+            parse_list(bad, parse_destination_limit)
 
 
 @pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
@@ -65,7 +66,7 @@ def test_unsafe_names_are_refused(tmp_path: Path, domain: str, selector: str) ->
 @given(st.text(max_size=80))
 def test_any_override_text_parses_or_is_a_configuration_error(text: str) -> None:
     try:
-        rules = parse_overrides(text)
+        rules = override_rules(parse_list(text, parse_destination_limit))
     except ConfigurationError:
         return
     for rule in rules:

@@ -1,8 +1,8 @@
 import dns.resolver
 import pytest
 
-from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
-from mailcarrier.domain.errors import ConfigurationError
+from mailcarrier.config import Settings
+from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError
 from tests.services.local_dns import local_dns
 
 ZONE = {
@@ -57,14 +57,7 @@ def test_answers_are_cached_until_their_ttl() -> None:
 
 
 def test_static_routes_replace_dns() -> None:
-    routes = parse_static_routes("*.test=127.0.0.1:2525, * = [::1]:2526")
+    routes = Settings.of(static_routes="*.test=127.0.0.1:2525, * = [::1]:2526").delivery.static_routes
     mx = MxResolver(dns.resolver.Resolver(configure=False), routes)
     assert mx.resolve("a.test") == (MailHost("127.0.0.1", 2525),)
     assert mx.resolve("gmail.com") == (MailHost("::1", 2526),)
-    assert parse_static_routes("") == ()
-
-
-@pytest.mark.parametrize("text", ["*.test", "*.test=host", "*.test=host:x", "=h:25", "*=h:0", "*=h:70000"])
-def test_bad_static_routes_are_configuration_errors(text: str) -> None:
-    with pytest.raises(ConfigurationError, match="static route"):
-        parse_static_routes(text)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailcarrier.delivery.mx import MxResolver, parse_static_routes
+from mailcarrier.config_values import parse_static_route
+from mailcarrier.delivery.mx import MxResolver
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.storage.engine import make_engine
@@ -27,7 +28,7 @@ def test_dead_domains_bounce_hard_without_smtp_and_the_rest_is_sent(tmp_path: Pa
     start_mailing(world)
     with Sandbox() as sandbox, local_dns(ZONE) as dns_resolver:
         settings = settings_for(tmp_path, sandbox.port, static_routes="")
-        resolver = MxResolver(dns_resolver, parse_static_routes(f"ok.example=127.0.0.1:{sandbox.port}"))
+        resolver = MxResolver(dns_resolver, (parse_static_route(f"ok.example=127.0.0.1:{sandbox.port}"),))
         stats = asyncio.run(run_worker(settings, engine, until_idle=True, clock=SimulatedClock(T0),
                                        resolver=resolver))
         assert [r.recipient for r in sandbox.received] == ["ann@ok.example"]

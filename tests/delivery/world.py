@@ -60,7 +60,7 @@ def settings_for(tmp_path: Path, port: int, **extra: object) -> Settings:
         "public_url": "https://mail.shop.example",
     }
     values.update(extra)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+    return Settings.of(**values)
 
 
 def contact_ids(engine: Engine) -> dict[str, int]:

@@ -131,7 +131,7 @@ async def test_unverified_bounces_are_listed_by_cli_and_api(small_world: World, 
 
     with world.engine.begin() as conn:
         _, key = create_api_key(conn, world.account_id, "r", ["reports:read"], T0)
-    settings = Settings(data_dir=tmp_path, secret_key="k" * 32)
+    settings = Settings.of(data_dir=tmp_path, secret_key="k" * 32)
     app = create_app(settings, world.engine, clock=lambda: NOW)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         r = await http.get("/api/v1/bounces/unverified", headers={"Authorization": f"Bearer {key}"})

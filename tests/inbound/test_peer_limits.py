@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from mailcarrier.config import Settings
+from mailcarrier.config import Settings, load_settings
 from mailcarrier.inbound.peer_limits import PeerLimits, PeerQuota, peer_key
 from mailcarrier.inbound.smtp_server import InboundServer
 from mailcarrier.services.inbound import list_inbound
@@ -71,10 +71,10 @@ def test_ipv6_peers_count_by_slash_64_and_exempt_networks_are_not_limited() -> N
 
 
 def test_settings_build_the_quota() -> None:
-    quota = PeerQuota.networks(Settings().inbound_unlimited_peers)
+    quota = Settings.of().inbound.unlimited_peers
     assert ipaddress.ip_address("127.0.0.1") in quota[0]
-    with pytest.raises(ValueError):
-        PeerQuota.networks("not-a-network")
+    with pytest.raises(ValueError, match="MAILCARRIER_INBOUND_UNLIMITED_PEERS"):
+        load_settings(inbound_unlimited_peers="not-a-network")
 
 
 @pytest.fixture

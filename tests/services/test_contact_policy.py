@@ -50,7 +50,7 @@ def test_account_thresholds_override_the_operators(empty_engine: Engine) -> None
     with empty_engine.begin() as conn:
         stored = account_repo.set_account_policy(conn, world.account_id, thresholds=own)
     assert stored.contact_policy == "marketo"  # the default preset
-    settings = Settings(_env_file=None, max_bounce_rate=0.05)  # type: ignore[call-arg]
+    settings = Settings.of(max_bounce_rate=0.05)
     assert pool_policy(account_settings(settings, stored.thresholds)).max_bounce_rate == 0.11
     assert pool_policy(settings).max_bounce_rate == 0.05
     with pytest.raises(ValueError, match="max_bounce_rate"):

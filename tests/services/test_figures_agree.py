@@ -77,7 +77,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
                 state=state, last_reason=reason, last_category=category,
                 outcome_unknown=delivery_id == ids[0]))
-    settings = Settings(data_dir=root / "demo", database_url=url, secret_key="figures-secret-0123456789abcdef",
+    settings = Settings.of(data_dir=root / "demo", database_url=url, secret_key="figures-secret-0123456789abcdef",
                         public_url="http://mc.test")
     return Demo(url, engine, account_id, done, sending, key, settings)
 

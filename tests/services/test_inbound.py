@@ -257,7 +257,7 @@ def test_late_bounce_and_complaint_count_against_the_sending_ip_day(world: World
     ann, bob = world.sent["ann@aol.test"], world.sent["bob@aol.test"]
     with world.engine.begin() as conn:
         membership.create_pool(conn, "shared", "shared", T0)
-        membership.add_ip(conn, "shared", "192.0.2.10", T0, schedule=warmup_schedule(Settings(_env_file=None)))
+        membership.add_ip(conn, "shared", "192.0.2.10", T0, schedule=warmup_schedule(Settings.of()))
         conn.execute(attempts.update().values(local_ip="192.0.2.10"))
     receive(world, dsn(to=ann.return_path, recipient=ann.email),
             arf(to="fbl@sender.test", recipient=bob.email, message_id=bob.message_id),

@@ -42,8 +42,8 @@ def _setup(db: Engine, tmp_path: Path) -> tuple[Any, MailingRenderer, list[Recip
     with db.connect() as conn:
         row = conn.execute(select(mailings).where(mailings.c.id == mailing_id)).one()
         people = conn.execute(select(contacts).order_by(contacts.c.id)).all()
-    renderer = MailingRenderer(row, secret=settings.resolved_secret(), bounce_domain=settings.bounce_domain,
-                               public_url=settings.public_url, link_hook=tracker)
+    renderer = MailingRenderer(row, secret=settings.resolved_secret(), bounce_domain=settings.inbound.bounce_domain,
+                               public_url=settings.api.public_url, link_hook=tracker)
     recipients = [RecipientData(1000 + p.id, p.id, p.email, p.first_name, p.last_name, p.fields)
                   for p in people]
     return tracker, renderer, recipients
@@ -108,7 +108,7 @@ def test_click_tokens_name_the_links_registered_for_their_recipient(db: Engine, 
     for recipient in recipients:
         html = renderer.personalise(recipient).html
         tokens = [part.split('"')[0] for part in html.split("/c/")[1:]]
-        targets = [directory.lookup(decode_token(t, secrets={settings.tracking_key_id: settings.resolved_secret()},
+        targets = [directory.lookup(decode_token(t, secrets={settings.tracking.key_id: settings.resolved_secret()},
                                                  purpose=TokenPurpose.CLICK, now=int(T0.timestamp())))
                    for t in tokens]
         city = recipient.fields["city"]

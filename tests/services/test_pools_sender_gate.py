@@ -50,7 +50,7 @@ def _settings(tmp_path: Path, nameserver: str, **extra: object) -> Settings:
         "dkim_selector": "s1", "bounce_domain": "bounces.good.test", "hostname": "mx.mailcarrier.test",
         "hygiene_nameserver": nameserver}
     values.update(extra)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+    return Settings.of(**values)
 
 
 @pytest.fixture

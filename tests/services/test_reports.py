@@ -268,12 +268,12 @@ def test_thresholds_come_from_settings(world: World, tmp_path: object) -> None:
     from mailcarrier.config import Settings  # noqa: PLC0415
     from mailcarrier.domain.errors import ConfigurationError  # noqa: PLC0415
 
-    lenient = reports.report_thresholds(Settings(_env_file=None, report_hard_bounce_warn=0.4,  # type: ignore[call-arg]
+    lenient = reports.report_thresholds(Settings.of(report_hard_bounce_warn=0.4,
                                                  report_hard_bounce_alert=0.6))
     page = reports.response_page(world.engine, world.account_id, world.mailing_id, lenient)
     assert page.hard_bounce_rate < 0.4 and page.hard_bounce_level == "ok"
     with pytest.raises(ConfigurationError, match="must not exceed"):
-        reports.report_thresholds(Settings(_env_file=None, report_hard_bounce_warn=0.5,  # type: ignore[call-arg]
+        reports.report_thresholds(Settings.of(report_hard_bounce_warn=0.5,
                                            report_hard_bounce_alert=0.1))
 
 

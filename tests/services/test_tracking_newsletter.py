@@ -49,14 +49,14 @@ def test_every_kind_of_link_is_tracked_and_leads_to_its_destination(db: Engine, 
     with db.connect() as conn:
         row = conn.execute(select(mailings).where(mailings.c.id == mailing_id)).one()
         person = conn.execute(select(contacts)).one()
-    renderer = MailingRenderer(row, secret=settings.resolved_secret(), bounce_domain=settings.bounce_domain,
-                               public_url=settings.public_url, link_hook=tracker)
+    renderer = MailingRenderer(row, secret=settings.resolved_secret(), bounce_domain=settings.inbound.bounce_domain,
+                               public_url=settings.api.public_url, link_hook=tracker)
     recipient = RecipientData(77, person.id, person.email, person.first_name, person.last_name, person.fields)
     tracker.prepare(renderer, [recipient])
     html = renderer.personalise(recipient).html
 
     tokens = re.findall(r'href\s*=\s*"https://mail\.shop\.example/c/([^"]+)"', html, re.IGNORECASE)
-    secrets = {settings.tracking_key_id: settings.resolved_secret()}
+    secrets = {settings.tracking.key_id: settings.resolved_secret()}
     directory = LinkDirectory(db)
     targets = [directory.lookup(decode_token(t, secrets=secrets, purpose=TokenPurpose.CLICK,
                                              now=int(T0.timestamp()))) for t in tokens]

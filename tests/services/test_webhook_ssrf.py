@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from mailcarrier.config_values import parse_host_or_network, parse_list
 from mailcarrier.domain.outbound_targets import (
     IPAddress,
     TargetPolicy,
@@ -67,7 +68,7 @@ def test_public_https_passes_and_http_needs_the_setting() -> None:
 
 
 def test_named_internal_hosts_are_allowed_by_setting() -> None:
-    policy = TargetPolicy.from_setting(False, "hooks.internal, 10.0.0.0/8, [::1]")
+    policy = TargetPolicy.allowing(False, parse_list("hooks.internal, 10.0.0.0/8, [::1]", parse_host_or_network))
     assert check_url("http://hooks.internal:8080/in", policy).host == "hooks.internal"
     assert check_url("http://10.1.2.3/in", policy).address == ipaddress.ip_address("10.1.2.3")
     assert check_url("http://[::1]:8125/", policy).port == 8125
@@ -188,11 +189,11 @@ def test_the_checked_address_is_the_one_connected_to(world: World, receiver: Rec
     it, so a delivery proves the connection went to the address the transport checked, with the
     name kept in the Host header.
     """
-    policy = TargetPolicy.from_setting(False, "127.0.0.0/8")
+    policy = TargetPolicy.allowing(False, parse_list("127.0.0.0/8", parse_host_or_network))
     url = f"http://hooks.internal.example:{receiver.port}/in"
     with pytest.raises(UnsafeTargetError):  # a name is not an allowed network: https only
         _queue_one(world, url, policy)
-    policy = TargetPolicy.from_setting(True, "127.0.0.0/8")
+    policy = TargetPolicy.allowing(True, parse_list("127.0.0.0/8", parse_host_or_network))
     _queue_one(world, url, policy)
     dns = Dns([LOOPBACK], [ipaddress.ip_address("10.9.9.9")])
     with webhook_client(policy, timeout=5, resolver=dns) as client:
@@ -208,7 +209,7 @@ def test_the_checked_address_is_the_one_connected_to(world: World, receiver: Rec
 def test_redirects_are_not_followed(world: World, receiver: Receiver) -> None:
     bouncer = Receiver(redirect_to=f"http://127.0.0.1:{receiver.port}/in")
     try:
-        policy = TargetPolicy.from_setting(False, "127.0.0.1")
+        policy = TargetPolicy.allowing(False, parse_list("127.0.0.1", parse_host_or_network))
         _queue_one(world, f"http://127.0.0.1:{bouncer.port}/in", policy)
         with webhook_client(policy, timeout=5) as client:
             stats = webhooks.send_due(world.engine, client, T0)

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
+from mailcarrier.config_values import parse_host_or_network, parse_list
 from mailcarrier.delivery.sandbox import Sandbox
 from mailcarrier.delivery.worker import SimulatedClock, run_worker
 from mailcarrier.domain.errors import NotFoundError
@@ -33,7 +34,7 @@ from tests.services.report_world import HITS, RECIPIENTS, T0, World, build
 from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 #: The receivers of these tests listen on loopback, which an operator allows by name.
-LOCAL = TargetPolicy.from_setting(False, "127.0.0.1")
+LOCAL = TargetPolicy.allowing(False, parse_list("127.0.0.1", parse_host_or_network))
 
 
 class Receiver:

@@ -162,7 +162,7 @@ def test_workers_import_inbound_and_api_at_once_on_one_sqlite_file(store: Engine
     files = _write_csvs(tmp_path)
     url = store.url.render_as_string(hide_password=False)
     inbound_port = _free_port()
-    app_settings = Settings(_env_file=None, data_dir=tmp_path / "data", secret_key=KEY.decode(),  # type: ignore[call-arg]
+    app_settings = Settings.of(data_dir=tmp_path / "data", secret_key=KEY.decode(),
                             bounce_domain=BOUNCE_DOMAIN, database_url=url)
     with Sandbox() as sandbox:
         env = _env(tmp_path, url, sandbox.port, inbound_port)

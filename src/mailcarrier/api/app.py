@@ -61,7 +61,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     install_problem_handlers(app)
     app.add_middleware(DashboardSecurity, secret=settings.resolved_secret)
     # Outermost: every layer below sees the client address the configured proxies vouch for.
-    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)
+    app.add_middleware(TrustedProxies, trusted=settings.api.trusted_proxies)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -18,14 +18,9 @@ import ipaddress
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["TrustedProxies", "parse_networks"]
+__all__ = ["TrustedProxies"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[_Network, ...]:
-    """Comma-separated addresses or CIDR networks (ValueError for anything else)."""
-    return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip())
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -43,9 +38,9 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 class TrustedProxies:
     """ASGI middleware: take the client address from X-Forwarded-For only behind a trusted proxy."""
 
-    def __init__(self, app: ASGIApp, trusted: str) -> None:
+    def __init__(self, app: ASGIApp, trusted: tuple[_Network, ...]) -> None:
         self.app = app
-        self.networks = parse_networks(trusted)
+        self.networks = trusted
 
     def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
         return address is not None and any(address in net for net in self.networks)

@@ -37,8 +37,8 @@ def build_tracking_state(settings: Settings, engine: Engine,
         links=LinkDirectory(engine),
         recorder=HitRecorder(engine, settings, policy, clock=clock),
         policy=policy,
-        subscribe_limiter=SlidingWindowLimiter(settings.subscribe_rate_limit,
-                                               settings.subscribe_rate_window_seconds),
+        subscribe_limiter=SlidingWindowLimiter(settings.api.subscribe_rate_limit,
+                                               settings.api.subscribe_rate_window_seconds),
     )
 
 

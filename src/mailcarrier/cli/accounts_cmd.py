@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.error_kinds import exit_code_for
-from mailcarrier.cli.options import next_step
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import cli_settings, next_step
 from mailcarrier.domain.errors import InvalidInputError, MailcarrierError
 from mailcarrier.domain.scopes import Scope
 from mailcarrier.services import policies
@@ -38,7 +37,7 @@ SCOPE_OPTION = typer.Option(
 def create_command(slug: str, name: str = typer.Option("", help="Display name."),
                    database_url: str | None = DB_OPTION) -> None:
     """Create an account identified by SLUG."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with write_transaction(engine) as conn:
             account = repo.create_account(conn, slug, name, datetime.now(UTC))
@@ -56,7 +55,7 @@ def create_command(slug: str, name: str = typer.Option("", help="Display name.")
 @app.command("list")
 def list_command(database_url: str | None = DB_OPTION) -> None:
     """List accounts."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with engine.connect() as conn:
             accounts = repo.list_accounts(conn)
@@ -78,7 +77,7 @@ def keys_create_command(account: str, name: str = typer.Option(..., "--name", he
                         scope: list[Scope] = SCOPE_OPTION,
                         database_url: str | None = DB_OPTION) -> None:
     """Issue an API key for ACCOUNT (slug) and print it once."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
@@ -97,7 +96,7 @@ def keys_create_command(account: str, name: str = typer.Option(..., "--name", he
 @keys_app.command("list")
 def keys_list_command(account: str, database_url: str | None = DB_OPTION) -> None:
     """List ACCOUNT's API keys (prefix, scopes, last use; never the secret)."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with engine.connect() as conn:
             owner = repo.account_by_slug(conn, account)
@@ -117,7 +116,7 @@ def keys_list_command(account: str, database_url: str | None = DB_OPTION) -> Non
 @keys_app.command("revoke")
 def keys_revoke_command(account: str, prefix: str, database_url: str | None = DB_OPTION) -> None:
     """Revoke ACCOUNT's key PREFIX; the API refuses it once its few seconds of cache have passed."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
@@ -141,7 +140,7 @@ def policy_command(
     database_url: str | None = DB_OPTION,
 ) -> None:
     """Show or change an account's contact policy preset and thresholds."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         preset = policies.contact_policy(contact_policy).value if contact_policy else None
         with write_transaction(engine) as conn:

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.error_kinds import exit_code_for
-from mailcarrier.cli.options import DB_OPTION, account_option
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import DB_OPTION, account_option, cli_settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.storage import accounts as repo
 from mailcarrier.storage.engine import make_engine, write_transaction
@@ -24,7 +23,7 @@ def create_command(name: str, account: str = ACCOUNT_OPTION,
                    description: str = typer.Option("", help="What the list is for."),
                    database_url: str | None = DB_OPTION) -> None:
     """Create an audience NAME in the account."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with write_transaction(engine) as conn:
             owner = repo.account_by_slug(conn, account)
@@ -40,7 +39,7 @@ def create_command(name: str, account: str = ACCOUNT_OPTION,
 @app.command("list")
 def list_command(account: str = ACCOUNT_OPTION, database_url: str | None = DB_OPTION) -> None:
     """List the account's audiences."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with engine.connect() as conn:
             audiences = repo.list_audiences(conn, repo.account_by_slug(conn, account).id)

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.config import Settings, load_settings
+from mailcarrier.cli.options import cli_settings
+from mailcarrier.config import Settings
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.inbound.imap_poller import ImapSettings, poll_imap
 from mailcarrier.inbound.mailbox_import import ImportProblem, iter_emails
@@ -45,7 +46,7 @@ def _now() -> datetime:
 
 
 def _settings(database_url: str | None) -> Settings:
-    return load_settings(**({"database_url": database_url} if database_url else {}))
+    return cli_settings(database_url)
 
 
 def _print_summary(summary: BatchSummary) -> None:
@@ -92,7 +93,7 @@ def import_command(
             stored += result.stored
             Console().print(f"IMAP: stored {result.stored}, deleted {result.deleted}")
         batch: list[IncomingEmail] = []
-        for item in iter_emails(list(paths or []), max_bytes=settings.inbound_max_bytes):
+        for item in iter_emails(list(paths or []), max_bytes=settings.inbound.max_bytes):
             if isinstance(item, ImportProblem):
                 problems += 1
                 Console(stderr=True).print(f"[red]cannot read[/red] {item.path}: {item.error}")

@@ -18,8 +18,7 @@ from sqlalchemy import Engine, select
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import DB_OPTION, account_option, next_step
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import DB_OPTION, account_option, cli_settings, next_step
 from mailcarrier.domain.contact_status import Transition
 from mailcarrier.domain.errors import MailcarrierError, NotFoundError
 from mailcarrier.services import account_views as views
@@ -51,7 +50,7 @@ def import_command(
     show_bad: int = typer.Option(50, help="How many bad rows to list."),
 ) -> None:
     """Import contacts from a CSV with an 'email' column; other columns become fields."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
     try:
         with engine.connect() as conn:
@@ -82,7 +81,7 @@ def show_command(address: str, account: str = ACCOUNT_OPTION,
                  limit: int = typer.Option(50, help="History entries to show."),
                  database_url: str | None = DB_OPTION) -> None:
     """Show a contact's status, bounce fields and activity history."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         email = normalise_address(address)
         with engine.connect() as conn:
@@ -158,7 +157,7 @@ def list_command(
         bounced_since=_day(since, "--since"),
         bounced_until=until_day.replace(hour=23, minute=59, second=59, microsecond=999999)
         if until_day else None, email_invalid=invalid, suspected_filtering=suspected)
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
@@ -212,7 +211,7 @@ def _decide_filtering(address: str, reason: str, account: str, who: str, databas
 def _decide(address: str, reason: str, account: str, who: str, database_url: str | None,
             act: Callable[..., Transition]) -> None:
     """A user's decision about one contact (reactivate, confirm or release), recorded with who and why."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     engine = make_engine(settings)
     try:
         email = normalise_address(address)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import cli_settings
 from mailcarrier.storage.engine import make_engine
 from mailcarrier.storage.migrate import current_revision, upgrade
 
@@ -19,7 +19,7 @@ def upgrade_command(
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:
     """Apply pending migrations (safe to run repeatedly)."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     console = Console()
     applied: list[str] = []
 
@@ -45,7 +45,7 @@ def current_command(
                                             help="Overrides MAILCARRIER_DATABASE_URL."),
 ) -> None:
     """Print the revision the database is at ("none" if never migrated)."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         Console().print(current_revision(engine) or "none")
     finally:

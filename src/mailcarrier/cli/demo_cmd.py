@@ -75,7 +75,7 @@ def run_demo(data_dir: Path, console: Console) -> MailingFigures:
             static_routes=f"*=127.0.0.1:{sandbox.port}", smtp_timeout=1.0, inbound_host="127.0.0.1",
             inbound_port=_free_port(), bounce_domain="bounces.shop.example",
         )
-        sandbox.handler.dsn_target = (settings.inbound_host, settings.inbound_port)
+        sandbox.handler.dsn_target = (settings.inbound.host, settings.inbound.port)
         engine = make_engine(settings)
         try:
             upgrade(engine)
@@ -149,7 +149,7 @@ def _prepare(settings: Settings, engine: Engine, console: Console,
     summary = mailing_service.send_mailing(engine, account.id, mailing_id, now)
     console.print(f"[bold]3.[/bold] mailing {mailing_id} sent: {summary.recipients_total} recipients, "
                   f"{summary.suppressed_total} suppressed; DKIM key for shop.example in "
-                  f"{settings.data_dir / 'dkim' / 'shop.example'}; automated mailing {welcome_id} "
+                  f"{settings.storage.data_dir / 'dkim' / 'shop.example'}; automated mailing {welcome_id} "
                   "'Welcome new subscribers' active for contacts joining the audience")
     joined = datetime.now(UTC)
     with write_transaction(engine) as conn:

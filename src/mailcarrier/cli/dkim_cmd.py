@@ -25,11 +25,12 @@ def generate_command(
     """Create DOMAIN's key(s) under data_dir/dkim and print the TXT records to publish."""
     settings = load_settings()
     try:
-        chosen = algorithm or settings.dkim_algorithm
-        name = selector or settings.dkim_selector
-        keys = [generate_key(settings.data_dir, domain, name, chosen, overwrite=force)]
+        chosen = algorithm or settings.delivery.dkim_algorithm
+        name = selector or settings.delivery.dkim_selector
+        keys = [generate_key(settings.storage.data_dir, domain, name, chosen, overwrite=force)]
         if chosen == "ed25519":
-            keys.append(generate_key(settings.data_dir, domain, f"{name}-rsa", "rsa", overwrite=force))
+            keys.append(generate_key(settings.storage.data_dir, domain, f"{name}-rsa", "rsa",
+                                     overwrite=force))
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exit_code_for(exc)) from exc
@@ -50,8 +51,8 @@ def show_command(
     """Print the TXT records of DOMAIN's signing keys in zone-file syntax (generating missing keys)."""
     settings = load_settings()
     try:
-        keys = signing_keys(settings.data_dir, domain, selector or settings.dkim_selector,
-                            settings.dkim_algorithm)
+        keys = signing_keys(settings.storage.data_dir, domain, selector or settings.delivery.dkim_selector,
+                            settings.delivery.dkim_algorithm)
     except ConfigurationError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exit_code_for(exc)) from exc

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 
-import dns.resolver
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import TableFormat, format_option, next_step
-from mailcarrier.config import Settings, load_settings
+from mailcarrier.cli.options import (
+    NAMESERVER_OPTION,
+    TableFormat,
+    cli_settings,
+    format_option,
+    nameserver_flag,
+    next_step,
+)
+from mailcarrier.config import Settings
 from mailcarrier.domain.dns_checks import Check, CheckStatus
 from mailcarrier.domain.errors import ConflictError, MailcarrierError
-from mailcarrier.services.hygiene import DnsHygiene, DomainCheckRequest, failures
+from mailcarrier.services.hygiene import DnsHygiene, DomainCheckRequest, failures, resolver_for
 from mailcarrier.services.pools import membership, sender_checks
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine
@@ -27,20 +33,6 @@ _STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAI
           CheckStatus.ERROR: "yellow"}
 
 
-def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
-    """The system resolver, or HOST[:PORT] when given (split-horizon or test DNS)."""
-    if nameserver is None:
-        return dns.resolver.Resolver()
-    host, _, port = nameserver.partition(":")
-    if port and not port.isdigit():
-        raise typer.BadParameter(f"--nameserver must be HOST or HOST:PORT, got {nameserver!r}")
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [host]
-    resolver.port = int(port or 53)
-    resolver.use_edns(0, 0, 4096)
-    return resolver
-
-
 def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[Check]]:
     """The enabled IPs of the account's pool and their open DNSBL listings; exit 1 if unknown."""
     engine = make_engine(settings)
@@ -49,7 +41,7 @@ def _account_pool(settings: Settings, slug: str) -> tuple[tuple[str, ...], list[
             account_id = account_repo.account_by_slug(conn, slug).id
             pool = membership.current_pool(conn, account_id)
             if pool is None:
-                hint = next_step("pools", "assign", slug, "POOL", database_url=settings.database_url)
+                hint = next_step("pools", "assign", slug, "POOL", database_url=settings.storage.database_url)
                 raise ConflictError(f"account {slug} is on no pool; assign one with: {hint}")
             addresses = tuple(ip.address for ip in membership.pool_ips(conn, pool.id) if ip.enabled)
             return addresses, sender_checks.open_dnsbl_listings(conn, addresses)
@@ -74,24 +66,25 @@ def check(
     bounce_domain: str | None = typer.Option(None, help="Envelope/bounce domain (default: setting)."),
     inbound_host: str | None = typer.Option(None, help="Our inbound MX host (default: hostname setting)."),
     dnsbl: list[str] = typer.Option([], "--dnsbl", help="Blocklist zone to query (repeatable)."),
-    nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
+    nameserver: str | None = NAMESERVER_OPTION,
     timeout: float = typer.Option(5.0, min=0.1, help="Seconds per DNS query."),
     output: TableFormat = format_option(TableFormat.TABLE),
     as_json: bool = typer.Option(False, "--json", hidden=True,
                                       help="Same as --format json (kept for old scripts)."),
 ) -> None:
     """Run every hygiene check; exit 3 when any fails (marketing mail would be refused)."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     pool_ips, listings = _account_pool(settings, account) if account else ((), [])
     request = DomainCheckRequest(
         domain=domain.strip().rstrip(".").lower(),
         sending_ips=tuple(dict.fromkeys([*ips, *pool_ips])),
-        dkim_selector=selector or settings.dkim_selector,
-        bounce_domain=bounce_domain or settings.bounce_domain,
-        inbound_host=inbound_host or settings.hostname,
+        dkim_selector=selector or settings.delivery.dkim_selector,
+        bounce_domain=bounce_domain or settings.inbound.bounce_domain,
+        inbound_host=inbound_host or settings.delivery.hostname,
         dnsbl_zones=tuple(dnsbl),
     )
-    checks = (*DnsHygiene(_resolver(nameserver), lifetime=timeout).check_domain(request), *listings)
+    hygiene = DnsHygiene(resolver_for(nameserver_flag(nameserver)), lifetime=timeout)
+    checks = (*hygiene.check_domain(request), *listings)
     if as_json or output is TableFormat.JSON:
         typer.echo(json.dumps([
             {"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks

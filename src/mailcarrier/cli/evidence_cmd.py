@@ -12,8 +12,7 @@ from rich.console import Console
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode
-from mailcarrier.cli.options import DB_OPTION, TextFormat, account_option, format_option
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import DB_OPTION, TextFormat, account_option, cli_settings, format_option
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import evidence
 from mailcarrier.storage import accounts as account_repo
@@ -31,7 +30,7 @@ def evidence_command(
     database_url: str | None = DB_OPTION,
 ) -> None:
     """Every attempt with timestamp, return-path, IPs, MX, TLS, reply, queue id and dialogue."""
-    engine = make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    engine = make_engine(cli_settings(database_url))
     try:
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)

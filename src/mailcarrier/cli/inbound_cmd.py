@@ -39,9 +39,9 @@ def inbound_command(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
-    tls = " with STARTTLS" if settings.inbound_tls_cert else ""
+    tls = " with STARTTLS" if settings.inbound.tls_cert else ""
     Console().print(f"mailcarrier inbound listening on {server.host}:{server.port}{tls} "
-                    f"for {settings.bounce_domain}")
+                    f"for {settings.inbound.bounce_domain}")
     try:
         stop.wait()
     except KeyboardInterrupt:

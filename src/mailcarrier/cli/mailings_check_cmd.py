@@ -11,18 +11,27 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import dns.resolver
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import (
+    DB_OPTION,
+    NAMESERVER_OPTION,
+    TableFormat,
+    account_option,
+    cli_settings,
+    format_option,
+    nameserver_flag,
+    parsed_flag,
+)
+from mailcarrier.config_values import parse_host_port
 from mailcarrier.domain.dns_checks import CheckStatus
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services.content_check import DEFAULT_URI_ZONES, SpamdClient, check_mailing
+from mailcarrier.services.hygiene import resolver_for
 from mailcarrier.storage import accounts as account_repo
 from mailcarrier.storage.engine import make_engine, write_transaction
 
@@ -32,13 +41,6 @@ _STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAI
           CheckStatus.ERROR: "yellow"}
 
 
-def _host_port(value: str, default_port: int, option: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", str(default_port))
-    if not host or not port.isdigit():
-        raise typer.BadParameter(f"{option} must be HOST or HOST:PORT, got {value!r}")
-    return host, int(port)
-
-
 @app.command("check", epilog=epilog(ExitCode.CHECK_FAILED))
 def check_command(
     mailing_id: int = typer.Argument(..., help="The mailing to check."),
@@ -46,7 +48,7 @@ def check_command(
     spamd: str = typer.Option("127.0.0.1:783", help="spamd HOST[:PORT]."),
     uribl: list[str] = typer.Option(list(DEFAULT_URI_ZONES), "--uribl",
                                     help="URI blocklist zone (repeatable)."),
-    nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT] instead of the system's."),
+    nameserver: str | None = NAMESERVER_OPTION,
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds for spamd and each DNS query."),
     output: TableFormat = format_option(TableFormat.TABLE),
     as_json: bool = typer.Option(False, "--json", hidden=True,
@@ -54,20 +56,18 @@ def check_command(
     database_url: str | None = DB_OPTION,
 ) -> None:
     """Run every content and consent check; exit 3 when one fails or cannot run."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
-    resolver = dns.resolver.Resolver(configure=nameserver is None)
-    if nameserver is not None:
-        host, port = _host_port(nameserver, 53, "--nameserver")
-        resolver.nameservers, resolver.port = [host], port
+    settings = cli_settings(database_url)
+    resolver = resolver_for(nameserver_flag(nameserver))
     resolver.lifetime = timeout
-    spamd_host, spamd_port = _host_port(spamd, 783, "--spamd")
+    spamd_at = parsed_flag("--spamd", spamd, lambda text: parse_host_port(text, 783))
     engine = make_engine(settings)
     try:
         with write_transaction(engine) as conn:
             account_id = account_repo.account_by_slug(conn, account).id
             report = check_mailing(conn, account_id, mailing_id, datetime.now(UTC),
-                                   spamd=SpamdClient(spamd_host, spamd_port, timeout),
-                                   public_url=settings.public_url, bounce_domain=settings.bounce_domain,
+                                   spamd=SpamdClient(spamd_at.host, spamd_at.port, timeout),
+                                   public_url=settings.api.public_url,
+                                   bounce_domain=settings.inbound.bounce_domain,
                                    resolver=resolver, uri_zones=uribl)
     except (MailcarrierError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")

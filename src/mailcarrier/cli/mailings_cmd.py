@@ -14,8 +14,15 @@ from sqlalchemy import Engine
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
 from mailcarrier.cli.mailings_check_cmd import check_command
-from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, next_step, to_json
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import (
+    DB_OPTION,
+    TableFormat,
+    account_option,
+    cli_settings,
+    format_option,
+    next_step,
+    to_json,
+)
 from mailcarrier.domain.errors import InvalidInputError, MailcarrierError, NotFoundError
 from mailcarrier.domain.vocabulary import Category
 from mailcarrier.services import automation
@@ -38,7 +45,7 @@ _CATEGORY_NAMES = {1: "1 spam/block", 2: "2 invalid address", 3: "3 temporary", 
 
 
 def _engine(database_url: str | None) -> Engine:
-    return make_engine(load_settings(**({"database_url": database_url} if database_url else {})))
+    return make_engine(cli_settings(database_url))
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -128,7 +135,7 @@ def _change(action: str, mailing_id: int, account: str, database_url: str | None
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
         if action == "send":  # marketing mail from a pool failing sender hygiene is refused
-            settings = load_settings(**({"database_url": database_url} if database_url else {}))
+            settings = cli_settings(database_url)
             gate = sender_hygiene_gate(settings)
             summary = service.send_mailing(engine, owner.id, mailing_id, datetime.now(UTC), sender_check=gate)
         else:
@@ -269,7 +276,7 @@ def activate_command(
     try:
         with engine.connect() as conn:
             owner = account_repo.account_by_slug(conn, account)
-        settings = load_settings(**({"database_url": database_url} if database_url else {}))
+        settings = cli_settings(database_url)
         summary = automation.activate(engine, owner.id, mailing_id, trigger, datetime.now(UTC),
                                       sender_check=sender_hygiene_gate(settings))
     except (MailcarrierError, ValueError, LookupError) as exc:

@@ -11,6 +11,7 @@ that the table still says what the commands say). ``bench/cli_start.py`` measure
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +155,8 @@ app = typer.Typer(
     cls=LazyGroup,
     help="Self-hosted email campaign delivery and deliverability engine.\n\n"
          "Commands that take --account read MAILCARRIER_ACCOUNT when it is not given; settings "
-         "come from MAILCARRIER_* variables or a .env file.",
+         "come from MAILCARRIER_* variables, a .env file or a --config file (`mailcarrier config "
+         "show` prints them).",
     epilog=describe_all(),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -164,8 +166,15 @@ app = typer.Typer(
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          config: str | None = typer.Option(None, "--config", metavar="FILE", help=(
+              "TOML config file, one table per section ([inbound] port = 2526); MAILCARRIER_* "
+              "variables override it. Same as MAILCARRIER_CONFIG=FILE."))) -> None:
     """Self-hosted email campaign delivery and deliverability engine."""
+    if config is not None:
+        # the settings are loaded by each command (and by the processes `serve` starts): they
+        # all read the file from this variable
+        os.environ["MAILCARRIER_CONFIG"] = config
 
 
 def main() -> None:

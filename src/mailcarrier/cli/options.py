@@ -11,27 +11,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from mailcarrier.config import Settings
+    from mailcarrier.config_values import HostPort
 
 __all__ = [
     "ACCOUNT_ENV",
     "DB_OPTION",
+    "NAMESERVER_OPTION",
     "JsonFormat",
     "StreamFormat",
     "TableFormat",
     "TextFormat",
     "account_option",
+    "cli_settings",
     "format_option",
+    "nameserver_flag",
     "next_step",
+    "parsed_flag",
     "to_json",
 ]
 
+_T = TypeVar("_T")
 ACCOUNT_ENV = "MAILCARRIER_ACCOUNT"
 DB_OPTION = typer.Option(None, "--database-url", help="Overrides MAILCARRIER_DATABASE_URL.")
+NAMESERVER_OPTION = typer.Option(None, "--nameserver", help=(
+    "Resolver ADDRESS[:PORT] instead of the system's (IPv6: [ADDRESS]:PORT)."))
 
 
 def account_option(default: Any = "default", help_text: str = "Account slug.") -> Any:
@@ -40,6 +52,29 @@ def account_option(default: Any = "default", help_text: str = "Account slug.") -
     Typed ``Any`` like ``typer.Option`` itself: it stands as a parameter's default value.
     """
     return typer.Option(default, "--account", envvar=ACCOUNT_ENV, show_envvar=True, help=help_text)
+
+
+def cli_settings(database_url: str | None = None) -> Settings:
+    """The settings of a command, ``--database-url`` (when given) over MAILCARRIER_DATABASE_URL."""
+    from mailcarrier.config import load_settings  # noqa: PLC0415 (pydantic stays out of the start-up imports)
+
+    return load_settings(**({"database_url": database_url} if database_url else {}))
+
+
+def parsed_flag(flag: str, value: str, parse: Callable[[str], _T]) -> _T:
+    """A flag's value read by the parser of its kind (``config_values``, the one its setting
+    uses); a wrong value is a usage error (exit 2) naming the flag, the entry and the form."""
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=flag) from None
+
+
+def nameserver_flag(value: str | None) -> HostPort | None:
+    """``--nameserver`` read like MAILCARRIER_HYGIENE_NAMESERVER (None: the system's resolver)."""
+    from mailcarrier.config_values import parse_nameserver  # noqa: PLC0415 (start-up imports)
+
+    return None if value is None else parsed_flag("--nameserver", value, parse_nameserver)
 
 
 # The vocabulary, one enumeration per set of formats a command supports: Typer shows and

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import dns.resolver
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,12 +17,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import TableFormat, format_option, next_step
-from mailcarrier.config import Settings, load_settings
+from mailcarrier.cli.options import (
+    NAMESERVER_OPTION,
+    TableFormat,
+    cli_settings,
+    format_option,
+    nameserver_flag,
+    next_step,
+)
+from mailcarrier.config import Settings
 from mailcarrier.domain.errors import InvalidInputError, MailcarrierError
 from mailcarrier.domain.pools import Eligibility
 from mailcarrier.domain.warmup import load_schedules
-from mailcarrier.services.hygiene import DnsHygiene
+from mailcarrier.services.hygiene import DnsHygiene, resolver_for
 from mailcarrier.services.policies import pool_policy, warmup_schedule
 from mailcarrier.services.pools import eligibility as pool_eligibility
 from mailcarrier.services.pools import membership, sender_checks, values
@@ -40,7 +46,7 @@ T = TypeVar("T")
 
 
 def _settings(database_url: str | None) -> Settings:
-    return load_settings(**({"database_url": database_url} if database_url else {}))
+    return cli_settings(database_url)
 
 
 @contextmanager
@@ -272,22 +278,10 @@ def events_command(ip: str | None = typer.Option(None, "--ip"),
     Console().print(table)
 
 
-def _resolver(nameserver: str | None) -> dns.resolver.Resolver:
-    if nameserver is None:
-        return dns.resolver.Resolver()
-    host, _, port = nameserver.partition(":")
-    if port and not port.isdigit():
-        raise typer.BadParameter(f"--nameserver must be HOST or HOST:PORT, got {nameserver!r}")
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [host]
-    resolver.port = int(port or 53)
-    return resolver
-
-
 @app.command("dnsbl-check", epilog=epilog(ExitCode.CHECK_FAILED))
 def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--zone",
                                                        help="Blocklist zone (repeatable)."),
-                        nameserver: str | None = typer.Option(None, help="Resolver HOST[:PORT]."),
+                        nameserver: str | None = NAMESERVER_OPTION,
                         timeout: float = typer.Option(5.0, min=0.1, help="Seconds per query."),
                         every: float = typer.Option(0.0, "--every", min=0.0, help=(
                             "Repeat every this many minutes until interrupted (0: once, e.g. from cron).")),
@@ -301,7 +295,7 @@ def dnsbl_check_command(zone: list[str] = typer.Option(list(DEFAULT_ZONES), "--z
     briefly unreachable, is reported and the schedule goes on; Ctrl-C stops it). Exit 3
     when the last round found a listing.
     """
-    hygiene = DnsHygiene(_resolver(nameserver), lifetime=timeout)
+    hygiene = DnsHygiene(resolver_for(nameserver_flag(nameserver)), lifetime=timeout)
     results: list[values.DnsblResult] = []
     done = 0
     try:

@@ -13,8 +13,14 @@ from sqlalchemy.exc import OperationalError
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode, epilog
-from mailcarrier.cli.options import DB_OPTION, TableFormat, account_option, format_option, to_json
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import (
+    DB_OPTION,
+    TableFormat,
+    account_option,
+    cli_settings,
+    format_option,
+    to_json,
+)
 from mailcarrier.domain.errors import MailcarrierError
 from mailcarrier.services import reports
 from mailcarrier.services.report_rollups import refresh_rollups
@@ -49,7 +55,7 @@ def mailing_command(mailing_id: int, account: str = ACCOUNT_OPTION,
                     output: TableFormat = format_option(TableFormat.TABLE),
                     database_url: str | None = DB_OPTION) -> None:
     """The response page of a mailing: every recipient in one bucket, bounces by category."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     engine = make_engine(settings)
     try:
         with engine.connect() as conn:
@@ -100,7 +106,7 @@ def bounces_command(account: str = ACCOUNT_OPTION,
                     output: TableFormat = format_option(TableFormat.TABLE),
                     database_url: str | None = DB_OPTION) -> None:
     """The bounce report ("Bounce House") over the last DAYS days."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     engine = make_engine(settings)
     try:
         last = date.fromisoformat(until) if until else datetime.now(UTC).date()

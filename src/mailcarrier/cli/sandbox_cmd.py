@@ -57,7 +57,7 @@ def sandbox_command(
             raise typer.BadParameter(f"--dsn-to {dsn_to!r} is not host:port")
         target = (dsn_host, int(dsn_port))
     else:
-        target = (settings.inbound_host, settings.inbound_port)
+        target = (settings.inbound.host, settings.inbound.port)
     console = Console()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

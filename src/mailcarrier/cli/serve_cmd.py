@@ -67,7 +67,7 @@ def run_hit_writer(parent_pid: int, ready: Connection) -> None:
     ready.send_bytes(b"ready")  # from now on SIGTERM means "drain, then exit"
     ready.close()
     settings = load_settings()
-    os.nice(settings.tracking_writer_nice)
+    os.nice(settings.tracking.writer_nice)
     engine = make_engine(settings)
     writer = HitWriter(engine, settings, status_policy(settings))
 
@@ -151,7 +151,7 @@ def serve_command(
         os.environ["MAILCARRIER_DATABASE_URL"] = database_url
     os.environ["MAILCARRIER_TRACKING_WRITER"] = "external"
     settings = load_settings()  # a configuration error shows here, before any process starts
-    warning = public_url_warning(settings.public_url)
+    warning = public_url_warning(settings.api.public_url)
     if warning:
         typer.echo(warning, err=True)
     writer = WriterSupervisor()

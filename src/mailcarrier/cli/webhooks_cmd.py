@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import cli_settings
 from mailcarrier.services import webhooks
 from mailcarrier.services.policies import webhook_target_policy
 from mailcarrier.services.webhook_http import webhook_client
@@ -26,7 +26,7 @@ def run_command(interval: float = typer.Option(2.0, min=0.1, help="Seconds betwe
                 database_url: str | None = typer.Option(None, "--database-url",
                                                         help="Overrides the database URL.")) -> None:
     """Pump the activity history into the outbox and POST due events; safe to restart any time."""
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     engine = make_engine(settings)
     try:
         with webhook_client(webhook_target_policy(settings), timeout=10) as client:

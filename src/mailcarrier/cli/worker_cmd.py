@@ -23,8 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailcarrier.cli.error_kinds import exit_code_for
 from mailcarrier.cli.exit_codes import ExitCode
-from mailcarrier.cli.options import public_url_warning
-from mailcarrier.config import load_settings
+from mailcarrier.cli.options import cli_settings, public_url_warning
 from mailcarrier.delivery.source_routing import routing_for
 from mailcarrier.delivery.worker import (
     Clock,
@@ -100,10 +99,10 @@ def _child(until_idle: bool, concurrency: int | None, database_url: str | None,
 
 def _run(until_idle: bool, concurrency: int | None, database_url: str | None, worker_id: str | None,
          simulate_time: bool, tracking: bool, *, progress: bool) -> None:
-    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    settings = cli_settings(database_url)
     engine = make_engine(settings)
     console = Console(stderr=True)
-    warning = public_url_warning(settings.public_url)
+    warning = public_url_warning(settings.api.public_url)
     if warning:
         typer.echo(warning, err=True)
     if is_sqlite(engine):

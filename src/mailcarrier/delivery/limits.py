@@ -13,11 +13,11 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from mailcarrier.config_values import DestinationLimit
 from mailcarrier.delivery.smtp_sessions import ConnectionLimits
-from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.provider_registry import GENERIC, Limits, registry
 
-__all__ = ["DestinationLimits", "LimitRule", "load_limits", "parse_overrides"]
+__all__ = ["DestinationLimits", "LimitRule", "load_limits", "override_rules"]
 
 @dataclass(frozen=True, slots=True)
 class LimitRule:
@@ -70,25 +70,13 @@ def _shipped() -> DestinationLimits:
     return DestinationLimits(rules, _limits(providers.default_limits))
 
 
-def parse_overrides(text: str) -> tuple[LimitRule, ...]:
-    """Read ``pattern=CxM`` entries (the destination_limits setting)."""
-    rules: list[LimitRule] = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        pattern, eq, value = entry.partition("=")
-        conns, x, msgs = value.lower().partition("x")
-        numbers = conns.strip().isdigit() and msgs.strip().isdigit()
-        if not eq or not pattern.strip() or not x or not numbers:
-            raise ConfigurationError(f"destination limit {entry!r} is not 'pattern=CONNECTIONSxMESSAGES'")
-        try:
-            limits = ConnectionLimits(int(conns), int(msgs))
-        except ValueError as error:
-            raise ConfigurationError(f"destination limit {entry!r}: {error}") from error
-        name = pattern.strip().lower()
-        rules.append(LimitRule(f"setting:{name}", (name,), (name,), limits))
-    return tuple(rules)
+def override_rules(overrides: tuple[DestinationLimit, ...]) -> tuple[LimitRule, ...]:
+    """The operator's ``destination_limits`` (parsed at load) as rules matched first."""
+    return tuple(LimitRule(f"setting:{o.pattern}", (o.pattern,), (o.pattern,),
+                           ConnectionLimits(o.connections, o.messages)) for o in overrides)
 
 
-def load_limits(overrides: str = "") -> DestinationLimits:
+def load_limits(overrides: tuple[DestinationLimit, ...] = ()) -> DestinationLimits:
     """The shipped table with the operator's overrides matched first."""
     shipped = _shipped()
-    return DestinationLimits(parse_overrides(overrides) + shipped.rules, shipped.default)
+    return DestinationLimits(override_rules(overrides) + shipped.rules, shipped.default)

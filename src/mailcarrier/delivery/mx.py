@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import dns.exception
 import dns.resolver
 
-from mailcarrier.domain.errors import ConfigurationError, DeliveryError
+from mailcarrier.config_values import StaticRoute
+from mailcarrier.domain.errors import DeliveryError
 
-__all__ = ["MailHost", "MxResolver", "RouteError", "StaticRoute", "parse_static_routes"]
+__all__ = ["MailHost", "MxResolver", "RouteError", "StaticRoute"]
 
 SMTP_PORT = 25
 #: Failures are cached briefly so a broken domain does not cost one DNS query per recipient.
@@ -33,12 +34,6 @@ class MailHost:
     preference: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class StaticRoute:
-    pattern: str  #: fnmatch pattern on the recipient domain, e.g. ``*.test``
-    host: MailHost
-
-
 class RouteError(DeliveryError):
     """No mail host for a domain; ``internal_code`` is 170, 171, 172 or 173."""
 
@@ -46,21 +41,6 @@ class RouteError(DeliveryError):
         super().__init__(f"{domain}: {detail}")
         self.domain = domain
         self.internal_code = internal_code
-
-
-def parse_static_routes(text: str) -> tuple[StaticRoute, ...]:
-    """Read ``pattern=host:port`` entries separated by commas (the static_routes setting)."""
-    routes: list[StaticRoute] = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        pattern, eq, target = entry.partition("=")
-        host, colon, port_text = target.strip().rpartition(":")
-        if not eq or not pattern.strip() or not colon or not host or not port_text.isdigit():
-            raise ConfigurationError(f"static route {entry!r} is not 'pattern=host:port'")
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ConfigurationError(f"static route {entry!r}: port out of range")
-        routes.append(StaticRoute(pattern.strip().lower(), MailHost(host.strip("[]"), port)))
-    return tuple(routes)
 
 
 class MxResolver:
@@ -82,7 +62,7 @@ class MxResolver:
         domain = domain.strip().rstrip(".").lower()
         for route in self._static:
             if fnmatch.fnmatchcase(domain, route.pattern):
-                return (route.host,)
+                return (MailHost(route.host, route.port),)
         now = self._clock()
         cached = self._cache.get(domain)
         if cached is not None and cached[0] > now:

@@ -195,7 +195,7 @@ def routing_for(engine: Engine, settings: Settings, *,
     what the account's pool may not carry now waits). A named pool that does not exist
     is a ConfigurationError at start, not a surprise at the first full warm-up day.
     """
-    overflow = (overflow_pool if overflow_pool is not None else settings.pool_overflow).strip() or None
+    overflow = (overflow_pool if overflow_pool is not None else settings.pools.overflow).strip() or None
     with engine.connect() as conn:
         if conn.execute(select(sending_ips.c.id).limit(1)).first() is None:
             return None
@@ -210,4 +210,4 @@ def routing_for(engine: Engine, settings: Settings, *,
                 raise ConfigurationError(f"overflow pool {overflow!r} is {kind.value}: overflow goes to a "
                                          "warm shared pool, not another tenant's trusted or dedicated IPs")
     return PoolRouting(engine, warmup_limits(settings), overflow_pool=overflow,
-                       default_source=settings.source_ip)
+                       default_source=settings.delivery.source_ip)

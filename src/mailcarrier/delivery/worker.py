@@ -41,12 +41,11 @@ from mailcarrier.config import Settings
 from mailcarrier.delivery import contact_outcomes
 from mailcarrier.delivery.dkim_keys import signing_keys
 from mailcarrier.delivery.limits import DestinationLimits, load_limits
-from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError, parse_static_routes
+from mailcarrier.delivery.mx import MailHost, MxResolver, RouteError
 from mailcarrier.delivery.smtp_sessions import ConnectionLimits, SmtpPool
 from mailcarrier.delivery.source_routing import SourceRouting
 from mailcarrier.delivery.transport import ConnectionFacts, RejectedError, SendResult, TransportError
 from mailcarrier.domain.classify import Classification, classify, classify_internal, classify_reply
-from mailcarrier.domain.errors import ConfigurationError
 from mailcarrier.domain.retry import RetryPolicy, decide_retry, domain_backoff
 from mailcarrier.domain.rules_engine import Scope
 from mailcarrier.domain.smtp_reply import SMTPReply, SMTPStage
@@ -196,13 +195,10 @@ def retrying(step: Callable[[], None], *, attempts: int = 6, pause: float = 0.5,
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     """The retry schedule from settings (hours after the first attempt)."""
-    try:
-        hours = [float(part) for part in settings.retry_schedule_hours.split(",") if part.strip()]
-        return RetryPolicy(schedule=tuple(timedelta(hours=h) for h in hours),
-                           max_age=timedelta(hours=settings.retry_max_age_hours),
-                           retry_outcome_unknown=settings.retry_outcome_unknown)
-    except ValueError as error:
-        raise ConfigurationError(f"retry schedule {settings.retry_schedule_hours!r}: {error}") from error
+    delivery = settings.delivery  # the schedule and its fit with max_age were checked at load
+    return RetryPolicy(schedule=tuple(timedelta(hours=h) for h in delivery.retry_schedule),
+                       max_age=timedelta(hours=delivery.retry_max_age_hours),
+                       retry_outcome_unknown=delivery.retry_outcome_unknown)
 
 
 def _opportunistic_tls() -> ssl.SSLContext:
@@ -229,14 +225,14 @@ class _Worker:
                  routing: SourceRouting | None = None) -> None:
         self.settings, self.engine, self.clock, self.routing = settings, engine, clock, routing
         self.worker_id, self.policy, self.link_hook = worker_id, policy, link_hook
-        self.resolver = resolver or MxResolver(static_routes=parse_static_routes(settings.static_routes))
-        self.limits: DestinationLimits = load_limits(settings.destination_limits)
+        self.resolver = resolver or MxResolver(static_routes=settings.delivery.static_routes)
+        self.limits: DestinationLimits = load_limits(settings.delivery.destination_limits)
         # idle sessions kept across destinations: no more than the sessions in flight, so a
         # worker never holds more connections open than twice its concurrency
-        self.pool = SmtpPool(helo_name=settings.hostname, timeout=settings.smtp_timeout,
+        self.pool = SmtpPool(helo_name=settings.delivery.hostname, timeout=settings.delivery.smtp_timeout,
                              tls_context=tls_context, max_idle=concurrency)
         self.slots = asyncio.Semaphore(concurrency)
-        self.lease = timedelta(seconds=settings.delivery_lease_seconds)
+        self.lease = timedelta(seconds=settings.delivery.lease_seconds)
         self.status_policy = status_policy(settings)
         self.secret = settings.resolved_secret()
         self.renderers: dict[int, MailingRenderer] = {}
@@ -258,13 +254,13 @@ class _Worker:
         built = []
         for row in rows:
             keys: tuple[DkimKey, ...] = ()
-            if settings.dkim_sign:
-                keys = signing_keys(settings.data_dir, row.sending_domain, settings.dkim_selector,
-                                   settings.dkim_algorithm)
+            if settings.delivery.dkim_sign:
+                keys = signing_keys(settings.storage.data_dir, row.sending_domain,
+                                    settings.delivery.dkim_selector, settings.delivery.dkim_algorithm)
             built.append(MailingRenderer(
-                row, secret=self.secret, bounce_domain=settings.bounce_domain,
-                public_url=settings.public_url, dkim_key=keys, link_hook=self.link_hook,
-                tracking_key_id=settings.tracking_key_id))
+                row, secret=self.secret, bounce_domain=settings.inbound.bounce_domain,
+                public_url=settings.api.public_url, dkim_key=keys, link_hook=self.link_hook,
+                tracking_key_id=settings.tracking.key_id))
         return built
 
     async def _renderers_for(self, claim: outbox.Claim) -> None:
@@ -280,12 +276,12 @@ class _Worker:
     def beat(self) -> None:
         """Renew leases, say we are alive, and learn how many workers share the destinations."""
         now = self.clock.now()
-        interval = max(0.05, self.settings.delivery_lease_seconds / 3)
+        interval = max(0.05, self.settings.delivery.lease_seconds / 3)
         self.workers_alive = outbox.beat(self.engine, self.worker_id, now, lease_until=now + self.lease,
                                          alive_within=timedelta(seconds=interval * 3))
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
-        interval = max(0.05, self.settings.delivery_lease_seconds / 3)
+        interval = max(0.05, self.settings.delivery.lease_seconds / 3)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval)
@@ -316,7 +312,7 @@ class _Worker:
             await asyncio.to_thread(automation.enqueue_joined, self.engine, now)
             self.stats.recovered += await asyncio.to_thread(outbox.recover_expired, self.engine, now)
             return await asyncio.to_thread(outbox.claim_due, self.engine, self.worker_id, now,
-                                           lease=self.lease, limit=self.settings.delivery_batch_size)
+                                           lease=self.lease, limit=self.settings.delivery.batch_size)
         except OperationalError as error:
             _LOG.warning("claiming failed, retrying later: %s", error)
             await asyncio.sleep(1.0)
@@ -546,7 +542,7 @@ class _Worker:
                       ) -> tuple[str, ConnectionLimits] | _Outcome:
         """The source IP and limits for this attempt, or the outcome of waiting for one."""
         if self.routing is None:
-            return self.settings.source_ip, limits
+            return self.settings.delivery.source_ip, limits
         try:  # the account's pool picks the source IP (issue 8)
             pick = await self.routing.choose(item.account_id, item.domain, host.host, started)
         except OperationalError as error:  # the store stayed busy: this one waits, the worker goes on
@@ -735,7 +731,7 @@ async def run_worker(
     """
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
-    worker = _Worker(settings, engine, clock=clock, concurrency=concurrency or settings.delivery_concurrency,
+    worker = _Worker(settings, engine, clock=clock, concurrency=concurrency or settings.delivery.concurrency,
                      worker_id=worker_id or _default_worker_id(), resolver=resolver,
                      policy=policy or retry_policy(settings),
                      link_hook=link_hook, tls_context=tls_context or _opportunistic_tls(),

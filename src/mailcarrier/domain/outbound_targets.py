@@ -23,6 +23,7 @@ answer cannot switch it).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -61,19 +62,12 @@ class TargetPolicy:
     internal_networks: tuple[_Network, ...] = ()
 
     @classmethod
-    def from_setting(cls, allow_http: bool, internal: str) -> TargetPolicy:
-        """Build from settings: ``internal`` lists host names, addresses or CIDR networks, comma separated."""
-        names: set[str] = set()
-        networks: list[_Network] = []
-        for raw in internal.split(","):
-            entry = raw.strip().lower().rstrip(".")
-            if not entry:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            except ValueError:
-                names.add(entry)
-        return cls(allow_http, frozenset(names), tuple(networks))
+    def allowing(cls, allow_http: bool, internal: Iterable[str | _Network]) -> TargetPolicy:
+        """Build from the webhook settings: ``internal`` holds host names (lower case, no
+        trailing dot) and networks, as ``config_values.parse_host_or_network`` reads them."""
+        entries = tuple(internal)
+        return cls(allow_http, frozenset(e for e in entries if isinstance(e, str)),
+                   tuple(e for e in entries if not isinstance(e, str)))
 
     def allows_internal(self, host: str, address: IPAddress | None) -> bool:
         """Whether the operator named this host (or address) as an allowed internal target."""

@@ -55,12 +55,11 @@ class ImapSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImapSettings:
-        if not settings.imap_host or not settings.imap_user:
+        if not settings.imap.host or not settings.imap.user:
             raise ConfigurationError("IMAP polling needs MAILCARRIER_IMAP_HOST and MAILCARRIER_IMAP_USER")
-        return cls(settings.imap_host, settings.imap_port, settings.imap_user, settings.imap_password,
-                   settings.imap_folder, settings.imap_tls, settings.imap_delete,
-                   settings.inbound_max_bytes, settings.imap_starttls, settings.imap_ca_file,
-                   settings.imap_timeout)
+        imap = settings.imap
+        return cls(imap.host, imap.port, imap.user, imap.password.get_secret_value(), imap.folder, imap.tls,
+                   imap.delete, settings.inbound.max_bytes, imap.starttls, imap.ca_file, imap.timeout)
 
 
 class ImapError(MailcarrierError):

@@ -37,11 +37,6 @@ class PeerQuota:
     #: the total session limit still does. Default: loopback.
     exempt: tuple[_Network, ...] = LOOPBACK
 
-    @staticmethod
-    def networks(text: str) -> tuple[_Network, ...]:
-        """Parse a comma-separated list of addresses or CIDR networks (ValueError if one is not)."""
-        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip())
-
     def exempts(self, peer_ip: str | None) -> bool:
         if not peer_ip or not self.exempt:
             return False

@@ -58,8 +58,8 @@ def _peer_ip(peer: object) -> str | None:
 
 def accepted_addresses(settings: Settings) -> frozenset[str]:
     """The fixed addresses besides VERP: postmaster (RFC 5321 4.5.1) and the configured ones."""
-    fixed = {"postmaster", f"postmaster@{settings.bounce_domain.lower()}"}
-    fixed.update(a.strip().lower() for a in settings.inbound_accept_addresses.split(",") if a.strip())
+    fixed = {"postmaster", f"postmaster@{settings.inbound.bounce_domain.lower()}"}
+    fixed.update(settings.inbound.accept_addresses)  # lower-case addresses, checked at load
     return frozenset(fixed)
 
 
@@ -193,16 +193,16 @@ class InboundServer:
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> InboundServer:
         tls = None
-        if settings.inbound_tls_cert is not None:
+        if settings.inbound.tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(settings.inbound_tls_cert, settings.inbound_tls_key)
+            tls.load_cert_chain(settings.inbound.tls_cert, settings.inbound.tls_key)
         return cls(engine, InboundContext.from_settings(settings), accept=accepted_addresses(settings),
-                   host=settings.inbound_host, port=settings.inbound_port,
-                   max_bytes=settings.inbound_max_bytes, tls_context=tls,
-                   quota=PeerQuota(settings.inbound_max_sessions, settings.inbound_max_sessions_per_peer,
-                                   settings.inbound_peer_connections_per_minute,
-                                   settings.inbound_peer_messages_per_minute,
-                                   PeerQuota.networks(settings.inbound_unlimited_peers)), **kwargs)
+                   host=settings.inbound.host, port=settings.inbound.port,
+                   max_bytes=settings.inbound.max_bytes, tls_context=tls,
+                   quota=PeerQuota(settings.inbound.max_sessions, settings.inbound.max_sessions_per_peer,
+                                   settings.inbound.peer_connections_per_minute,
+                                   settings.inbound.peer_messages_per_minute,
+                                   settings.inbound.unlimited_peers), **kwargs)
 
     def _stored(self) -> None:
         if self._processors:

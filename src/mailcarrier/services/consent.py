@@ -121,7 +121,7 @@ def _mask(email: str) -> str:
 
 
 def _from_address(settings: Settings) -> str:
-    return settings.subscribe_from_address or f"confirm@{settings.hostname}"
+    return settings.api.subscribe_from_address or f"confirm@{settings.delivery.hostname}"
 
 
 def request_subscription(engine: Engine, settings: Settings, keys: TrackingKeys, account_slug: str,
@@ -151,7 +151,7 @@ def request_subscription(engine: Engine, settings: Settings, keys: TrackingKeys,
             _join_audience(conn, audience_id, contact_id, now)
         if status == ContactStatus.ACTIVE.value:
             return SubscriptionResult(SubscribeOutcome.ALREADY_ACTIVE, contact_id)
-        expires = now + timedelta(hours=settings.subscribe_confirm_hours)
+        expires = now + timedelta(hours=settings.api.subscribe_confirm_hours)
         subscription_id = int(conn.execute(pending_subscriptions.insert().values(
             account_id=account.id, contact_id=contact_id, audience_id=audience_id, email=email,
             source=request.source[:64], requested_at=now, expires_at=expires, ip=request.ip[:45],
@@ -160,7 +160,7 @@ def request_subscription(engine: Engine, settings: Settings, keys: TrackingKeys,
                 request.user_agent, request.source, {"subscription_id": subscription_id})
         token = TrackingToken(TokenPurpose.CONFIRM, account.id, 0, subscription_id, 0,
                               int(expires.timestamp()))
-        confirm_url = (f"{settings.public_url.rstrip('/')}/confirm/"
+        confirm_url = (f"{settings.api.public_url.rstrip('/')}/confirm/"
                        f"{encode_token(token, master_secret=keys.current, key_id=keys.key_id)}")
         mailing_id = _queue_confirmation(conn, settings, account.id, account.name, contact_id, email,
                                          confirm_url, now)

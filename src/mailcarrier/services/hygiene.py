@@ -19,6 +19,7 @@ import dns.resolver
 import dns.reversename
 import spf
 
+from mailcarrier.config_values import HostPort
 from mailcarrier.domain.dns_checks import (
     Check,
     CheckStatus,
@@ -30,7 +31,7 @@ from mailcarrier.domain.dns_checks import (
     dnsbl_query_name,
     interpret_dnsbl,
 )
-from mailcarrier.domain.errors import ConfigurationError, RefusedByPolicyError, UnavailableError
+from mailcarrier.domain.errors import RefusedByPolicyError, UnavailableError
 
 __all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendableError", "assert_sendable",
            "failures", "resolver_for"]
@@ -38,17 +39,14 @@ __all__ = ["DnsHygiene", "DnsQueryError", "DomainCheckRequest", "DomainNotSendab
 _SPF_LOCK = threading.Lock()
 
 
-def resolver_for(nameserver: str) -> dns.resolver.Resolver:
-    """The system resolver for "", else one asking only HOST[:PORT] (split-horizon or test DNS)."""
-    if not nameserver.strip():
+def resolver_for(nameserver: HostPort | None) -> dns.resolver.Resolver:
+    """The system resolver for None, else one asking only that server (split-horizon or test
+    DNS); the setting and the ``--nameserver`` flags are read by ``config_values.parse_nameserver``."""
+    if nameserver is None:
         return dns.resolver.Resolver()
-    host, _, port = nameserver.strip().rpartition(":") if nameserver.count(":") == 1 else (
-        nameserver.strip(), "", "")
-    if not port.isdigit() and port:
-        raise ConfigurationError(f"nameserver must be HOST or HOST:PORT, got {nameserver!r}")
     resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [host]
-    resolver.port = int(port or 53)
+    resolver.nameservers = [nameserver.host]
+    resolver.port = nameserver.port
     resolver.use_edns(0, 0, 4096)
     return resolver
 

@@ -133,8 +133,8 @@ class InboundContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InboundContext:
-        return cls(settings.resolved_secret(), settings.bounce_domain, status_policy(settings),
-                   timedelta(days=settings.inbound_recipient_match_days), tracking_keys(settings))
+        return cls(settings.resolved_secret(), settings.inbound.bounce_domain, status_policy(settings),
+                   timedelta(days=settings.inbound.recipient_match_days), tracking_keys(settings))
 
     @property
     def unsubscribe_address(self) -> str:

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from mailcarrier.config import Settings
+from mailcarrier.config import LEAVES, Settings
 from mailcarrier.domain.contact_status import ContactPolicy, StatusPolicy
-from mailcarrier.domain.errors import ConfigurationError, InvalidInputError
+from mailcarrier.domain.errors import InvalidInputError
 from mailcarrier.domain.outbound_targets import TargetPolicy
 from mailcarrier.domain.pools import PoolPolicy
 from mailcarrier.domain.warmup import WarmupLimits, WarmupSchedule, load_schedules
@@ -46,7 +46,7 @@ ACCOUNT_THRESHOLDS = (
 def _thresholds_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in ACCOUNT_THRESHOLDS:
-        setting = Settings.model_fields[name]
+        setting = LEAVES[name].field
         # the setting's type and range (ge/le...), optional: None removes an override
         fields[name] = (Annotated[(setting.annotation | None, *setting.metadata)], None)  # type: ignore[operator]
     return create_model("AccountThresholds", __config__=ConfigDict(extra="forbid"), **fields)
@@ -80,7 +80,7 @@ def contact_policy(name: str) -> ContactPolicy:
 def account_settings(settings: Settings, thresholds: Mapping[str, Any]) -> Settings:
     """The operator's settings with an account's own thresholds on top."""
     own = {k: v for k, v in thresholds.items() if k in ACCOUNT_THRESHOLDS}
-    return settings.model_copy(update=own) if own else settings
+    return settings.with_values(**own) if own else settings
 
 
 def account_status_policy(base: StatusPolicy, preset: str,
@@ -113,44 +113,37 @@ def account_pool_policy(base: PoolPolicy, thresholds: Mapping[str, Any]) -> Pool
 def status_policy(settings: Settings) -> StatusPolicy:
     """The status policy with the operator's thresholds."""
     return StatusPolicy(
-        soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings,
-        blocks_to_error=settings.status_block_limit,
-        filtering_reject_share=settings.filtering_reject_share,
-        filtering_min_rejected=settings.filtering_min_rejected,
-        filtering_recent_days=settings.filtering_recent_days,
+        soft_bounce_mailings_to_error=settings.contacts.status_soft_bounce_mailings,
+        blocks_to_error=settings.contacts.status_block_limit,
+        filtering_reject_share=settings.contacts.filtering_reject_share,
+        filtering_min_rejected=settings.contacts.filtering_min_rejected,
+        filtering_recent_days=settings.contacts.filtering_recent_days,
     )
 
 
 def pool_policy(settings: Settings) -> PoolPolicy:
     return PoolPolicy(
-        trap_lookback_days=settings.pool_trap_lookback_days,
-        trusted_max_messages_30d=settings.pool_trusted_max_messages_30d,
-        dedicated_min_messages_30d=settings.pool_dedicated_min_messages_30d,
-        max_complaint_rate=settings.max_complaint_rate,
-        max_bounce_rate=settings.max_bounce_rate,
+        trap_lookback_days=settings.pools.trap_lookback_days,
+        trusted_max_messages_30d=settings.pools.trusted_max_messages_30d,
+        dedicated_min_messages_30d=settings.pools.dedicated_min_messages_30d,
+        max_complaint_rate=settings.pools.max_complaint_rate,
+        max_bounce_rate=settings.pools.max_bounce_rate,
     )
 
 
 def warmup_limits(settings: Settings) -> WarmupLimits:
     return WarmupLimits(
-        idle_restart_days=settings.warmup_idle_restart_days,
-        max_bounce_rate=settings.max_bounce_rate,
-        max_complaint_rate=settings.max_complaint_rate,
+        idle_restart_days=settings.pools.warmup_idle_restart_days,
+        max_bounce_rate=settings.pools.max_bounce_rate,
+        max_complaint_rate=settings.pools.max_complaint_rate,
     )
 
 
 def warmup_schedule(settings: Settings) -> WarmupSchedule:
-    """The configured schedule; an unknown name is a configuration error listing the choices."""
-    schedules = load_schedules()
-    try:
-        return schedules[settings.warmup_schedule]
-    except KeyError:
-        choices = ", ".join(sorted(schedules))
-        raise ConfigurationError(
-            f"MAILCARRIER_WARMUP_SCHEDULE={settings.warmup_schedule!r} is unknown; choose one of {choices}"
-        ) from None
+    """The configured schedule (its name was checked against the shipped ones at load)."""
+    return load_schedules()[settings.pools.warmup_schedule]
 
 
 def webhook_target_policy(settings: Settings) -> TargetPolicy:
     """Where webhooks may be sent: public https URLs, plus what the operator allows."""
-    return TargetPolicy.from_setting(settings.webhook_allow_http, settings.webhook_internal_hosts)
+    return TargetPolicy.allowing(settings.webhooks.allow_http, settings.webhooks.internal_hosts)

@@ -63,12 +63,12 @@ class Thresholds:
 
 def report_thresholds(settings: Settings) -> Thresholds:
     """The thresholds configured by the operator; ConfigurationError if warn exceeds alert."""
-    if settings.report_hard_bounce_warn > settings.report_hard_bounce_alert:
+    if settings.reports.hard_bounce_warn > settings.reports.hard_bounce_alert:
         raise ConfigurationError(
-            f"MAILCARRIER_REPORT_HARD_BOUNCE_WARN ({settings.report_hard_bounce_warn}) must not exceed "
-            f"MAILCARRIER_REPORT_HARD_BOUNCE_ALERT ({settings.report_hard_bounce_alert})")
-    return Thresholds(warn=settings.report_hard_bounce_warn, alert=settings.report_hard_bounce_alert,
-                      soft_bounce_mailings_to_error=settings.status_soft_bounce_mailings)
+            f"MAILCARRIER_REPORT_HARD_BOUNCE_WARN ({settings.reports.hard_bounce_warn}) must not exceed "
+            f"MAILCARRIER_REPORT_HARD_BOUNCE_ALERT ({settings.reports.hard_bounce_alert})")
+    return Thresholds(warn=settings.reports.hard_bounce_warn, alert=settings.reports.hard_bounce_alert,
+                      soft_bounce_mailings_to_error=settings.contacts.status_soft_bounce_mailings)
 
 
 def rate_level(rate: float, thresholds: Thresholds) -> str:

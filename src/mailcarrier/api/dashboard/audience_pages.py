@@ -27,7 +27,7 @@ MAX_UPLOAD = 512 * 1024 * 1024
 def _jobs(request: Request) -> ImportJobs:
     """The import jobs of this installation (files under the data directory)."""
     context: AppContext = request.app.state.context
-    return ImportJobs(context.settings.data_dir / "dashboard-imports")
+    return ImportJobs(context.settings.storage.data_dir / "dashboard-imports")
 
 
 def _page(ctx: AppContext, session: Session, *, status: int = 200, error: str | None = None,

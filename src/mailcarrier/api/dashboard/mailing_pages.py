@@ -118,8 +118,9 @@ def _draft_page(ctx: AppContext, session: Session, mailing_id: int, *, preview_c
     try:
         with ctx.engine.connect() as conn:
             preview = render_sample(conn, session.account_id, mailing_id, ctx.clock(),
-                                    public_url=ctx.settings.public_url,
-                                    bounce_domain=ctx.settings.bounce_domain, contact_id=preview_contact)
+                                    public_url=ctx.settings.api.public_url,
+                                    bounce_domain=ctx.settings.inbound.bounce_domain,
+                                    contact_id=preview_contact)
     except (ValueError, MailcarrierError) as exc:
         preview_error = str(exc)
     chosen = next((c for c in members if c.id == preview_contact), None) if preview_contact else None
@@ -184,13 +185,13 @@ def content_check(mailing_id: int, preview_contact: Annotated[int | None, Form(g
                   ctx: AppContext = Depends(app_context)) -> HTMLResponse:
     """The content and consent checks of ``mailcarrier mailings check``, on the draft's sample."""
     require_scope(session, "mailings:read")
-    resolver = resolver_for(ctx.settings.hygiene_nameserver)
+    resolver = resolver_for(ctx.settings.dns.nameserver)
     resolver.lifetime = 3.0
     try:
         with ctx.engine.connect() as conn:
             report = check_mailing(conn, session.account_id, _mailing_id(mailing_id), ctx.clock(), spamd=None,
-                                   public_url=ctx.settings.public_url,
-                                   bounce_domain=ctx.settings.bounce_domain, resolver=resolver,
+                                   public_url=ctx.settings.api.public_url,
+                                   bounce_domain=ctx.settings.inbound.bounce_domain, resolver=resolver,
                                    uri_zones=DEFAULT_URI_ZONES)
     except ValueError as exc:
         return _draft_page(ctx, session, mailing_id, status=422, error=str(exc),

@@ -216,11 +216,11 @@ def domain_check_page(domain: Annotated[str, Query(min_length=1, max_length=253,
     settings = ctx.settings
     with ctx.engine.connect() as conn:
         request = sender_checks.domain_check_request(conn, session.account_id, domain,
-                                             dkim_selector=settings.dkim_selector,
-                                             bounce_domain=settings.bounce_domain,
-                                             inbound_host=settings.hostname)
+                                             dkim_selector=settings.delivery.dkim_selector,
+                                             bounce_domain=settings.inbound.bounce_domain,
+                                             inbound_host=settings.delivery.hostname)
         listings = sender_checks.open_dnsbl_listings(conn, request.sending_ips)
-    checks = [*DnsHygiene(resolver_for(settings.hygiene_nameserver), lifetime=5.0).check_domain(request),
+    checks = [*DnsHygiene(resolver_for(settings.dns.nameserver), lifetime=5.0).check_domain(request),
               *listings]
     return render("domain_check.html", section="pool", domain=request.domain, ips=request.sending_ips,
                   checks=checks, failed=bool(failures(checks)))

@@ -119,17 +119,18 @@ def sender_hygiene_gate(settings: Settings, hygiene: DnsHygiene | None = None) -
     domain's MX must point at ``hostname``; open DNSBL listings of the pool's IPs block too.
     Raises :class:`~mailcarrier.services.hygiene.DomainNotSendableError` saying what to fix.
     """
-    if not settings.enforce_sender_hygiene:
+    if not settings.pools.enforce_sender_hygiene:
         return None
-    checker = hygiene or DnsHygiene(resolver_for(settings.hygiene_nameserver))
+    checker = hygiene or DnsHygiene(resolver_for(settings.dns.nameserver))
 
     def gate(engine: Engine, account_id: int, domain: str) -> None:
         with engine.connect() as conn:
             if current_pool(conn, account_id) is None:
                 return
-            request = domain_check_request(conn, account_id, domain, dkim_selector=settings.dkim_selector,
-                                           bounce_domain=settings.bounce_domain,
-                                           inbound_host=settings.hostname)
+            request = domain_check_request(conn, account_id, domain,
+                                           dkim_selector=settings.delivery.dkim_selector,
+                                           bounce_domain=settings.inbound.bounce_domain,
+                                           inbound_host=settings.delivery.hostname)
             listings = open_dnsbl_listings(conn, request.sending_ips)
         assert_sendable(request.domain, (*checker.check_domain(request), *listings))
 

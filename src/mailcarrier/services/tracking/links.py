@@ -121,9 +121,9 @@ def prepare_message_links(
     """
     keys = keys or tracking_keys(settings)
     expires = 0
-    if settings.tracking_link_days:
-        expires = int((now + timedelta(days=settings.tracking_link_days)).timestamp())
-    base = settings.public_url.rstrip("/")
+    if settings.tracking.link_days:
+        expires = int((now + timedelta(days=settings.tracking.link_days)).timestamp())
+    base = settings.api.public_url.rstrip("/")
 
     def mint(purpose: TokenPurpose, link_id: int = 0) -> str:
         token = TrackingToken(purpose, account_id, mailing_id, delivery_id, link_id, expires)
@@ -148,7 +148,7 @@ def prepare_message_links(
             html = html.replace(placeholder, html_lib.escape(unsubscribe_url, quote=True))
         if text is not None:
             text = text.replace(placeholder, unsubscribe_url)
-    mailto = (f"mailto:unsubscribe@{settings.bounce_domain}"
+    mailto = (f"mailto:unsubscribe@{settings.inbound.bounce_domain}"
               f"?subject={quote('unsubscribe ' + unsubscribe_token)}")
     headers = (("List-Unsubscribe", f"<{unsubscribe_url}>, <{mailto}>"),
                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
@@ -176,8 +176,8 @@ class LinkTracker:
                  keys: TrackingKeys | None = None, track_opens: bool = True) -> None:
         self.engine, self.clock, self.track_opens = engine, clock, track_opens
         self.keys = keys or tracking_keys(settings)
-        self.base = settings.public_url.rstrip("/")
-        self.link_days = settings.tracking_link_days
+        self.base = settings.api.public_url.rstrip("/")
+        self.link_days = settings.tracking.link_days
         self.known: dict[tuple[int, str], int] = {}
         self._lock = threading.Lock()
 

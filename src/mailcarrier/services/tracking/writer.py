@@ -42,7 +42,7 @@ _log = logging.getLogger("mailcarrier.tracking")
 
 def spool_directory(settings: Settings) -> Path:
     """Where accepted hits wait for the writer (``tracking_spool_dir`` or ``data_dir/tracking-spool``)."""
-    return settings.tracking_spool_dir or settings.data_dir / "tracking-spool"
+    return settings.tracking.spool_dir or settings.storage.data_dir / "tracking-spool"
 
 
 @dataclass
@@ -86,7 +86,7 @@ class HitWriter:
         self.reader = SpoolReader(spool_directory(settings))
         self._limits = thresholds(settings)
         self._networks = NetworkIndex(load_networks() if networks is None else networks)
-        self._hold = timedelta(seconds=settings.tracking_hold_seconds)
+        self._hold = timedelta(seconds=settings.tracking.hold_seconds)
 
     def run(self, stop: threading.Event, *, give_up_after: float = 30.0) -> None:
         """Drain until ``stop`` is set, then drain what is spooled and return.
@@ -133,7 +133,7 @@ class HitWriter:
 
     def drain_once(self) -> int:
         """Write one batch from the spool; returns the number of records handled (0: none waiting)."""
-        batch = self.reader.read(self.settings.tracking_batch_size)
+        batch = self.reader.read(self.settings.tracking.batch_size)
         if not batch.records:
             self._forget(self.reader.retire())
             return 0
@@ -237,7 +237,7 @@ class HitRecorder:
 
     def start(self) -> None:
         """Start the writer thread, unless an external writer process drains the spool."""
-        if self.settings.tracking_writer == "thread" and self._thread is None:
+        if self.settings.tracking.writer == "thread" and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._writer.run, args=(self._stop,),
                                             name="mailcarrier-hit-writer", daemon=True)
