@@ -41,3 +41,13 @@ def run(command: Callable[[], object]) -> None:
     except MailcarrierError as error:
         print(f"error ({error.kind.value}): {error}", file=sys.stderr)
         raise SystemExit(int(exit_code_for(error))) from None
+    except Exception as error:
+        # A database that cannot be reached is a driver error, not a domain error (the
+        # worker's loops retry on it); for a person it is one line and "unavailable".
+        from mailcarrier.storage.engine import unreachable_database  # noqa: PLC0415 (only on failure)
+
+        unreachable = unreachable_database(error)
+        if unreachable is None:
+            raise
+        print(f"error ({unreachable.kind.value}): {unreachable}", file=sys.stderr)
+        raise SystemExit(int(exit_code_for(unreachable))) from None

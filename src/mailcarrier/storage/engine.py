@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mailcarrier.config import Settings
+from mailcarrier.domain.errors import UnavailableError
 
 __all__ = [
     "WRITE_ATTEMPTS",
+    "DatabaseUnreachableError",
     "StaleWriteError",
     "is_sqlite",
     "is_transient",
     "make_engine",
     "run_write",
+    "unreachable_database",
     "write_transaction",
 ]
 
@@ -54,21 +57,65 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+class DatabaseUnreachableError(UnavailableError):
+    """The database cannot be reached or opened (server down, wrong URL, a directory that
+    cannot be created): the message names the URL, password masked, and what to check."""
+
+
+#: Attribute set on a connection failure of an engine made here: the URL, password masked.
+_UNREACHABLE_URL = "mailcarrier_unreachable_url"
+
+
 def make_engine(source: Settings | str, *, echo: bool = False) -> Engine:
-    """Build an engine from settings or a database URL, with per-backend pragmas."""
+    """Build an engine from settings or a database URL, with per-backend pragmas. A failure
+    to connect stays the driver's OperationalError (the worker's loops retry on it), marked so
+    that :func:`unreachable_database` can word it for a person."""
     url_text = source.resolved_database_url() if isinstance(source, Settings) else source
     url = make_url(url_text)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url_text, echo=echo)
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+        engine = _sqlite_engine(url_text, echo=echo)
+    else:
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", "postgresql"):
+            url = url.set(drivername="postgresql+psycopg")
+        engine = create_engine(url, echo=echo, pool_pre_ping=True)
+    shown = url.render_as_string(hide_password=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _mark_unreachable(context: ExceptionContext) -> None:
+        if context.connection is None:  # the error happened while connecting
+            setattr(context.sqlalchemy_exception, _UNREACHABLE_URL, shown)
+
+    return engine
+
+
+def unreachable_database(error: BaseException) -> DatabaseUnreachableError | None:
+    """``error`` worded for a person if it is a failure to connect to the database (an
+    engine of :func:`make_engine`), else None."""
+    if isinstance(error, DatabaseUnreachableError):
+        return error
+    url = getattr(error, _UNREACHABLE_URL, None)
+    if not isinstance(url, str):
+        return None
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    check = ("that its directory exists and is writable (MAILCARRIER_DATA_DIR, MAILCARRIER_DATABASE_URL)"
+             if url.startswith("sqlite") else
+             "that the server is running and accepts connections there, and MAILCARRIER_DATABASE_URL "
+             "(or --database-url)")
+    return DatabaseUnreachableError(f"cannot connect to the database {url}: {reason}; check {check}")
 
 
 def _sqlite_engine(url_text: str, *, echo: bool) -> Engine:
     url = make_url(url_text)
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatabaseUnreachableError(
+                f"cannot create {folder}, the directory of the SQLite database {url_text}: "
+                f"{error.strerror or error}; check MAILCARRIER_DATA_DIR (or MAILCARRIER_DATABASE_URL) "
+                "and the permissions of its parent") from None
     engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
