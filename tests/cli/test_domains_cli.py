@@ -44,9 +44,10 @@ def test_failing_domain_exits_three_and_says_what_to_fix() -> None:
 
 
 def test_bad_nameserver_option_is_a_usage_error() -> None:
-    result = runner.invoke(app, ["domains", "check", "good.test", "--nameserver", "127.0.0.1:dns"])
-    assert result.exit_code == 2
-    assert "HOST:PORT" in result.output
+    for bad, why in (("127.0.0.1:dns", "port 'dns'"), ("ns.good.test", "'ns.good.test' is not an IP address")):
+        result = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["domains", "check", "good.test", "--nameserver", bad])
+        assert result.exit_code == 2
+        assert "--nameserver" in result.output and why in result.output and "ADDRESS[:PORT]" in result.output
 
 
 def test_account_option_checks_the_pool_ips_and_its_listings(tmp_path: Path) -> None:
