@@ -156,10 +156,14 @@ class Settings(BaseModel):
         for flat, value in values.items():
             leaf = _leaf(flat, "setting")
             sections.setdefault(leaf.section, dict(getattr(self, leaf.section)))[leaf.name] = value
-        try:
-            changed = {name: SECTIONS[name].model_validate(fields) for name, fields in sections.items()}
-        except ValidationError as error:
-            raise SettingsError(str(error)) from None
+        changed: dict[str, object] = {}
+        for name, fields in sections.items():
+            try:
+                changed[name] = SECTIONS[name].model_validate(fields)
+            except ValidationError as error:
+                raise SettingsError("; ".join(f"{name}.{'.'.join(str(p) for p in e['loc'])}: "
+                                              f"{str(e['msg']).removeprefix('Value error, ')}"
+                                              for e in error.errors())) from None
         copy = self.model_copy(update=changed)
         copy._sources = {**self._sources, **{flat: Source(Origin.OVERRIDE, flat) for flat in values}}
         return copy
