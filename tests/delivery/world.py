@@ -53,9 +53,11 @@ def start_mailing(world: World, *, now: datetime = T0, kind: str = "regular") ->
 
 
 def settings_for(tmp_path: Path, port: int, **extra: object) -> Settings:
+    """Settings routing every domain to 127.0.0.1:``port`` (0: no route, for settings used
+    before the MX exists)."""
     values: dict[str, object] = {
         "data_dir": tmp_path / "data", "secret_key": "test-secret-" + "x" * 20,
-        "static_routes": f"*=127.0.0.1:{port}", "smtp_timeout": 1.0, "delivery_lease_seconds": 30.0,
+        "static_routes": f"*=127.0.0.1:{port}" if port else "", "smtp_timeout": 1.0, "delivery_lease_seconds": 30.0,
         "dkim_algorithm": "ed25519", "bounce_domain": "bounces.shop.example",
         "public_url": "https://mail.shop.example",
     }
