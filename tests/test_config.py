@@ -171,7 +171,7 @@ def test_unknown_names(tmp_path: Path) -> None:
 
 
 def test_a_missing_or_broken_config_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="config file .*nope.toml: No such file"):
+    with pytest.raises(SettingsError, match=r"config file .*nope\.toml: No such file"):
         read_settings({}, None, tmp_path / "nope.toml", {})
     with pytest.raises(SettingsError, match="is not valid TOML"):
         _read(tmp_path, toml="[inbound\nport = 1\n")

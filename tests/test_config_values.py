@@ -80,7 +80,7 @@ def test_networks_and_hosts() -> None:
                                                             ipaddress.ip_network("::1/128"))
     assert parse_host_or_network("Hooks.Internal.") == "hooks.internal"
     assert parse_host_or_network("10.0.0.0/8") == ipaddress.ip_network("10.0.0.0/8")
-    with pytest.raises(ValueFormatError, match="'proxy.local': not an IP address or CIDR network"):
+    with pytest.raises(ValueFormatError, match=r"'proxy\.local': not an IP address or CIDR network"):
         parse_network("proxy.local")
     with pytest.raises(ValueFormatError, match="not a host name or an address"):
         parse_host_or_network("http://hooks.internal/x")

@@ -73,7 +73,7 @@ def test_ipv6_peers_count_by_slash_64_and_exempt_networks_are_not_limited() -> N
 def test_settings_build_the_quota() -> None:
     quota = Settings.of().inbound.unlimited_peers
     assert ipaddress.ip_address("127.0.0.1") in quota[0]
-    with pytest.raises(ValueError, match="inbound_unlimited_peers .*not-a-network"):
+    with pytest.raises(ValueError, match=r"inbound_unlimited_peers .*not-a-network"):
         load_settings(inbound_unlimited_peers="not-a-network")
 
 
