@@ -10,11 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mailcarrier.cli.exit_codes import ExitCode
 from mailcarrier.domain.errors import ErrorKind
-from mailcarrier.storage.engine import DatabaseUnreachableError, make_engine, unreachable_database
+from mailcarrier.storage.engine import (
+    DatabaseNotInitialisedError,
+    DatabaseUnreachableError,
+    make_engine,
+    unreachable_database,
+)
+from tests.storage.conftest import empty_engine  # noqa: F401 - fixture
 
 
 def _closed_port() -> int:
@@ -58,3 +65,27 @@ def test_only_connection_failures_of_our_engines_are_reworded(tmp_path: Path) ->
     assert ":***@127.0.0.1" in str(worded) and ":pw@" not in str(worded)
     assert unreachable_database(OperationalError("SELECT 1", None, Exception("database is locked"))) is None
     assert unreachable_database(ValueError("x")) is None
+
+
+def test_a_database_never_upgraded_says_to_run_db_upgrade(tmp_path: Path) -> None:
+    done = _mailcarrier("accounts", "list", MAILCARRIER_DATA_DIR=str(tmp_path / "data"))
+    assert done.returncode == ExitCode.UNAVAILABLE, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("error (unavailable): the database sqlite:///") and "has no mailcarrier tables" in lines[0]
+    assert "run `mailcarrier db upgrade`" in lines[0]
+    # After the upgrade the same command works.
+    assert _mailcarrier("db", "upgrade", MAILCARRIER_DATA_DIR=str(tmp_path / "data")).returncode == 0
+    assert _mailcarrier("accounts", "list", MAILCARRIER_DATA_DIR=str(tmp_path / "data")).returncode == 0
+
+
+def test_a_missing_table_is_worded_on_both_backends(empty_engine: Engine) -> None:  # noqa: F811
+    with pytest.raises(DBAPIError) as caught, empty_engine.connect() as conn:
+        conn.execute(text("SELECT id FROM accounts"))
+    worded = unreachable_database(caught.value)
+    assert isinstance(worded, DatabaseNotInitialisedError) and worded.kind is ErrorKind.UNAVAILABLE
+    assert "mailcarrier db upgrade" in str(worded)
+    # Any other statement error is left as it is.
+    with pytest.raises(DBAPIError) as other, empty_engine.connect() as conn:
+        conn.execute(text("SELEC 1"))
+    assert unreachable_database(other.value) is None

@@ -25,6 +25,7 @@ from mailcarrier.domain.errors import UnavailableError
 
 __all__ = [
     "WRITE_ATTEMPTS",
+    "DatabaseNotInitialisedError",
     "DatabaseUnreachableError",
     "StaleWriteError",
     "is_sqlite",
@@ -62,8 +63,18 @@ class DatabaseUnreachableError(UnavailableError):
     cannot be created): the message names the URL, password masked, and what to check."""
 
 
+class DatabaseNotInitialisedError(UnavailableError):
+    """The database answers but has no mailcarrier tables (``mailcarrier db upgrade`` was never
+    run on it, or it is another application's database): the message says what to run."""
+
+
 #: Attribute set on a connection failure of an engine made here: the URL, password masked.
 _UNREACHABLE_URL = "mailcarrier_unreachable_url"
+#: Attribute set on a statement that met a missing table: the URL, password masked.
+_NO_SCHEMA_URL = "mailcarrier_no_schema_url"
+#: SQLite's words and PostgreSQL's SQLSTATE for a table that does not exist.
+_SQLITE_NO_TABLE = "no such table"
+_PG_UNDEFINED_TABLE = "42P01"
 
 
 def make_engine(source: Settings | str, *, echo: bool = False) -> Engine:
@@ -84,15 +95,29 @@ def make_engine(source: Settings | str, *, echo: bool = False) -> Engine:
     def _mark_unreachable(context: ExceptionContext) -> None:
         if context.connection is None:  # the error happened while connecting
             setattr(context.sqlalchemy_exception, _UNREACHABLE_URL, shown)
+        elif _is_missing_table(context.original_exception):
+            setattr(context.sqlalchemy_exception, _NO_SCHEMA_URL, shown)
 
     return engine
 
 
-def unreachable_database(error: BaseException) -> DatabaseUnreachableError | None:
-    """``error`` worded for a person if it is a failure to connect to the database (an
-    engine of :func:`make_engine`), else None."""
-    if isinstance(error, DatabaseUnreachableError):
+def _is_missing_table(error: BaseException) -> bool:
+    if getattr(error, "sqlstate", None) == _PG_UNDEFINED_TABLE:
+        return True
+    return isinstance(error, sqlite3.OperationalError) and str(error).startswith(_SQLITE_NO_TABLE)
+
+
+def unreachable_database(error: BaseException) -> UnavailableError | None:
+    """``error`` worded for a person if it is a failure to connect to the database, or a
+    database without our tables (an engine of :func:`make_engine`), else None."""
+    if isinstance(error, DatabaseUnreachableError | DatabaseNotInitialisedError):
         return error
+    bare = getattr(error, _NO_SCHEMA_URL, None)
+    if isinstance(bare, str):
+        return DatabaseNotInitialisedError(
+            f"the database {bare} has no mailcarrier tables yet; run `mailcarrier db upgrade` "
+            "(same settings) to create them, or check MAILCARRIER_DATABASE_URL / MAILCARRIER_DATA_DIR "
+            "if it should be another database")
     url = getattr(error, _UNREACHABLE_URL, None)
     if not isinstance(url, str):
         return None
