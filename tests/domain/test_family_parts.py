@@ -82,3 +82,17 @@ def test_detector_gates_rule_out_only_texts_no_pattern_matches() -> None:
         for text in texts:
             anywhere = any(p.search(text) for p, _ in patterns)
             assert any(g.search(text) for g in gate) is anywhere, text
+
+
+def test_whole_branch_groups_open_and_escaped_punctuation_heads_a_group() -> None:
+    # A rule's texts are joined as "(?:t1)|(?:t2)": each opens into its own alternatives,
+    # and "\[" or "\(" is one plain character: all of these search as one headed part.
+    sources = (r"(?:\[ts04\])|(?:tss04)|(?:\(state 1[5-8]\))", r"(?:(?:a\.b)|\[x)")
+    assert len(family_parts(sources)) == 1
+    for text, found in [("[ts04]", True), ("ts04", False), ("tss04", True), ("(state 16)", True),
+                        ("(state 19)", False), ("a.b", True), ("axb", False), ("[x", True), ("x", False),
+                        ("\\[ts04", False)]:
+        assert _split_finds(sources, text) is found, text
+        assert (_whole(sources).search(text) is not None) is found, text
+    # A quantified escape is no single character: kept apart, same matches.
+    assert _split_finds((r"\[?ab",), "ab")

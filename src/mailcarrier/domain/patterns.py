@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["family_parts", "lowercase_pattern"]
+__all__ = ["branches", "class_end", "family_parts", "group_end", "lowercase_pattern"]
 
 
 def lowercase_pattern(pattern: str) -> re.Pattern[str]:
@@ -29,14 +29,57 @@ def _plain_head(pattern: str) -> bool:
     return bool(pattern) and pattern[0] not in _SPECIAL and pattern[1:2] not in _QUANTIFIER
 
 
+def _escaped_head(pattern: str) -> bool:
+    """Whether ``pattern`` begins with an escaped punctuation character ("\\[", "\\("), which
+    matches that one character, not followed by a quantifier."""
+    return (pattern[:1] == "\\" and pattern[1:2].isascii() and bool(pattern[1:2])
+            and not pattern[1].isalnum() and pattern[2:3] not in _QUANTIFIER)
+
+
 def _one_branch(pattern: str) -> bool:
     """Whether ``pattern`` has no ``|`` outside groups (so a part of it is not one
     alternative of its own); True only when that is sure, for a valid pattern."""
-    branches = _branches(pattern)
-    return branches is not None and len(branches) == 1
+    alternatives = branches(pattern)
+    return alternatives is not None and len(alternatives) == 1
 
 
-def _branches(pattern: str) -> list[str] | None:
+def class_end(pattern: str, at: int) -> int:
+    """The index after the character class that starts at ``pattern[at]`` ("[").
+
+    A class runs to the first "]" that is neither escaped nor its first member.
+    """
+    at += 1
+    if pattern[at:at + 1] == "^":
+        at += 1
+    if pattern[at:at + 1] == "]":
+        at += 1
+    while at < len(pattern) and pattern[at] != "]":
+        at += 2 if pattern[at] == "\\" else 1
+    return at + 1
+
+
+def group_end(pattern: str, at: int) -> int | None:
+    """The index after the group that starts at ``pattern[at]`` ("("); None if unclosed."""
+    depth = 0
+    while at < len(pattern):
+        char = pattern[at]
+        if char == "\\":
+            at += 2
+            continue
+        if char == "[":
+            at = class_end(pattern, at)
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        at += 1
+    return None
+
+
+def branches(pattern: str) -> list[str] | None:
     """The alternatives of ``pattern``'s ``|`` outside groups (``a|b(?:c|d)`` is ``a`` and
     ``b(?:c|d)``), for a valid pattern; None when that is not sure."""
     if "(?#" in pattern:
@@ -44,31 +87,25 @@ def _branches(pattern: str) -> list[str] | None:
     depth = 0
     at = 0
     start = 0
-    branches: list[str] = []
+    found: list[str] = []
     while at < len(pattern):
         char = pattern[at]
         if char == "\\":
             at += 2
             continue
         if char == "[":
-            # A class runs to the first "]" that is neither escaped nor its first member.
-            at += 1
-            if pattern[at:at + 1] == "^":
-                at += 1
-            if pattern[at:at + 1] == "]":
-                at += 1
-            while at < len(pattern) and pattern[at] != "]":
-                at += 2 if pattern[at] == "\\" else 1
-        elif char == "(":
+            at = class_end(pattern, at)
+            continue
+        if char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
         elif char == "|" and depth <= 0:
-            branches.append(pattern[start:at])
+            found.append(pattern[start:at])
             start = at + 1
         at += 1
-    branches.append(pattern[start:])
-    return branches
+    found.append(pattern[start:])
+    return found
 
 
 def _expand_head(pattern: str, budget: int = 16) -> list[str]:
@@ -99,6 +136,18 @@ def _expand_head(pattern: str, budget: int = 16) -> list[str]:
     return out
 
 
+def _alternatives(pattern: str) -> list[str]:
+    """``pattern``'s top-level alternatives, a whole-branch group ``(?:X)`` opened into X's
+    own (a rule's texts are joined as ``(?:t1)|(?:t2)``), each with its head expanded."""
+    out: list[str] = []
+    for branch in branches(pattern) or [pattern]:
+        if branch.startswith("(?:") and group_end(branch, 0) == len(branch):
+            out += _alternatives(branch[3:-1])
+        else:
+            out += _expand_head(branch)
+    return out
+
+
 def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     """The regexes that, searched in turn, find a match exactly when the alternation of
     ``sources`` (``(?:p1)|(?:p2)|...``, compiled by :func:`lowercase_pattern`) does.
@@ -121,9 +170,12 @@ def family_parts(sources: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     by_head: dict[str, list[str]] = {}
     others: list[str] = []
     for source in sources:
-        for alternative in (a for branch in _branches(source) or [source] for a in _expand_head(branch)):
+        for alternative in _alternatives(source):
             if _plain_head(alternative) and _one_branch(alternative):
                 by_head.setdefault(alternative[0], []).append(alternative[1:])
+            elif _escaped_head(alternative) and _one_branch(alternative):
+                # "\[ts04\]": an escaped punctuation character is one plain character too.
+                by_head.setdefault(alternative[:2], []).append(alternative[2:])
             elif (alternative.startswith("\\b") and _plain_head(alternative[2:])
                   and (alternative[2].isalnum() or alternative[2] == "_") and _one_branch(alternative)):
                 # "\bspam": "s" where a word begins, the boundary checked behind the "s".
