@@ -20,6 +20,7 @@ from importlib import resources
 
 from mailcarrier.domain.errors import RuleFileError
 from mailcarrier.domain.evidence import Evidence
+from mailcarrier.domain.family_filter import FamilyFilter
 from mailcarrier.domain.patterns import family_parts, lowercase_pattern
 from mailcarrier.domain.remote_hosts import remote_host_rules
 from mailcarrier.domain.rules_engine import PROVIDER_CODES, PROVIDER_WORDING, Rule, RuleSet
@@ -47,6 +48,8 @@ class ReasonTable:
     #: into: searched in turn, they find a match exactly when the family's one alternation
     #: does, several times faster.
     parts: dict[Reason, tuple[re.Pattern[str], ...]]
+    #: Rules out, in one pass over a text, the families whose words it does not hold.
+    filter: FamilyFilter[Reason]
 
     def match(self, reason: Reason, text: str) -> bool:
         # One decision asks about the same family several times (first pass, the
@@ -72,10 +75,18 @@ class ReasonTable:
 
 @lru_cache(maxsize=8192)
 def _family_match(table: ReasonTable, reason: Reason, text: str) -> bool:
+    if not table.filter.may_match(reason, _candidates(table, text)):
+        return False
     parts = table.parts.get(reason, ())
     if len(parts) == 1:  # most families: one search, no generator
         return parts[0].search(text) is not None
     return any(part.search(text) is not None for part in parts)
+
+
+@lru_cache(maxsize=256)
+def _candidates(table: ReasonTable, text: str) -> int:
+    # One decision asks many families about the same text: one pass for all of them.
+    return table.filter.candidates(text)
 
 
 def _reasons(values: object, key: str) -> tuple[Reason, ...]:
@@ -116,6 +127,7 @@ def compile_reason_table(data: str) -> ReasonTable:
         patterns=compiled,
         sources=sources,
         parts=parts,
+        filter=FamilyFilter(sources),
     )
 
 
@@ -308,6 +320,7 @@ def clear_cache() -> None:
     _early.cache_clear()
     _notice.cache_clear()
     _family_match.cache_clear()
+    _candidates.cache_clear()
 
 
 @lru_cache(maxsize=4096)
