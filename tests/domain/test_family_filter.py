@@ -8,8 +8,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailcarrier.domain.detectors.base import wording
 from mailcarrier.domain.family_filter import FamilyFilter, required_words
-from mailcarrier.domain.reason import reason_table
+from mailcarrier.domain.reason import reason_table, rule_tiers
+from mailcarrier.domain.rules_engine import default_rules
 
 from .reply_cases import reply_cases
 
@@ -71,3 +73,33 @@ def test_required_words_occur_in_every_match(pattern: str, text: str) -> None:
     found = compiled.search(text)
     if words is not None and found is not None:
         assert any(w in found.group() for w in words), (pattern, text, words)
+
+
+def test_detector_and_code_filters_rule_out_only_texts_no_pattern_matches() -> None:
+    words = wording()
+    tiers = rule_tiers(default_rules())
+    texts = [case.reply.lower() for case in reply_cases()] + [
+        "after rcpt to: 550 no", "retry timeout exceeded", "[ts04] deferred", "banner", "nothing here"]
+    checks = [(words.command_filter, [p for p, _ in words.commands]),
+              (words.hint_filter, [p for p, _ in words.hints]),
+              (tiers.code_filter, [r.text for r in tiers.codes.rules if r.text is not None])]
+    for family_filter, patterns in checks:
+        assert family_filter is not None and patterns
+        for text in texts:
+            if any(p.search(text) for p in patterns):
+                assert not family_filter.rules_out(text), text
+    assert words.command_filter is not None and words.command_filter.rules_out("nothing here")
+
+
+def test_case_insensitive_families_ruled_out_only_in_ascii_text() -> None:
+    # A capital makes the family case-insensitive (as family_parts compiles it): its words
+    # are looked for in the lowercased text, and non-ASCII letters may fold onto ASCII ones.
+    family = FamilyFilter({"exchange": ("RESOLVER\\.RST\\.NotAuthorized",), "plain": ("no such user",)})
+    assert family.may_match("exchange", family.candidates("550 5.7.1 resolver.rst.notauthorized"))
+    assert family.may_match("exchange", family.candidates("550 5.7.1 RESOLVER.RST.NOTAUTHORIZED"))
+    assert not family.may_match("exchange", family.candidates("550 no such user"))
+    dotless = "resolver.rst.notauthor\u0131zed"  # "\u0131" matches "I" case-insensitively
+    assert re.search("RESOLVER\\.RST\\.NotAuthorized", dotless, re.IGNORECASE)
+    assert family.may_match("exchange", family.candidates(dotless))
+    # (the lowercased text makes "plain" a candidate here: a search too many, never one too few)
+    assert family.may_match("plain", family.candidates("NO SUCH USER"))

@@ -9,8 +9,8 @@ Aho-Corasick automaton (``pyahocorasick``, a C extension on PyPI) that finds all
 them in a single pass over the text; a family none of whose words occurs is ruled out
 without a search. The rule is exact: a family is ruled out only when every one of its
 patterns has words it must contain and none of them occurs. Anything the word reader
-does not understand (inline flags, numbered escapes, case-insensitive families) leaves
-its family always searched.
+does not understand (inline flags, numbered escapes) leaves its family always searched;
+a case-insensitive family is ruled out only in ASCII text.
 """
 
 from __future__ import annotations
@@ -117,20 +117,24 @@ def _sequence_words(pattern: str) -> frozenset[str] | None:
 class FamilyFilter(Generic[K]):
     """The families (key -> patterns) that a text may match, found in one pass."""
 
-    __slots__ = ("_always", "_automaton", "_bits")
+    __slots__ = ("_always", "_automaton", "_bits", "_folded")
 
     def __init__(self, families: Mapping[K, tuple[str, ...]]) -> None:
         self._bits: dict[K, int] = {key: 1 << index for index, key in enumerate(families)}
-        always = 0
+        always = folded = 0
         by_word: dict[str, int] = {}
         for key, patterns in families.items():
-            words = _family_words(patterns)
-            if words is None:
+            read = _family_words(patterns)
+            if read is None:
                 always |= self._bits[key]
                 continue
+            words, case_insensitive = read
+            if case_insensitive:
+                folded |= self._bits[key]
             for word in words:
                 by_word[word] = by_word.get(word, 0) | self._bits[key]
         self._always = always
+        self._folded = folded
         self._automaton = ahocorasick.Automaton()
         for word, bits in by_word.items():
             self._automaton.add_word(word, bits)
@@ -140,10 +144,22 @@ class FamilyFilter(Generic[K]):
     def candidates(self, text: str) -> int:
         """The families that may match ``text``, as a bit set (see :meth:`may_match`)."""
         found = self._always
+        if self._folded:
+            # A case-insensitive family's words are lowercase ASCII: found in the lowercased
+            # text exactly when a match holds them in any case, if the text is ASCII (other
+            # letters fold onto ASCII ones: "\u0131" matches "i" case-insensitively). The
+            # other families' lowercase words stay where they were when the text is lowercased.
+            if not text.isascii():
+                found |= self._folded
+            text = text.lower()
         if self._automaton.kind == ahocorasick.AHOCORASICK:
             for _, bits in self._automaton.iter(text):
                 found |= bits
         return found
+
+    def rules_out(self, text: str) -> bool:
+        """Whether no family at all can match ``text``."""
+        return self.candidates(text) == 0
 
     def may_match(self, key: K, candidates: int) -> bool:
         """Whether family ``key`` is among ``candidates``; an unknown key always is."""
@@ -151,14 +167,19 @@ class FamilyFilter(Generic[K]):
         return bit is None or bool(candidates & bit)
 
 
-def _family_words(patterns: tuple[str, ...]) -> frozenset[str] | None:
+def _family_words(patterns: tuple[str, ...]) -> tuple[frozenset[str], bool] | None:
+    """The words of a family, and whether it is searched case-insensitively (a capital
+    anywhere, as :func:`~mailcarrier.domain.patterns.family_parts` compiles it)."""
     whole = "|".join(patterns)
-    if whole != whole.lower():
-        return None  # searched case-insensitively: its words would need case folding
+    case_insensitive = whole != whole.lower()
     words: set[str] = set()
     for pattern in patterns:
         found = required_words(pattern)
         if found is None or min(len(w) for w in found) < _MIN_WORD:
             return None
+        if case_insensitive:
+            if not all(w.isascii() for w in found):
+                return None
+            found = frozenset(w.lower() for w in found)
         words |= found
-    return frozenset(words)
+    return frozenset(words), case_insensitive

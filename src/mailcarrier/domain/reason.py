@@ -266,6 +266,8 @@ class RuleTiers:
     #: Matches wherever one of the ``codes`` rules' texts does (all of them have one), as
     #: :func:`~mailcarrier.domain.patterns.family_parts`; otherwise the empty pattern.
     code_gate: tuple[re.Pattern[str], ...]
+    #: Before the gate: rules a text out in one pass from the words the codes' texts hold.
+    code_filter: FamilyFilter[int]
 
 
 _SHIPPED = (PROVIDER_CODES, "stage.toml", PROVIDER_WORDING, "fallback.toml")
@@ -279,11 +281,13 @@ def rule_tiers(rules: RuleSet) -> RuleTiers:
         shipped = next((name for name in _SHIPPED if rule.origin.startswith(name)), "user")
         groups[shipped].append(rule)
     texts = [r.text.pattern for r in groups[PROVIDER_CODES] if r.text is not None]
-    gate = (family_parts(tuple(texts))
-            if texts and len(texts) == len(groups[PROVIDER_CODES]) else (re.compile(""),))
+    complete = bool(texts) and len(texts) == len(groups[PROVIDER_CODES])
+    gate = family_parts(tuple(texts)) if complete else (re.compile(""),)
+    # Without a text on every code rule, the gate matches anything: so does the filter.
+    code_filter: FamilyFilter[int] = FamilyFilter({0: tuple(texts) if complete else ("",)})
     return RuleTiers(RuleSet(tuple(groups["user"])), RuleSet(tuple(groups[PROVIDER_CODES])),
                      RuleSet(tuple(groups["stage.toml"])), RuleSet(tuple(groups[PROVIDER_WORDING])),
-                     RuleSet(tuple(groups["fallback.toml"])), gate)
+                     RuleSet(tuple(groups["fallback.toml"])), gate, code_filter)
 
 
 #: What decided: the reason, a trace id, and the data rule when one of the rule files did.
@@ -363,7 +367,8 @@ def _early(tiers: RuleTiers, evidence: Evidence) -> Decision | None:
     if hint is not None and hint not in _WEAK_HINTS:
         return hint, f"detector:{hint.value}", None
     text = masked.lower()
-    if any(gate.search(text) is not None for gate in tiers.code_gate):
+    if not tiers.code_filter.rules_out(text) and any(gate.search(text) is not None
+                                                      for gate in tiers.code_gate):
         # A provider's own error code (Yahoo's [TSS04], Orange's OFR_506) names the reason
         # more exactly than the RFC 3463 status it comes with or the stage.
         found = _from_rule(tiers.codes.first_match(code, status, evidence.command, text))

@@ -18,6 +18,7 @@ from typing import Protocol
 from mailcarrier.domain.addresses import find_mailboxes
 from mailcarrier.domain.detectors.mime import MimePart
 from mailcarrier.domain.errors import RuleFileError
+from mailcarrier.domain.family_filter import FamilyFilter
 from mailcarrier.domain.patterns import family_parts, lowercase_pattern
 from mailcarrier.domain.smtp_reply import SMTPStage
 from mailcarrier.domain.vocabulary import Reason
@@ -200,9 +201,14 @@ class Wording:
     #: them matches is ruled out with one or two searches instead of one per pattern.
     command_gate: tuple[re.Pattern[str], ...] = ()
     hint_gate: tuple[re.Pattern[str], ...] = ()
+    #: Before the gates: rules a text out in one pass from the words the patterns hold.
+    command_filter: FamilyFilter[int] | None = None
+    hint_filter: FamilyFilter[int] | None = None
 
     def command_in(self, text: str) -> SMTPStage:
         text = text.lower()  # patterns are lowercase: no case-folding per character
+        if self.command_filter is not None and self.command_filter.rules_out(text):
+            return SMTPStage.UNKNOWN
         if self.command_gate and not any(gate.search(text) for gate in self.command_gate):
             return SMTPStage.UNKNOWN
         for pattern, stage in self.commands:
@@ -212,6 +218,8 @@ class Wording:
 
     def hint_in(self, text: str) -> Reason | None:
         text = text.lower()
+        if self.hint_filter is not None and self.hint_filter.rules_out(text):
+            return None
         if self.hint_gate and not any(gate.search(text) for gate in self.hint_gate):
             return None
         for pattern, reason in self.hints:
@@ -255,6 +263,9 @@ def compile_wording(data: str) -> Wording:
     except (tomllib.TOMLDecodeError, KeyError, ValueError, TypeError, AttributeError, re.error) as exc:
         raise RuleFileError(f"detectors.toml: {exc}") from None
     # The gates match wherever one of the patterns does (case-insensitive when one is).
+    command_sources = tuple(p.pattern for p, _ in commands)
+    hint_sources = tuple(p.pattern for p, _ in hints)
     return Wording(commands, hints, markers, original, recipient_hints,
-                   family_parts(tuple(p.pattern for p, _ in commands)) if commands else (),
-                   family_parts(tuple(p.pattern for p, _ in hints)) if hints else ())
+                   family_parts(command_sources) if commands else (),
+                   family_parts(hint_sources) if hints else (),
+                   FamilyFilter({0: command_sources}), FamilyFilter({0: hint_sources}))

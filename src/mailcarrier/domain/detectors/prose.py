@@ -152,6 +152,11 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
+def _address_line(line: str) -> re.Match[str] | None:
+    # Most lines hold no "@", which every address line does: no regex call for them.
+    return _ADDRESS_LINE.match(line) if "@" in line else None
+
+
 def address_paragraphs(body: str) -> list[tuple[str, str]]:
     """``(address, what follows it)`` for each line that starts with an address.
 
@@ -162,7 +167,7 @@ def address_paragraphs(body: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     i = 0
     while i < len(lines):
-        m = _ADDRESS_LINE.match(lines[i])
+        m = _address_line(lines[i])
         if m is None or _SUMMARY_LINE.match(lines[i]):
             i += 1
             continue
@@ -172,13 +177,13 @@ def address_paragraphs(body: str) -> list[tuple[str, str]]:
         # Folded lines of the same account are indented deeper, even when they start with
         # the address again (Postfix: "    <user@example.net>... User Unknown (in reply ...").
         while (j < len(lines) and lines[j].strip() and j - i < 16
-               and (_ADDRESS_LINE.match(lines[j]) is None or _indent(lines[j]) > indent)):
+               and (_address_line(lines[j]) is None or _indent(lines[j]) > indent)):
             parts.append(lines[j].strip())
             j += 1
         if not any(parts):
             # An address alone: the reason is in the next paragraphs (Gmail, Sendmail, Exim).
             k, taken = j, 0
-            while k < len(lines) and taken < 12 and _ADDRESS_LINE.match(lines[k]) is None:
+            while k < len(lines) and taken < 12 and _address_line(lines[k]) is None:
                 if lines[k].strip():
                     parts.append(lines[k].strip())
                     taken += 1
