@@ -76,6 +76,13 @@ def field_blocks(part: MimePart) -> list[dict[str, str]]:
 _INLINE_DSN = re.compile(r"^(?:reporting-mta|final-recipient)[ \t]*:", re.I | re.M)
 
 
+def _without(prose: str, reply: str) -> str:
+    """``prose`` less the quoted ``reply`` (both read with runs of whitespace as one space, as
+    MTAs wrap a long reply over lines); "" when the reply is not quoted there."""
+    flat = " ".join(prose.split())
+    return flat.replace(reply, " ") if reply and reply in flat else ""
+
+
 def _first_address(value: str) -> str:
     value = value.split(";", 1)[-1] if ";" in value else value
     found = addresses(value)
@@ -147,7 +154,12 @@ class DSNDetector:
             prose = paragraphs.get(recipient) or _sentence(mail.body, recipient)
             if not diagnostic:
                 diagnostic = prose
-            command = words.command_in(diagnostic)
+            # The MTA's own words around the quoted reply ("after HELO", "in reply to RCPT TO
+            # command") name the command; the reply's words ("must issue a STARTTLS command
+            # first") only when the MTA says nothing.
+            command = words.command_in(_without(prose, diagnostic)) if diagnostic else SMTPStage.UNKNOWN
+            if command is SMTPStage.UNKNOWN:
+                command = words.command_in(diagnostic)
             if command is SMTPStage.UNKNOWN:
                 command = words.command_in(prose)
             if command is SMTPStage.UNKNOWN:
