@@ -1,7 +1,7 @@
 """Genuine bounces of other MTAs: does a reply read the same live and inside their bounce?
 
-bench/sisimai_agreement.py does this with Postfix. Here the MTAs are Exim 4, OpenSMTPD and
-Sendmail, each writing its own bounce format. They conflict with the installed Postfix as
+bench/sisimai_agreement.py does this with Postfix. Here the MTAs are Exim 4 and OpenSMTPD,
+each writing its own bounce format. They conflict with the installed Postfix as
 Debian packages, so they are not installed: ``apt-get download`` + ``dpkg -x`` puts each in a
 private directory (``--cache``, default ``/work/mta-cache`` or ``$MAILCARRIER_MTA_CACHE``;
 ``--fetch`` fills it), and the daemon runs from there inside a private mount namespace
@@ -14,7 +14,9 @@ Each MTA listens on loopback and relays one message per catalogue reply
 bench/sisimai_agreement.py collects them) to an aiosmtpd MX that answers that reply at its
 stage: MAIL FROM, RCPT TO or end of DATA (or the banner/EHLO on a port of its own); the MTA
 writes its bounce, which a collecting MX keeps. Retry rules are set so that a 4xx is returned
-after one try too.
+after one try too. (Sendmail 8.17 was tried the same way and left out: its bounce of a
+relayed message was written as a quarantined ``Qf`` queue file and never sent; Courier needs
+its authdaemon and several compiled-in trees.)
 
 For each bounce: ``parse_bounce`` must give one record, for the recipient mailed, whose
 reason, category and hard_bounce equal ``classify_reply`` of the same reply at that stage
@@ -24,7 +26,7 @@ states its own verdict). Prints per-MTA agreement, the disagreements, and
 agreement on the same bounces (reason and hard bounce against our live reading) when
 ``libsisimai-perl`` is installed.
 
-Usage: ``python bench/mta_bounces.py [--only exim,opensmtpd,sendmail] [--keep DIR] [--show N]``
+Usage: ``python bench/mta_bounces.py [--only exim,opensmtpd] [--keep DIR] [--show N]``
 (root: namespaces and overlay mounts).
 """
 
@@ -216,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fetch", action="store_true", help="apt-get download + dpkg -x into --cache")
     parser.add_argument("--keep", type=Path, help="keep the bounces in this folder (one subfolder per MTA)")
     parser.add_argument("--show", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the bounces per MTA")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("needs root (mount namespace, overlay mounts)")
@@ -232,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix=f"mta-{name}-") as tmp:
             folder = (args.keep / name) if args.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            bounces = run_mta(MTAS[name](root), replies, folder)
+            bounces = run_mta(MTAS[name](root), replies, folder, args.timeout)
             outcomes = compare(name, replies, bounces)
             figures[name] = summarise(name, outcomes, args.show)
             peer = sisimai_figure(outcomes)

@@ -1,6 +1,6 @@
 """Other MTAs than Postfix, run from their extracted Debian packages in a mount namespace.
 
-Exim 4, OpenSMTPD and Sendmail conflict with the installed Postfix as Debian packages, so
+Exim 4 and OpenSMTPD conflict with the installed Postfix as Debian packages, so
 they are not installed: ``apt-get download`` + ``dpkg -x`` puts each in its own directory of
 a cache (:func:`fetch`), and :class:`Mta` runs the daemon from there inside a private mount
 namespace (``unshare -m``): read-only overlays lay the extracted package over ``/usr`` (the
@@ -27,16 +27,15 @@ from pathlib import Path
 
 from tests.interop.servers import free_port, wait_port
 
-__all__ = ["MTAS", "PACKAGES", "Exim", "Mta", "OpenSMTPD", "Sendmail", "extracted", "fetch"]
+__all__ = ["MTAS", "PACKAGES", "Exim", "Mta", "MtaError", "OpenSMTPD", "extracted", "fetch"]
 
 #: Debian packages (and the libraries the installed system lacks) per MTA.
 PACKAGES: dict[str, tuple[str, ...]] = {
     "exim": ("exim4-daemon-light", "exim4-base", "libidn12"),
     "opensmtpd": ("opensmtpd",),
-    "sendmail": ("sendmail-bin", "sendmail-base", "sendmail-cf", "m4"),
 }
 #: The file that shows an MTA is extracted.
-_BINARY = {"exim": "usr/sbin/exim4", "opensmtpd": "usr/sbin/smtpd", "sendmail": "usr/libexec/sendmail/sendmail"}
+_BINARY = {"exim": "usr/sbin/exim4", "opensmtpd": "usr/sbin/smtpd"}
 
 
 class MtaError(RuntimeError):
@@ -227,65 +226,5 @@ class OpenSMTPD(Mta):
         return ["/usr/sbin/smtpd", "-d"]
 
 
-class Sendmail(Mta):
-    """Sendmail 8.17 (Debian's sendmail-bin): a sendmail.cf made with the package's m4 macros;
-    mail for each route domain goes through a mailer of its own whose port is that route's."""
-
-    name = "sendmail"
-
-    def configure(self, etc: Path, folder: Path, port: int, routes: dict[str, int]) -> None:
-        queue = folder / "mqueue"
-        queue.mkdir(exist_ok=True)
-        queue.chmod(0o700)
-        (etc / "mail").mkdir(exist_ok=True)
-        (etc / "mail" / "aliases").write_text("postmaster: root\nMAILER-DAEMON: postmaster\n")
-        (etc / "mail" / "service.switch").write_text("hosts files\naliases files\n")
-        mailers, rules = [], []
-        for n, (domain, p) in enumerate(routes.items()):
-            mailers.append(f"Mr{n}, P=[IPC], F=mDFMuXa, S=EnvFromSMTP/HdrFromSMTP, R=EnvToSMTP, E=\\r\\n, "
-                           f"L=990, T=DNS/RFC822/SMTP, A=TCP $h {p}")
-            rules.append(f"R$* < @ {domain} . > $*\t$#r{n} $@ [127.0.0.1] $: $1 < @ {domain} . > $2")
-        cf = self.pkg / "usr/share/sendmail/cf"
-        mc = f"""divert(-1)
-divert(0)dnl
-include(`{cf}/m4/cf.m4')dnl
-VERSIONID(`mailcarrier')dnl
-OSTYPE(`linux')dnl
-define(`QUEUE_DIR', `{queue}')dnl
-define(`confPID_FILE', `{folder}/sendmail.pid')dnl
-define(`STATUS_FILE', `{folder}/statistics')dnl
-define(`ALIAS_FILE', `/etc/mail/aliases')dnl
-define(`confSERVICE_SWITCH_FILE', `/etc/mail/service.switch')dnl
-define(`confDONT_PROBE_INTERFACES', `True')dnl
-define(`confDOMAIN_NAME', `mta.sendmail.test')dnl
-define(`confTO_QUEUERETURN', `1s')dnl
-define(`confTO_QUEUEWARN', `1h')dnl
-define(`confDELIVERY_MODE', `background')dnl
-define(`confDEF_USER_ID', `nobody:nogroup')dnl
-define(`confCON_EXPENSIVE', `False')dnl
-define(`confTO_CONNECT', `10s')dnl
-DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
-FEATURE(`nocanonify')dnl
-FEATURE(`promiscuous_relay')dnl
-FEATURE(`accept_unresolvable_domains')dnl
-FEATURE(`accept_unqualified_senders')dnl
-MAILER(`local')dnl
-MAILER(`smtp')dnl
-LOCAL_NET_CONFIG
-{chr(10).join(rules)}
-MAILER_DEFINITIONS
-{chr(10).join(mailers)}
-"""
-        (folder / "sendmail.mc").write_text(mc)
-        done = subprocess.run([str(self.pkg / "usr/bin/m4"), str(folder / "sendmail.mc")], capture_output=True,
-                              text=True, check=False)
-        if done.returncode:
-            raise MtaError(f"m4: {done.stderr[-300:]}")
-        (etc / "mail" / "sendmail.cf").write_text(done.stdout)
-
-    def command(self, folder: Path, port: int) -> list[str]:
-        return ["/usr/libexec/sendmail/sendmail", "-bD", "-q3s", "-C", "/etc/mail/sendmail.cf"]
-
-
-MTAS: dict[str, type[Mta]] = {"exim": Exim, "opensmtpd": OpenSMTPD, "sendmail": Sendmail}
+MTAS: dict[str, type[Mta]] = {"exim": Exim, "opensmtpd": OpenSMTPD}
 
