@@ -47,12 +47,19 @@ def test_rules_out_families_whose_words_are_absent() -> None:
 
 
 def test_required_words_of_plain_runs_groups_and_alternatives() -> None:
-    assert required_words("mailbox (?:is )?full") == frozenset({"mailbox "})
-    assert required_words("over ?quota") == frozenset({"quota"})
-    assert required_words("(?:user|mailbox) unknown") == frozenset({" unknown"})
-    assert required_words("(?:conta|caixa) (?:de )?x") == frozenset({"conta", "caixa"})
+    # A run of items with few known spellings is spelled out: optional parts, groups of
+    # plain alternatives, simple classes, boundaries.
+    assert required_words("mailbox (?:is )?full") == frozenset({"mailbox is full", "mailbox full"})
+    assert required_words("over ?quota") == frozenset({"overquota", "over quota"})
+    assert required_words("quota d[ée]pass") == frozenset({"quota depass", "quota dépass"})
+    assert required_words("\\bspam\\b") == frozenset({"spam"})
     assert required_words("a\\.b|cde") == frozenset({"a.b", "cde"})
+    # Anything else ends a run; the longest run wins, the last of equals.
     assert required_words("[abc]+x{2}yz") == frozenset({"yz"})
+    assert required_words("mailbox .* full") == frozenset({"mailbox "})
+    assert required_words("(?:user|mailbox)+ unknown") == frozenset({" unknown"})
+    # A group that is not spelled out offers its own words.
+    assert required_words("x+(?:conta\\d|caixa\\s)y") == frozenset({"conta", "caixa"})
 
 
 def test_required_words_unknown_for_what_it_does_not_read() -> None:
@@ -61,8 +68,9 @@ def test_required_words_unknown_for_what_it_does_not_read() -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.sampled_from(["ab", "c", "(?:", ")", "|", "?", "+", "*", "\\.", ".", "[ab]", " ", "{2}",
-                                 "\\b", "(?=x)", "(?<!y)"]), max_size=12).map("".join),
+@given(st.lists(st.sampled_from(["ab", "c", "(?:", "(", ")", "|", "?", "+", "*", "??", "?+", "\\.", ".", "[ab]",
+                                 "[^a]", " ", "{2}", "\\b", "^", "$", "(?=x)", "(?<!y)", "[a-c]"]),
+                max_size=12).map("".join),
        st.text(alphabet="abcxy. ", max_size=20))
 def test_required_words_occur_in_every_match(pattern: str, text: str) -> None:
     try:

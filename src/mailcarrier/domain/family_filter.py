@@ -55,63 +55,128 @@ def required_words(pattern: str) -> frozenset[str] | None:
     return _sequence_words(pattern)
 
 
-def _sequence_words(pattern: str) -> frozenset[str] | None:
-    """For a pattern without top-level "|": the best of the choices it offers, each a
-    run of plain characters or the words of a group that occurs exactly once."""
-    choices: list[frozenset[str]] = []
-    run: list[str] = []
+# Escapes that match no character, only a place.
+_ZERO_WIDTH_ESCAPES = frozenset("bBAZ")
+# A run of items is spelled out as all the strings it can match up to this many.
+_MAX_SPELLINGS = 64
+
+#: One item of a pattern: every string it can match (when few and known), and the words a
+#: group requires (when it is one that occurs once).
+_Item = tuple[frozenset[str] | None, frozenset[str] | None]
+_EMPTY: frozenset[str] = frozenset([""])
+
+
+def _items(pattern: str) -> list[_Item] | None:
+    """The items of a pattern without top-level "|", each quantifier applied; None when
+    the pattern holds something not read here (then nothing is known of its matches)."""
+    items: list[_Item] = []
     at = 0
     while at < len(pattern):
         char = pattern[at]
-        literal: str | None = None
-        group: str | None = None
+        spellings: frozenset[str] | None = None
+        words: frozenset[str] | None = None
         if char == "\\":
             escaped = pattern[at + 1:at + 2]
             if escaped in _LONG_ESCAPES:
                 return None
-            if escaped.isascii() and not escaped.isalnum():
-                literal = escaped  # "\." is a plain "."
+            if escaped in _ZERO_WIDTH_ESCAPES:
+                spellings = _EMPTY
+            elif escaped.isascii() and not escaped.isalnum():
+                spellings = frozenset([escaped])  # "\." is a plain "."
             end = at + 2
         elif char == "[":
             end = class_end(pattern, at)
+            members = pattern[at + 1:end - 1]
+            if members and members[0] != "^" and not any(c in members for c in "\\-["):
+                spellings = frozenset(members)  # "[ée]": one of a few plain characters
         elif char == "(":
-            if pattern.startswith("(?", at) and pattern[at + 2:at + 3] not in (":", "=", "!", "<", "P"):
-                return None  # inline flags, comments, conditionals, atomic groups
-            closing = group_end(pattern, at)
-            if closing is None:
+            end_or_none = group_end(pattern, at)
+            if end_or_none is None:
                 return None
-            end = closing
-            if pattern.startswith("(?:", at):
-                group = pattern[at + 3:end - 1]
-            elif not pattern.startswith("(?", at):
-                group = pattern[at + 1:end - 1]
-        elif char in _SPECIAL:
-            end = at + 1
+            end = end_or_none
+            if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), at):
+                spellings = _EMPTY  # a lookaround matches no character
+            elif pattern.startswith("(?:", at) or not pattern.startswith("(?", at):
+                inner = pattern[at + (3 if pattern.startswith("(?:", at) else 1):end - 1]
+                spellings, words = _spellings(inner), required_words(inner)
+            elif not pattern.startswith(("(?P<", "(?P="), at):
+                return None  # inline flags, comments, conditionals, atomic groups
         else:
-            literal = char
             end = at + 1
+            if char in "^$":
+                spellings = _EMPTY
+            elif char not in _SPECIAL:
+                spellings = frozenset([char])
         quantified = _QUANTIFIER.match(pattern, end)
         if quantified is not None:
-            literal = group = None
             end = quantified.end()
-            if pattern[end:end + 1] in ("?", "+"):  # lazy or possessive
+            if pattern[end:end + 1] in ("?", "+"):  # lazy or possessive: fewer matches
                 end += 1
-        if literal is not None:
-            run.append(literal)
-        else:
-            if run:
-                choices.append(frozenset(["".join(run)]))
-                run = []
-            inner = required_words(group) if group is not None else None
-            if inner:
-                choices.append(inner)
+            optional = quantified.group() == "?"
+            spellings = spellings | _EMPTY if optional and spellings is not None else None
+            words = None
+        items.append((spellings, words))
         at = end
-    if run:
-        choices.append(frozenset(["".join(run)]))
+    return items
+
+
+def _spellings(pattern: str) -> frozenset[str] | None:
+    """Every string ``pattern`` can match, when they are few and all known; else None."""
+    alternatives = branches(pattern)
+    if alternatives is None:
+        return None
+    found: set[str] = set()
+    for alternative in alternatives:
+        items = _items(alternative)
+        if items is None:
+            return None
+        spelled: frozenset[str] = _EMPTY
+        for spellings, _ in items:
+            if spellings is None:
+                return None
+            spelled = frozenset(a + b for a in spelled for b in spellings)
+            if len(spelled) > _MAX_SPELLINGS:
+                return None
+        found |= spelled
+    return frozenset(found)
+
+
+def _sequence_words(pattern: str) -> frozenset[str] | None:
+    """For a pattern without top-level "|": the best of the choices it offers. Each run
+    of items whose strings are known (plain characters, "[ée]", "x?", "(?:a|b)", "\\b")
+    spells the strings one of which every match holds; a group that occurs once and is
+    not spelled out offers its own words."""
+    items = _items(pattern)
+    if items is None:
+        return None
+    choices: list[frozenset[str]] = []
+    run: frozenset[str] = _EMPTY
+    for spellings, words in items:
+        if spellings is not None:
+            longer = frozenset(a + b for a in run for b in spellings)
+            if len(longer) <= _MAX_SPELLINGS:
+                run = longer
+                continue
+        if "" not in run:
+            choices.append(run)
+        run = spellings if spellings is not None else _EMPTY
+        if spellings is None and words:
+            choices.append(words)
+    if "" not in run:
+        choices.append(run)
     if not choices:
         return None
-    # The choice whose shortest word is longest occurs in the fewest texts.
-    return max(choices, key=lambda words: (min(len(w) for w in words), -len(words)))
+    # The choice whose shortest word is longest occurs in the fewest texts; of equals, the
+    # last (a template's first words are the common ones).
+    best = choices[0]
+    for choice in choices[1:]:
+        if _score(choice) >= _score(best):
+            best = choice
+    return best
+
+
+def _score(words: frozenset[str]) -> tuple[int, int]:
+    return min(len(w) for w in words), -len(words)
 
 
 class FamilyFilter(Generic[K]):
