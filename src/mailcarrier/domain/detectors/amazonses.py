@@ -17,7 +17,7 @@ from mailcarrier.domain.vocabulary import Reason
 
 __all__ = ["AmazonSESDetector"]
 
-_FOLD = re.compile(r"!\r?\n ")
+_FOLD = re.compile(r"![ \t]*\r?\n ")
 
 
 def _json_document(text: str) -> dict[str, Any] | None:

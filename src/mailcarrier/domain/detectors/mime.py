@@ -22,6 +22,8 @@ __all__ = ["MimePart", "normalise_newlines"]
 _MAX_DEPTH = 24
 _LOGICAL_LINE = re.compile(r"\n(?![ \t])")
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.*!#$%&\'+\-^`|~]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: White space at the end of a line (before CRLF, LF or the end), for quoted-printable decoding.
+_TRAILING_BLANKS = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
 
 
 def normalise_newlines(raw: bytes) -> bytes:
@@ -192,7 +194,9 @@ class MimePart:
             except binascii.Error:
                 return body
         if encoding == "quoted-printable":
-            return quopri.decodestring(body)
+            # RFC 2045 6.7 (3): trailing white space on a line was added in transport and must
+            # be deleted, or a soft line break "= " would stay in the text.
+            return quopri.decodestring(_TRAILING_BLANKS.sub(b"", body))
         return body
 
     def text(self) -> str:
