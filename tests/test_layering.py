@@ -9,8 +9,9 @@ from mailcarrier import domain
 DOMAIN_DIR = Path(domain.__file__).parent
 # Third-party imports the core may make: pure computation, no I/O. email-validator checks
 # address syntax (deliverability off) so bounce recipients and contact import agree on
-# what an address is (issue 16 item 6).
-ALLOWED = frozenset({"email_validator"})
+# what an address is (issue 16 item 6). pyahocorasick finds many words in one pass over a
+# text (domain/family_filter.py rules wording families out before their regex searches).
+ALLOWED = frozenset({"email_validator", "ahocorasick"})
 
 
 def _imported_roots(path: Path) -> set[str]:
