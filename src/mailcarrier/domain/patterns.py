@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 __all__ = ["branches", "class_end", "family_parts", "group_end", "lowercase_pattern"]
 
@@ -58,8 +59,9 @@ def class_end(pattern: str, at: int) -> int:
     return at + 1
 
 
-def group_end(pattern: str, at: int) -> int | None:
-    """The index after the group that starts at ``pattern[at]`` ("("); None if unclosed."""
+def _structure(pattern: str, at: int = 0) -> Iterator[tuple[int, str, int]]:
+    """From ``pattern[at]``: each "(", ")" and "|" with its index and the group depth after
+    it, stepping over escapes and character classes, which hold none of them."""
     depth = 0
     while at < len(pattern):
         char = pattern[at]
@@ -69,13 +71,17 @@ def group_end(pattern: str, at: int) -> int | None:
         if char == "[":
             at = class_end(pattern, at)
             continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return at + 1
+        if char in "()|":
+            depth += {"(": 1, ")": -1, "|": 0}[char]
+            yield at, char, depth
         at += 1
+
+
+def group_end(pattern: str, at: int) -> int | None:
+    """The index after the group that starts at ``pattern[at]`` ("("); None if unclosed."""
+    for where, char, depth in _structure(pattern, at):
+        if char == ")" and depth == 0:
+            return where + 1
     return None
 
 
@@ -84,26 +90,12 @@ def branches(pattern: str) -> list[str] | None:
     ``b(?:c|d)``), for a valid pattern; None when that is not sure."""
     if "(?#" in pattern:
         return None  # a comment may hold anything
-    depth = 0
-    at = 0
     start = 0
     found: list[str] = []
-    while at < len(pattern):
-        char = pattern[at]
-        if char == "\\":
-            at += 2
-            continue
-        if char == "[":
-            at = class_end(pattern, at)
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth <= 0:
-            found.append(pattern[start:at])
-            start = at + 1
-        at += 1
+    for where, char, depth in _structure(pattern):
+        if char == "|" and depth <= 0:
+            found.append(pattern[start:where])
+            start = where + 1
     found.append(pattern[start:])
     return found
 
