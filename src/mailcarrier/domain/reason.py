@@ -41,7 +41,6 @@ class ReasonTable:
     #: Reasons whose wording in the notification's prose decides (see Evidence.context).
     notice: tuple[Reason, ...]
     status: dict[str, Reason]
-    patterns: dict[Reason, re.Pattern[str]]
     #: Each reason's patterns as written, in file order (for tracing which one matched).
     sources: dict[Reason, tuple[str, ...]]
     #: Each family as the regexes :func:`~mailcarrier.domain.patterns.family_parts` splits it
@@ -55,6 +54,11 @@ class ReasonTable:
         # One decision asks about the same family several times (first pass, the
         # not-really-unknown checks, second pass): each family is searched once per text.
         return _family_match(self, reason, text)
+
+    def alternation(self, reason: Reason) -> re.Pattern[str]:
+        """The family as one alternation of its patterns, what ``parts`` is proven equal to
+        (compiled on demand: decisions search ``parts``, and start-up need not compile both)."""
+        return lowercase_pattern("|".join(f"(?:{p})" for p in self.sources.get(reason, ())))
 
     def which(self, reason: Reason, text: str) -> int | None:
         """The index of the first of ``reason``'s patterns found in ``text`` (slow; for tracing)."""
@@ -110,10 +114,6 @@ def compile_reason_table(data: str) -> ReasonTable:
         raise RuleFileError("reasons.toml: [status] and [patterns] must be tables")
     try:
         status = {str(k): Reason(str(v)) for k, v in statuses.items()}
-        compiled = {
-            Reason(name): lowercase_pattern("|".join(f"(?:{p})" for p in pats))
-            for name, pats in patterns.items()
-        }
         sources = {Reason(name): tuple(str(p) for p in pats) for name, pats in patterns.items()}
         parts = {name: family_parts(pats) for name, pats in sources.items()}
     except (ValueError, re.error) as exc:
@@ -124,7 +124,6 @@ def compile_reason_table(data: str) -> ReasonTable:
         vague=frozenset(_reasons(doc.get("vague_reasons"), "vague_reasons")),
         notice=_reasons(doc.get("notice_reasons", []), "notice_reasons"),
         status=status,
-        patterns=compiled,
         sources=sources,
         parts=parts,
         filter=FamilyFilter(sources),
