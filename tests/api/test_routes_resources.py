@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,16 @@ async def test_segments_export_and_suspected_filtering_decisions(api: Ctx) -> No
     r = await api.http.get("/api/v1/contacts", params={"bounced_until": "2026-01-01T00:00:00"},
                            headers=api.mine)
     assert r.status_code == 422  # a naive time is refused, not guessed
+    # The same window written in another zone selects the same contacts (compared in UTC) ...
+    plus5 = timezone(timedelta(hours=5))
+    r = await api.http.get("/api/v1/contacts", params={
+        "bounce_reason": "userunknown", "bounced_since": (T0 - timedelta(minutes=30)).astimezone(plus5).isoformat(),
+        "bounced_until": (T0 + timedelta(minutes=30)).astimezone(plus5).isoformat()}, headers=api.mine)
+    assert [c["email"] for c in r.json()["items"]] == ["cy@example.com"]
+    # ... and a time that leaves the calendar once in UTC is refused, not sent to the database.
+    r = await api.http.get("/api/v1/contacts", params={"bounced_since": "0001-01-01T00:20:56+01:02"},
+                           headers=api.mine)
+    assert r.status_code == 422 and "out of range" in r.text
     r = await api.http.get("/api/v1/contacts/export.csv", params={"bounce_category": 1}, headers=api.mine)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -53,11 +53,23 @@ def segment(status: Annotated[str | None, Query(pattern="^(active|error|opted_ou
             suspected_filtering: Annotated[bool | None, Query(
                 description="Held as suspected B2B filtering.")] = None) -> views.ContactSegment:
     """Seed 001's filters on bounce data, shared by the list and the export."""
-    for when in (bounced_since, bounced_until):
-        if when is not None and when.tzinfo is None:
-            raise ProblemError(422, "bounced_since/bounced_until need a time zone (e.g. ...Z)")
+    since, until = (_utc(name, when) for name, when in (("bounced_since", bounced_since),
+                                                        ("bounced_until", bounced_until)))
     return views.ContactSegment(status, audience_id, email, bounce_category, bounce_reason,
-                                bounced_since, bounced_until, email_invalid, suspected_filtering)
+                                since, until, email_invalid, suspected_filtering)
+
+
+def _utc(name: str, when: datetime | None) -> datetime | None:
+    """``when`` in UTC, as times are stored; a time without a zone, or one that leaves the
+    calendar once in UTC (0001-01-01T00:20+01:02), is refused rather than sent to the database."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise ProblemError(422, f"{name} needs a time zone (e.g. ...Z)")
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise ProblemError(422, f"{name} is out of range once in UTC") from None
 
 
 @router.get("", response_model=Page[views.ContactView])

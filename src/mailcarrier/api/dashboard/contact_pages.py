@@ -60,8 +60,9 @@ class ListQuery:
             status=self.status or None, audience_id=self.audience, search=self.q or None,
             bounce_category=self.category, bounce_reason=self.reason or None,
             bounced_since=datetime.combine(self.since, time(), tzinfo=UTC) if self.since else None,
+            # The end of the day given; the calendar's last day has no next one: no bound.
             bounced_until=datetime.combine(self.until + timedelta(days=1), time(), tzinfo=UTC)
-            if self.until else None,
+            if self.until and self.until < date.max else None,
             suspected_filtering=True if self.filtering else None)
 
     def params(self, **extra: object) -> str:
